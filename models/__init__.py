@@ -1,0 +1,1 @@
+"""Prediction code (not artefacts: those live in the BentoML model store)."""

@@ -1,0 +1,59 @@
+"""Save, load and list model versions in the real BentoML model store (`bentoml.models`)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import bentoml
+
+from models.classic import ClassicModel
+from models.ensemble import EnsembleModel
+
+ModelKind = Literal["classic", "ensemble"]
+MODEL_NAMES: dict[str, str] = {"classic": "classic", "ensemble": "ensemble"}
+
+
+def save_classic(model: ClassicModel, metadata: dict[str, Any], labels: dict[str, str]) -> str:
+    with bentoml.models.create("classic", labels=labels, metadata=metadata) as stored:
+        model.save(stored.path)
+    return str(stored.tag)
+
+
+def save_ensemble(
+    model: EnsembleModel, fitted: dict[str, object], metadata: dict[str, Any], labels: dict[str, str]
+) -> str:
+    with bentoml.models.create("ensemble", labels=labels, metadata=metadata) as stored:
+        model.save(stored.path, fitted)
+    return str(stored.tag)
+
+
+def load(tag: str, exclude_members: tuple[str, ...] = ()) -> tuple[ClassicModel | EnsembleModel, bentoml.Model]:
+    """Load `classic:<version>` or `ensemble:<version>`; returns the model and its store entry."""
+    stored = bentoml.models.get(tag)
+    if stored.tag.name == "ensemble":
+        return EnsembleModel.load(stored.path, exclude=exclude_members), stored
+    return ClassicModel.load(stored.path), stored
+
+
+def versions(name: str) -> list[dict[str, Any]]:
+    """Every stored version of a model, newest first, with its labels and headline metrics."""
+    out = []
+    for stored in bentoml.models.list(name):
+        metrics = stored.info.metadata.get("metrics", {})
+        out.append(
+            {
+                "tag": str(stored.tag),
+                "version": stored.tag.version,
+                "created_at": stored.info.creation_time.isoformat(),
+                "labels": dict(stored.info.labels),
+                "accuracy": metrics.get("accuracy"),
+            }
+        )
+    return sorted(out, key=lambda v: v["created_at"], reverse=True)
+
+
+def has_models() -> bool:
+    try:
+        return bool(bentoml.models.list("classic")) and bool(bentoml.models.list("ensemble"))
+    except bentoml.exceptions.NotFound:
+        return False

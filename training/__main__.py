@@ -1,0 +1,94 @@
+"""`python -m training`: train both models, print a summary, save them to the BentoML model store.
+
+Examples:
+    python -m training                      # the embedded default data set (60,000 rows)
+    python -m training --quick              # small but complete, for tests and CI
+    python -m training --data my.csv --target label --report results/training.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+from training.data import DataError  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, help="CSV or Parquet file (default: the embedded data set)")
+    parser.add_argument("--target", default=None, help="label column (default data: 'risk')")
+    parser.add_argument("--rows", type=int, help="use only the first N rows (or generate N rows)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--quick", action="store_true", help="small but complete training (< ~2 min)")
+    parser.add_argument("--report", type=Path, help="also write the summary as JSON here")
+    parser.add_argument("--no-save", action="store_true", help="train and evaluate only")
+    parser.add_argument("--if-missing", action="store_true", help="do nothing if the store already has both models")
+    args = parser.parse_args(argv)
+    if args.data is not None and args.target is None:
+        parser.error("--data needs --target COLUMN")
+    return args
+
+
+def summary_table(report: dict) -> str:
+    rows = [("model", "accuracy", "macro_f1", "log_loss", "weight")]
+    rows.append(("classic", *(f"{report['classic'][k]:.4f}" for k in ("accuracy", "macro_f1", "log_loss")), ""))
+    for name, m in report["members"].items():
+        rows.append((f"  {name}", f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}", f"{m['log_loss']:.4f}", f"{m['weight']:.3f}"))
+    rows.append(("ensemble", *(f"{report['ensemble'][k]:.4f}" for k in ("accuracy", "macro_f1", "log_loss")), "1.000"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
+    net = report["network"]
+    lines.append(
+        f"network: float {net['float_accuracy']:.4f} -> int8 TFLite {net['int8_accuracy']:.4f} "
+        f"({net['tflite_bytes'] / 1024:.0f} KiB)"
+    )
+    lines.append(f"data: {report['data']['source']}, {report['data']['rows']} rows, {report['data']['features']} features")
+    lines.append(f"training time: {report['training_seconds']} s")
+    for kind in ("classic", "ensemble"):
+        if "tag" in report[kind]:
+            lines.append(f"saved {report[kind]['tag']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.if_missing:
+        from models.store import has_models
+
+        if has_models():
+            print("training: the model store already has classic and ensemble; skipping (drop --if-missing to retrain)")
+            return 0
+    from training.pipeline import TrainingOptions, train
+
+    options = TrainingOptions(
+        data=args.data,
+        target=args.target or "risk",
+        rows=args.rows,
+        seed=args.seed,
+        quick=args.quick,
+        save=not args.no_save,
+    )
+    try:
+        report = train(options)
+    except DataError as exc:
+        print(f"training: error: {exc}", file=sys.stderr)
+        return 2
+    print(summary_table(report))
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(report, indent=2))
+        print(f"report written to {args.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""The training pipeline: data -> split -> preprocessing -> classic + seven members -> weights ->
+held-out evaluation -> both models saved, with their metrics, to the BentoML model store."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from models.classic import ClassicModel
+from models.ensemble import EnsembleModel, fit_weights, soft_vote
+from models.members import MEMBER_NAMES, load_member
+from models.preprocessing import TabularPreprocessor
+from training import data as data_mod
+from training.evaluate import classification_metrics, reference_statistics
+from training.members import MemberParams, fit_members
+
+log = logging.getLogger(__name__)
+
+LIBRARIES = (
+    "bentoml", "scikit-learn", "xgboost", "lightgbm", "catboost", "tensorflow-cpu",
+    "ai-edge-litert", "numpy", "pandas",
+)
+
+
+class TrainingOptions(BaseModel):
+    """What `python -m training` was asked to do."""
+
+    data: Path | None = None
+    target: str = data_mod.DEFAULT_TARGET
+    rows: int | None = None
+    seed: int = data_mod.DEFAULT_SEED
+    quick: bool = False
+    save: bool = True
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def load_training_table(options: TrainingOptions) -> tuple[pd.DataFrame, str]:
+    if options.data is None:
+        rows = options.rows or (8_000 if options.quick else data_mod.DEFAULT_ROWS)
+        return data_mod.make_default_dataset(rows, options.seed), f"default(rows={rows}, seed={options.seed})"
+    frame = data_mod.load_table(options.data)
+    if options.rows:
+        frame = frame.head(options.rows)
+    return frame, str(options.data)
+
+
+def train(options: TrainingOptions) -> dict[str, Any]:
+    """Train, evaluate and (optionally) save both models; returns the report."""
+    started = time.perf_counter()
+    frame, source = load_training_table(options)
+    X, y, schema = data_mod.prepare(frame, options.target)
+    splits = data_mod.split(X, y, options.seed)
+    class_index = {c: i for i, c in enumerate(schema.classes)}
+    y_train = np.array([class_index[v] for v in splits.y_train])
+    y_val = np.array([class_index[v] for v in splits.y_val])
+    y_test = np.array([class_index[v] for v in splits.y_test])
+
+    codes_train = schema.encode_frame(splits.X_train)
+    codes_val = schema.encode_frame(splits.X_val)
+    codes_test = schema.encode_frame(splits.X_test)
+    preprocessor = TabularPreprocessor.for_schema(schema).fit(codes_train)
+    X_train, X_val, X_test = (preprocessor.transform(c) for c in (codes_train, codes_val, codes_test))
+
+    # Classic -----------------------------------------------------------------------------
+    from sklearn.linear_model import LogisticRegression
+
+    t0 = time.perf_counter()
+    classic = ClassicModel(schema, preprocessor, LogisticRegression(C=1.0, max_iter=2000).fit(X_train, y_train))
+    classic_seconds = time.perf_counter() - t0
+    classic_metrics = classification_metrics(y_test, classic.predict_proba(codes_test))
+
+    # Ensemble ----------------------------------------------------------------------------
+    params = MemberParams.quick() if options.quick else MemberParams()
+    fitted = fit_members(X_train, y_train, X_val, y_val, len(schema.classes), params, options.seed)
+    # Evaluate members through the serving loaders, so the figures describe what is served
+    # (the int8 network as TFLite, not its float original).
+    import tempfile
+
+    from models.members import save_member
+
+    with tempfile.TemporaryDirectory() as tmp:
+        served = {}
+        for name in MEMBER_NAMES:
+            save_member(Path(tmp), name, fitted.models[name])
+            served[name] = load_member(Path(tmp), name)
+        val_probas = {n: m.predict_proba(X_val) for n, m in served.items()}
+        test_probas = {n: m.predict_proba(X_test) for n, m in served.items()}
+    weights_arr = fit_weights([val_probas[n] for n in MEMBER_NAMES], y_val)
+    weights = {n: round(float(w), 6) for n, w in zip(MEMBER_NAMES, weights_arr)}
+    ensemble = EnsembleModel(schema, preprocessor, served, weights)
+    ensemble_proba = soft_vote([test_probas[n] for n in MEMBER_NAMES], list(weights.values()))
+    ensemble_metrics = classification_metrics(y_test, ensemble_proba)
+    ensemble_val_metrics = classification_metrics(
+        y_val, soft_vote([val_probas[n] for n in MEMBER_NAMES], list(weights.values()))
+    )
+    members_report = {
+        n: {
+            **classification_metrics(y_test, test_probas[n]),
+            "weight": weights[n],
+            "fit_seconds": round(fitted.seconds[n], 2),
+        }
+        for n in MEMBER_NAMES
+    }
+    float_net = classification_metrics(y_test, fitted.network.predict_float(X_test))
+    network_report = {
+        "float_accuracy": float_net["accuracy"],
+        "int8_accuracy": members_report["mlp_int8"]["accuracy"],
+        "tflite_bytes": len(fitted.models["mlp_int8"]),
+        "epochs": fitted.network.epochs_run,
+    }
+    best_member = max(members_report, key=lambda n: members_report[n]["accuracy"])
+
+    fingerprint = data_mod.fingerprint(frame)
+    common_meta = {
+        "schema": schema.model_dump(exclude_none=True),
+        "classes": schema.classes,
+        "target": options.target,
+        "training": {
+            "source": source,
+            "fingerprint": fingerprint,
+            "rows": int(len(X)),
+            "split": {"train": len(y_train), "validation": len(y_val), "test": len(y_test)},
+            "seed": options.seed,
+            "quick": options.quick,
+        },
+        "reference": reference_statistics(codes_train, schema),
+        "libraries": library_versions(),
+    }
+    labels = {
+        "data": "default" if options.data is None else "custom",
+        "profile": "quick" if options.quick else "full",
+        "fingerprint": fingerprint[:12],
+    }
+    report: dict[str, Any] = {
+        "data": {"source": source, "rows": int(len(X)), "features": len(schema.features), "classes": schema.classes},
+        "classic": {**classic_metrics, "fit_seconds": round(classic_seconds, 2)},
+        "ensemble": {
+            **ensemble_metrics,
+            "validation": ensemble_val_metrics,
+            "best_member": best_member,
+            "best_member_accuracy": members_report[best_member]["accuracy"],
+        },
+        "members": members_report,
+        "network": network_report,
+        "weights": weights,
+    }
+    if options.save:
+        from models import store
+
+        report["classic"]["tag"] = store.save_classic(
+            classic, {**common_meta, "kind": "classic", "estimator": "LogisticRegression", "metrics": classic_metrics}, labels
+        )
+        report["ensemble"]["tag"] = store.save_ensemble(
+            ensemble,
+            fitted.models,
+            {
+                **common_meta,
+                "kind": "ensemble",
+                "combination": "weighted soft vote, weights fitted on validation log-loss",
+                "metrics": ensemble_metrics,
+                "members": members_report,
+                "weights": weights,
+                "network": network_report,
+            },
+            labels,
+        )
+    report["training_seconds"] = round(time.perf_counter() - started, 1)
+    return report
