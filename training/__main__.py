@@ -38,12 +38,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def summary_table(report: dict) -> str:
-    rows = [("model", "accuracy", "macro_f1", "log_loss", "weight")]
-    rows.append(("classic", *(f"{report['classic'][k]:.4f}" for k in ("accuracy", "macro_f1", "log_loss")), ""))
+    rows = [("model", "accuracy", "macro_f1", "log_loss", "vote weight", "stacker share")]
+    metrics = ("accuracy", "macro_f1", "log_loss")
+    rows.append(("classic", *(f"{report['classic'][k]:.4f}" for k in metrics), "", ""))
     for name, m in report["members"].items():
-        rows.append((f"  {name}", f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}", f"{m['log_loss']:.4f}", f"{m['weight']:.3f}"))
-    rows.append(("ensemble", *(f"{report['ensemble'][k]:.4f}" for k in ("accuracy", "macro_f1", "log_loss")), "1.000"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        rows.append((f"  {name}", *(f"{m[k]:.4f}" for k in metrics), f"{m['weight']:.3f}", f"{m['stacker_importance']:.3f}"))
+    vote = report["ensemble"]["soft_vote"]
+    rows.append(("  (weighted soft vote)", *(f"{vote[k]:.4f}" for k in metrics), "1.000", ""))
+    rows.append(("ensemble (stacked)", *(f"{report['ensemble'][k]:.4f}" for k in metrics), "", "1.000"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
     net = report["network"]
     lines.append(

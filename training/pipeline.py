@@ -15,7 +15,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from models.classic import ClassicModel
-from models.ensemble import EnsembleModel, fit_weights, soft_vote
+from models.ensemble import EnsembleModel, fit_stacker, fit_weights, soft_vote, stacker_importance
 from models.members import MEMBER_NAMES, load_member
 from models.preprocessing import TabularPreprocessor
 from training import data as data_mod
@@ -104,16 +104,18 @@ def train(options: TrainingOptions) -> dict[str, Any]:
         test_probas = {n: m.predict_proba(X_test) for n, m in served.items()}
     weights_arr = fit_weights([val_probas[n] for n in MEMBER_NAMES], y_val)
     weights = {n: round(float(w), 6) for n, w in zip(MEMBER_NAMES, weights_arr)}
-    ensemble = EnsembleModel(schema, preprocessor, served, weights)
-    ensemble_proba = soft_vote([test_probas[n] for n in MEMBER_NAMES], list(weights.values()))
-    ensemble_metrics = classification_metrics(y_test, ensemble_proba)
-    ensemble_val_metrics = classification_metrics(
-        y_val, soft_vote([val_probas[n] for n in MEMBER_NAMES], list(weights.values()))
+    stacker = fit_stacker([val_probas[n] for n in MEMBER_NAMES], y_val)
+    importance = stacker_importance(stacker, MEMBER_NAMES, len(schema.classes))
+    ensemble = EnsembleModel(schema, preprocessor, served, weights, stacker=stacker)
+    ensemble_metrics = classification_metrics(y_test, ensemble.combine(test_probas))
+    soft_vote_metrics = classification_metrics(
+        y_test, soft_vote([test_probas[n] for n in MEMBER_NAMES], list(weights.values()))
     )
     members_report = {
         n: {
             **classification_metrics(y_test, test_probas[n]),
             "weight": weights[n],
+            "stacker_importance": importance[n],
             "fit_seconds": round(fitted.seconds[n], 2),
         }
         for n in MEMBER_NAMES
@@ -153,7 +155,8 @@ def train(options: TrainingOptions) -> dict[str, Any]:
         "classic": {**classic_metrics, "fit_seconds": round(classic_seconds, 2)},
         "ensemble": {
             **ensemble_metrics,
-            "validation": ensemble_val_metrics,
+            "combiner": "stacking",
+            "soft_vote": soft_vote_metrics,
             "best_member": best_member,
             "best_member_accuracy": members_report[best_member]["accuracy"],
         },
@@ -173,10 +176,12 @@ def train(options: TrainingOptions) -> dict[str, Any]:
             {
                 **common_meta,
                 "kind": "ensemble",
-                "combination": "weighted soft vote, weights fitted on validation log-loss",
+                "combination": "stacking: logistic regression on member log-probabilities (validation split); "
+                "degraded: weighted soft vote, weights fitted on validation log-loss",
                 "metrics": ensemble_metrics,
                 "members": members_report,
                 "weights": weights,
+                "stacker_importance": importance,
                 "network": network_report,
             },
             labels,
