@@ -1,0 +1,221 @@
+"""BentoML wiring only: the classic service, the ensemble service and the router in front.
+
+`bentoml serve service:Router` starts all three as separate processes. Logic lives in models/
+(prediction) and serving/ (routing policy, resilience, API); each API here is
+validate -> call a pure function -> map errors to HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+import bentoml
+from bentoml.exceptions import InvalidArgument, ServiceUnavailable
+
+with bentoml.importing():
+    import numpy as np
+
+    from models import store
+    from serving import metrics
+    from serving.app import create_app
+    from serving.arms import LocalArm, RemoteArm, describe_model, info_from_description
+    from serving.config import FlagConfig, FlagConfigError, load_flag_config
+    from serving.router import RouterCore
+    from serving.settings import get_settings
+
+log = logging.getLogger("bentoml.service")
+settings = get_settings()
+LOGGING = {"access": {"enabled": settings.access_log}}
+
+
+class ModelHost:
+    """Shared by the model services: load a stored model, describe it, survive its absence."""
+
+    model_ref: bentoml.models.BentoModel
+
+    def _load(self, name: str) -> None:
+        self.name = name
+        self.model = None
+        self.error: str | None = None
+        stored = type(self).model_ref.stored  # None when absent; never reaches out to a remote store
+        if stored is None:
+            self.error = f"model {type(self).model_ref.tag} is not in the model store"
+            log.error("%s: %s", name, self.error)
+            return
+        try:
+            self.model, self.stored = store.load(str(stored.tag))
+        except Exception as exc:
+            self.error = f"model {stored.tag} failed to load: {type(exc).__name__}: {exc}"
+            log.exception("%s: model failed to load", name)
+
+    def description(self) -> dict:
+        if self.model is None:
+            return {"name": self.name, "tag": str(type(self).model_ref.tag), "ready": False, "error": self.error}
+        return describe_model(self.name, str(self.stored.tag), self.model, self.stored.info.metadata)
+
+    def _check_codes(self, codes: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            raise ServiceUnavailable(self.error or "model not loaded")
+        codes = np.asarray(codes, dtype=np.float64)
+        if codes.ndim != 2 or codes.shape[1] != len(self.model.schema.features):
+            raise InvalidArgument(f"codes must have shape (n, {len(self.model.schema.features)}), got {codes.shape}")
+        return codes
+
+
+@bentoml.service(name="classic", workers=1, resources={"cpu": "0.25", "memory": "512Mi"},
+                 traffic={"timeout": 10}, logging=LOGGING)
+class Classic(ModelHost):
+    """The lightweight classic model (multinomial logistic regression)."""
+
+    model_ref = bentoml.models.BentoModel(settings.classic_model)
+
+    def __init__(self) -> None:
+        self._load("classic")
+
+    def __is_ready__(self) -> bool:
+        return self.model is not None
+
+    @bentoml.api
+    def predict(self, codes: np.ndarray) -> np.ndarray:
+        """Class probabilities for schema-encoded rows (the router validates and encodes)."""
+        return self.model.predict_proba(self._check_codes(codes))
+
+    @bentoml.api
+    def describe(self) -> dict:
+        """Version, schema, metrics and health of the served model."""
+        return self.description()
+
+
+@bentoml.service(name="ensemble", workers=1, threads=2, resources={"cpu": "0.5", "memory": "1Gi"},
+                 traffic={"timeout": 30}, logging=LOGGING)
+class Ensemble(ModelHost):
+    """The seven-member ensemble with adaptive batching; degraded (still serving) without TFLite."""
+
+    model_ref = bentoml.models.BentoModel(settings.ensemble_model)
+
+    def __init__(self) -> None:
+        self._load("ensemble")
+        self.fault_delay_s = 0.0
+        self.fault_error_rate = 0.0
+        if self.model is not None:
+            self.model.observer = lambda member, seconds: metrics.MEMBER_LATENCY.labels(member=member).observe(seconds)
+            for member, weight in self.model.weights.items():
+                metrics.MEMBER_WEIGHT.labels(member=member).set(weight)
+            metrics.ENSEMBLE_DEGRADED.set(1 if self.model.degraded else 0)
+
+    def __is_ready__(self) -> bool:
+        return self.model is not None
+
+    @bentoml.api(batchable=True, max_batch_size=settings.ensemble_max_batch_size,
+                 max_latency_ms=settings.ensemble_max_latency_ms)
+    def predict(self, codes: np.ndarray) -> np.ndarray:
+        """Class probabilities for a batch of schema-encoded rows; one call per member per batch."""
+        codes = self._check_codes(codes)
+        metrics.ENSEMBLE_BATCH_ROWS.observe(len(codes))
+        if self.fault_delay_s:
+            time.sleep(self.fault_delay_s)
+        if self.fault_error_rate and random.random() < self.fault_error_rate:
+            raise RuntimeError("injected fault")
+        return self.model.predict_proba(codes)
+
+    @bentoml.api
+    def describe(self) -> dict:
+        """Version, schema, metrics and health of the served model."""
+        return self.description()
+
+    @bentoml.api
+    def set_fault(self, delay_ms: float = 0.0, error_rate: float = 0.0) -> dict:
+        """Test-only fault injection; refused unless SERVING_FAULTS_ENABLED is set."""
+        if not settings.faults_enabled:
+            raise InvalidArgument("fault injection is disabled")
+        self.fault_delay_s = max(delay_ms, 0.0) / 1000.0
+        self.fault_error_rate = min(max(error_rate, 0.0), 1.0)
+        return {"delay_ms": delay_ms, "error_rate": self.fault_error_rate}
+
+
+api = create_app(settings)
+
+
+def _async_method(dependency, name: str):
+    """An awaitable call to a dependency's API, whether it runs in its own process or in this one."""
+    if hasattr(dependency, "to_async"):  # a client; its endpoints are known only once connected
+        return lambda *args, **kwargs: dependency.to_async.call(name, *args, **kwargs)
+    method = getattr(dependency, name)
+    return lambda *args, **kwargs: asyncio.to_thread(method, *args, **kwargs)
+
+
+@bentoml.service(name="router", workers=1, traffic={"timeout": 30}, logging=LOGGING,
+                 runner_probe={"enabled": False})  # readiness = classic can answer; see __is_ready__
+@bentoml.asgi_app(api, path="/")
+class Router:
+    """Entry service: every public endpoint; routes between classic and ensemble by the flag config."""
+
+    classic_service = bentoml.depends(Classic, url=settings.classic_url)
+    ensemble_service = bentoml.depends(Ensemble, url=settings.ensemble_url)
+    classic_model = bentoml.models.BentoModel(settings.classic_model)
+
+    def __init__(self) -> None:
+        try:
+            flags = load_flag_config(settings.flags_path)
+        except FlagConfigError as exc:
+            if settings.flags_path.exists():
+                raise  # a broken file at start-up is an operator error: refuse to start
+            log.warning("no flag file at %s; using defaults (%s)", settings.flags_path, exc)
+            flags = FlagConfig()
+        predict_classic = _async_method(self.classic_service, "predict")
+        describe_classic = _async_method(self.classic_service, "describe")
+        predict_ensemble = _async_method(self.ensemble_service, "predict")
+        classic_direct = RemoteArm("classic", lambda codes: predict_classic(codes=codes), describe_classic)
+        ensemble = RemoteArm("ensemble", lambda codes: predict_ensemble(codes=codes), _async_method(self.ensemble_service, "describe"))
+        classic = classic_direct
+        if settings.classic_local and self.classic_model_stored() is not None:
+            model, stored = store.load(str(self.classic_model_stored().tag))
+            description = describe_model("classic", str(stored.tag), model, stored.info.metadata)
+            classic = LocalArm("classic", model, info_from_description(description))
+        set_fault = _async_method(self.ensemble_service, "set_fault")
+        self.core = RouterCore(
+            classic, ensemble, flags,
+            classic_direct=classic_direct,
+            flags_path=settings.flags_path,
+            ensemble_min_members=settings.ensemble_min_members,
+            fault_setter=lambda **kw: set_fault(**kw),
+        )
+        api.state.core = self.core
+        self._tasks: list[asyncio.Task] = []
+
+    def classic_model_stored(self):
+        return type(self).classic_model.stored
+
+    @bentoml.on_startup
+    async def start_background_work(self) -> None:
+        await self.core.refresh_health()
+        self._tasks = [
+            asyncio.create_task(self._every(settings.health_poll_s, self.core.refresh_health)),
+            asyncio.create_task(self._every(settings.flags_poll_s, self._reload_flags)),
+        ]
+
+    async def _reload_flags(self) -> None:
+        self.core.reload_flags_if_changed()
+
+    @staticmethod
+    async def _every(seconds: float, job) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception:  # a background hiccup must not kill the loop
+                log.exception("background job failed")
+
+    @bentoml.on_shutdown
+    async def stop_background_work(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.core.shadow.drain()
+
+    async def __is_ready__(self) -> bool:
+        if self.core.classic.info is None or not self.core.ready:
+            await self.core.refresh_health()
+        return self.core.ready

@@ -1,0 +1,55 @@
+"""Request and response bodies of the public REST API (they also make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+UserId = Field(
+    default=None,
+    min_length=1,
+    max_length=128,
+    pattern=r"^[A-Za-z0-9_.:@\-]+$",
+    description="Stable user id: the key of the sticky split (letters, digits, _ . : @ -).",
+)
+
+
+class Instance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    features: dict[str, Any] = Field(
+        description="Raw feature values by name, as in the training data: numbers, strings "
+        "(categories) or null (missing). Every feature must be present; see GET /api/models.",
+    )
+
+
+class ClassifyRequest(Instance):
+    user_id: str | None = UserId
+    context: dict[str, str] = Field(
+        default_factory=dict,
+        description="Request attributes for eligibility rules, e.g. {\"tier\": \"paid\", \"region\": \"westeurope\"}.",
+    )
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    instances: list[Instance] = Field(min_length=1, description="Rows to classify, answered in order.")
+    user_id: str | None = UserId
+    context: dict[str, str] = Field(default_factory=dict)
+
+
+class Prediction(BaseModel):
+    label: str
+    probabilities: dict[str, float]
+    model: Literal["classic", "ensemble"]
+    model_version: str
+    request_id: str
+    fallback: bool = Field(description="True when the ensemble was meant but classic answered.")
+    cached: bool = False
+    reason: str = Field(description="The routing rule that chose the model (split, header, allow_list, ...).")
+
+
+class BatchPrediction(BaseModel):
+    predictions: list[Prediction]

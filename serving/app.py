@@ -1,0 +1,275 @@
+"""The public HTTP API (FastAPI, mounted into the BentoML router service).
+
+Each endpoint: validate -> call the router core -> map errors to HTTP. FastAPI rather than
+`@bentoml.api` for the public surface because it needs GET/PUT routes, exact status codes and
+one JSON error shape; BentoML merges these routes into its OpenAPI document at /docs.json.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from serving import metrics
+from serving.api_models import BatchPrediction, BatchRequest, ClassifyRequest, Prediction
+from serving.config import FlagConfigError
+from serving.errors import (
+    BadRequest,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    ServingError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from serving.router import RouterCore
+from serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+
+PREFERENCE_HEADER = "X-Model-Preference"
+
+
+def _core(request: Request) -> RouterCore:
+    return request.app.state.core
+
+
+# Module level: with postponed annotations FastAPI resolves these names in the module's globals.
+Core = Annotated[RouterCore, Depends(_core)]
+Preference = Annotated[
+    str | None,
+    Header(alias=PREFERENCE_HEADER, description="classic|ensemble: override the split (if enabled in flags)"),
+]
+
+
+def create_app(settings: ServingSettings) -> FastAPI:
+    """Build the API; the BentoML service puts its RouterCore on `app.state.core` at start-up."""
+    app = FastAPI(title="Tabular classification router", version="1.0", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, max_in_flight=settings.max_in_flight)
+
+    @app.exception_handler(ServingError)
+    async def _serving_error(_: Request, exc: ServingError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [
+            {"field": ".".join(str(p) for p in err["loc"] if p != "body") or "body", "message": err["msg"]}
+            for err in exc.errors()
+        ]
+        body_error = any(err["type"] in {"json_invalid", "model_attributes_type", "dict_type"} and len(err["loc"]) <= 2 for err in exc.errors())
+        error = (BadRequest if body_error else InvalidInput)(
+            "request body is not valid: " + "; ".join(f"{f['field']}: {f['message']}" for f in fields[:10]),
+            fields=fields[:50],
+        )
+        return JSONResponse(error.body(), status_code=error.status_code)
+
+    def preference(value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower()
+        if value not in ("classic", "ensemble"):
+            raise BadRequest(f"{PREFERENCE_HEADER} must be 'classic' or 'ensemble', got {value[:40]!r}")
+        return value
+
+    def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+        token = settings.admin_token
+        if token is None:
+            raise Forbidden("admin API is disabled: set SERVING_ADMIN_TOKEN on the server to enable it")
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise Unauthorized()
+        if not hmac.compare_digest(authorization[7:].strip().encode(), token.get_secret_value().encode()):
+            raise Forbidden("invalid admin token")
+
+    Admin = Depends(require_admin)
+
+    # ---------------------------------------------------------------- prediction
+    @app.post("/api/classify", response_model=Prediction, tags=["classify"], summary="Classify one instance (routed)")
+    async def classify(body: ClassifyRequest, router: Core, x_model_preference: Preference = None) -> Any:
+        out = await router.classify(
+            [body.features], user_id=body.user_id, header=preference(x_model_preference), attributes=body.context
+        )
+        return out[0]
+
+    @app.post("/api/classify/batch", response_model=BatchPrediction, tags=["classify"], summary="Classify many instances (routed)")
+    async def classify_batch(body: BatchRequest, router: Core, x_model_preference: Preference = None) -> Any:
+        if len(body.instances) > settings.max_batch_instances:
+            raise InvalidInput(
+                f"too many instances: {len(body.instances)} > {settings.max_batch_instances}",
+                fields=[{"field": "instances", "message": f"at most {settings.max_batch_instances} instances"}],
+            )
+        out = await router.classify(
+            [i.features for i in body.instances], user_id=body.user_id, header=preference(x_model_preference),
+            attributes=body.context, endpoint="classify_batch", prefix="instances",
+        )
+        return {"predictions": out}
+
+    @app.post("/api/v1/classify/classic", response_model=Prediction, tags=["classify"], summary="Classic model, unrouted")
+    async def classify_classic(body: ClassifyRequest, router: Core) -> Any:
+        return (await router.classify_direct("classic", [body.features]))[0]
+
+    @app.post("/api/v2/classify/ensemble", response_model=Prediction, tags=["classify"], summary="Ensemble model, unrouted")
+    async def classify_ensemble(body: ClassifyRequest, router: Core) -> Any:
+        return (await router.classify_direct("ensemble", [body.features]))[0]
+
+    # ---------------------------------------------------------------- models
+    @app.get("/api/models", tags=["models"], summary="Served models: versions, metadata, metrics, degraded state")
+    async def list_models(router: Core) -> Any:
+        from models import store
+
+        out: dict[str, Any] = {}
+        for name, arm in (("classic", router.classic_direct), ("ensemble", router.ensemble)):
+            info = arm.info
+            entry: dict[str, Any] = info.details.copy() if info else {"name": name, "ready": False}
+            if info is not None:
+                entry["ready"] = info.ready
+            if getattr(arm, "last_error", None):
+                entry["last_error"] = arm.last_error
+            if name == "ensemble":
+                entry["routable"] = router.ensemble_ready()
+                entry["breaker"] = router.breaker.snapshot()
+            try:
+                entry["versions"] = store.versions(name)
+            except Exception:  # split deployment: the router may have no local model store
+                entry["versions"] = []
+            out[name] = entry
+        if router.classic is not router.classic_direct and router.classic.info is not None:
+            out["classic"]["router_local_version"] = router.classic.info.version
+        return out
+
+    # ---------------------------------------------------------------- admin
+    @app.get("/api/admin/flags", tags=["admin"], dependencies=[Admin], summary="The flag config in force")
+    async def get_flags(router: Core) -> Any:
+        return router.flags_document()
+
+    @app.put("/api/admin/flags", tags=["admin"], dependencies=[Admin], summary="Replace the flag config (validated; hot)")
+    async def put_flags(request: Request, router: Core) -> Any:
+        data = await _json_body(request)
+        try:
+            router.update_flags(data)
+        except FlagConfigError as exc:
+            raise InvalidInput(
+                f"flag config rejected, previous config kept: {exc}",
+                fields=[{"field": p.split(":", 1)[0], "message": p.split(":", 1)[-1].strip()} for p in exc.problems],
+            ) from None
+        return router.flags_document()
+
+    @app.get("/api/admin/flags/explain", tags=["admin"], dependencies=[Admin], summary="Which rule routes this user, and why")
+    async def explain_user(router: Core, user_id: Annotated[str | None, Query(max_length=128)] = None) -> Any:
+        return router.explain(user_id)
+
+    @app.get("/api/admin/shadow", tags=["admin"], dependencies=[Admin], summary="Shadow agreement statistics")
+    async def shadow_stats(router: Core) -> Any:
+        return {
+            "enabled": router.flags.ensemble.shadow.enabled,
+            "in_flight": router.shadow.in_flight,
+            **router.shadow.stats.summary(),
+        }
+
+    @app.put("/api/admin/faults", tags=["admin"], dependencies=[Admin], include_in_schema=False)
+    async def set_faults(request: Request, router: Core) -> Any:
+        if not settings.faults_enabled or router.fault_setter is None:
+            raise NotFound("fault injection is disabled (SERVING_FAULTS_ENABLED is not set)")
+        data = await _json_body(request)
+        try:
+            delay_ms = float(data.get("delay_ms", 0.0))
+            error_rate = float(data.get("error_rate", 0.0))
+        except (TypeError, ValueError):
+            raise InvalidInput("delay_ms and error_rate must be numbers") from None
+        return await router.fault_setter(delay_ms=delay_ms, error_rate=error_rate)
+
+    return app
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        data = json.loads(raw) if raw else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    return data
+
+
+class RequestGuard:
+    """ASGI middleware: JSON-only bodies, a body size limit, and an in-flight limit (fail fast).
+
+    Runs before any parsing, so a malformed upload (wrong content type, a multipart body without
+    a boundary, a 10 MB string) is a 4xx here instead of an error deeper in the stack.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_in_flight: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        error = self._check(scope["method"], headers)
+        if error is None and self.in_flight >= self.max_in_flight:
+            metrics.ADMISSION_REJECTED.labels(reason="in_flight").inc()
+            error = Overloaded()
+        if error is not None:
+            return await _send_error(send, error)
+        self.in_flight += 1
+        try:
+            await self.app(scope, self._limited(receive), send)
+        except _BodyTooLarge:
+            await _send_error(send, PayloadTooLarge(f"request body exceeds {self.max_body_bytes} bytes"))
+        finally:
+            self.in_flight -= 1
+
+    def _check(self, method: str, headers: dict[str, str]) -> ServingError | None:
+        if method not in ("POST", "PUT", "PATCH"):
+            return None
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return BadRequest("invalid Content-Length header")
+            if int(length) > self.max_body_bytes:
+                metrics.ADMISSION_REJECTED.labels(reason="too_large").inc()
+                return PayloadTooLarge(f"request body of {length} bytes exceeds {self.max_body_bytes}")
+        content_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if content_type != "application/json" and not content_type.endswith("+json"):
+            return UnsupportedMediaType(f"send the body as application/json (got {content_type[:60]!r})")
+        return None
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def wrapped():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        return wrapped
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _send_error(send: Send, error: ServingError) -> None:
+    body = json.dumps(error.body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

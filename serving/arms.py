@@ -1,0 +1,120 @@
+"""Arms: the models the router can send a request to, local (in-process) or remote (a service).
+
+An arm answers `predict(codes)` with class probabilities and describes itself (version, schema,
+readiness) through `info`. The router core sees only this interface, so unit tests drive it with
+in-process models and the BentoML wiring plugs in remote services.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.schema import FeatureSchema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ArmInfo:
+    """What the router knows about the model behind an arm."""
+
+    name: str
+    tag: str
+    schema: FeatureSchema
+    ready: bool = True
+    degraded: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return self.tag.split(":", 1)[-1]
+
+    @property
+    def schema_id(self) -> str:
+        return hashlib.sha256(self.schema.model_dump_json().encode()).hexdigest()[:16]
+
+
+def describe_model(name: str, tag: str, model: Any, metadata: dict[str, Any], ready: bool = True) -> dict[str, Any]:
+    """The JSON description a model service returns from its `describe` API."""
+    out: dict[str, Any] = {
+        "name": name,
+        "tag": tag,
+        "version": tag.split(":", 1)[-1],
+        "ready": ready,
+        "degraded": bool(getattr(model, "degraded", False)),
+        "schema": model.schema.model_dump(exclude_none=True),
+        "metrics": metadata.get("metrics", {}),
+        "training": metadata.get("training", {}),
+        "labels": metadata.get("labels", {}),
+    }
+    if name == "ensemble":
+        out.update(
+            combiner=model.combiner,
+            members={n: metadata.get("members", {}).get(n, {}) for n in model.members},
+            weights=model.weights,
+            unavailable=model.unavailable,
+            network=metadata.get("network", {}),
+        )
+    return out
+
+
+def info_from_description(description: dict[str, Any]) -> ArmInfo:
+    return ArmInfo(
+        name=description["name"],
+        tag=description["tag"],
+        schema=FeatureSchema.model_validate(description["schema"]),
+        ready=bool(description.get("ready", True)),
+        degraded=bool(description.get("degraded", False)),
+        details=description,
+    )
+
+
+class LocalArm:
+    """A model loaded in this process: predictions run inline (the classic model takes microseconds)."""
+
+    def __init__(self, name: str, model: Any, info: ArmInfo):
+        self.name = name
+        self.model = model
+        self.info: ArmInfo | None = info
+
+    async def predict(self, codes: np.ndarray) -> np.ndarray:
+        return self.model.predict_proba(codes)
+
+    async def refresh(self) -> ArmInfo | None:
+        return self.info
+
+
+class RemoteArm:
+    """A model service reached through BentoML's client (its own process or container)."""
+
+    def __init__(
+        self,
+        name: str,
+        predict: Callable[[np.ndarray], Awaitable[np.ndarray]],
+        describe: Callable[[], Awaitable[dict[str, Any]]],
+    ):
+        self.name = name
+        self._predict = predict
+        self._describe = describe
+        self.info: ArmInfo | None = None
+        self.last_error: str | None = None
+
+    async def predict(self, codes: np.ndarray) -> np.ndarray:
+        return np.asarray(await self._predict(codes), dtype=np.float64)
+
+    async def refresh(self) -> ArmInfo | None:
+        """Ask the service to describe itself; on failure keep the last info but mark it not ready."""
+        try:
+            self.info = info_from_description(await self._describe())
+            self.last_error = None
+        except Exception as exc:  # unreachable, starting, crashed: all mean "not ready now"
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            if self.info is not None:
+                self.info.ready = False
+        return self.info

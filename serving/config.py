@@ -1,0 +1,248 @@
+"""The flag configuration that steers the router, validated in full when it is loaded.
+
+Every model forbids unknown keys, so a typo in `config/flags.yaml` is an error that names the
+field instead of a setting silently left at its default. YAML spells two keys as Python keywords
+(`in`, `from`); the models call them `in_` and `from_` and accept both spellings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, time
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class _Strict(BaseModel):
+    """Shared settings: unknown keys are errors, field docstrings become descriptions."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        use_attribute_docstrings=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        validate_assignment=True,
+    )
+
+
+class ShadowConfig(_Strict):
+    """Mirror a sample of classic traffic to the ensemble without ever delaying the answer."""
+
+    enabled: bool = False
+    """Send shadow copies of requests answered by classic to the ensemble."""
+    sample_rate: float = Field(1.0, ge=0.0, le=1.0)
+    """Fraction (0..1) of eligible requests that get a shadow copy."""
+    max_in_flight: int = Field(32, ge=1)
+    """Shadow calls allowed at once; beyond it copies are dropped, never queued."""
+
+
+class BreakerConfig(_Strict):
+    """When to stop calling a failing ensemble and when to try it again."""
+
+    failure_threshold: int = Field(5, ge=1)
+    """Consecutive failures that open the breaker."""
+    reset_timeout_s: float = Field(10.0, gt=0)
+    """Cool-down in seconds before an open breaker lets a half-open probe through."""
+    half_open_max_calls: int = Field(1, ge=1)
+    """Probe calls allowed at once while half-open."""
+
+
+class CacheConfig(_Strict):
+    """The router's prediction cache."""
+
+    enabled: bool = True
+    """Answer repeated identical requests from memory."""
+    max_entries: int = Field(10_000, ge=0)
+    """Entries kept before the least recently used is evicted; 0 disables the cache."""
+    ttl_s: float = Field(300.0, gt=0)
+    """Seconds an entry stays valid."""
+
+
+class TimeWindow(_Strict):
+    """Weekly opening hours in one time zone, e.g. weekdays 08:00-18:00 Europe/Amsterdam.
+
+    The window includes `from` and excludes `to`. When `from` is later than `to` the window runs
+    overnight and belongs to the day it opens: `days: [fri], from: "22:00", to: "06:00"` covers
+    Friday 22:00 to Saturday 06:00.
+    """
+
+    days: list[Day] = Field(default_factory=lambda: list(DAYS), min_length=1)
+    """Days on which the window opens."""
+    from_: str = Field(alias="from")
+    """Opening time, "HH:MM" (24 h) in `timezone`."""
+    to: str
+    """Closing time, "HH:MM" (24 h) in `timezone`; earlier than `from` means overnight."""
+    timezone: str
+    """IANA zone name (e.g. Europe/Amsterdam) that the times and days are read in."""
+
+    @field_validator("from_", "to", mode="before")
+    @classmethod
+    def _hh_mm(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ValueError(
+                f'got the number {value}: quote times as "HH:MM" strings '
+                "(YAML reads an unquoted 18:00 as the base-60 number 1080)"
+            )
+        if isinstance(value, str) and not _HH_MM.match(value):
+            raise ValueError(f'expected "HH:MM" between 00:00 and 23:59, got {value!r}')
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (KeyError, ValueError):  # ZoneInfoNotFoundError is a KeyError
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as Europe/Amsterdam)"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> TimeWindow:
+        if self.from_ == self.to:
+            raise ValueError(f"'from' and 'to' are both {self.to}: the window would be empty")
+        return self
+
+    def contains(self, moment: datetime) -> bool:
+        """Whether `moment` falls in the window; a naive `moment` is taken as UTC."""
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        local = moment.astimezone(ZoneInfo(self.timezone))
+        start, end, now = _clock_time(self.from_), _clock_time(self.to), local.time()
+        weekday = local.weekday()
+        if start < end:
+            return DAYS[weekday] in self.days and start <= now < end
+        if now >= start:
+            return DAYS[weekday] in self.days
+        return now < end and DAYS[(weekday - 1) % 7] in self.days
+
+
+def _clock_time(hh_mm: str) -> time:
+    hours, minutes = hh_mm.split(":")
+    return time(int(hours), int(minutes))
+
+
+class EligibilityRule(_Strict):
+    """One condition a request must meet to enter the percentage split.
+
+    Either an attribute rule (`attribute` + `in`) or a `time_window`, never both.
+    """
+
+    attribute: str | None = None
+    """Request attribute to look at, e.g. tier or region; a request without it fails the rule."""
+    in_: list[str] | None = Field(None, alias="in", min_length=1)
+    """Values of `attribute` that pass the rule."""
+    time_window: TimeWindow | None = None
+    """Hours during which requests pass the rule."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> EligibilityRule:
+        has_attribute = self.attribute is not None or self.in_ is not None
+        if has_attribute and self.time_window is not None:
+            raise ValueError("a rule is either {attribute, in} or {time_window}, not both")
+        if not has_attribute and self.time_window is None:
+            raise ValueError("a rule needs {attribute, in} or {time_window}")
+        if has_attribute and (self.attribute is None or self.in_ is None):
+            raise ValueError("an attribute rule needs both 'attribute' and 'in'")
+        return self
+
+
+class EnsembleFlag(_Strict):
+    """Who gets the ensemble, and what protects them when it misbehaves."""
+
+    enabled: bool = True
+    """Kill switch: false sends every request to classic at once, whatever else is set."""
+    rollout_percentage: float = Field(10, ge=0, le=100)
+    """Share (0..100) of eligible users routed to the ensemble; raising it only adds users."""
+    allowed_users: list[str] = Field(default_factory=list)
+    """User ids or group names always routed to the ensemble (after header and preference)."""
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    """Group name -> user ids, so `allowed_users` can name a whole group."""
+    fallback: Literal["classic"] = "classic"
+    """Arm that answers when the ensemble fails, times out or its breaker is open."""
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
+    """Shadow traffic to the ensemble."""
+    deadline_ms: int = Field(500, gt=0)
+    """Time the ensemble gets per request before the router falls back."""
+    header_override: bool = True
+    """Honour the X-Model-Preference request header."""
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    """Circuit breaker around ensemble calls."""
+    eligibility: list[EligibilityRule] = Field(default_factory=list)
+    """Conditions that must all hold before the percentage split applies."""
+
+
+class FlagConfig(_Strict):
+    """The whole flag file."""
+
+    flag: str = Field("ensemble", min_length=1)
+    """Flag name mixed into the sticky hash; renaming it reshuffles every user's bucket."""
+    ensemble: EnsembleFlag = Field(default_factory=EnsembleFlag)
+    """The ensemble rollout."""
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    """The prediction cache."""
+
+
+class FlagConfigError(ValueError):
+    """An unusable flag configuration; `problems` holds one "field: what is wrong" line each."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or [message]
+
+
+def parse_flag_config(data: Mapping[str, Any] | None) -> FlagConfig:
+    """Validate an already-parsed mapping (None means all defaults)."""
+    if data is None:
+        return FlagConfig()
+    if not isinstance(data, Mapping):
+        raise FlagConfigError(f"expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return FlagConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(error) for error in exc.errors()]
+        raise FlagConfigError(
+            "invalid flag config:\n  " + "\n  ".join(problems), problems
+        ) from None
+
+
+def load_flag_config(path: str | Path) -> FlagConfig:
+    """Read and validate a YAML flag file; every failure is a FlagConfigError naming the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise FlagConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise FlagConfigError(f"{path}: invalid YAML: {exc}") from None
+    try:
+        return parse_flag_config(data)
+    except FlagConfigError as exc:
+        raise FlagConfigError(f"{path}: {exc}", exc.problems) from None
+
+
+def dump_flag_config(cfg: FlagConfig) -> dict[str, Any]:
+    """A JSON-able dict in the YAML spelling (`in`, `from`) that parses back to `cfg`."""
+    return cfg.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    """One pydantic error as "ensemble.eligibility[0].time_window.timezone: message"."""
+    path = ""
+    for part in error["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (misspelt, or misplaced in the hierarchy?)"
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+    return f"{path or '<top level>'}: {message}"

@@ -1,0 +1,251 @@
+"""Which arm answers a request: one pure function, one precedence, every decision with its reason.
+
+Stickiness comes from hashing, not from stored state: a user's bucket is
+`murmur3_32("{flag}:{user}") % 100 + 1` (Unleash's normalisation, seed 0), so any router replica,
+or any other system, puts the same user in the same bucket, and raising the percentage only adds
+users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+import mmh3
+
+from serving.config import EligibilityRule, EnsembleFlag, FlagConfig
+
+Arm = Literal["classic", "ensemble"]
+ARMS: tuple[Arm, ...] = ("classic", "ensemble")
+PREFERENCES = ("classic", "ensemble", "auto")
+
+
+class Reason(StrEnum):
+    """The rule that made a decision (a metrics label and the answer to "why this arm?")."""
+
+    KILL_SWITCH = "kill_switch"
+    BREAKER_OPEN = "breaker_open"
+    UNHEALTHY = "unhealthy"
+    HEADER = "header"
+    PREFERENCE = "preference"
+    ALLOW_LIST = "allow_list"
+    NOT_ELIGIBLE = "not_eligible"
+    SPLIT = "split"
+
+
+PRECEDENCE: tuple[tuple[Reason, str], ...] = (
+    (Reason.KILL_SWITCH, "ensemble.enabled is false: classic for everyone, nothing else is asked"),
+    (Reason.BREAKER_OPEN, "the rules below chose the ensemble but its breaker is open: classic"),
+    (Reason.UNHEALTHY, "the rules below chose the ensemble but it is not ready: classic"),
+    (Reason.HEADER, "X-Model-Preference header names an arm (when header_override is on)"),
+    (Reason.PREFERENCE, "the user's stored preference is classic or ensemble (auto follows on)"),
+    (Reason.ALLOW_LIST, "the user, or a group the user belongs to, is in allowed_users: ensemble"),
+    (Reason.NOT_ELIGIBLE, "an eligibility rule (attribute or time window) fails: classic"),
+    (
+        Reason.SPLIT,
+        "bucket(flag, user or request key) <= rollout_percentage: ensemble, else classic",
+    ),
+)
+"""The order in which `decide` applies its rules, first match wins (for docs and `explain`)."""
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What the policy may know about one request."""
+
+    user_id: str | None
+    """Stable user id; None (or empty) for anonymous requests."""
+    request_key: str
+    """Stickiness key when there is no user id, e.g. a session id or a hash of the features."""
+    header_preference: Arm | None = None
+    """Arm named by the X-Model-Preference header."""
+    user_preference: Literal["classic", "ensemble", "auto"] | None = None
+    """The user's stored choice; "auto" or None leaves it to the rollout."""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    """Request attributes the eligibility rules look at, e.g. tier or region."""
+
+    def __post_init__(self) -> None:
+        if self.header_preference is not None and self.header_preference not in ARMS:
+            raise ValueError(
+                f"header preference must be one of {ARMS}, got {self.header_preference!r}"
+            )
+        if self.user_preference is not None and self.user_preference not in PREFERENCES:
+            raise ValueError(
+                f"user preference must be one of {PREFERENCES}, got {self.user_preference!r}"
+            )
+
+    @property
+    def sticky_key(self) -> str:
+        """The key hashed into a bucket: the user id, else the request key."""
+        return self.user_id or self.request_key
+
+
+@dataclass(frozen=True)
+class Health:
+    """The ensemble's health as the router sees it when deciding."""
+
+    ensemble_ready: bool = True
+    breaker_open: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The chosen arm and the rule that chose it."""
+
+    arm: Arm
+    reason: Reason
+    fallback: bool
+    """True when the ensemble was meant but classic answers instead (breaker open, not ready)."""
+    bucket: int | None
+    """1..100 when the percentage split was evaluated, else None."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "arm": self.arm,
+            "reason": self.reason.value,
+            "fallback": self.fallback,
+            "bucket": self.bucket,
+        }
+
+
+def bucket(flag: str, key: str) -> int:
+    """The key's bucket, 1..100: `murmur3_32("{flag}:{key}", seed=0) % 100 + 1`."""
+    return mmh3.hash(f"{flag}:{key}", signed=False) % 100 + 1
+
+
+def in_rollout(flag: str, key: str, percentage: float) -> bool:
+    """Whether the key is inside a rollout of `percentage` (0..100); monotonic in `percentage`."""
+    return bucket(flag, key) <= percentage
+
+
+def decide(
+    ctx: RequestContext, cfg: FlagConfig, health: Health, now: datetime | None = None
+) -> Decision:
+    """Choose the arm for one request, following PRECEDENCE.
+
+    `now` (default: the current UTC time) is only read by time-window eligibility rules.
+    """
+    if not cfg.ensemble.enabled:
+        return Decision("classic", Reason.KILL_SWITCH, fallback=False, bucket=None)
+    intended = _intended(ctx, cfg, now)
+    if intended.arm == "ensemble" and health.breaker_open:
+        return Decision("classic", Reason.BREAKER_OPEN, fallback=True, bucket=intended.bucket)
+    if intended.arm == "ensemble" and not health.ensemble_ready:
+        return Decision("classic", Reason.UNHEALTHY, fallback=True, bucket=intended.bucket)
+    return intended
+
+
+def explain(
+    ctx: RequestContext, cfg: FlagConfig, health: Health, now: datetime | None = None
+) -> dict[str, Any]:
+    """The decision, the arm the rules intended, and every rule's outcome, in PRECEDENCE order.
+
+    Each rule reports `applies`: whether it would decide the request if nothing above it did.
+    """
+    now = _aware(now)
+    flag = cfg.ensemble
+    checks = [_rule_holds(rule, ctx.attributes, now) for rule in flag.eligibility]
+    via = _allow_list_match(ctx.user_id, flag)
+    key = ctx.sticky_key
+    user_bucket = bucket(cfg.flag, key)
+    in_split = user_bucket <= flag.rollout_percentage
+    header_used = flag.header_override and ctx.header_preference is not None
+    rules = [
+        _rule(Reason.KILL_SWITCH, not flag.enabled, f"ensemble.enabled is {flag.enabled}"),
+        _rule(Reason.BREAKER_OPEN, health.breaker_open, f"breaker open: {health.breaker_open}"),
+        _rule(
+            Reason.UNHEALTHY, not health.ensemble_ready, f"ensemble ready: {health.ensemble_ready}"
+        ),
+        _rule(
+            Reason.HEADER,
+            header_used,
+            f"header {ctx.header_preference!r}, header_override {flag.header_override}",
+        ),
+        _rule(
+            Reason.PREFERENCE,
+            ctx.user_preference in ARMS,
+            f"user preference {ctx.user_preference!r}",
+        ),
+        _rule(
+            Reason.ALLOW_LIST,
+            via is not None,
+            f"user {ctx.user_id!r} "
+            + ("not allow-listed" if via is None else f"allow-listed via {via}"),
+        ),
+        {
+            **_rule(
+                Reason.NOT_ELIGIBLE,
+                not all(checks),
+                f"{checks.count(False)} of {len(checks)} rules fail",
+            ),
+            "checks": [
+                {
+                    "rule": rule.model_dump(mode="json", by_alias=True, exclude_none=True),
+                    "holds": held,
+                }
+                for rule, held in zip(flag.eligibility, checks, strict=True)
+            ],
+        },
+        _rule(
+            Reason.SPLIT,
+            True,
+            f"bucket({cfg.flag!r}, {key!r}) = {user_bucket} {'<=' if in_split else '>'} "
+            f"{flag.rollout_percentage}: {'ensemble' if in_split else 'classic'}",
+        ),
+    ]
+    return {
+        "decision": decide(ctx, cfg, health, now).as_dict(),
+        "intended": _intended(ctx, cfg, now).as_dict(),
+        "evaluated_at": now.isoformat(),
+        "rules": rules,
+    }
+
+
+def _intended(ctx: RequestContext, cfg: FlagConfig, now: datetime | None) -> Decision:
+    """The arm the rules below the health checks choose."""
+    flag = cfg.ensemble
+    if flag.header_override and ctx.header_preference is not None:
+        return Decision(ctx.header_preference, Reason.HEADER, fallback=False, bucket=None)
+    if ctx.user_preference in ARMS:
+        return Decision(ctx.user_preference, Reason.PREFERENCE, fallback=False, bucket=None)
+    if _allow_list_match(ctx.user_id, flag) is not None:
+        return Decision("ensemble", Reason.ALLOW_LIST, fallback=False, bucket=None)
+    if flag.eligibility:
+        moment = _aware(now)
+        if not all(_rule_holds(rule, ctx.attributes, moment) for rule in flag.eligibility):
+            return Decision("classic", Reason.NOT_ELIGIBLE, fallback=False, bucket=None)
+    user_bucket = bucket(cfg.flag, ctx.sticky_key)
+    arm: Arm = "ensemble" if user_bucket <= flag.rollout_percentage else "classic"
+    return Decision(arm, Reason.SPLIT, fallback=False, bucket=user_bucket)
+
+
+def _allow_list_match(user_id: str | None, flag: EnsembleFlag) -> str | None:
+    """How the user is allow-listed ("user id" or "group <name>"), or None."""
+    if not user_id:
+        return None
+    for name in flag.allowed_users:
+        if name == user_id:
+            return "user id"
+        if user_id in flag.groups.get(name, ()):
+            return f"group {name}"
+    return None
+
+
+def _rule_holds(rule: EligibilityRule, attributes: Mapping[str, str], now: datetime) -> bool:
+    if rule.time_window is not None:
+        return rule.time_window.contains(now)
+    return attributes.get(rule.attribute) in rule.in_
+
+
+def _aware(now: datetime | None) -> datetime:
+    """`now`, defaulting to the current time; a naive datetime is taken as UTC."""
+    if now is None:
+        return datetime.now(UTC)
+    return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+
+
+def _rule(reason: Reason, applies: bool, detail: str) -> dict[str, Any]:
+    return {"rule": reason.value, "applies": applies, "detail": detail}

@@ -1,0 +1,333 @@
+"""The router core: validate -> decide -> (cache) -> call the arm -> fall back -> shadow -> answer.
+
+Free of BentoML and HTTP: arms are objects with `predict`/`refresh` (serving/arms.py), so the
+whole flow runs in unit tests with in-process models. The ensemble is called under a deadline
+and a circuit breaker; whatever happens to it, a routed request is answered by classic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from models.schema import SchemaValidationError
+from serving import metrics
+from serving.arms import ArmInfo
+from serving.cache import PredictionCache
+from serving.config import FlagConfig, FlagConfigError, dump_flag_config, load_flag_config, parse_flag_config
+from serving.errors import ArmUnavailable, InvalidInput
+from serving.policy import Decision, Health, Reason, RequestContext, decide, explain
+from serving.resilience import BreakerState, CircuitBreaker
+from serving.shadow import ShadowMirror
+
+log = logging.getLogger(__name__)
+
+_BREAKER_LEVEL = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
+@dataclass
+class Answer:
+    """Probabilities for a batch of rows from one arm, with how they were obtained."""
+
+    arm: str
+    info: ArmInfo
+    probabilities: np.ndarray
+    cached: list[bool]
+    fallback: bool = False
+
+
+class RouterCore:
+    """Routes classify requests between a classic arm and an ensemble arm."""
+
+    def __init__(
+        self,
+        classic,
+        ensemble,
+        flags: FlagConfig,
+        *,
+        classic_direct=None,
+        flags_path: Path | None = None,
+        ensemble_min_members: int = 1,
+        fault_setter=None,
+    ):
+        self.classic = classic
+        self.ensemble = ensemble
+        self.classic_direct = classic_direct or classic
+        self.flags_path = flags_path
+        self.ensemble_min_members = ensemble_min_members
+        self.fault_setter = fault_setter
+        self._flags = flags
+        self._flags_mtime: float | None = self._mtime()
+        self.breaker = CircuitBreaker(flags.ensemble.breaker, on_change=self._on_breaker_change)
+        self.cache = PredictionCache.from_config(flags.cache)
+        self.shadow = ShadowMirror(flags.ensemble.shadow)
+        self._export_flag_gauges()
+
+    # ------------------------------------------------------------------ flags
+    @property
+    def flags(self) -> FlagConfig:
+        return self._flags
+
+    def apply_flags(self, cfg: FlagConfig, source: str) -> None:
+        """Swap in a validated config; in-flight requests finish under the one they started with."""
+        self._flags = cfg
+        self.breaker.reconfigure(cfg.ensemble.breaker)
+        self.cache.reconfigure(cfg.cache)
+        self.shadow.config = cfg.ensemble.shadow
+        self._export_flag_gauges()
+        metrics.FLAG_RELOADS.labels(source=source, result="applied").inc()
+        log.info("flags applied from %s: rollout %.1f%%, enabled=%s", source, cfg.ensemble.rollout_percentage, cfg.ensemble.enabled)
+
+    def update_flags(self, data: Mapping[str, Any] | None) -> FlagConfig:
+        """Validate a new config (admin API), persist it to the flag file, apply it.
+
+        Raises FlagConfigError and keeps the config in force when `data` is invalid.
+        """
+        try:
+            cfg = parse_flag_config(data)
+        except FlagConfigError:
+            metrics.FLAG_RELOADS.labels(source="api", result="rejected").inc()
+            raise
+        if self.flags_path is not None:
+            _atomic_write_yaml(self.flags_path, dump_flag_config(cfg))
+            self._flags_mtime = self._mtime()
+        self.apply_flags(cfg, "api")
+        return cfg
+
+    def reload_flags_if_changed(self) -> bool:
+        """Hot reload from the flag file when it changed; a bad file is logged and ignored."""
+        mtime = self._mtime()
+        if mtime is None or mtime == self._flags_mtime:
+            return False
+        self._flags_mtime = mtime
+        try:
+            cfg = load_flag_config(self.flags_path)
+        except FlagConfigError as exc:
+            metrics.FLAG_RELOADS.labels(source="file", result="rejected").inc()
+            log.error("flag file %s rejected, keeping the config in force: %s", self.flags_path, exc)
+            return False
+        self.apply_flags(cfg, "file")
+        return True
+
+    def _mtime(self) -> float | None:
+        try:
+            return self.flags_path.stat().st_mtime_ns if self.flags_path else None
+        except OSError:
+            return None
+
+    def _export_flag_gauges(self) -> None:
+        metrics.ROLLOUT_PERCENTAGE.set(self._flags.ensemble.rollout_percentage)
+        metrics.ENSEMBLE_ENABLED.set(1 if self._flags.ensemble.enabled else 0)
+
+    def _on_breaker_change(self, old: BreakerState, new: BreakerState) -> None:
+        metrics.BREAKER_STATE.set(_BREAKER_LEVEL[new])
+        metrics.BREAKER_TRANSITIONS.labels(to=new.value).inc()
+        log.warning("ensemble circuit breaker %s -> %s", old.value, new.value)
+
+    # ------------------------------------------------------------------ health
+    @property
+    def ready(self) -> bool:
+        """Ready when classic can answer: the ensemble being down degrades, it does not un-ready."""
+        return self.classic.info is not None and self.classic.info.ready
+
+    def ensemble_ready(self) -> bool:
+        info = self.ensemble.info
+        if info is None or not info.ready:
+            return False
+        loaded = len(info.details.get("members", {})) if "members" in info.details else self.ensemble_min_members
+        return loaded >= self.ensemble_min_members
+
+    def health(self) -> Health:
+        return Health(ensemble_ready=self.ensemble_ready(), breaker_open=self.breaker.state == BreakerState.OPEN)
+
+    async def refresh_health(self) -> None:
+        await asyncio.gather(self.ensemble.refresh(), self.classic.refresh(), self.classic_direct.refresh())
+        metrics.ENSEMBLE_READY.set(1 if self.ensemble_ready() else 0)
+
+    # ------------------------------------------------------------------ requests
+    def encode(self, info: ArmInfo, rows: Sequence[Mapping[str, Any]], prefix: str) -> np.ndarray:
+        try:
+            return info.schema.encode_rows(rows, prefix=prefix)
+        except SchemaValidationError as exc:
+            raise InvalidInput(
+                f"{len(exc.errors)} invalid field(s): {exc}", fields=[e.model_dump() for e in exc.errors]
+            ) from None
+
+    def context(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        user_id: str | None,
+        header: str | None,
+        attributes: Mapping[str, str] | None = None,
+        user_preference: str | None = None,
+    ) -> RequestContext:
+        """The policy's view of a request; anonymous requests stick by a hash of their features."""
+        key = hashlib.sha256(json.dumps(rows[0], sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return RequestContext(
+            user_id=user_id,
+            request_key=key,
+            header_preference=header if self._flags.ensemble.header_override else None,
+            user_preference=user_preference,
+            attributes=dict(attributes or {}),
+        )
+
+    async def classify(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        user_id: str | None = None,
+        header: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        user_preference: str | None = None,
+        endpoint: str = "classify",
+        prefix: str = "features",
+    ) -> list[dict[str, Any]]:
+        """Route one request (one or more rows, one user) and answer every row."""
+        classic_info = self._require(self.classic)
+        codes = self.encode(classic_info, rows, prefix)  # bad input is a 422 whatever the arm
+        ctx = self.context(rows, user_id, header, attributes, user_preference)
+        decision = decide(ctx, self._flags, self.health())
+        metrics.DECISIONS.labels(reason=decision.reason.value).inc()
+
+        answer: Answer | None = None
+        if decision.arm == "ensemble":
+            answer = await self._try_ensemble(rows, codes, classic_info)
+        elif decision.fallback:
+            metrics.FALLBACKS.labels(cause=decision.reason.value).inc()
+        if answer is None:
+            answer = await self._predict(self.classic, classic_info, rows, codes)
+            answer.fallback = decision.fallback or decision.arm == "ensemble"
+            if decision.arm == "classic" and not decision.fallback:
+                self._mirror(rows, codes, answer)
+        return self._render(answer, decision, endpoint)
+
+    async def classify_direct(self, arm_name: str, rows: Sequence[Mapping[str, Any]], prefix: str = "features") -> list[dict[str, Any]]:
+        """Unrouted call to one arm's service; no fallback (the caller asked for this model)."""
+        arm = self.ensemble if arm_name == "ensemble" else self.classic_direct
+        info = self._require(arm)
+        codes = self.encode(info, rows, prefix)
+        try:
+            answer = await self._predict(arm, info, rows, codes, timeout_s=30.0, use_cache=False)
+        except asyncio.TimeoutError:
+            raise ArmUnavailable(f"{arm_name} did not answer in time") from None
+        except Exception as exc:
+            raise ArmUnavailable(f"{arm_name} failed: {type(exc).__name__}") from None
+        decision = Decision(arm_name, Reason.HEADER, fallback=False, bucket=None)  # type: ignore[arg-type]
+        return self._render(answer, decision, f"direct_{arm_name}", reason="direct")
+
+    def explain(self, user_id: str | None, header: str | None = None, attributes: Mapping[str, str] | None = None) -> dict[str, Any]:
+        ctx = RequestContext(user_id=user_id, request_key=user_id or "anonymous",
+                             header_preference=header, attributes=dict(attributes or {}))
+        return explain(ctx, self._flags, self.health())
+
+    # ------------------------------------------------------------------ internals
+    def _require(self, arm) -> ArmInfo:
+        info = arm.info
+        if info is None or not info.ready:
+            raise ArmUnavailable(f"the {arm.name} model is not ready")
+        return info
+
+    async def _try_ensemble(self, rows, codes: np.ndarray, classic_info: ArmInfo) -> Answer | None:
+        """The ensemble's answer, or None (after counting the cause) when classic must answer."""
+        info = self.ensemble.info
+        if info is None:
+            return self._fell_back("unhealthy")
+        if info.schema_id != classic_info.schema_id:
+            try:
+                codes = info.schema.encode_rows(rows)
+            except SchemaValidationError:
+                return self._fell_back("schema_mismatch")
+        if not self.breaker.allow():
+            return self._fell_back("breaker_open")
+        deadline = self._flags.ensemble.deadline_ms / 1000.0
+        try:
+            answer = await self._predict(self.ensemble, info, rows, codes, timeout_s=deadline)
+        except asyncio.TimeoutError:
+            self.breaker.record_failure()
+            return self._fell_back("timeout")
+        except Exception as exc:
+            self.breaker.record_failure()
+            cause = "overloaded" if "503" in str(exc) or "overload" in str(exc).lower() else "error"
+            log.warning("ensemble call failed (%s): %s", cause, exc)
+            return self._fell_back(cause)
+        self.breaker.record_success()
+        return answer
+
+    def _fell_back(self, cause: str) -> None:
+        metrics.FALLBACKS.labels(cause=cause).inc()
+        return None
+
+    async def _predict(
+        self, arm, info: ArmInfo, rows, codes: np.ndarray, timeout_s: float | None = None, use_cache: bool = True
+    ) -> Answer:
+        use_cache = use_cache and self.cache.max_entries > 0
+        keys = [PredictionCache.make_key(arm.name, info.version, row) for row in rows] if use_cache else []
+        found = [self.cache.get(k) for k in keys] if keys else [None] * len(rows)
+        missing = [i for i, p in enumerate(found) if p is None]
+        cached = [p is not None for p in found]
+        for hit in cached:
+            metrics.CACHE.labels(result="hit" if hit else "miss").inc()
+        if missing:
+            start = time.perf_counter()
+            call = arm.predict(codes if len(missing) == len(rows) else codes[missing])
+            fresh = await (asyncio.wait_for(call, timeout_s) if timeout_s else call)
+            metrics.LATENCY.labels(arm=arm.name).observe(time.perf_counter() - start)
+            for j, i in enumerate(missing):
+                found[i] = fresh[j]
+                if keys:
+                    self.cache.put(keys[i], fresh[j])
+        return Answer(arm.name, info, np.vstack(found), cached)
+
+    def _mirror(self, rows, codes: np.ndarray, answer: Answer) -> None:
+        info = self.ensemble.info
+        if info is None or not self.ensemble_ready() or self.breaker.state == BreakerState.OPEN:
+            return
+        if info.schema_id != answer.info.schema_id:
+            return
+        self.shadow.maybe_mirror(self.ensemble.predict, codes, answer.probabilities, answer.info.schema.classes)
+
+    def _render(self, answer: Answer, decision: Decision, endpoint: str, reason: str | None = None) -> list[dict[str, Any]]:
+        classes = answer.info.schema.classes
+        outcome = "fallback" if answer.fallback else "ok"
+        metrics.REQUESTS.labels(endpoint=endpoint, arm=answer.arm, outcome=outcome).inc(len(answer.cached))
+        out = []
+        for probs, cached in zip(answer.probabilities, answer.cached):
+            out.append(
+                {
+                    "label": classes[int(np.argmax(probs))],
+                    "probabilities": {c: float(p) for c, p in zip(classes, probs)},
+                    "model": answer.arm,
+                    "model_version": answer.info.version,
+                    "request_id": uuid.uuid4().hex,
+                    "fallback": answer.fallback,
+                    "cached": cached,
+                    "reason": reason or decision.reason.value,
+                }
+            )
+        return out
+
+    def flags_document(self) -> dict[str, Any]:
+        return dump_flag_config(self._flags)
+
+
+def _atomic_write_yaml(path: Path, data: dict[str, Any]) -> None:
+    """Write-then-rename, so a reader (or a crash) never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        yaml.safe_dump(data, handle, sort_keys=False)
+    os.replace(tmp, path)

@@ -1,0 +1,55 @@
+"""Process settings, read once from the environment (prefix SERVING_) and validated at start-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServingSettings(BaseSettings):
+    """Everything about the serving processes that is not a traffic flag (see config/flags.yaml)."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVING_", extra="ignore")
+
+    classic_model: str = "classic:latest"
+    """Model store tag the classic arm serves (pin a version to roll back)."""
+    ensemble_model: str = "ensemble:latest"
+    """Model store tag the ensemble arm serves."""
+    flags_path: Path = Path("config/flags.yaml")
+    """Flag config file; re-read on change (hot reload)."""
+    flags_poll_s: float = Field(1.0, gt=0)
+    """How often the router checks the flag file for changes."""
+    admin_token: SecretStr | None = None
+    """Bearer token for /api/admin/*; admin endpoints are disabled when unset."""
+    classic_local: bool = True
+    """Answer routed classic traffic in the router process (no network hop) instead of the classic service."""
+    classic_url: str | None = None
+    """URL of a remote classic service (split deployment); None = the local graph."""
+    ensemble_url: str | None = None
+    """URL of a remote ensemble service (split deployment); None = the local graph."""
+    max_batch_instances: int = Field(256, ge=1)
+    """Most instances accepted by /api/classify/batch."""
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    """Largest request body accepted (413 above)."""
+    max_in_flight: int = Field(256, ge=1)
+    """Router requests in flight before new ones get 503 (admission control)."""
+    access_log: bool = False
+    """BentoML's per-request access log (off: it costs throughput)."""
+    faults_enabled: bool = False
+    """Test-only fault injection endpoint (/api/admin/faults); never enable in production."""
+    ensemble_min_members: int = Field(4, ge=1, le=7)
+    """Fewest loaded members for the ensemble to count as ready (below: all traffic to classic)."""
+    health_poll_s: float = Field(2.0, gt=0)
+    """How often the router refreshes the ensemble's health."""
+    ensemble_max_batch_size: int = Field(64, ge=1)
+    """Adaptive batching: most rows per ensemble call."""
+    ensemble_max_latency_ms: int = Field(10_000, ge=1)
+    """Adaptive batching: BentoML's queueing budget before it rejects (a rejection budget, not a wait)."""
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> ServingSettings:
+    return ServingSettings()

@@ -1,0 +1,150 @@
+"""The prediction cache: LRU order, TTL expiry on a fake clock, canonical keys."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from serving.cache import PredictionCache
+from serving.config import CacheConfig
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+def test_get_returns_what_put_stored_and_counts(clock):
+    cache = PredictionCache(10, 60, clock)
+    assert cache.get("a") is None
+    cache.put("a", {"label": 1})
+    assert cache.get("a") == {"label": 1}
+    assert (cache.hits, cache.misses, len(cache)) == (1, 1, 1)
+
+
+def test_least_recently_used_is_evicted_first(clock):
+    cache = PredictionCache(2, 60, clock)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    cache.get("a")  # b is now the least recently used
+    cache.put("c", 3)
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (1, None, 3)
+
+
+def test_putting_an_existing_key_refreshes_it(clock):
+    cache = PredictionCache(2, 60, clock)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    cache.put("a", 10)
+    cache.put("c", 3)
+    assert (cache.get("a"), cache.get("b")) == (10, None)
+
+
+def test_entries_expire_after_the_ttl(clock):
+    cache = PredictionCache(10, 60, clock)
+    cache.put("a", 1)
+    clock.now = 59.9
+    assert cache.get("a") == 1
+    clock.now = 60
+    assert cache.get("a") is None
+    assert len(cache) == 0
+    cache.put("a", 2)
+    clock.now = 100
+    assert cache.get("a") == 2  # the TTL counts from the latest put
+
+
+def test_zero_entries_disables_the_cache(clock):
+    cache = PredictionCache(0, 60, clock)
+    cache.put("a", 1)
+    assert cache.get("a") is None
+    assert (len(cache), cache.hits, cache.misses) == (0, 0, 0)
+
+
+def test_none_is_never_cached(clock):
+    cache = PredictionCache(10, 60, clock)
+    cache.put("a", None)
+    assert len(cache) == 0
+
+
+def test_resize_evicts_least_recent_and_applies_the_new_ttl(clock):
+    cache = PredictionCache(3, 60, clock)
+    for key in "abc":
+        cache.put(key, key)
+    cache.resize(2, 10)
+    assert cache.get("a") is None and cache.get("c") == "c"
+    clock.now = 10
+    assert cache.get("c") is None
+    cache.resize(0, 10)
+    assert len(cache) == 0
+
+
+def test_clear_drops_entries_and_keeps_counters(clock):
+    cache = PredictionCache(10, 60, clock)
+    cache.put("a", 1)
+    cache.get("a")
+    cache.clear()
+    assert (len(cache), cache.hits) == (0, 1)
+
+
+def test_config_drives_size_and_enabled(clock):
+    assert PredictionCache.from_config(CacheConfig(enabled=False), clock).max_entries == 0
+    cache = PredictionCache.from_config(CacheConfig(max_entries=5, ttl_s=7), clock)
+    assert (cache.max_entries, cache.ttl_s) == (5, 7)
+    cache.reconfigure(CacheConfig(enabled=False))
+    assert cache.max_entries == 0
+
+
+@pytest.mark.parametrize(("max_entries", "ttl_s"), [(-1, 10), (10, 0)])
+def test_rejects_invalid_limits(max_entries, ttl_s):
+    with pytest.raises(ValueError):
+        PredictionCache(max_entries, ttl_s)
+
+
+def test_key_ignores_feature_order_and_int_float_spelling():
+    key = PredictionCache.make_key("ensemble", "v1", {"age": 30, "income": 1.5, "city": "Delft"})
+    assert key == PredictionCache.make_key(
+        "ensemble", "v1", {"city": "Delft", "income": 1.5, "age": 30.0}
+    )
+    assert len(key) == 64
+
+
+def test_key_depends_on_model_version_and_values():
+    features = {"age": 30}
+    keys = {
+        PredictionCache.make_key("ensemble", "v1", features),
+        PredictionCache.make_key("ensemble", "v2", features),
+        PredictionCache.make_key("classic", "v1", features),
+        PredictionCache.make_key("ensemble", "v1", {"age": 31}),
+        PredictionCache.make_key("ensemble", "v1", {"age": "30"}),
+        PredictionCache.make_key("ensemble", "v1", {"age": True}),
+        PredictionCache.make_key("ensemble", "v1", {"age": None}),
+    }
+    assert len(keys) == 7
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=5),
+        st.integers(-(2**40), 2**40) | st.text(max_size=5) | st.none(),
+        max_size=8,
+    )
+)
+def test_key_is_canonical(features):
+    reordered = dict(reversed(list(features.items())))
+    as_floats = {
+        name: float(value) if isinstance(value, int) and abs(value) < 2**53 else value
+        for name, value in features.items()
+    }
+    key = PredictionCache.make_key("m", "1", features)
+    assert (
+        key
+        == PredictionCache.make_key("m", "1", reordered)
+        == PredictionCache.make_key("m", "1", as_floats)
+    )
