@@ -16,6 +16,7 @@ import bentoml
 from bentoml.exceptions import InvalidArgument, ServiceUnavailable
 
 with bentoml.importing():
+    import aiohttp
     import numpy as np
 
     from models import store
@@ -168,8 +169,11 @@ class Router:
         predict_classic = _async_method(self.classic_service, "predict")
         describe_classic = _async_method(self.classic_service, "describe")
         predict_ensemble = _async_method(self.ensemble_service, "predict")
-        classic_direct = RemoteArm("classic", lambda codes: predict_classic(codes=codes), describe_classic)
-        ensemble = RemoteArm("ensemble", lambda codes: predict_ensemble(codes=codes), _async_method(self.ensemble_service, "describe"))
+        retry_on = (aiohttp.ClientConnectionError,)
+        classic_direct = RemoteArm("classic", lambda codes: predict_classic(codes=codes), describe_classic, retry_on)
+        ensemble = RemoteArm(
+            "ensemble", lambda codes: predict_ensemble(codes=codes), _async_method(self.ensemble_service, "describe"), retry_on
+        )
         classic = classic_direct
         if settings.classic_local and self.classic_model_stored() is not None:
             model, stored = store.load(str(self.classic_model_stored().tag))

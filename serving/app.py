@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving import metrics
@@ -61,12 +62,15 @@ def create_app(settings: ServingSettings) -> FastAPI:
     async def _serving_error(_: Request, exc: ServingError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [
-            {"field": ".".join(str(p) for p in err["loc"] if p != "body") or "body", "message": err["msg"]}
-            for err in exc.errors()
-        ]
+        fields = [_field_error(err) for err in exc.errors()]
         body_error = any(err["type"] in {"json_invalid", "model_attributes_type", "dict_type"} and len(err["loc"]) <= 2 for err in exc.errors())
         error = (BadRequest if body_error else InvalidInput)(
             "request body is not valid: " + "; ".join(f"{f['field']}: {f['message']}" for f in fields[:10]),
@@ -189,6 +193,15 @@ def create_app(settings: ServingSettings) -> FastAPI:
         return await router.fault_setter(delay_ms=delay_ms, error_rate=error_rate)
 
     return app
+
+
+def _field_error(err: dict[str, Any]) -> dict[str, str]:
+    """A pydantic/FastAPI error as {field, message}, with the field as a dotted path."""
+    if err["type"] == "json_invalid":
+        position = err["loc"][-1] if len(err["loc"]) > 1 else "?"
+        return {"field": "body", "message": f"invalid JSON near character {position}: {err.get('ctx', {}).get('error', err['msg'])}"}
+    path = ".".join(str(p) for p in err["loc"][1:] if p != "body") if err["loc"][:1] == ("body",) else ".".join(map(str, err["loc"]))
+    return {"field": path or "body", "message": err["msg"]}
 
 
 async def _json_body(request: Request) -> dict[str, Any]:

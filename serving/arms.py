@@ -98,15 +98,27 @@ class RemoteArm:
         name: str,
         predict: Callable[[np.ndarray], Awaitable[np.ndarray]],
         describe: Callable[[], Awaitable[dict[str, Any]]],
+        retry_on: tuple[type[BaseException], ...] = (),
     ):
         self.name = name
+        self.retry_on = retry_on
         self._predict = predict
         self._describe = describe
         self.info: ArmInfo | None = None
         self.last_error: str | None = None
 
     async def predict(self, codes: np.ndarray) -> np.ndarray:
-        return np.asarray(await self._predict(codes), dtype=np.float64)
+        """Predict; one retry on a dropped pooled connection (prediction is idempotent).
+
+        BentoML's internal client keeps idle connections longer than the server does
+        (bentoml/BentoML#4971), so the first request after a pause can meet a closed socket.
+        """
+        try:
+            result = await self._predict(codes)
+        except self.retry_on as exc:
+            log.info("%s: retrying after connection error: %s", self.name, exc)
+            result = await self._predict(codes)
+        return np.asarray(result, dtype=np.float64)
 
     async def refresh(self) -> ArmInfo | None:
         """Ask the service to describe itself; on failure keep the last info but mark it not ready."""

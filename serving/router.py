@@ -224,6 +224,7 @@ class RouterCore:
         except asyncio.TimeoutError:
             raise ArmUnavailable(f"{arm_name} did not answer in time") from None
         except Exception as exc:
+            log.warning("direct %s call failed: %s: %s", arm_name, type(exc).__name__, exc)
             raise ArmUnavailable(f"{arm_name} failed: {type(exc).__name__}") from None
         decision = Decision(arm_name, Reason.HEADER, fallback=False, bucket=None)  # type: ignore[arg-type]
         return self._render(answer, decision, f"direct_{arm_name}", reason="direct")
