@@ -32,7 +32,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 NATIVE_ENV = "SERVING_NATIVE_MEMBERS"
-"""Set to 1/true/yes to serve every member through its native library (benchmarks, debugging)."""
+"""`1`/`true`/`all`: serve every member through its native library (benchmarks, debugging);
+a comma-separated list of member names: only those (e.g. to trade speed for memory)."""
 
 FAST_MEMBERS = ("random_forest", "extra_trees", "hist_gradient_boosting", "xgboost", "lightgbm")
 """The members that may have an ONNX fast artifact (CatBoost and the TFLite net are native-fast)."""
@@ -43,8 +44,14 @@ TOLERANCE = 1e-5
 FORMAT = "tree-ensemble-v1"
 
 
-def native_forced() -> bool:
-    return os.environ.get(NATIVE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+def native_forced(name: str) -> bool:
+    """Whether SERVING_NATIVE_MEMBERS asks for `name` to be served natively."""
+    value = os.environ.get(NATIVE_ENV, "").strip().lower()
+    if value in {"", "0", "false", "no", "off"}:
+        return False
+    if value in {"1", "true", "yes", "on", "all"}:
+        return True
+    return name in {part.strip() for part in value.split(",")}
 
 
 def fast_path(directory: Path, name: str) -> Path:
@@ -81,7 +88,6 @@ class _Compiled:
     transform: str  # "none" | "softmax" | "logistic"
     base: list[float] = field(default_factory=list)
     scale: float = 1.0  # logistic(scale * raw), LightGBM's `sigmoid:` parameter
-    flush_zero: float = 0.0  # inputs with |x| <= this are read as 0 (LightGBM's kZeroThreshold)
 
 
 def _sklearn_forest(est: Any) -> _Compiled:
@@ -157,6 +163,11 @@ def _lightgbm(booster: Any) -> _Compiled:
     else:
         raise NotConvertible(f"objective {dump['objective']!r}")
     per_iteration = int(dump["num_tree_per_iteration"])
+    # LightGBM reads a dense row as sparse pairs, dropping |x| <= kZeroThreshold (1e-35f): such x
+    # compare as 0. Only thresholds inside [-z, z] can tell x from 0; for float32 inputs those
+    # become `x <= z` (t >= 0) or `x < -z` (t < 0), i.e. one plain `<=` with a moved threshold.
+    z = float(np.float32(1e-35))
+    below_minus_z = float(np.nextafter(np.float32(-z), np.float32(-np.inf)))
     trees = []
     for info in dump["tree_info"]:
         feature, threshold, left, right, missing, value = [], [], [], [], [], []
@@ -182,6 +193,8 @@ def _lightgbm(booster: Any) -> _Compiled:
                 goes_left = bool(node["default_left"])
             else:  # "Zero": zeros take the default branch, which one node cannot express
                 raise NotConvertible("zero_as_missing")
+            if -z <= t <= z:
+                t = z if t >= 0.0 else below_minus_z
             feature.append(int(node["split_feature"])), threshold.append(t)
             missing.append(goes_left), value.append(0.0)
             left.append(-1), right.append(-1)
@@ -195,11 +208,9 @@ def _lightgbm(booster: Any) -> _Compiled:
                 (int(info["tree_index"]) % per_iteration,),
             )
         )
-    n_targets = per_iteration
-    # LightGBM reads a dense row as sparse pairs and drops |x| <= kZeroThreshold (1e-35f) as zero.
     return _Compiled(
-        trees, int(dump["max_feature_idx"]) + 1, n_targets, LEQ, transform, [0.0] * n_targets,
-        scale, flush_zero=float(np.float32(1e-35)),
+        trees, int(dump["max_feature_idx"]) + 1, per_iteration, LEQ, transform,
+        [0.0] * per_iteration, scale,
     )
 
 
@@ -384,7 +395,6 @@ def _to_onnx(c: _Compiled) -> bytes:
             "transform": c.transform,
             "base": json.dumps(c.base or [0.0] * c.n_targets),
             "scale": repr(c.scale),
-            "flush_zero": repr(c.flush_zero),
             "n_features": str(c.n_features),
         },
     )
@@ -436,15 +446,12 @@ class OnnxTreeMember:
             raise ValueError(f"{path.name}: unknown transform {self._transform!r}")
         self._base = np.asarray(json.loads(meta["base"]), dtype=np.float64)
         self._scale = float(meta["scale"])
-        self._flush_zero = float(meta.get("flush_zero", "0.0"))
         self.n_features = int(meta["n_features"])
         self._input = self._session.get_inputs()[0].name
         self._outputs = [self._session.get_outputs()[0].name]
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float64)
-        if self._flush_zero:
-            X = np.where(np.abs(X) <= self._flush_zero, 0.0, X)
         raw = self._session.run(self._outputs, {self._input: X})[0].astype(np.float64, copy=False)
         if self._transform == "none":
             return raw
@@ -465,11 +472,24 @@ def load_fast(directory: Path, name: str) -> OnnxTreeMember | None:
         log.info("member %s: no fast artifact, using the native library", name)
         return None
     try:
-        return OnnxTreeMember(name, path)
+        member = OnnxTreeMember(name, path)
     except Exception as exc:  # e.g. onnxruntime missing or too old for opset 5
         log.warning("member %s: fast artifact not loadable (%s: %s); using the native library",
                     name, type(exc).__name__, exc)
         return None
+    _release_freed_memory()
+    return member
+
+
+def _release_freed_memory() -> None:
+    """Building a session parses the whole model: for the forests the peak is 2-3x what stays.
+    Hand the freed heap back to the OS (glibc only; a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 # ------------------------------------------------------------------------ export + checks
@@ -512,6 +532,13 @@ def export_fast(directory: Path, name: str, model: Any, native: Any) -> Path | N
         fast = OnnxTreeMember(name, path)
         X = probe_rows(compiled.trees, compiled.n_features)
         diff = float(np.abs(fast.predict_proba(X) - native.predict_proba(X)).max())
+        X[::7, ::3] = np.nan  # missing values, where the native model accepts them
+        try:
+            expected = native.predict_proba(X)
+        except ValueError:
+            expected = None
+        if expected is not None:
+            diff = max(diff, float(np.abs(fast.predict_proba(X) - expected).max()))
     except ImportError as exc:
         path.unlink(missing_ok=True)
         log.info("member %s: fast path not exported (%s)", name, exc)

@@ -3,15 +3,26 @@
 Every member exposes `predict_proba(X) -> (n, n_classes)` on the float32 design matrix, with
 classes in schema order, and runs single-threaded: the ensemble service parallelises by batching,
 and thread pools spun up per call cost more than they save at serving batch sizes.
+
+Fast paths (see `models.fastpath`): the five tree members other than CatBoost are also saved as
+one ONNX tree-ensemble node when `onnx` is installed (training), checked against the native model
+at save time, and served by onnxruntime when the artifact is there; every member reports how it
+is served in `.path_kind` ("onnx" or "native"). The native files are always written and are the
+fallback: without the artifact, with onnxruntime missing, or with SERVING_NATIVE_MEMBERS set.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from models import fastpath
+
+log = logging.getLogger(__name__)
 
 SKLEARN_MEMBERS = ("random_forest", "extra_trees", "hist_gradient_boosting")
 MEMBER_NAMES = (*SKLEARN_MEMBERS, "xgboost", "lightgbm", "catboost", "mlp_int8")
@@ -20,6 +31,7 @@ MEMBER_NAMES = (*SKLEARN_MEMBERS, "xgboost", "lightgbm", "catboost", "mlp_int8")
 
 class Member(Protocol):
     name: str
+    path_kind: str  # "onnx" | "native"
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
 
@@ -33,6 +45,8 @@ def _two_columns(p: np.ndarray) -> np.ndarray:
 
 
 class SklearnMember:
+    path_kind = "native"
+
     def __init__(self, name: str, estimator: Any):
         self.name = name
         self.estimator = estimator
@@ -45,6 +59,7 @@ class SklearnMember:
 
 class XGBoostMember:
     name = "xgboost"
+    path_kind = "native"
 
     def __init__(self, booster: Any):
         self.booster = booster
@@ -56,6 +71,7 @@ class XGBoostMember:
 
 class LightGBMMember:
     name = "lightgbm"
+    path_kind = "native"
 
     def __init__(self, booster: Any):
         self.booster = booster
@@ -66,6 +82,7 @@ class LightGBMMember:
 
 class CatBoostMember:
     name = "catboost"
+    path_kind = "native"
 
     def __init__(self, model: Any):
         self.model = model
@@ -78,6 +95,7 @@ class TFLiteMember:
     """The int8-quantized network on the LiteRT interpreter (no TensorFlow needed at serving)."""
 
     name = "mlp_int8"
+    path_kind = "native"
 
     def __init__(self, model_content: bytes):
         from ai_edge_litert.interpreter import Interpreter
@@ -102,6 +120,32 @@ class TFLiteMember:
         return out / out.sum(axis=1, keepdims=True).clip(1e-12)
 
 
+class BatchSplitMember:
+    """The fast path for small batches, the native library from `native_from_rows` rows up.
+
+    Used for XGBoost, whose own predictor has a fixed cost per call (about 0.6 ms) but walks
+    large batches faster than onnxruntime does (see NATIVE_FROM_ROWS).
+    """
+
+    path_kind = "onnx"
+
+    def __init__(self, fast: Member, native: Member, native_from_rows: int):
+        self.name = native.name
+        self.fast = fast
+        self.native = native
+        self.native_from_rows = native_from_rows
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        member = self.native if len(X) >= self.native_from_rows else self.fast
+        return member.predict_proba(X)
+
+
+NATIVE_FROM_ROWS = {"xgboost": 16}
+"""Batch sizes from which a member's native library beats its fast path (measured on the
+2-core machine, 60,000-row models: XGBoost native 1.2 ms vs onnxruntime 1.0 ms at 16 rows,
+4.9 vs 6.9 ms at 64). The other fast paths win at every serving batch size."""
+
+
 # ---------------------------------------------------------------------------- save / load
 def member_path(directory: Path, name: str) -> Path:
     suffix = {
@@ -113,8 +157,13 @@ def member_path(directory: Path, name: str) -> Path:
     return Path(directory) / "members" / suffix
 
 
-def save_member(directory: Path, name: str, model: Any) -> Path:
-    """Save a fitted member (estimator, booster, or TFLite bytes) in its library's format."""
+def save_member(directory: Path, name: str, model: Any, fast: bool = True) -> Path:
+    """Save a fitted member (estimator, booster, or TFLite bytes) in its library's format.
+
+    With `fast` (the default) and the converter installed, the tree members also get their
+    checked fast artifact (`members/<name>.onnx`, see `models.fastpath.export_fast`); a member
+    that cannot be converted exactly is saved natively only, with the reason logged.
+    """
     path = member_path(directory, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     if name in SKLEARN_MEMBERS:
@@ -132,11 +181,38 @@ def save_member(directory: Path, name: str, model: Any) -> Path:
         path.write_bytes(model)
     else:
         raise ValueError(f"unknown member {name!r}")
+    fastpath.fast_path(directory, name).unlink(missing_ok=True)  # never leave a stale artifact
+    if fast and name in fastpath.FAST_MEMBERS:
+        # Checked against the member exactly as it will be served natively: loaded from the file.
+        fastpath.export_fast(directory, name, model, _load_native(directory, name))
     return path
 
 
-def load_member(directory: Path, name: str) -> Member:
-    """Load one member natively; raises (ImportError, OSError, ...) if it cannot be served."""
+def load_member(directory: Path, name: str, fast: bool | None = None) -> Member:
+    """Load one member; raises (ImportError, OSError, ...) if it cannot be served at all.
+
+    `fast=None` (the default) serves the member through its fast artifact when there is one and
+    it loads, unless the environment variable SERVING_NATIVE_MEMBERS names it (or is `1`/`all`);
+    `fast=False` always loads the native library; `fast=True` ignores the variable. Whenever the
+    fast path is unavailable the native library is used and the reason logged, so a model store
+    written without the converters behaves exactly as before. `.path_kind` tells which was used.
+    """
+    if fast is None:
+        fast = not fastpath.native_forced(name)
+    if fast and name in fastpath.FAST_MEMBERS:
+        member = fastpath.load_fast(directory, name)
+        if member is not None:
+            if name in NATIVE_FROM_ROWS:
+                try:
+                    return BatchSplitMember(member, _load_native(directory, name), NATIVE_FROM_ROWS[name])
+                except Exception as exc:  # the fast path alone still serves every batch size
+                    log.warning("member %s: native library not loaded for large batches (%s)", name, exc)
+            return member
+    return _load_native(directory, name)
+
+
+def _load_native(directory: Path, name: str) -> Member:
+    """Load one member through its own library."""
     path = member_path(directory, name)
     if name in SKLEARN_MEMBERS:
         import joblib
