@@ -1,21 +1,27 @@
-"""Fast in-process paths for the tree members: each ensemble compiled to one ONNX node.
+"""Fast in-process paths for the tree members: each model compiled to one ONNX tree-ensemble node.
 
-Why: the native libraries cost a fixed 8-20 ms per `predict_proba` call for the scikit-learn models
-(input validation, thread-pool set-up) and LightGBM / XGBoost scale badly from one row to a
-batch on one thread. The same trees as a single `ai.onnx.ml` `TreeEnsemble` node (opset 5),
-run by onnxruntime on one thread, cost microseconds per call.
+Why: scikit-learn's forests and HistGradientBoosting cost a fixed 9-20 ms per `predict_proba`
+call whatever the batch (validation, thread-pool set-up), XGBoost about 0.6 ms, and LightGBM
+walks batches slowly on one thread. The same trees as one `ai.onnx.ml` tree-ensemble node, run by
+onnxruntime on one thread, cost 0.1-0.4 ms for a row (figures: loadtests/bench_inprocess.py).
 
-Exactness: the node is built in float64 end to end (inputs, thresholds, leaf values, sums), so
-every split decision is the one the native library makes (`x <= t` for scikit-learn and LightGBM,
-`x < t` for XGBoost, NaN routed the way each library routes it) and only the summation order of
-the leaf values differs. The final transform (softmax / logistic / none) is applied here in numpy
-with the base score stored in the model's metadata. Members whose models use anything this
-converter does not reproduce exactly (categorical splits, LightGBM zero-as-missing, DART,
-multi-output leaves, ...) are not converted and stay on their native path.
+Exactness: thresholds, leaf values and sums are float64 and the inputs are the float32 design
+matrix widened exactly, so every split decision is the native library's (`x <= t` for
+scikit-learn and LightGBM, `x < t` for XGBoost, NaN routed as each library routes it, LightGBM's
+|x| <= 1e-35 read as zero) and only the order of the sums differs:
+- boosted models (HistGradientBoosting, XGBoost, LightGBM): `TreeEnsemble` (ai.onnx.ml opset 5),
+  float64 out; the base score and the softmax / logistic link are applied here in numpy;
+- forests: `TreeEnsembleRegressor` (opset 3), whose leaves may feed all classes at once (one walk
+  per tree instead of one per tree and class) but whose output is float32: probabilities in
+  [0, 1] rounded to float32 are within 6e-8.
+Models using anything not reproduced exactly (categorical splits, LightGBM zero-as-missing or
+linear trees, DART, vector leaves, ...) are not converted and stay on their native path.
 
-Export (`export_fast`) runs at training time and needs `onnx`; it writes `<member>.onnx` next to
-the native file only after checking the compiled trees against the native model on probe rows
-placed on either side of every split threshold. Serving needs only `onnxruntime`.
+Export (`export_fast`) runs at training time and needs `onnx`; it writes `members/<name>.onnx`
+next to the native file only after checking it against the native model on probe rows placed on,
+just below and just above every split threshold (and with NaNs). Serving needs only onnxruntime.
+Cost: an onnxruntime session holds about 2.5x the memory of the native forest (60,000-row models:
+random forest ~300 MB, extra trees ~550 MB resident, with a transient peak twice that at load).
 """
 
 from __future__ import annotations
@@ -510,23 +516,28 @@ def probe_rows(compiled_trees: list[_Tree], n_features: int, rows: int = 512, se
         candidates = np.concatenate(
             [t32, np.nextafter(t32, np.float32(np.inf)), np.nextafter(t32, np.float32(-np.inf))]
         )
+        candidates = candidates[np.isfinite(candidates)]  # e.g. scikit-learn's NaN-only splits
+        if not len(candidates):
+            continue
         pick = rng.random(rows) < 0.8
         X[pick, f] = rng.choice(candidates, size=int(pick.sum()))
     return X
 
 
-def export_fast(directory: Path, name: str, model: Any, native: Any) -> Path | None:
-    """Compile `model` to `<name>.onnx` and keep it only if it matches `native` on probe rows.
+def export_fast(directory: Path, name: str, native: Any) -> Path | None:
+    """Compile a native member to `members/<name>.onnx`; keep it only if it matches on probe rows.
 
-    `native` is the member as loaded from its just-written native file. Returns the artifact path,
-    or None (logged) when the converter or onnxruntime is missing, the model is not convertible,
-    or the check fails.
+    `native` is the member as loaded from its just-written native file (`models.members`), so
+    the trees compiled are exactly the ones the native path serves. Returns the artifact path, or
+    None (logged) when `onnx` or onnxruntime is missing, the model is not convertible exactly, or
+    the check against the native predictions fails.
     """
     path = fast_path(directory, name)
     path.unlink(missing_ok=True)
+    if name not in FAST_MEMBERS:
+        return None
     try:
-        if name not in FAST_MEMBERS:
-            return None
+        model = native.estimator if hasattr(native, "estimator") else native.booster
         compiled = _compile(name, model)
         path.write_bytes(_to_onnx(compiled))
         fast = OnnxTreeMember(name, path)

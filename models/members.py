@@ -184,7 +184,7 @@ def save_member(directory: Path, name: str, model: Any, fast: bool = True) -> Pa
     fastpath.fast_path(directory, name).unlink(missing_ok=True)  # never leave a stale artifact
     if fast and name in fastpath.FAST_MEMBERS:
         # Checked against the member exactly as it will be served natively: loaded from the file.
-        fastpath.export_fast(directory, name, model, _load_native(directory, name))
+        fastpath.export_fast(directory, name, _load_native(directory, name))
     return path
 
 

@@ -37,12 +37,38 @@ def example_row(trained_store) -> dict:
     return model.schema.example()
 
 
+BASELINE_FLAGS = {
+    "ensemble": {
+        "enabled": True,
+        "rollout_percentage": 0,
+        "allowed_users": ["beta_testers"],
+        "groups": {"beta_testers": ["beta_bob"]},
+        "deadline_ms": 500,
+        "breaker": {"failure_threshold": 3, "reset_timeout_s": 1.0},
+    },
+    "cache": {"enabled": True, "max_entries": 1000, "ttl_s": 300},
+}
+
+
 @pytest.fixture(scope="session")
 def server(trained_store) -> Iterator[Server]:
-    """The full graph (router + classic + ensemble) with fault injection enabled, shared by a module."""
-    srv = Server({"SERVING_FAULTS_ENABLED": "true"}).start()
+    """The full graph (router + classic + ensemble) with fault injection enabled, shared by the session."""
+    srv = Server({"SERVING_FAULTS_ENABLED": "true"}, flags=BASELINE_FLAGS).start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def set_flags(server, admin_headers):
+    """PUT a flag config for one test; the baseline (and no injected faults) is restored afterwards."""
+    import httpx
+
+    def put(config: dict) -> httpx.Response:
+        return httpx.put(f"{server.url}/api/admin/flags", json=config, headers=admin_headers, timeout=10)
+
+    yield put
+    assert put(BASELINE_FLAGS).status_code == 200
+    httpx.put(f"{server.url}/api/admin/faults", json={"delay_ms": 0, "error_rate": 0}, headers=admin_headers, timeout=10)
 
 
 @pytest.fixture

@@ -1,0 +1,162 @@
+"""In-process latency of the ensemble's members, native libraries vs fast paths, side by side.
+
+    python -m loadtests.bench_inprocess [--model ensemble:latest] [--classic classic:latest]
+                                        [--repeat 200] [--rows 4096] [--threads 2]
+
+Loads the stored ensemble twice, once with every member on its native library
+(SERVING_NATIVE_MEMBERS=1) and once as served by default (fast paths where the store has them),
+then times `predict_proba` per member (on the design matrix) and for the whole ensemble (on
+schema codes, preprocessing included) at batch 1 and batch 64. Each call gets rows it has not seen
+in the previous calls (consecutive slices of --rows generated rows), so the figures include the
+cache misses of real traffic rather than a hot loop over one row; native and fast calls alternate
+so background load affects both alike. Prints a markdown table of medians (ms) and ratios, the
+largest probability difference per member over all generated rows, and load times and memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from models import fastpath
+
+BATCHES = (1, 64)
+
+
+@contextlib.contextmanager
+def native_members(on: bool) -> Iterator[None]:
+    old = os.environ.get(fastpath.NATIVE_ENV)
+    if on:
+        os.environ[fastpath.NATIVE_ENV] = "1"
+    else:
+        os.environ.pop(fastpath.NATIVE_ENV, None)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(fastpath.NATIVE_ENV, None)
+        else:
+            os.environ[fastpath.NATIVE_ENV] = old
+
+
+def rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            return int(f.read().split("VmRSS:")[1].split()[0]) / 1024
+    except OSError:
+        return float("nan")
+
+
+def make_codes(stored, schema, rows: int, seed: int = 12345) -> np.ndarray:
+    """Fresh rows from the default generator (the distribution served), as schema codes."""
+    try:
+        from training import data as data_mod
+
+        frame = data_mod.make_default_dataset(rows, seed)
+        target = stored.info.metadata.get("target", data_mod.DEFAULT_TARGET)
+        X, _, _ = data_mod.prepare(frame, target)
+        return schema.encode_frame(X)
+    except Exception as exc:  # a model trained on other data: its example row, repeated
+        print(f"(default data does not fit this schema: {exc}; timing the schema example)")
+        return np.repeat(schema.encode_rows([schema.example()]), rows, axis=0)
+
+
+def timed(fns: dict[str, Callable[[np.ndarray], object]], data: np.ndarray, batch: int,
+          repeat: int) -> dict[str, float]:
+    """Median ms per call for each function, calls interleaved, each on the next unseen slice."""
+    slots = max(1, (len(data) - batch) // batch)
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for f in fns.values():  # warm-up: first-call allocations, lazy initialisation
+        f(data[:batch])
+    for i in range(repeat):
+        start = (i % slots) * batch
+        rows = data[start:start + batch]
+        for key, f in fns.items():
+            t = time.perf_counter()
+            f(rows)
+            samples[key].append(time.perf_counter() - t)
+    return {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="ensemble:latest")
+    parser.add_argument("--classic", default="classic:latest", help="'' to skip")
+    parser.add_argument("--repeat", type=int, default=200, help="calls per measurement")
+    parser.add_argument("--rows", type=int, default=4096, help="distinct rows to cycle through")
+    parser.add_argument("--threads", type=int, default=2, help="member threads for the parallel rows")
+    args = parser.parse_args(argv)
+
+    import bentoml
+
+    from models.ensemble import EnsembleModel
+
+    stored = bentoml.models.get(args.model)
+    loaded: dict[str, EnsembleModel] = {}
+    load_info: dict[str, str] = {}
+    for label, native in (("native", True), ("fast", False)):
+        before, t = rss_mb(), time.perf_counter()
+        with native_members(native):
+            loaded[label] = EnsembleModel.load(stored.path)
+        load_info[label] = f"load {time.perf_counter() - t:.1f} s, RSS +{rss_mb() - before:.0f} MB"
+    native_model, fast_model = loaded["native"], loaded["fast"]
+    codes = make_codes(stored, native_model.schema, args.rows)
+    X = native_model.preprocessor.transform(codes)
+
+    header = "| | path | " + " | ".join(
+        f"native b{b} | fast b{b} | ×b{b}" for b in BATCHES
+    ) + " | max \\|Δp\\| |"
+    lines = [header, "|" + "---|" * (3 * len(BATCHES) + 3)]
+
+    def row(label: str, path: str, pair: dict[int, dict[str, float]], diff: str) -> None:
+        cells = []
+        for b in BATCHES:
+            n, f = pair[b].get("native"), pair[b].get("fast")
+            cells += [f"{n:.3f}" if n is not None else "–", f"{f:.3f}" if f is not None else "–",
+                      f"{n / f:.1f}" if n is not None and f is not None else "–"]
+        lines.append(f"| {label} | {path} | " + " | ".join(cells) + f" | {diff} |")
+
+    for name, fast_member in fast_model.members.items():
+        native_member = native_model.members[name]
+        fns = {"native": native_member.predict_proba, "fast": fast_member.predict_proba}
+        pair = {b: timed(fns, X, b, args.repeat) for b in BATCHES}
+        diff = float(np.abs(fast_member.predict_proba(X) - native_member.predict_proba(X)).max())
+        row(name, fast_member.path_kind, pair, f"{diff:.1e}")
+
+    fns = {"native": native_model.predict_proba, "fast": fast_model.predict_proba}
+    pair = {b: timed(fns, codes, b, args.repeat) for b in BATCHES}
+    diff = float(np.abs(fast_model.predict_proba(codes) - native_model.predict_proba(codes)).max())
+    row(f"**ensemble** ({len(fast_model.members)} members)", "", pair, f"{diff:.1e}")
+    if args.threads > 1:
+        for m in (native_model, fast_model):
+            m.enable_member_parallelism(args.threads)
+        pair = {b: timed(fns, codes, b, args.repeat) for b in BATCHES if b >= 32}
+        pair.update({b: {} for b in BATCHES if b < 32})  # the pool is only used from 32 rows
+        row(f"ensemble, {args.threads} member threads", "", pair, "")
+        for m in (native_model, fast_model):
+            m.enable_member_parallelism(1)
+
+    if args.classic:
+        from models.classic import ClassicModel
+
+        classic = ClassicModel.load(bentoml.models.get(args.classic).path)
+        timings = {b: timed({"native": classic.predict_proba}, codes, b, args.repeat) for b in BATCHES}
+        row("classic (logistic regression)", "numpy", timings, "")
+
+    print(f"model {stored.tag}; {len(codes)} distinct rows; median of {args.repeat} calls; ms")
+    print()
+    print("\n".join(lines))
+    print()
+    print(f"native: {load_info['native']}; fast: {load_info['fast']}")
+    if fast_model.unavailable or native_model.unavailable:
+        print(f"unavailable: native {native_model.unavailable}, fast {fast_model.unavailable}")
+
+
+if __name__ == "__main__":
+    main()
