@@ -1,0 +1,174 @@
+"""The router core without a server: fallback, deadline, breaker, cache, shadow, hot reload.
+
+The arms here are small in-process doubles (allowed: this is a unit test of routing logic);
+the integration tests run the same flows against real services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import yaml
+
+from models.schema import Feature, FeatureSchema
+from serving.arms import ArmInfo
+from serving.config import FlagConfigError, parse_flag_config
+from serving.errors import InvalidInput
+from serving.resilience import BreakerState
+from serving.router import RouterCore
+
+SCHEMA = FeatureSchema(
+    features=[Feature(name="x", kind="numeric"), Feature(name="colour", kind="categorical", categories=["blue", "red"])],
+    classes=["no", "yes"],
+)
+ROW = {"x": 1.0, "colour": "red"}
+
+
+class StubArm:
+    """Answers fixed probabilities; can fail or stall on demand; counts calls."""
+
+    def __init__(self, name: str, probs: list[float], tag: str = "v1"):
+        self.name = name
+        self.probs = np.array(probs)
+        self.info = ArmInfo(name=name, tag=f"{name}:{tag}", schema=SCHEMA, details={})
+        self.calls = 0
+        self.fail = False
+        self.delay_s = 0.0
+
+    async def predict(self, codes):
+        self.calls += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError("boom")
+        return np.tile(self.probs, (len(codes), 1))
+
+    async def refresh(self):
+        return self.info
+
+
+def make_core(tmp_path=None, **ensemble_flags) -> tuple[RouterCore, StubArm, StubArm]:
+    flags = parse_flag_config(
+        {
+            "ensemble": {
+                "rollout_percentage": 0,
+                "allowed_users": ["vip"],
+                "deadline_ms": 50,
+                "breaker": {"failure_threshold": 2, "reset_timeout_s": 60},
+                **ensemble_flags,
+            }
+        }
+    )
+    classic, ensemble = StubArm("classic", [0.8, 0.2]), StubArm("ensemble", [0.3, 0.7])
+    path = None
+    if tmp_path is not None:
+        path = tmp_path / "flags.yaml"
+        path.write_text(yaml.safe_dump({"ensemble": {"rollout_percentage": 0}}))
+    return RouterCore(classic, ensemble, flags, flags_path=path), classic, ensemble
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_split_and_allow_list():
+    core, classic, ensemble = make_core()
+    assert run(core.classify([ROW], user_id="anyone"))[0]["model"] == "classic"
+    answer = run(core.classify([ROW], user_id="vip"))[0]
+    assert (answer["model"], answer["label"], answer["reason"]) == ("ensemble", "yes", "allow_list")
+
+
+def test_invalid_rows_are_rejected_before_routing():
+    core, classic, ensemble = make_core()
+    with pytest.raises(InvalidInput) as err:
+        run(core.classify([{"x": "nope", "colour": "green"}], user_id="vip"))
+    assert {f["field"] for f in err.value.fields} == {"features.x", "features.colour"}
+    assert classic.calls == ensemble.calls == 0
+
+
+def test_failing_ensemble_falls_back_to_classic_then_breaker_opens():
+    core, classic, ensemble = make_core()
+    ensemble.fail = True
+    answers = [run(core.classify([{**ROW, "x": float(i)}], user_id="vip"))[0] for i in range(4)]
+    assert all(a["model"] == "classic" and a["fallback"] for a in answers)
+    assert ensemble.calls == 2  # threshold 2: the breaker opened, later requests skip the ensemble
+    assert core.breaker.state == BreakerState.OPEN
+    assert answers[-1]["reason"] == "breaker_open"
+
+
+def test_slow_ensemble_misses_its_deadline_and_classic_answers():
+    core, classic, ensemble = make_core()
+    ensemble.delay_s = 1.0
+    answer = run(asyncio.wait_for(core.classify([ROW], user_id="vip"), timeout=0.5))[0]
+    assert answer["model"] == "classic" and answer["fallback"] is True
+
+
+def test_kill_switch_and_header():
+    core, classic, ensemble = make_core(enabled=False)
+    assert run(core.classify([ROW], user_id="vip", header="ensemble"))[0]["reason"] == "kill_switch"
+    core, classic, ensemble = make_core()
+    assert run(core.classify([ROW], user_id="vip", header="classic"))[0]["model"] == "classic"
+
+
+def test_cache_hit_is_reported_and_skips_the_model():
+    core, classic, ensemble = make_core()
+    first = run(core.classify([ROW], user_id="vip"))[0]
+    second = run(core.classify([dict(reversed(list(ROW.items())))], user_id="vip"))[0]
+    assert (first["cached"], second["cached"]) == (False, True)
+    assert ensemble.calls == 1
+    assert second["probabilities"] == first["probabilities"]
+
+
+def test_shadow_compares_without_changing_the_answer_and_stays_bounded():
+    core, classic, ensemble = make_core(shadow={"enabled": True, "sample_rate": 1.0, "max_in_flight": 2})
+
+    async def go():
+        answers = [(await core.classify([{**ROW, "x": float(i)}], user_id=f"u{i}"))[0] for i in range(5)]
+        await core.shadow.drain()
+        return answers
+
+    answers = run(go())
+    assert {a["model"] for a in answers} == {"classic"}
+    summary = core.shadow.stats.summary()
+    # The stub answers without yielding, so the copies pile up: two run, three are dropped.
+    assert (summary["compared"], summary["dropped"]) == (2, 3)
+    assert summary["label_agreement_rate"] == 0.0
+    assert summary["mean_abs_probability_diff"] == pytest.approx(0.5)
+
+
+def test_bad_flag_update_keeps_the_old_config(tmp_path):
+    core, _, _ = make_core(tmp_path)
+    with pytest.raises(FlagConfigError):
+        core.update_flags({"ensemble": {"rollout_percentage": 101}})
+    assert core.flags.ensemble.rollout_percentage == 0
+    core.update_flags({"ensemble": {"rollout_percentage": 50}})
+    assert core.flags.ensemble.rollout_percentage == 50
+    assert yaml.safe_load(core.flags_path.read_text())["ensemble"]["rollout_percentage"] == 50
+
+
+def test_flag_file_hot_reload_ignores_a_broken_file(tmp_path):
+    core, _, _ = make_core(tmp_path)
+    core.flags_path.write_text(yaml.safe_dump({"ensemble": {"rollout_percentage": 25}}))
+    _touch_later(core.flags_path)
+    assert core.reload_flags_if_changed() and core.flags.ensemble.rollout_percentage == 25
+    core.flags_path.write_text("ensemble: {rollout_percentage: [oops")
+    _touch_later(core.flags_path)
+    assert not core.reload_flags_if_changed()
+    assert core.flags.ensemble.rollout_percentage == 25
+
+
+def _touch_later(path):
+    import os
+
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+def test_unready_ensemble_routes_to_classic_with_fallback():
+    core, classic, ensemble = make_core()
+    ensemble.info.ready = False
+    answer = run(core.classify([ROW], user_id="vip"))[0]
+    assert (answer["model"], answer["fallback"], answer["reason"]) == ("classic", True, "unhealthy")
+    assert ensemble.calls == 0
