@@ -95,7 +95,9 @@ class Classic(ModelHost):
 class Ensemble(ModelHost):
     """The seven-member ensemble with adaptive batching; degraded (still serving) without TFLite."""
 
-    model_ref = bentoml.models.BentoModel(settings.ensemble_model)
+    # In a router-only image (SERVING_ENSEMBLE_URL set) this class is just the typed client of a
+    # remote service: declaring no model keeps the ensemble model out of that Bento.
+    model_ref = None if settings.ensemble_url else bentoml.models.BentoModel(settings.ensemble_model)
 
     def __init__(self) -> None:
         self._load("ensemble")

@@ -38,9 +38,11 @@ def free_port() -> int:
 
 
 class Server:
-    """A real `bentoml serve service:Router` subprocess on a loopback port."""
+    """A real `bentoml serve` subprocess (the router graph by default) on a loopback port."""
 
-    def __init__(self, env: dict[str, str], flags: dict | None = None, workdir: Path | None = None):
+    def __init__(self, env: dict[str, str], flags: dict | None = None, workdir: Path | None = None,
+                 target: str = "service:Router"):
+        self.target = target  # a service ("service:Classic") or a built Bento tag
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="serve-"))
@@ -67,7 +69,7 @@ class Server:
 
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "service:Router", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "bentoml", "serve", self.target, "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + timeout

@@ -1,0 +1,229 @@
+"""`python -m deploy`: build the Bentos, containerize and push them to Azure Container Registry,
+create or update the Azure Container Apps, split traffic between revisions, roll back.
+
+Every command takes --dry-run, which prints the exact `bentoml` / `docker` / `az` commands
+instead of running them. Without --dry-run it refuses to start, with a clear message, when a
+tool is not installed or a required variable is missing.
+
+    python -m deploy build --dry-run
+    ACR_NAME=myacr python -m deploy push --version 1.0.0 --dry-run
+    ACR_NAME=myacr AZURE_RESOURCE_GROUP=rg CONTAINERAPPS_ENVIRONMENT=env python -m deploy apps --version 1.0.0
+    AZURE_RESOURCE_GROUP=rg python -m deploy traffic --app tabular-ensemble --weights rev-a=90,rev-b=10
+    AZURE_RESOURCE_GROUP=rg python -m deploy rollback --app tabular-ensemble
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel
+
+
+class App(BaseModel):
+    """One container image and the Azure Container App that runs it."""
+
+    bentofile: str
+    bento: str
+    cpu: float
+    memory: str
+    min_replicas: int
+    max_replicas: int
+    ingress: str  # "external" for the entry point, "internal" for services only the router calls
+    env: dict[str, str] = {}
+
+
+APPS: dict[str, App] = {
+    "tabular-classic": App(bentofile="deploy/bentofile.classic.yaml", bento="tabular-classic",
+                           cpu=0.25, memory="0.5Gi", min_replicas=0, max_replicas=10, ingress="internal"),
+    "tabular-ensemble": App(bentofile="deploy/bentofile.ensemble.yaml", bento="tabular-ensemble",
+                            cpu=0.5, memory="1Gi", min_replicas=0, max_replicas=2, ingress="internal"),
+    "tabular-router": App(bentofile="deploy/bentofile.router.yaml", bento="tabular-router",
+                          cpu=0.5, memory="1Gi", min_replicas=1, max_replicas=10, ingress="external",
+                          env={"SERVING_CLASSIC_URL": "http://tabular-classic", "SERVING_ENSEMBLE_URL": "http://tabular-ensemble"}),
+}
+FULL_BENTOFILE = "bentofile.yaml"  # the whole graph in one image (tabular-serving)
+
+
+class DeployError(RuntimeError):
+    """A precondition is missing; the message says which and how to provide it."""
+
+
+class Runner:
+    """Runs commands, or only prints them with --dry-run."""
+
+    def __init__(self, dry_run: bool):
+        self.dry_run = dry_run
+
+    @staticmethod
+    def which(tool: str) -> str | None:
+        """PATH first; then next to this interpreter (bentoml in an unactivated .venv)."""
+        beside = Path(sys.executable).parent / tool
+        return shutil.which(tool) or (str(beside) if beside.exists() else None)
+
+    def require_tools(self, *tools: str) -> None:
+        if self.dry_run:
+            return
+        missing = [t for t in tools if self.which(t) is None]
+        if missing:
+            raise DeployError(f"missing tool(s): {', '.join(missing)} — install them or use --dry-run")
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> str:
+        line = " ".join(shlex.quote(a) for a in args)
+        if self.dry_run:
+            print(line)
+            return ""
+        print(f"+ {line}", file=sys.stderr)
+        result = subprocess.run([self.which(args[0]) or args[0], *args[1:]], check=True, capture_output=True, text=True, env={**os.environ, **(env or {})})
+        return result.stdout.strip()
+
+
+def require_env(*names: str) -> dict[str, str]:
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        raise DeployError(f"set the environment variable(s) {', '.join(missing)} (see deploy/README.md)")
+    return {n: os.environ[n] for n in names}
+
+
+def image_ref(registry: str, app: str, version: str) -> str:
+    return f"{registry}.azurecr.io/{app}:{version}"
+
+
+def cmd_build(args, runner: Runner) -> None:
+    runner.require_tools("bentoml")
+    runner.run("bentoml", "build", "-f", FULL_BENTOFILE, "--version", args.version, ".")
+    for name, app in APPS.items():
+        # The router image calls classic and ensemble by URL, so its Bento carries only the classic model.
+        env = app.env if name == "tabular-router" else None
+        if runner.dry_run and env:
+            print(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()), end=" ")
+        runner.run("bentoml", "build", "-f", app.bentofile, "--version", args.version, ".", env=env)
+
+
+def cmd_push(args, runner: Runner) -> None:
+    registry = require_env("ACR_NAME")["ACR_NAME"]
+    runner.require_tools("bentoml", "docker", "az")
+    runner.run("az", "acr", "login", "--name", registry)
+    for name, app in _selected(args).items():
+        ref = image_ref(registry, name, args.version)
+        runner.run("bentoml", "containerize", f"{app.bento}:{args.version}", "-t", ref)
+        runner.run("docker", "push", ref)
+
+
+def cmd_apps(args, runner: Runner) -> None:
+    env = require_env("ACR_NAME", "AZURE_RESOURCE_GROUP", "CONTAINERAPPS_ENVIRONMENT")
+    runner.require_tools("az")
+    registry, group = env["ACR_NAME"], env["AZURE_RESOURCE_GROUP"]
+    for name, app in _selected(args).items():
+        if args.mode == "auto":
+            exists = True if runner.dry_run else _app_exists(runner, name, group)
+        else:
+            exists = args.mode == "update"
+        common = [
+            "--name", name, "--resource-group", group, "--image", image_ref(registry, name, args.version),
+            "--cpu", str(app.cpu), "--memory", app.memory,
+            "--min-replicas", str(app.min_replicas), "--max-replicas", str(app.max_replicas),
+        ]
+        env_vars = [f"{k}={v}" for k, v in app.env.items()]
+        if exists:
+            runner.run("az", "containerapp", "update", *common, *(["--set-env-vars", *env_vars] if env_vars else []))
+        else:
+            runner.run(
+                "az", "containerapp", "create", *common,
+                "--environment", env["CONTAINERAPPS_ENVIRONMENT"], "--registry-server", f"{registry}.azurecr.io",
+                "--ingress", app.ingress, "--target-port", "3000", "--revisions-mode", "multiple",
+                *(["--env-vars", *env_vars] if env_vars else []),
+            )
+
+
+def cmd_traffic(args, runner: Runner) -> None:
+    group = require_env("AZURE_RESOURCE_GROUP")["AZURE_RESOURCE_GROUP"]
+    runner.require_tools("az")
+    weights = [w.strip() for w in args.weights.split(",") if w.strip()]
+    total = sum(int(w.split("=", 1)[1]) for w in weights)
+    if total != 100:
+        raise DeployError(f"revision weights must add up to 100, got {total}")
+    runner.run("az", "containerapp", "ingress", "traffic", "set", "--name", args.app, "--resource-group", group,
+               "--revision-weight", *weights)
+
+
+def cmd_rollback(args, runner: Runner) -> None:
+    """Send all traffic back to the revision before the newest one."""
+    group = require_env("AZURE_RESOURCE_GROUP")["AZURE_RESOURCE_GROUP"]
+    runner.require_tools("az")
+    listing = runner.run(
+        "az", "containerapp", "revision", "list", "--name", args.app, "--resource-group", group,
+        "--query", "sort_by([], &properties.createdTime)[].name", "-o", "tsv",
+    )
+    revisions = listing.split()
+    if runner.dry_run:
+        previous = "<previous-revision>"
+    elif len(revisions) < 2:
+        raise DeployError(f"{args.app} has {len(revisions)} revision(s): nothing to roll back to")
+    else:
+        previous = revisions[-2]
+    runner.run("az", "containerapp", "ingress", "traffic", "set", "--name", args.app, "--resource-group", group,
+               "--revision-weight", f"{previous}=100")
+
+
+def _app_exists(runner: Runner, name: str, group: str) -> bool:
+    try:
+        runner.run("az", "containerapp", "show", "--name", name, "--resource-group", group, "-o", "none")
+    except subprocess.CalledProcessError:
+        return False
+    return True
+
+
+def _selected(args) -> dict[str, App]:
+    if not args.app:
+        return APPS
+    if args.app not in APPS:
+        raise DeployError(f"unknown app {args.app!r}; choose from {', '.join(APPS)}")
+    return {args.app: APPS[args.app]}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in [
+        ("build", "bentoml build the full, classic, ensemble and router Bentos"),
+        ("push", "containerize each Bento and push it to ACR ($ACR_NAME)"),
+        ("apps", "create or update the container apps (classic, ensemble, router)"),
+        ("traffic", "split an app's traffic between revisions"),
+        ("rollback", "send all of an app's traffic to its previous revision"),
+    ]:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
+        if name in ("build", "push", "apps"):
+            p.add_argument("--version", default="latest-build", help="Bento version / image tag")
+        if name in ("push", "apps"):
+            p.add_argument("--app", choices=list(APPS), help="only this app (default: all)")
+        if name == "apps":
+            p.add_argument("--mode", choices=["auto", "create", "update"], default="auto",
+                           help="auto asks Azure whether the app exists (dry-run: update)")
+        if name in ("traffic", "rollback"):
+            p.add_argument("--app", required=True, choices=list(APPS))
+        if name == "traffic":
+            p.add_argument("--weights", required=True, help="revision=percent,... adding up to 100")
+    args = parser.parse_args(argv)
+    runner = Runner(args.dry_run)
+    handler = {"build": cmd_build, "push": cmd_push, "apps": cmd_apps, "traffic": cmd_traffic, "rollback": cmd_rollback}
+    try:
+        handler[args.command](args, runner)
+    except DeployError as exc:
+        print(f"deploy: {exc}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as exc:
+        print(f"deploy: command failed ({exc.returncode}): {' '.join(exc.cmd)}\n{exc.stderr}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Start and stop a server under test: `bentoml serve service:Router`, or any command with /readyz.
+
+Like tests/support.py's Server, but without touching this process's environment (importing
+tests.support points BENTOML_HOME at a temp dir), and usable for the FastAPI baseline too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def store_has_models(env: dict[str, str]) -> bool:
+    """Whether the BentoML home in `env` holds both models (asked in a subprocess: clean import)."""
+    code = "import sys; from models import store; sys.exit(0 if store.has_models() else 1)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, timeout=120)
+    return result.returncode == 0
+
+
+def train_quick(home: Path, env: dict[str, str]) -> None:
+    """`python -m training --quick` into `home` (about a minute on 2 cores)."""
+    print(f"training quick models into {home} ...", flush=True)
+    result = subprocess.run([sys.executable, "-m", "training", "--quick"], cwd=ROOT,
+                            env={**env, "BENTOML_HOME": str(home)}, capture_output=True, text=True, timeout=1200)
+    if result.returncode != 0:
+        raise RuntimeError(f"training failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+
+
+class ServerProcess:
+    """A subprocess serving HTTP on 127.0.0.1:port, ready when GET /readyz answers 200."""
+
+    def __init__(self, command: list[str], port: int, env: dict[str, str], log_path: Path, name: str = "server"):
+        self.command, self.port, self.env, self.log_path, self.name = command, port, env, Path(log_path), name
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+
+    @classmethod
+    def bentoml(cls, workdir: Path, env: dict[str, str] | None = None, flags: Path | None = None,
+                port: int | None = None, name: str = "bentoml") -> ServerProcess:
+        """`bentoml serve service:Router` with its own copy of the flag file (admin writes stay in workdir)."""
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        flags_copy = workdir / f"{name}-flags.yaml"
+        shutil.copy(flags or ROOT / "config" / "flags.yaml", flags_copy)
+        port = port or free_port()
+        full_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "SERVING_FLAGS_PATH": str(flags_copy),
+                    "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+        command = [sys.executable, "-m", "bentoml", "serve", "service:Router", "--host", "127.0.0.1", "--port", str(port)]
+        return cls(command, port, full_env, workdir / f"{name}.log", name)
+
+    def start(self, timeout: float = 180) -> ServerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:  # noqa: S310
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log()[-3000:]}")
+
+    def wait_models(self, timeout: float = 120) -> bool:
+        """Wait until /api/models says both models are ready (the ensemble loads after /readyz)."""
+        import json
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/models", timeout=5) as response:  # noqa: S310
+                    models = json.loads(response.read())
+                if all((models.get(m) or {}).get("ready") for m in ("classic", "ensemble")):
+                    return True
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            time.sleep(0.5)
+        return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()
+
+
+def temp_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))

@@ -1,0 +1,587 @@
+"""Live evaluation: rolling metrics per arm, A/B statistics, and the go/no-go score for a rollout.
+
+Arms: "classic" and "ensemble" are the arms that answered requests; "shadow" holds the ensemble's
+predictions made in shadow mode for requests classic answered (they get labels, not latency: a
+shadow call never delays an answer).
+
+- `ArmWindow`: a bounded rolling window (at most `max_events` events no older than `max_age_s`)
+  of requests (latency, error, fallback, cache hit, CPU seconds) and labels (correct, rating).
+- `EvaluationWindows`: one window per arm, cost per request from CPU seconds.
+- `compare_accuracy`: difference of two proportions with a Newcombe hybrid-score interval
+  (Wilson intervals combined, Newcombe 1998 method 10) and a pooled two-proportion z-test.
+- `compare_latency`: p95 difference and a two-sided Mann-Whitney U test.
+- `ScoreConfig` / `go_no_go`: a weighted 0..1 score from accuracy, satisfaction, cost and
+  stability, and the gates that must all pass before the rollout proceeds.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy import stats
+
+ARMS: tuple[str, ...] = ("classic", "ensemble", "shadow")
+"""The arms the windows track by default."""
+
+DEFAULT_PRICE_PER_VCPU_SECOND = 0.04048 / 3600
+"""USD per vCPU-second (an on-demand container vCPU-hour of 0.04048 USD); set your own."""
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors; field docstrings become descriptions."""
+
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, validate_assignment=True
+    )
+
+
+# ---------------------------------------------------------------------------- windows
+class ArmWindow:
+    """Rolling live metrics of one arm, bounded in size and age; thread-safe.
+
+    Requests and labels are kept in two deques of at most `max_events` entries each; entries older
+    than `max_age_s` (by the injected `clock`, epoch seconds by default) are dropped whenever the
+    window is touched. Cache hits count as requests but are left out of the latency samples (a
+    cache hit says nothing about the model's speed).
+    """
+
+    def __init__(
+        self,
+        max_events: int = 10_000,
+        max_age_s: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+    ):
+        if max_events < 1:
+            raise ValueError("max_events must be at least 1")
+        if max_age_s <= 0:
+            raise ValueError("max_age_s must be positive")
+        self.max_events = int(max_events)
+        self.max_age_s = float(max_age_s)
+        self._clock = clock
+        self._lock = threading.Lock()
+        # (time, latency_ms or None, error, fallback, cached, cpu_seconds or None)
+        self._requests: deque[tuple[float, float | None, bool, bool, bool, float | None]] = deque(
+            maxlen=self.max_events
+        )
+        # (time, correct, rating or None)
+        self._labels: deque[tuple[float, bool, int | None]] = deque(maxlen=self.max_events)
+
+    def record_request(
+        self,
+        latency_ms: float | None,
+        error: bool,
+        fallback: bool,
+        cached: bool,
+        cpu_seconds: float | None,
+    ) -> None:
+        """Count one request to this arm.
+
+        `error`: the arm failed it (also when the router then answered by fallback);
+        `fallback`: classic answered in the arm's place; `cached`: answered from the cache (no
+        latency sample); `cpu_seconds`: CPU time the arm spent on it, None when unknown.
+        """
+        if cached or latency_ms is None or not math.isfinite(latency_ms):
+            latency = None
+        else:
+            latency = float(latency_ms)
+        cpu = None if cpu_seconds is None or not math.isfinite(cpu_seconds) else float(cpu_seconds)
+        now = self._clock()
+        with self._lock:
+            self._requests.append((now, latency, bool(error), bool(fallback), bool(cached), cpu))
+            self._prune(now)
+
+    def record_label(self, correct: bool, rating: int | None = None) -> None:
+        """Count one labelled prediction of this arm, with the user's 1..10 rating if given."""
+        now = self._clock()
+        with self._lock:
+            self._labels.append((now, bool(correct), None if rating is None else int(rating)))
+            self._prune(now)
+
+    def latencies(self) -> list[float]:
+        """The latency samples (ms) in the window, oldest first (cache hits excluded)."""
+        with self._lock:
+            self._prune(self._clock())
+            return [r[1] for r in self._requests if r[1] is not None]
+
+    def clear(self) -> None:
+        """Forget everything (e.g. when a new rollout stage starts)."""
+        with self._lock:
+            self._requests.clear()
+            self._labels.clear()
+
+    def _prune(self, now: float) -> None:
+        horizon = now - self.max_age_s
+        for events in (self._requests, self._labels):
+            while events and events[0][0] < horizon:
+                events.popleft()
+
+    def snapshot(self) -> dict:
+        """The window's metrics as a JSON-able dict; rates and percentiles are None without data.
+
+        Keys: `count` (requests), `errors`, `error_rate`, `success_rate` (1 - error_rate),
+        `fallbacks`, `fallback_rate`, `cached`, `cache_hit_rate`, `latency_samples`,
+        `p50_latency_ms`, `p95_latency_ms`, `p99_latency_ms` (linear-interpolated percentiles of
+        the non-cached latencies), `cpu_samples`, `cpu_seconds_per_request` (mean over requests
+        with a CPU measurement), `labelled`, `correct`, `accuracy`, `rated`, `satisfaction`
+        (mean rating / 10).
+        """
+        with self._lock:
+            self._prune(self._clock())
+            requests = list(self._requests)
+            labels = list(self._labels)
+        count = len(requests)
+        errors = sum(1 for r in requests if r[2])
+        fallbacks = sum(1 for r in requests if r[3])
+        cached = sum(1 for r in requests if r[4])
+        latencies = np.array([r[1] for r in requests if r[1] is not None], dtype=np.float64)
+        cpu = [r[5] for r in requests if r[5] is not None]
+        labelled = len(labels)
+        correct = sum(1 for entry in labels if entry[1])
+        ratings = [entry[2] for entry in labels if entry[2] is not None]
+        if latencies.size:
+            p50, p95, p99 = (float(v) for v in np.percentile(latencies, [50, 95, 99]))
+        else:
+            p50 = p95 = p99 = None
+        error_rate = errors / count if count else None
+        return {
+            "count": count,
+            "errors": errors,
+            "error_rate": error_rate,
+            "success_rate": None if error_rate is None else 1.0 - error_rate,
+            "fallbacks": fallbacks,
+            "fallback_rate": fallbacks / count if count else None,
+            "cached": cached,
+            "cache_hit_rate": cached / count if count else None,
+            "latency_samples": int(latencies.size),
+            "p50_latency_ms": p50,
+            "p95_latency_ms": p95,
+            "p99_latency_ms": p99,
+            "cpu_samples": len(cpu),
+            "cpu_seconds_per_request": float(np.mean(cpu)) if cpu else None,
+            "labelled": labelled,
+            "correct": correct,
+            "accuracy": correct / labelled if labelled else None,
+            "rated": len(ratings),
+            "satisfaction": float(np.mean(ratings)) / 10.0 if ratings else None,
+        }
+
+
+class EvaluationWindows:
+    """One `ArmWindow` per arm ("classic", "ensemble", "shadow"), plus cost per request.
+
+    Cost per request = `cpu_seconds_per_request` x `price_per_vcpu_second` (USD by default,
+    any currency you price in).
+    """
+
+    def __init__(
+        self,
+        arms: Sequence[str] = ARMS,
+        max_events: int = 10_000,
+        max_age_s: float = 3600.0,
+        price_per_vcpu_second: float = DEFAULT_PRICE_PER_VCPU_SECOND,
+        clock: Callable[[], float] = time.time,
+    ):
+        if price_per_vcpu_second < 0:
+            raise ValueError("price_per_vcpu_second must not be negative")
+        self.price_per_vcpu_second = float(price_per_vcpu_second)
+        self.windows: dict[str, ArmWindow] = {
+            arm: ArmWindow(max_events=max_events, max_age_s=max_age_s, clock=clock) for arm in arms
+        }
+
+    def __getitem__(self, arm: str) -> ArmWindow:
+        """The window of `arm` (KeyError for an unknown arm)."""
+        return self.windows[arm]
+
+    def record_request(self, arm: str, latency_ms: float | None, error: bool = False,
+                       fallback: bool = False, cached: bool = False,
+                       cpu_seconds: float | None = None) -> None:
+        """Shorthand for `self[arm].record_request(...)`."""
+        self.windows[arm].record_request(latency_ms, error, fallback, cached, cpu_seconds)
+
+    def record_label(self, arm: str, correct: bool, rating: int | None = None) -> None:
+        """Shorthand for `self[arm].record_label(...)`."""
+        self.windows[arm].record_label(correct, rating)
+
+    def replay_feedback(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Rebuild the label windows from stored feedback (`StateStore.feedback_since`).
+
+        Each row's label goes to its serving arm and, when it carries a shadow prediction, to the
+        "shadow" window (without the rating, which judged the served answer). Only labels are
+        rebuilt: request counters (latency, errors) are not persisted and refill from live
+        traffic. Returns the number of rows replayed. Replayed labels are stamped with the
+        window's current clock, so `max_age_s` counts from the replay.
+        """
+        replayed = 0
+        for row in rows:
+            arm = row.get("arm")
+            if arm in self.windows:
+                correct = row.get("correct")
+                if correct is None:
+                    correct = row.get("predicted") == row.get("label")
+                self.windows[arm].record_label(bool(correct), row.get("rating"))
+            shadow = row.get("shadow_predicted")
+            if shadow is not None and "shadow" in self.windows:
+                self.windows["shadow"].record_label(shadow == row.get("label"))
+            replayed += 1
+        return replayed
+
+    def clear(self) -> None:
+        """Empty every window."""
+        for window in self.windows.values():
+            window.clear()
+
+    def snapshot(self) -> dict[str, dict]:
+        """{arm: ArmWindow.snapshot() plus `cost_per_request`} for every arm."""
+        out = {}
+        for arm, window in self.windows.items():
+            snap = window.snapshot()
+            cpu = snap["cpu_seconds_per_request"]
+            snap["cost_per_request"] = None if cpu is None else cpu * self.price_per_vcpu_second
+            out[arm] = snap
+        return out
+
+    def compare(self, baseline: str = "classic", candidate: str = "ensemble",
+                alpha: float = 0.05, min_samples: int = 100) -> dict:
+        """A/B statistics of `candidate` against `baseline`: accuracy and latency comparisons."""
+        a = self.windows[baseline].snapshot()
+        b = self.windows[candidate].snapshot()
+        return {
+            "baseline": baseline,
+            "candidate": candidate,
+            "accuracy": compare_accuracy(a["correct"], a["labelled"], b["correct"], b["labelled"],
+                                         alpha=alpha, min_samples=min_samples),
+            "latency": compare_latency(self.windows[baseline].latencies(),
+                                       self.windows[candidate].latencies(),
+                                       min_samples=min_samples, alpha=alpha),
+        }
+
+
+# ---------------------------------------------------------------------------- A/B statistics
+def wilson_interval(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion ((0, 1) when n is 0)."""
+    if n <= 0:
+        return 0.0, 1.0
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z / denominator * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def compare_accuracy(
+    correct_a: int,
+    n_a: int,
+    correct_b: int,
+    n_b: int,
+    alpha: float = 0.05,
+    min_samples: int = 100,
+) -> dict:
+    """Compare two accuracies (b - a, e.g. ensemble - classic).
+
+    - `diff`: accuracy_b - accuracy_a.
+    - `ci_low`, `ci_high`: (1 - alpha) Newcombe hybrid-score interval for the difference (method
+      10 of Newcombe 1998: the two Wilson score intervals combined), which behaves well near 0
+      and 1 where the Wald interval does not.
+    - `z`, `p_value`: pooled two-proportion z-test, two-sided (`scipy.stats.norm`); identical to
+      a chi-squared test of the 2x2 table without continuity correction. p = 1 when both arms
+      are all right or all wrong.
+    - `verdict`: "not enough data" while either n < min_samples, else "b better" / "a better"
+      when p < alpha, else "no significant difference".
+    """
+    for name, value in (("n_a", n_a), ("n_b", n_b), ("correct_a", correct_a), ("correct_b", correct_b)):
+        if value < 0:
+            raise ValueError(f"{name} must not be negative")
+    if correct_a > n_a or correct_b > n_b:
+        raise ValueError("correct counts cannot exceed their sample sizes")
+    result: dict[str, Any] = {
+        "n_a": int(n_a), "n_b": int(n_b), "correct_a": int(correct_a), "correct_b": int(correct_b),
+        "accuracy_a": correct_a / n_a if n_a else None,
+        "accuracy_b": correct_b / n_b if n_b else None,
+        "diff": None, "ci_low": None, "ci_high": None, "z": None, "p_value": None,
+        "alpha": alpha, "min_samples": min_samples,
+        "interval": "newcombe-wilson", "test": "two-proportion z-test (pooled)",
+    }
+    if n_a == 0 or n_b == 0:
+        result["verdict"] = "not enough data"
+        return result
+    p_a, p_b = correct_a / n_a, correct_b / n_b
+    diff = p_b - p_a
+    low_a, high_a = wilson_interval(correct_a, n_a, alpha)
+    low_b, high_b = wilson_interval(correct_b, n_b, alpha)
+    ci_low = diff - math.sqrt((p_b - low_b) ** 2 + (high_a - p_a) ** 2)
+    ci_high = diff + math.sqrt((high_b - p_b) ** 2 + (p_a - low_a) ** 2)
+    pooled = (correct_a + correct_b) / (n_a + n_b)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    if se == 0:
+        z, p_value = 0.0, 1.0
+    else:
+        z = diff / se
+        p_value = float(2 * stats.norm.sf(abs(z)))
+    result.update(diff=diff, ci_low=ci_low, ci_high=ci_high, z=z, p_value=p_value)
+    if min(n_a, n_b) < min_samples:
+        result["verdict"] = "not enough data"
+    elif p_value < alpha:
+        result["verdict"] = "b better" if diff > 0 else "a better"
+    else:
+        result["verdict"] = "no significant difference"
+    return result
+
+
+def compare_latency(
+    samples_a: Sequence[float],
+    samples_b: Sequence[float],
+    min_samples: int = 100,
+    alpha: float = 0.05,
+) -> dict:
+    """Compare two latency samples (ms), b against a.
+
+    `p95_diff_ms` = p95(b) - p95(a) (linear-interpolated percentiles), also p50s; `p_value` of a
+    two-sided Mann-Whitney U test (`scipy.stats.mannwhitneyu`, asymptotic with tie correction
+    when samples are large). `verdict`: "not enough data" while either sample is smaller than
+    `min_samples`, else "b slower" / "b faster" (by the U test at `alpha`, direction by the
+    medians) or "no significant difference".
+    """
+    a = np.asarray([x for x in samples_a if x is not None and math.isfinite(x)], dtype=np.float64)
+    b = np.asarray([x for x in samples_b if x is not None and math.isfinite(x)], dtype=np.float64)
+    result: dict[str, Any] = {
+        "n_a": int(a.size), "n_b": int(b.size),
+        "p50_a_ms": float(np.percentile(a, 50)) if a.size else None,
+        "p50_b_ms": float(np.percentile(b, 50)) if b.size else None,
+        "p95_a_ms": float(np.percentile(a, 95)) if a.size else None,
+        "p95_b_ms": float(np.percentile(b, 95)) if b.size else None,
+        "p95_diff_ms": None, "u_statistic": None, "p_value": None,
+        "alpha": alpha, "min_samples": min_samples, "test": "mann-whitney u (two-sided)",
+    }
+    if a.size == 0 or b.size == 0:
+        result["verdict"] = "not enough data"
+        return result
+    result["p95_diff_ms"] = result["p95_b_ms"] - result["p95_a_ms"]
+    test = stats.mannwhitneyu(b, a, alternative="two-sided")
+    result["u_statistic"] = float(test.statistic)
+    result["p_value"] = float(test.pvalue) if math.isfinite(test.pvalue) else 1.0
+    if min(a.size, b.size) < min_samples:
+        result["verdict"] = "not enough data"
+    elif result["p_value"] < alpha:
+        # U counts pairs with b > a: above half of all pairs means b tends to be slower.
+        result["verdict"] = "b slower" if test.statistic > a.size * b.size / 2 else "b faster"
+    else:
+        result["verdict"] = "no significant difference"
+    return result
+
+
+# ---------------------------------------------------------------------------- go / no-go
+class ScoreConfig(_Strict):
+    """How live metrics turn into a 0..1 go/no-go score, and the gates a rollout must pass.
+
+    Each term is normalised linearly to 0..1 between its "zero" point and its "one" point and
+    clipped (value at or beyond the minimum -> 0, at or beyond the target -> 1):
+
+    - accuracy: relative improvement of the ensemble over classic,
+      (acc_ensemble - acc_classic) / acc_classic; 0 at `accuracy_improvement_min`, 1 at
+      `accuracy_improvement_target`.
+    - satisfaction: the ensemble's mean rating / 10; 0 at `satisfaction_min`, 1 at
+      `satisfaction_target`.
+    - cost: relative increase of CPU seconds per request over classic,
+      cpu_ensemble / cpu_classic - 1; 0 at `cost_increase_max`, 1 at `cost_increase_target`
+      (lower is better: the line runs downhill).
+    - stability: the ensemble's success rate, 1 - error_rate; 0 at `stability_min`, 1 at
+      `stability_target`.
+
+    The score is the weighted mean of the terms that have data (weights renormalised over them;
+    satisfaction needs ratings, cost needs CPU measurements on both arms). Accuracy and stability
+    must have data, else the verdict is "not enough data".
+    """
+
+    weight_accuracy: float = Field(0.4, ge=0)
+    """Weight of the accuracy term."""
+    weight_satisfaction: float = Field(0.3, ge=0)
+    """Weight of the user-satisfaction term."""
+    weight_cost: float = Field(0.2, ge=0)
+    """Weight of the cost term."""
+    weight_stability: float = Field(0.1, ge=0)
+    """Weight of the stability (success rate) term."""
+    accuracy_improvement_min: float = 0.10
+    """Relative accuracy improvement over classic that scores 0, and the gate's minimum."""
+    accuracy_improvement_target: float = 0.15
+    """Relative accuracy improvement over classic that scores 1."""
+    satisfaction_min: float = Field(0.6, ge=0, le=1)
+    """Mean rating / 10 that scores 0, and the gate's minimum (when there are ratings)."""
+    satisfaction_target: float = Field(0.8, ge=0, le=1)
+    """Mean rating / 10 that scores 1."""
+    cost_increase_max: float = 1.0
+    """Relative CPU cost increase over classic that scores 0; the gate requires less than this."""
+    cost_increase_target: float = 0.5
+    """Relative CPU cost increase over classic that scores 1 (and anything cheaper)."""
+    stability_min: float = Field(0.99, ge=0, le=1)
+    """Success rate (1 - error rate) that scores 0, and the gate's minimum."""
+    stability_target: float = Field(0.999, ge=0, le=1)
+    """Success rate that scores 1."""
+    proceed_threshold: float = Field(0.75, ge=0, le=1)
+    """Weighted score at or above which the verdict is "proceed" (all gates passing)."""
+    min_labelled_samples: int = Field(200, ge=1)
+    """Labelled predictions each of classic and the ensemble need before scoring."""
+    min_requests: int = Field(200, ge=1)
+    """Requests the ensemble needs before its stability counts."""
+    include_shadow_labels: bool = True
+    """Judge the ensemble's accuracy on its own labels plus its shadow predictions' labels."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScoreConfig:
+        if self.accuracy_improvement_target <= self.accuracy_improvement_min:
+            raise ValueError("accuracy_improvement_target must be above accuracy_improvement_min")
+        if self.satisfaction_target <= self.satisfaction_min:
+            raise ValueError("satisfaction_target must be above satisfaction_min")
+        if self.cost_increase_target >= self.cost_increase_max:
+            raise ValueError("cost_increase_target must be below cost_increase_max")
+        if self.stability_target <= self.stability_min:
+            raise ValueError("stability_target must be above stability_min")
+        if self.weight_accuracy + self.weight_satisfaction + self.weight_cost + self.weight_stability <= 0:
+            raise ValueError("at least one weight must be positive")
+        return self
+
+
+def normalise(value: float, zero_at: float, one_at: float) -> float:
+    """Linear 0..1 score: 0 at `zero_at`, 1 at `one_at`, clipped (works in either direction)."""
+    if one_at == zero_at:
+        raise ValueError("zero_at and one_at must differ")
+    return float(min(1.0, max(0.0, (value - zero_at) / (one_at - zero_at))))
+
+
+def candidate_accuracy(snapshot: Mapping[str, Mapping[str, Any]], include_shadow: bool = True) -> tuple[int, int]:
+    """(correct, labelled) of the ensemble: its own labels, plus the shadow arm's if asked."""
+    correct = labelled = 0
+    arms = ("ensemble", "shadow") if include_shadow else ("ensemble",)
+    for arm in arms:
+        snap = snapshot.get(arm) or {}
+        correct += int(snap.get("correct") or 0)
+        labelled += int(snap.get("labelled") or 0)
+    return correct, labelled
+
+
+def go_no_go(snapshot: Mapping[str, Mapping[str, Any]], config: ScoreConfig | None = None,
+             min_samples: int | None = None) -> dict:
+    """Score the ensemble against classic from an `EvaluationWindows.snapshot()`.
+
+    Returns every input, and per term its value, threshold (minimum) and target, margin (value -
+    minimum; for cost, maximum - value, so positive is good), weight and 0..1 score; the weighted
+    `score`; `failed_gates` (each {"gate", "value", "threshold", "rule"}); `missing` (terms left
+    out for lack of data); and `verdict`: "not enough data" (too few labels or requests),
+    "proceed" (no gate failed and score >= proceed_threshold) or "hold". `min_samples` overrides
+    `config.min_labelled_samples`.
+    """
+    config = config or ScoreConfig()
+    min_labelled = config.min_labelled_samples if min_samples is None else int(min_samples)
+    classic = snapshot.get("classic") or {}
+    ensemble = snapshot.get("ensemble") or {}
+    correct_c, n_c = int(classic.get("correct") or 0), int(classic.get("labelled") or 0)
+    correct_e, n_e = candidate_accuracy(snapshot, config.include_shadow_labels)
+    acc_c = correct_c / n_c if n_c else None
+    acc_e = correct_e / n_e if n_e else None
+    inputs = {
+        "classic_accuracy": acc_c, "classic_labelled": n_c,
+        "ensemble_accuracy": acc_e, "ensemble_labelled": n_e,
+        "ensemble_satisfaction": ensemble.get("satisfaction"), "ensemble_rated": ensemble.get("rated", 0),
+        "classic_cpu_seconds_per_request": classic.get("cpu_seconds_per_request"),
+        "ensemble_cpu_seconds_per_request": ensemble.get("cpu_seconds_per_request"),
+        "classic_cost_per_request": classic.get("cost_per_request"),
+        "ensemble_cost_per_request": ensemble.get("cost_per_request"),
+        "ensemble_requests": int(ensemble.get("count") or 0),
+        "ensemble_success_rate": ensemble.get("success_rate"),
+        "include_shadow_labels": config.include_shadow_labels,
+    }
+    result: dict[str, Any] = {
+        "inputs": inputs, "terms": {}, "score": None, "threshold": config.proceed_threshold,
+        "failed_gates": [], "missing": [], "reasons": [],
+    }
+    if n_c < min_labelled or n_e < min_labelled:
+        result["reasons"].append(
+            f"need {min_labelled} labelled predictions per arm, have classic {n_c}, ensemble {n_e}"
+        )
+    if inputs["ensemble_requests"] < config.min_requests:
+        result["reasons"].append(
+            f"need {config.min_requests} ensemble requests, have {inputs['ensemble_requests']}"
+        )
+    if result["reasons"]:
+        result["verdict"] = "not enough data"
+        return result
+
+    terms: dict[str, dict] = {}
+    # accuracy: relative improvement over classic
+    if acc_c and acc_c > 0:
+        improvement = (acc_e - acc_c) / acc_c
+    else:  # classic never right: any correct ensemble answer is an unbounded improvement
+        improvement = math.inf if acc_e and acc_e > 0 else 0.0
+    terms["accuracy"] = _term(
+        improvement if math.isfinite(improvement) else None,
+        config.accuracy_improvement_min, config.accuracy_improvement_target, config.weight_accuracy,
+        score=1.0 if math.isinf(improvement) else normalise(
+            improvement, config.accuracy_improvement_min, config.accuracy_improvement_target),
+        margin=None if math.isinf(improvement) else improvement - config.accuracy_improvement_min,
+        unit="relative improvement over classic",
+    )
+    if improvement < config.accuracy_improvement_min:
+        result["failed_gates"].append(_gate("accuracy_improvement", improvement, config.accuracy_improvement_min, ">="))
+
+    satisfaction = ensemble.get("satisfaction")
+    if satisfaction is None:
+        result["missing"].append("satisfaction")
+    else:
+        terms["satisfaction"] = _term(
+            satisfaction, config.satisfaction_min, config.satisfaction_target, config.weight_satisfaction,
+            score=normalise(satisfaction, config.satisfaction_min, config.satisfaction_target),
+            margin=satisfaction - config.satisfaction_min, unit="mean rating / 10",
+        )
+        if satisfaction < config.satisfaction_min:
+            result["failed_gates"].append(_gate("satisfaction", satisfaction, config.satisfaction_min, ">="))
+
+    cpu_c, cpu_e = inputs["classic_cpu_seconds_per_request"], inputs["ensemble_cpu_seconds_per_request"]
+    if cpu_c is None or cpu_e is None or cpu_c <= 0:
+        result["missing"].append("cost")
+    else:
+        increase = cpu_e / cpu_c - 1.0
+        terms["cost"] = _term(
+            increase, config.cost_increase_max, config.cost_increase_target, config.weight_cost,
+            score=normalise(increase, config.cost_increase_max, config.cost_increase_target),
+            margin=config.cost_increase_max - increase, unit="relative CPU cost increase over classic",
+        )
+        if increase >= config.cost_increase_max:
+            result["failed_gates"].append(_gate("cost_increase", increase, config.cost_increase_max, "<"))
+
+    success = inputs["ensemble_success_rate"]
+    success = 1.0 if success is None else float(success)
+    terms["stability"] = _term(
+        success, config.stability_min, config.stability_target, config.weight_stability,
+        score=normalise(success, config.stability_min, config.stability_target),
+        margin=success - config.stability_min, unit="success rate",
+    )
+    if success < config.stability_min:
+        result["failed_gates"].append(_gate("stability", success, config.stability_min, ">="))
+
+    total_weight = sum(t["weight"] for t in terms.values())
+    score = sum(t["weight"] * t["score"] for t in terms.values()) / total_weight if total_weight else 0.0
+    for term in terms.values():
+        term["weight_used"] = term["weight"] / total_weight if total_weight else 0.0
+    result["terms"] = terms
+    result["score"] = score
+    if score < config.proceed_threshold:
+        result["failed_gates"].append(_gate("score", score, config.proceed_threshold, ">="))
+    result["verdict"] = "hold" if result["failed_gates"] else "proceed"
+    return result
+
+
+def _term(value, minimum, target, weight, *, score, margin, unit) -> dict:
+    return {"value": value, "threshold": minimum, "target": target, "margin": margin,
+            "weight": weight, "score": score, "unit": unit}
+
+
+def _gate(name: str, value: float, threshold: float, rule: str) -> dict:
+    return {"gate": name, "value": value if math.isfinite(value) else None,
+            "threshold": threshold, "rule": f"value {rule} threshold"}

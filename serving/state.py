@@ -1,0 +1,440 @@
+"""The router's durable state behind one small interface: SQLite by default, PostgreSQL when shared.
+
+`StateStore(url)` keeps five things, each in its own table (SQLAlchemy 2 Core, no ORM):
+
+- `serving_kv`: JSON values by key with a version counter (the rollout stage lives under
+  "rollout"); `compare_and_set` is the atomic step that lets several router replicas race to
+  promote and have exactly one win.
+- `serving_feedback`: one row per labelled request, idempotent on `request_id`, so a client that
+  retries its feedback call does not count twice; `feedback_since` rebuilds the evaluation
+  windows after a restart.
+- `serving_decisions`: the rollout decision log, each entry a JSON record with its evidence.
+- `serving_preferences`: a user's chosen model (classic | ensemble | auto) for opt-in betas.
+
+URLs: `sqlite:///relative/or/absolute/path.db` (the parent folder is created; WAL journal,
+`synchronous=FULL`, a 30 s busy timeout), `sqlite://` or `sqlite:///:memory:` for tests, and
+`postgresql+psycopg://user:password@host:5432/db` for a database several replicas share. A bare
+file path (no `://`) is taken as a SQLite file.
+
+Every write is one transaction, committed whole or not at all. On SQLite, writing transactions
+start with `BEGIN IMMEDIATE` (the write lock is taken up front, so two processes never deadlock
+upgrading a read lock) and a process-wide lock serialises this process's own threads; on
+PostgreSQL every call checks a connection out of the engine's pool, so the store is thread-safe
+on both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import StaticPool
+
+PREFERENCE_MODELS = ("classic", "ensemble", "auto")
+"""The values `set_preference` accepts."""
+
+_metadata = MetaData()
+
+kv_table = Table(
+    "serving_kv",
+    _metadata,
+    Column("key", String(200), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+feedback_table = Table(
+    "serving_feedback",
+    _metadata,
+    Column("request_id", String(200), primary_key=True),
+    Column("arm", String(50), nullable=False),
+    Column("predicted", String(200), nullable=False),
+    Column("label", String(200), nullable=False),
+    Column("rating", Integer, nullable=True),
+    Column("latency_ms", Float, nullable=True),
+    Column("shadow_predicted", String(200), nullable=True),
+    Column("created_at", Float, nullable=False, index=True),
+)
+
+decisions_table = Table(
+    "serving_decisions",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", Float, nullable=False, index=True),
+    Column("action", String(50), nullable=True),
+    Column("record", Text, nullable=False),
+)
+
+preferences_table = Table(
+    "serving_preferences",
+    _metadata,
+    Column("user_id", String(200), primary_key=True),
+    Column("model", String(20), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+
+class StateStore:
+    """Durable key/value state, feedback, rollout decisions and user preferences.
+
+    Values are stored as JSON text, so anything `json` can write (plus numpy scalars and arrays,
+    dataclasses and pydantic models, converted on the way in) round-trips as plain Python data;
+    non-finite floats are stored as null so that every record stays valid JSON for HTTP answers.
+    """
+
+    def __init__(self, url: str):
+        """Open (and create when missing) the database at `url` and its tables."""
+        if "://" not in url:
+            url = f"sqlite:///{url}"
+        parsed = make_url(url)
+        self.url = parsed.render_as_string(hide_password=True)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.is_postgresql = parsed.get_backend_name() == "postgresql"
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            database = parsed.database or ""
+            memory = database in ("", ":memory:") or database.startswith("file::memory:")
+            if memory:
+                kwargs["poolclass"] = StaticPool  # one shared in-memory database
+            else:
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self._engine: Engine = create_engine(parsed, **kwargs)
+        # SQLite: one lock for this process's threads (the file lock handles other processes).
+        self._lock = threading.RLock() if self.is_sqlite else None
+        if self.is_sqlite:
+            _configure_sqlite(self._engine)
+        with self._guard():
+            _metadata.create_all(self._engine)
+
+    # ------------------------------------------------------------------ plumbing
+    def _guard(self):
+        return self._lock if self._lock is not None else nullcontext()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One writing transaction: committed on success, rolled back on any exception."""
+        with self._guard():
+            with self._engine.connect() as conn:
+                if self.is_sqlite:
+                    conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+                with conn.begin():
+                    yield conn
+
+    def _dialect_insert(self, table: Table):
+        """INSERT with ON CONFLICT support (SQLite and PostgreSQL), or None elsewhere."""
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        elif self.is_postgresql:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            return None
+        return dialect_insert(table)
+
+    def _upsert(self, conn: Connection, table: Table, values: dict, *, key: str, changes: dict) -> None:
+        """Insert `values`, or apply `changes` to the row whose `key` column already matches."""
+        statement = self._dialect_insert(table)
+        if statement is not None:
+            conn.execute(
+                statement.values(**values).on_conflict_do_update(index_elements=[key], set_=changes)
+            )
+            return
+        result = conn.execute(update(table).where(table.c[key] == values[key]).values(**changes))
+        if result.rowcount == 0:
+            conn.execute(insert(table).values(**values))
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """One reading transaction (a consistent snapshot)."""
+        with self._guard():
+            with self._engine.connect() as conn:
+                with conn.begin():
+                    yield conn
+
+    # ------------------------------------------------------------------ key/value
+    def get(self, key: str, default: Any = None) -> Any:
+        """The JSON value stored under `key`, or `default` when there is none."""
+        with self._read() as conn:
+            row = conn.execute(select(kv_table.c.value).where(kv_table.c.key == key)).first()
+        return default if row is None else json.loads(row.value)
+
+    def get_versioned(self, key: str) -> tuple[Any, int]:
+        """The value under `key` and its version (None and 0 when missing)."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(kv_table.c.value, kv_table.c.version).where(kv_table.c.key == key)
+            ).first()
+        return (None, 0) if row is None else (json.loads(row.value), int(row.version))
+
+    def set(self, key: str, value: Any) -> None:
+        """Store `value` (JSON-able) under `key`, replacing what was there; bumps its version."""
+        text = _dumps(value)
+        now = time.time()
+        with self._write() as conn:
+            self._upsert(
+                conn, kv_table, {"key": key, "value": text, "version": 1, "updated_at": now},
+                key="key", changes={"value": text, "version": kv_table.c.version + 1, "updated_at": now},
+            )
+
+    def compare_and_set(self, key: str, expected: Any, new: Any) -> bool:
+        """Atomically replace the value under `key` with `new` if it currently equals `expected`.
+
+        `expected=None` means "the key is missing (or holds null)". Equality is on the decoded JSON
+        values. Returns True when this call wrote `new`, False when the value had changed (another
+        replica won the race) — the caller then re-reads and decides again.
+
+        Optimistic concurrency on the version column: the row's version is read (with
+        `SELECT ... FOR UPDATE` on PostgreSQL; SQLite's `BEGIN IMMEDIATE` already holds the write
+        lock), and the update only applies `WHERE version = <the version read>`; a concurrent
+        insert of a missing key loses on the primary key.
+        """
+        text = _dumps(new)
+        # Compare in the stored form so that e.g. tuples and lists, or numpy and Python numbers,
+        # compare equal the way they will be read back.
+        expected_value = json.loads(_dumps(expected))
+        now = time.time()
+        try:
+            with self._write() as conn:
+                row = conn.execute(
+                    select(kv_table.c.value, kv_table.c.version)
+                    .where(kv_table.c.key == key)
+                    .with_for_update()
+                ).first()
+                current = None if row is None else json.loads(row.value)
+                if current != expected_value:
+                    return False
+                if row is None:
+                    conn.execute(
+                        insert(kv_table).values(key=key, value=text, version=1, updated_at=now)
+                    )
+                    return True
+                result = conn.execute(
+                    update(kv_table)
+                    .where(kv_table.c.key == key, kv_table.c.version == row.version)
+                    .values(value=text, version=row.version + 1, updated_at=now)
+                )
+                return result.rowcount == 1
+        except IntegrityError:  # another process inserted the key first
+            return False
+
+    def delete(self, key: str) -> None:
+        """Remove `key` (no error when it is missing)."""
+        with self._write() as conn:
+            conn.execute(kv_table.delete().where(kv_table.c.key == key))
+
+    # ------------------------------------------------------------------ feedback
+    def record_feedback(
+        self,
+        request_id: str,
+        arm: str,
+        predicted: str,
+        label: str,
+        rating: int | None,
+        latency_ms: float | None,
+        shadow_predicted: str | None,
+        created_at: float,
+    ) -> bool:
+        """Store the true label (and optional 1..10 rating) for one answered request.
+
+        `arm` is the arm that answered ("classic" or "ensemble"), `predicted` its label,
+        `shadow_predicted` the ensemble's shadow prediction for a classic-served request (None if
+        there was none). Idempotent on `request_id`: returns True when stored, False when that
+        request's feedback was already recorded (the first record is kept unchanged).
+        """
+        values = {
+            "request_id": str(request_id),
+            "arm": str(arm),
+            "predicted": str(predicted),
+            "label": str(label),
+            "rating": None if rating is None else int(rating),
+            "latency_ms": _finite_or_none(latency_ms),
+            "shadow_predicted": None if shadow_predicted is None else str(shadow_predicted),
+            "created_at": float(created_at),
+        }
+        try:
+            with self._write() as conn:
+                statement = self._dialect_insert(feedback_table)
+                if statement is not None:
+                    statement = (
+                        statement
+                        .values(**values)
+                        .on_conflict_do_nothing(index_elements=["request_id"])
+                        .returning(feedback_table.c.request_id)
+                    )
+                    # RETURNING yields the row only when it was inserted (rowcount is not
+                    # reliable for ON CONFLICT on every driver).
+                    return conn.execute(statement).first() is not None
+                conn.execute(insert(feedback_table).values(**values))
+                return True
+        except IntegrityError:  # other back ends: the primary key says it is a duplicate
+            return False
+
+    def feedback_since(self, since: float) -> list[dict]:
+        """Feedback rows created at or after `since` (epoch seconds), oldest first.
+
+        Each row has the stored columns plus `correct` (predicted == label) and `shadow_correct`
+        (shadow_predicted == label, None without a shadow prediction), ready to replay into the
+        evaluation windows (`EvaluationWindows.replay_feedback`).
+        """
+        with self._read() as conn:
+            rows = conn.execute(
+                select(feedback_table)
+                .where(feedback_table.c.created_at >= float(since))
+                .order_by(feedback_table.c.created_at, feedback_table.c.request_id)
+            ).mappings().all()
+        out = []
+        for row in rows:
+            item = dict(row)
+            item["correct"] = item["predicted"] == item["label"]
+            item["shadow_correct"] = (
+                None if item["shadow_predicted"] is None else item["shadow_predicted"] == item["label"]
+            )
+            out.append(item)
+        return out
+
+    # ------------------------------------------------------------------ decision log
+    def append_decision(self, record: Mapping[str, Any]) -> None:
+        """Append one rollout decision (a JSON-able mapping with its evidence) to the log.
+
+        Timestamped with `record["at"]` when present (the controller's clock), else now.
+        """
+        record = dict(record)
+        at = record.get("at")
+        created_at = float(at) if isinstance(at, (int, float)) and math.isfinite(at) else time.time()
+        action = record.get("action")
+        with self._write() as conn:
+            conn.execute(
+                insert(decisions_table).values(
+                    created_at=created_at,
+                    action=None if action is None else str(action)[:50],
+                    record=_dumps(record),
+                )
+            )
+
+    def decisions(self, limit: int = 50) -> list[dict]:
+        """The newest `limit` decisions, newest first; each the stored record plus `id`, `created_at`."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(decisions_table.c.id, decisions_table.c.created_at, decisions_table.c.record)
+                .order_by(decisions_table.c.id.desc())
+                .limit(max(int(limit), 0))
+            ).all()
+        out = []
+        for row in rows:
+            item = json.loads(row.record)
+            item["id"] = int(row.id)
+            item["created_at"] = float(row.created_at)
+            out.append(item)
+        return out
+
+    # ------------------------------------------------------------------ preferences
+    def set_preference(self, user_id: str, model: str) -> None:
+        """Store a user's model choice: "classic", "ensemble" or "auto" (ValueError otherwise)."""
+        if model not in PREFERENCE_MODELS:
+            raise ValueError(f"model must be one of {PREFERENCE_MODELS}, got {model!r}")
+        now = time.time()
+        with self._write() as conn:
+            self._upsert(
+                conn, preferences_table, {"user_id": str(user_id), "model": model, "updated_at": now},
+                key="user_id", changes={"model": model, "updated_at": now},
+            )
+
+    def get_preference(self, user_id: str) -> str | None:
+        """The user's stored model choice, or None when they never chose."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(preferences_table.c.model).where(preferences_table.c.user_id == str(user_id))
+            ).first()
+        return None if row is None else str(row.model)
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Release every pooled connection; the store must not be used afterwards."""
+        self._engine.dispose()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"StateStore({self.url!r})"
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, a busy timeout, and SQLAlchemy (not sqlite3) in charge of BEGIN."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # sqlite3 must not emit its own BEGIN
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")  # ignored (stays "memory") in memory
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _plain(value: Any) -> Any:
+    """Recursively turn `value` into plain JSON data (non-finite floats become None)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    if is_dataclass(value) and not isinstance(value, type):
+        return _plain(asdict(value))
+    if hasattr(value, "model_dump"):  # pydantic
+        return _plain(value.model_dump(mode="json"))
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _plain(value.tolist())
+    if hasattr(value, "item"):
+        return _plain(value.item())
+    raise TypeError(f"cannot store a {type(value).__name__} as JSON")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(_plain(value), sort_keys=True, allow_nan=False, separators=(",", ":"))
