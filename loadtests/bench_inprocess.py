@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classic", default="classic:latest", help="'' to skip")
     parser.add_argument("--repeat", type=int, default=200, help="calls per measurement")
     parser.add_argument("--rows", type=int, default=4096, help="distinct rows to cycle through")
-    parser.add_argument("--threads", type=int, default=2, help="member threads for the parallel rows")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="member threads for the parallel-members row (1: skip it)")
     args = parser.parse_args(argv)
 
     import bentoml
@@ -118,8 +119,11 @@ def main(argv: list[str] | None = None) -> None:
         cells = []
         for b in BATCHES:
             n, f = pair[b].get("native"), pair[b].get("fast")
-            cells += [f"{n:.3f}" if n is not None else "–", f"{f:.3f}" if f is not None else "–",
-                      f"{n / f:.1f}" if n is not None and f is not None else "–"]
+            cells += [
+                f"{n:.3f}" if n is not None else "–",
+                f"{f:.3f}" if f is not None else "–",
+                f"{n / f:.1f}" if n is not None and f is not None else "–",
+            ]
         lines.append(f"| {label} | {path} | " + " | ".join(cells) + f" | {diff} |")
 
     for name, fast_member in fast_model.members.items():
@@ -146,8 +150,9 @@ def main(argv: list[str] | None = None) -> None:
         from models.classic import ClassicModel
 
         classic = ClassicModel.load(bentoml.models.get(args.classic).path)
-        timings = {b: timed({"native": classic.predict_proba}, codes, b, args.repeat) for b in BATCHES}
-        row("classic (logistic regression)", "numpy", timings, "")
+        fns = {"native": classic.predict_proba}
+        row("classic (logistic regression)", "numpy",
+            {b: timed(fns, codes, b, args.repeat) for b in BATCHES}, "")
 
     print(f"model {stored.tag}; {len(codes)} distinct rows; median of {args.repeat} calls; ms")
     print()

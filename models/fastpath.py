@@ -109,7 +109,10 @@ def _sklearn_forest(est: Any) -> _Compiled:
         norm[norm == 0.0] = 1.0
         proba = value / norm  # what DecisionTreeClassifier.predict_proba returns
         state = t.__getstate__()["nodes"]
-        missing = state["missing_go_to_left"].astype(bool) if "missing_go_to_left" in state.dtype.names else np.zeros(t.node_count, bool)
+        if "missing_go_to_left" in state.dtype.names:
+            missing = state["missing_go_to_left"].astype(bool)
+        else:  # older scikit-learn: no missing-value support, NaN is rejected before the trees
+            missing = np.zeros(t.node_count, bool)
         trees.append(
             _Tree(
                 feature=np.asarray(t.feature, np.int64),
@@ -237,7 +240,8 @@ def _xgboost(booster: Any) -> _Compiled:
         raise NotConvertible("multi-target model")
     trees = []
     for tree, target in zip(gb["model"]["trees"], gb["model"]["tree_info"]):
-        if int(tree["tree_param"]["num_deleted"]) or int(tree["tree_param"].get("size_leaf_vector", "1")) > 1:
+        param = tree["tree_param"]
+        if int(param["num_deleted"]) or int(param.get("size_leaf_vector", "1")) > 1:
             raise NotConvertible("deleted nodes or vector leaves")
         if any(tree["split_type"]):
             raise NotConvertible("categorical splits")
@@ -339,21 +343,28 @@ def _tree_ensemble_v3(c: _Compiled):
     from onnx import helper, numpy_helper
 
     modes = {LEQ: "BRANCH_LEQ", LT: "BRANCH_LT"}
-    tree_ids, node_ids, feats, splits, mode_list, true_ids, false_ids, missing = ([] for _ in range(8))
+    tree_ids, node_ids, feats, splits, true_ids, false_ids, missing = ([] for _ in range(7))
+    mode_list: list[str] = []
     t_tree, t_node, t_target, t_weight = [], [], [], []
     for tid, tree in enumerate(c.trees):
         n = len(tree.left)
         is_leaf = tree.left < 0
         tree_ids.append(np.full(n, tid)), node_ids.append(np.arange(n))
-        feats.append(np.where(is_leaf, 0, tree.feature)), splits.append(np.where(is_leaf, 0.0, tree.threshold))
+        feats.append(np.where(is_leaf, 0, tree.feature))
+        splits.append(np.where(is_leaf, 0.0, tree.threshold))
         mode_list.extend("LEAF" if leaf else modes[c.mode] for leaf in is_leaf)
-        true_ids.append(np.where(is_leaf, 0, tree.left)), false_ids.append(np.where(is_leaf, 0, tree.right))
+        true_ids.append(np.where(is_leaf, 0, tree.left))
+        false_ids.append(np.where(is_leaf, 0, tree.right))
         missing.append(np.where(is_leaf, 0, tree.missing_left))
         leaves = np.flatnonzero(is_leaf)
         for column, target in enumerate(tree.targets):
             t_tree.append(np.full(len(leaves), tid)), t_node.append(leaves)
-            t_target.append(np.full(len(leaves), target)), t_weight.append(tree.value[leaves, column])
+            t_target.append(np.full(len(leaves), target))
+            t_weight.append(tree.value[leaves, column])
     ints = lambda parts: np.concatenate(parts).astype(np.int64).tolist()  # noqa: E731
+    floats = lambda parts, label: numpy_helper.from_array(  # noqa: E731
+        np.concatenate(parts).astype(np.float64), label
+    )
     node = helper.make_node(
         "TreeEnsembleRegressor", ["X"], ["Y"], domain="ai.onnx.ml",
         n_targets=c.n_targets,
@@ -362,7 +373,7 @@ def _tree_ensemble_v3(c: _Compiled):
         nodes_treeids=ints(tree_ids),
         nodes_nodeids=ints(node_ids),
         nodes_featureids=ints(feats),
-        nodes_values_as_tensor=numpy_helper.from_array(np.concatenate(splits).astype(np.float64), "v"),
+        nodes_values_as_tensor=floats(splits, "nodes_values"),
         nodes_modes=mode_list,
         nodes_truenodeids=ints(true_ids),
         nodes_falsenodeids=ints(false_ids),
@@ -370,13 +381,13 @@ def _tree_ensemble_v3(c: _Compiled):
         target_treeids=ints(t_tree),
         target_nodeids=ints(t_node),
         target_ids=ints(t_target),
-        target_weights_as_tensor=numpy_helper.from_array(np.concatenate(t_weight).astype(np.float64), "w"),
+        target_weights_as_tensor=floats(t_weight, "target_weights"),
     )
     return node, 3, "float"
 
 
 def _to_onnx(c: _Compiled) -> bytes:
-    """The compiled trees as an ONNX model: input X (n, n_features) float64, output Y (n, n_targets)."""
+    """The compiled trees as an ONNX model: X (n, n_features) float64 -> Y (n, n_targets)."""
     from onnx import TensorProto, helper
 
     multi = any(len(t.targets) > 1 for t in c.trees)
@@ -499,11 +510,11 @@ def _release_freed_memory() -> None:
 
 
 # ------------------------------------------------------------------------ export + checks
-def probe_rows(compiled_trees: list[_Tree], n_features: int, rows: int = 512, seed: int = 0) -> np.ndarray:
+def probe_rows(trees: list[_Tree], n_features: int, rows: int = 512, seed: int = 0) -> np.ndarray:
     """float32 rows whose values sit on, just below and just above the models' thresholds."""
     rng = np.random.default_rng(seed)
     by_feature: list[list[np.ndarray]] = [[] for _ in range(n_features)]
-    for tree in compiled_trees:
+    for tree in trees:
         internal = tree.left >= 0
         for f in np.unique(tree.feature[internal]):
             by_feature[f].append(tree.threshold[internal][tree.feature[internal] == f])

@@ -201,12 +201,15 @@ def load_member(directory: Path, name: str, fast: bool | None = None) -> Member:
         fast = not fastpath.native_forced(name)
     if fast and name in fastpath.FAST_MEMBERS:
         member = fastpath.load_fast(directory, name)
+        if member is not None and name in NATIVE_FROM_ROWS:
+            try:
+                native = _load_native(directory, name)
+            except Exception as exc:  # the fast path alone still serves every batch size
+                log.warning("member %s: native library not loaded for large batches (%s)",
+                            name, exc)
+            else:
+                return BatchSplitMember(member, native, NATIVE_FROM_ROWS[name])
         if member is not None:
-            if name in NATIVE_FROM_ROWS:
-                try:
-                    return BatchSplitMember(member, _load_native(directory, name), NATIVE_FROM_ROWS[name])
-                except Exception as exc:  # the fast path alone still serves every batch size
-                    log.warning("member %s: native library not loaded for large batches (%s)", name, exc)
             return member
     return _load_native(directory, name)
 

@@ -31,7 +31,6 @@ p-value is below `alpha`.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -53,7 +52,9 @@ MIN_EXPECTED = 5.0
 class DriftConfig(BaseModel):
     """How the drift monitor windows and judges live inputs."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, validate_assignment=True
+    )
 
     window: int = Field(2000, ge=1)
     """Live rows kept (a sliding window of the most recent rows)."""
@@ -74,8 +75,12 @@ class DriftMonitor:
     without reference statistics is reported with `reference: false` and never drifts.
     """
 
-    def __init__(self, schema_features: Sequence[Any], reference: Mapping[str, Mapping[str, Any]],
-                 config: DriftConfig | None = None):
+    def __init__(
+        self,
+        schema_features: Sequence[Any],
+        reference: Mapping[str, Mapping[str, Any]],
+        config: DriftConfig | None = None,
+    ):
         self.config = config or DriftConfig()
         self.features: list[dict] = [_feature_dict(f) for f in schema_features]
         self.reference = reference
@@ -102,10 +107,10 @@ class DriftMonitor:
         with self._lock:
             end = self._next + n
             if end <= capacity:
-                self._buffer[self._next:end] = rows
+                self._buffer[self._next : end] = rows
             else:
                 first = capacity - self._next
-                self._buffer[self._next:] = rows[:first]
+                self._buffer[self._next :] = rows[:first]
                 self._buffer[: n - first] = rows[first:]
             self._next = end % capacity
             self._filled = min(capacity, self._filled + n)
@@ -148,7 +153,7 @@ class DriftMonitor:
         features: dict[str, dict] = {}
         tested: list[str] = []
         p_values: list[float] = []
-        for j, (feature, prepared) in enumerate(zip(self.features, self._prepared)):
+        for j, (feature, prepared) in enumerate(zip(self.features, self._prepared, strict=True)):
             column = rows[:, j]
             entry = self._feature_report(feature, prepared, column, enough)
             features[feature["name"]] = entry
@@ -157,7 +162,7 @@ class DriftMonitor:
                 p_values.append(entry["p_value"])
         if p_values:
             adjusted = stats.false_discovery_control(np.asarray(p_values), method="bh")
-            for name, value in zip(tested, adjusted):
+            for name, value in zip(tested, adjusted, strict=True):
                 features[name]["p_adjusted"] = float(value)
         drifted_names = []
         for name, entry in features.items():
@@ -166,7 +171,9 @@ class DriftMonitor:
                 if entry["psi"] is not None and entry["psi"] > cfg.psi_threshold:
                     reasons.append(f"psi {entry['psi']:.3f} > {cfg.psi_threshold}")
                 if entry["p_adjusted"] is not None and entry["p_adjusted"] < cfg.alpha:
-                    reasons.append(f"{entry['test']} adjusted p {entry['p_adjusted']:.2g} < {cfg.alpha}")
+                    reasons.append(
+                        f"{entry['test']} adjusted p {entry['p_adjusted']:.2g} < {cfg.alpha}"
+                    )
             entry["drift_reasons"] = reasons
             entry["drifted"] = bool(reasons)
             if reasons:
@@ -204,16 +211,26 @@ class DriftMonitor:
             shares = np.diff(np.concatenate([[0.0], cdf, [1.0]]))
             u = (np.arange(RECONSTRUCTED_SAMPLE) + 0.5) / RECONSTRUCTED_SAMPLE
             sample = np.interp(u, levels, quantiles)
-            return {"missing_rate": missing, "edges": edges,
-                    "shares": np.append(shares * (1 - missing), missing), "sample": sample}
+            return {
+                "missing_rate": missing,
+                "edges": edges,
+                "shares": np.append(shares * (1 - missing), missing),
+                "sample": sample,
+            }
         frequencies = ref.get("frequencies") or {}
         categories = feature["categories"]
         present = np.array([float(frequencies.get(c, 0.0)) for c in categories], dtype=np.float64)
         total = present.sum()
-        present = present / total if total > 0 else np.full(len(categories), 1.0 / max(len(categories), 1))
+        present = (
+            present / total
+            if total > 0
+            else np.full(len(categories), 1.0 / max(len(categories), 1))
+        )
         return {"missing_rate": missing, "shares": np.append(present * (1 - missing), missing)}
 
-    def _feature_report(self, feature: dict, prepared: dict | None, column: np.ndarray, enough: bool) -> dict:
+    def _feature_report(
+        self, feature: dict, prepared: dict | None, column: np.ndarray, enough: bool
+    ) -> dict:
         cfg = self.config
         missing = np.isnan(column)
         present = column[~missing]
@@ -238,8 +255,10 @@ class DriftMonitor:
             return entry
         if feature["kind"] == "numeric":
             # right-closed bins (-inf, e0], (e0, e1], ..., (e_last, inf), then the missing bin
-            counts = np.bincount(np.searchsorted(prepared["edges"], present, side="left"),
-                                 minlength=prepared["edges"].size + 1)
+            counts = np.bincount(
+                np.searchsorted(prepared["edges"], present, side="left"),
+                minlength=prepared["edges"].size + 1,
+            )
             counts = np.append(counts, missing.sum()).astype(np.float64)
             entry["psi"] = psi(counts / column.size, prepared["shares"])
             if present.size >= cfg.min_samples:
@@ -313,7 +332,11 @@ def _feature_dict(feature: Any) -> dict:
     if isinstance(feature, Mapping):
         name, kind, categories = feature["name"], feature["kind"], feature.get("categories") or []
     else:
-        name, kind, categories = feature.name, feature.kind, getattr(feature, "categories", None) or []
+        name, kind, categories = (
+            feature.name,
+            feature.kind,
+            getattr(feature, "categories", None) or [],
+        )
     if kind not in ("numeric", "categorical"):
         raise ValueError(f"feature {name!r}: kind must be numeric or categorical, got {kind!r}")
     return {"name": str(name), "kind": kind, "categories": [str(c) for c in categories]}

@@ -199,9 +199,15 @@ class EvaluationWindows:
         """The window of `arm` (KeyError for an unknown arm)."""
         return self.windows[arm]
 
-    def record_request(self, arm: str, latency_ms: float | None, error: bool = False,
-                       fallback: bool = False, cached: bool = False,
-                       cpu_seconds: float | None = None) -> None:
+    def record_request(
+        self,
+        arm: str,
+        latency_ms: float | None,
+        error: bool = False,
+        fallback: bool = False,
+        cached: bool = False,
+        cpu_seconds: float | None = None,
+    ) -> None:
         """Shorthand for `self[arm].record_request(...)`."""
         self.windows[arm].record_request(latency_ms, error, fallback, cached, cpu_seconds)
 
@@ -247,19 +253,33 @@ class EvaluationWindows:
             out[arm] = snap
         return out
 
-    def compare(self, baseline: str = "classic", candidate: str = "ensemble",
-                alpha: float = 0.05, min_samples: int = 100) -> dict:
+    def compare(
+        self,
+        baseline: str = "classic",
+        candidate: str = "ensemble",
+        alpha: float = 0.05,
+        min_samples: int = 100,
+    ) -> dict:
         """A/B statistics of `candidate` against `baseline`: accuracy and latency comparisons."""
         a = self.windows[baseline].snapshot()
         b = self.windows[candidate].snapshot()
         return {
             "baseline": baseline,
             "candidate": candidate,
-            "accuracy": compare_accuracy(a["correct"], a["labelled"], b["correct"], b["labelled"],
-                                         alpha=alpha, min_samples=min_samples),
-            "latency": compare_latency(self.windows[baseline].latencies(),
-                                       self.windows[candidate].latencies(),
-                                       min_samples=min_samples, alpha=alpha),
+            "accuracy": compare_accuracy(
+                a["correct"],
+                a["labelled"],
+                b["correct"],
+                b["labelled"],
+                alpha=alpha,
+                min_samples=min_samples,
+            ),
+            "latency": compare_latency(
+                self.windows[baseline].latencies(),
+                self.windows[candidate].latencies(),
+                min_samples=min_samples,
+                alpha=alpha,
+            ),
         }
 
 
@@ -296,18 +316,32 @@ def compare_accuracy(
     - `verdict`: "not enough data" while either n < min_samples, else "b better" / "a better"
       when p < alpha, else "no significant difference".
     """
-    for name, value in (("n_a", n_a), ("n_b", n_b), ("correct_a", correct_a), ("correct_b", correct_b)):
+    for name, value in (
+        ("n_a", n_a),
+        ("n_b", n_b),
+        ("correct_a", correct_a),
+        ("correct_b", correct_b),
+    ):
         if value < 0:
             raise ValueError(f"{name} must not be negative")
     if correct_a > n_a or correct_b > n_b:
         raise ValueError("correct counts cannot exceed their sample sizes")
     result: dict[str, Any] = {
-        "n_a": int(n_a), "n_b": int(n_b), "correct_a": int(correct_a), "correct_b": int(correct_b),
+        "n_a": int(n_a),
+        "n_b": int(n_b),
+        "correct_a": int(correct_a),
+        "correct_b": int(correct_b),
         "accuracy_a": correct_a / n_a if n_a else None,
         "accuracy_b": correct_b / n_b if n_b else None,
-        "diff": None, "ci_low": None, "ci_high": None, "z": None, "p_value": None,
-        "alpha": alpha, "min_samples": min_samples,
-        "interval": "newcombe-wilson", "test": "two-proportion z-test (pooled)",
+        "diff": None,
+        "ci_low": None,
+        "ci_high": None,
+        "z": None,
+        "p_value": None,
+        "alpha": alpha,
+        "min_samples": min_samples,
+        "interval": "newcombe-wilson",
+        "test": "two-proportion z-test (pooled)",
     }
     if n_a == 0 or n_b == 0:
         result["verdict"] = "not enough data"
@@ -352,13 +386,18 @@ def compare_latency(
     a = np.asarray([x for x in samples_a if x is not None and math.isfinite(x)], dtype=np.float64)
     b = np.asarray([x for x in samples_b if x is not None and math.isfinite(x)], dtype=np.float64)
     result: dict[str, Any] = {
-        "n_a": int(a.size), "n_b": int(b.size),
+        "n_a": int(a.size),
+        "n_b": int(b.size),
         "p50_a_ms": float(np.percentile(a, 50)) if a.size else None,
         "p50_b_ms": float(np.percentile(b, 50)) if b.size else None,
         "p95_a_ms": float(np.percentile(a, 95)) if a.size else None,
         "p95_b_ms": float(np.percentile(b, 95)) if b.size else None,
-        "p95_diff_ms": None, "u_statistic": None, "p_value": None,
-        "alpha": alpha, "min_samples": min_samples, "test": "mann-whitney u (two-sided)",
+        "p95_diff_ms": None,
+        "u_statistic": None,
+        "p_value": None,
+        "alpha": alpha,
+        "min_samples": min_samples,
+        "test": "mann-whitney u (two-sided)",
     }
     if a.size == 0 or b.size == 0:
         result["verdict"] = "not enough data"
@@ -443,7 +482,13 @@ class ScoreConfig(_Strict):
             raise ValueError("cost_increase_target must be below cost_increase_max")
         if self.stability_target <= self.stability_min:
             raise ValueError("stability_target must be above stability_min")
-        if self.weight_accuracy + self.weight_satisfaction + self.weight_cost + self.weight_stability <= 0:
+        if (
+            self.weight_accuracy
+            + self.weight_satisfaction
+            + self.weight_cost
+            + self.weight_stability
+            <= 0
+        ):
             raise ValueError("at least one weight must be positive")
         return self
 
@@ -455,7 +500,9 @@ def normalise(value: float, zero_at: float, one_at: float) -> float:
     return float(min(1.0, max(0.0, (value - zero_at) / (one_at - zero_at))))
 
 
-def candidate_accuracy(snapshot: Mapping[str, Mapping[str, Any]], include_shadow: bool = True) -> tuple[int, int]:
+def candidate_accuracy(
+    snapshot: Mapping[str, Mapping[str, Any]], include_shadow: bool = True
+) -> tuple[int, int]:
     """(correct, labelled) of the ensemble: its own labels, plus the shadow arm's if asked."""
     correct = labelled = 0
     arms = ("ensemble", "shadow") if include_shadow else ("ensemble",)
@@ -466,8 +513,11 @@ def candidate_accuracy(snapshot: Mapping[str, Mapping[str, Any]], include_shadow
     return correct, labelled
 
 
-def go_no_go(snapshot: Mapping[str, Mapping[str, Any]], config: ScoreConfig | None = None,
-             min_samples: int | None = None) -> dict:
+def go_no_go(
+    snapshot: Mapping[str, Mapping[str, Any]],
+    config: ScoreConfig | None = None,
+    min_samples: int | None = None,
+) -> dict:
     """Score the ensemble against classic from an `EvaluationWindows.snapshot()`.
 
     Returns every input, and per term its value, threshold (minimum) and target, margin (value -
@@ -486,9 +536,12 @@ def go_no_go(snapshot: Mapping[str, Mapping[str, Any]], config: ScoreConfig | No
     acc_c = correct_c / n_c if n_c else None
     acc_e = correct_e / n_e if n_e else None
     inputs = {
-        "classic_accuracy": acc_c, "classic_labelled": n_c,
-        "ensemble_accuracy": acc_e, "ensemble_labelled": n_e,
-        "ensemble_satisfaction": ensemble.get("satisfaction"), "ensemble_rated": ensemble.get("rated", 0),
+        "classic_accuracy": acc_c,
+        "classic_labelled": n_c,
+        "ensemble_accuracy": acc_e,
+        "ensemble_labelled": n_e,
+        "ensemble_satisfaction": ensemble.get("satisfaction"),
+        "ensemble_rated": ensemble.get("rated", 0),
         "classic_cpu_seconds_per_request": classic.get("cpu_seconds_per_request"),
         "ensemble_cpu_seconds_per_request": ensemble.get("cpu_seconds_per_request"),
         "classic_cost_per_request": classic.get("cost_per_request"),
@@ -498,8 +551,13 @@ def go_no_go(snapshot: Mapping[str, Mapping[str, Any]], config: ScoreConfig | No
         "include_shadow_labels": config.include_shadow_labels,
     }
     result: dict[str, Any] = {
-        "inputs": inputs, "terms": {}, "score": None, "threshold": config.proceed_threshold,
-        "failed_gates": [], "missing": [], "reasons": [],
+        "inputs": inputs,
+        "terms": {},
+        "score": None,
+        "threshold": config.proceed_threshold,
+        "failed_gates": [],
+        "missing": [],
+        "reasons": [],
     }
     if n_c < min_labelled or n_e < min_labelled:
         result["reasons"].append(
@@ -521,52 +579,82 @@ def go_no_go(snapshot: Mapping[str, Mapping[str, Any]], config: ScoreConfig | No
         improvement = math.inf if acc_e and acc_e > 0 else 0.0
     terms["accuracy"] = _term(
         improvement if math.isfinite(improvement) else None,
-        config.accuracy_improvement_min, config.accuracy_improvement_target, config.weight_accuracy,
-        score=1.0 if math.isinf(improvement) else normalise(
-            improvement, config.accuracy_improvement_min, config.accuracy_improvement_target),
+        config.accuracy_improvement_min,
+        config.accuracy_improvement_target,
+        config.weight_accuracy,
+        score=1.0
+        if math.isinf(improvement)
+        else normalise(
+            improvement, config.accuracy_improvement_min, config.accuracy_improvement_target
+        ),
         margin=None if math.isinf(improvement) else improvement - config.accuracy_improvement_min,
         unit="relative improvement over classic",
     )
     if improvement < config.accuracy_improvement_min:
-        result["failed_gates"].append(_gate("accuracy_improvement", improvement, config.accuracy_improvement_min, ">="))
+        result["failed_gates"].append(
+            _gate("accuracy_improvement", improvement, config.accuracy_improvement_min, ">=")
+        )
 
     satisfaction = ensemble.get("satisfaction")
     if satisfaction is None:
         result["missing"].append("satisfaction")
     else:
         terms["satisfaction"] = _term(
-            satisfaction, config.satisfaction_min, config.satisfaction_target, config.weight_satisfaction,
+            satisfaction,
+            config.satisfaction_min,
+            config.satisfaction_target,
+            config.weight_satisfaction,
             score=normalise(satisfaction, config.satisfaction_min, config.satisfaction_target),
-            margin=satisfaction - config.satisfaction_min, unit="mean rating / 10",
+            margin=satisfaction - config.satisfaction_min,
+            unit="mean rating / 10",
         )
         if satisfaction < config.satisfaction_min:
-            result["failed_gates"].append(_gate("satisfaction", satisfaction, config.satisfaction_min, ">="))
+            result["failed_gates"].append(
+                _gate("satisfaction", satisfaction, config.satisfaction_min, ">=")
+            )
 
-    cpu_c, cpu_e = inputs["classic_cpu_seconds_per_request"], inputs["ensemble_cpu_seconds_per_request"]
+    cpu_c, cpu_e = (
+        inputs["classic_cpu_seconds_per_request"],
+        inputs["ensemble_cpu_seconds_per_request"],
+    )
     if cpu_c is None or cpu_e is None or cpu_c <= 0:
         result["missing"].append("cost")
     else:
         increase = cpu_e / cpu_c - 1.0
         terms["cost"] = _term(
-            increase, config.cost_increase_max, config.cost_increase_target, config.weight_cost,
+            increase,
+            config.cost_increase_max,
+            config.cost_increase_target,
+            config.weight_cost,
             score=normalise(increase, config.cost_increase_max, config.cost_increase_target),
-            margin=config.cost_increase_max - increase, unit="relative CPU cost increase over classic",
+            margin=config.cost_increase_max - increase,
+            unit="relative CPU cost increase over classic",
         )
         if increase >= config.cost_increase_max:
-            result["failed_gates"].append(_gate("cost_increase", increase, config.cost_increase_max, "<"))
+            result["failed_gates"].append(
+                _gate("cost_increase", increase, config.cost_increase_max, "<")
+            )
 
     success = inputs["ensemble_success_rate"]
     success = 1.0 if success is None else float(success)
     terms["stability"] = _term(
-        success, config.stability_min, config.stability_target, config.weight_stability,
+        success,
+        config.stability_min,
+        config.stability_target,
+        config.weight_stability,
         score=normalise(success, config.stability_min, config.stability_target),
-        margin=success - config.stability_min, unit="success rate",
+        margin=success - config.stability_min,
+        unit="success rate",
     )
     if success < config.stability_min:
         result["failed_gates"].append(_gate("stability", success, config.stability_min, ">="))
 
     total_weight = sum(t["weight"] for t in terms.values())
-    score = sum(t["weight"] * t["score"] for t in terms.values()) / total_weight if total_weight else 0.0
+    score = (
+        sum(t["weight"] * t["score"] for t in terms.values()) / total_weight
+        if total_weight
+        else 0.0
+    )
     for term in terms.values():
         term["weight_used"] = term["weight"] / total_weight if total_weight else 0.0
     result["terms"] = terms
@@ -578,10 +666,21 @@ def go_no_go(snapshot: Mapping[str, Mapping[str, Any]], config: ScoreConfig | No
 
 
 def _term(value, minimum, target, weight, *, score, margin, unit) -> dict:
-    return {"value": value, "threshold": minimum, "target": target, "margin": margin,
-            "weight": weight, "score": score, "unit": unit}
+    return {
+        "value": value,
+        "threshold": minimum,
+        "target": target,
+        "margin": margin,
+        "weight": weight,
+        "score": score,
+        "unit": unit,
+    }
 
 
 def _gate(name: str, value: float, threshold: float, rule: str) -> dict:
-    return {"gate": name, "value": value if math.isfinite(value) else None,
-            "threshold": threshold, "rule": f"value {rule} threshold"}
+    return {
+        "gate": name,
+        "value": value if math.isfinite(value) else None,
+        "threshold": threshold,
+        "rule": f"value {rule} threshold",
+    }

@@ -45,9 +45,13 @@ ACTIONS = ("promote", "hold", "rollback", "none")
 class RolloutConfig(BaseModel):
     """The progressive-rollout policy."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, validate_assignment=True
+    )
 
-    schedule: list[float] = Field(default_factory=lambda: [10.0, 25.0, 50.0, 75.0, 100.0], min_length=1)
+    schedule: list[float] = Field(
+        default_factory=lambda: [10.0, 25.0, 50.0, 75.0, 100.0], min_length=1
+    )
     """Ensemble traffic percentages of the stages, strictly increasing, each in (0, 100]."""
     min_stage_seconds: float = Field(300.0, ge=0)
     """Time a stage must last before it can be promoted."""
@@ -74,7 +78,7 @@ class RolloutConfig(BaseModel):
         for value in schedule:
             if not 0 < value <= 100:
                 raise ValueError(f"every stage must be in (0, 100], got {value}")
-        for before, after in zip(schedule, schedule[1:]):
+        for before, after in zip(schedule, schedule[1:], strict=False):
             if after <= before:
                 raise ValueError(f"stages must increase strictly, got {before} then {after}")
         return schedule
@@ -118,7 +122,9 @@ class RolloutController:
     another replica decided.
     """
 
-    def __init__(self, config: RolloutConfig, store: StateStore, clock: Callable[[], float] = time.time):
+    def __init__(
+        self, config: RolloutConfig, store: StateStore, clock: Callable[[], float] = time.time
+    ):
         """Load the state from `store` (key "rollout"), or start at the first stage."""
         self.config = config
         self.store = store
@@ -155,7 +161,9 @@ class RolloutController:
         return self._state
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, snapshot: Mapping[str, Mapping[str, Any]], drift_frozen: bool = False) -> dict:
+    def evaluate(
+        self, snapshot: Mapping[str, Mapping[str, Any]], drift_frozen: bool = False
+    ) -> dict:
         """Run one evaluation on `snapshot` (an `EvaluationWindows.snapshot()`) and apply it.
 
         Returns the decision: `action` ("promote" | "hold" | "rollback" | "none"), `reasons`,
@@ -174,16 +182,31 @@ class RolloutController:
         last_stage = state.stage_index >= len(cfg.schedule) - 1
 
         if state.rolled_back:
-            return self._finish("none", ["rolled back; a manual promote restarts the rollout"],
-                                state, state, evidence, now, log=False)
+            return self._finish(
+                "none",
+                ["rolled back; a manual promote restarts the rollout"],
+                state,
+                state,
+                evidence,
+                now,
+                log=False,
+            )
         if triggered:
             reasons = [gates[name]["description"] for name in triggered]
-            new = replace(state, percentage=0.0, rolled_back=True, paused=False,
-                          reason="rollback: " + "; ".join(reasons), entered_at=now,
-                          version=state.version + 1)
+            new = replace(
+                state,
+                percentage=0.0,
+                rolled_back=True,
+                paused=False,
+                reason="rollback: " + "; ".join(reasons),
+                entered_at=now,
+                version=state.version + 1,
+            )
             return self._apply("rollback", reasons, expected, state, new, evidence, now)
         if last_stage:
-            return self._finish("none", ["rollout complete"], state, state, evidence, now, log=False)
+            return self._finish(
+                "none", ["rollout complete"], state, state, evidence, now, log=False
+            )
 
         holds: list[str] = []
         if state.paused:
@@ -195,7 +218,9 @@ class RolloutController:
             holds.append(f"stage is {age:.0f} s old, needs {cfg.min_stage_seconds:.0f} s")
         for name, gate in gates.items():
             if not gate["enough_data"]:
-                holds.append(f"not enough data for {name}: {gate['samples']} of {gate['min_samples']}")
+                holds.append(
+                    f"not enough data for {name}: {gate['samples']} of {gate['min_samples']}"
+                )
         verdict = evidence["go_no_go"]["verdict"]
         if verdict == "hold":
             failed = ", ".join(
@@ -211,21 +236,33 @@ class RolloutController:
         if holds:
             return self._hold(holds, state, evidence, now)
         new = self._next_stage(state, state.stage_index + 1, "promoted: all gates pass", now)
-        return self._apply("promote", ["all gates pass and the score clears the bar"], expected, state, new,
-                           evidence, now)
+        return self._apply(
+            "promote",
+            ["all gates pass and the score clears the bar"],
+            expected,
+            state,
+            new,
+            evidence,
+            now,
+        )
 
     # ------------------------------------------------------------------ manual operations
     def pause(self, reason: str = "manual") -> dict:
         """Stop automatic promotion (rollback triggers keep acting); logged."""
-        return self._manual("pause", lambda s: replace(s, paused=True, reason=f"paused: {reason}"), reason)
+        return self._manual(
+            "pause", lambda s: replace(s, paused=True, reason=f"paused: {reason}"), reason
+        )
 
     def resume(self, reason: str = "manual") -> dict:
         """Let automatic promotion continue; logged."""
-        return self._manual("resume", lambda s: replace(s, paused=False, reason=f"resumed: {reason}"), reason)
+        return self._manual(
+            "resume", lambda s: replace(s, paused=False, reason=f"resumed: {reason}"), reason
+        )
 
     def promote(self, reason: str = "manual") -> dict:
         """Move to the next stage now, whatever the metrics say; after a rollback, restart at
         the first stage. At the last stage nothing changes (action "none"). Logged."""
+
         def change(state: RolloutState) -> RolloutState | None:
             now = self._clock()
             if state.rolled_back:
@@ -233,25 +270,48 @@ class RolloutController:
             if state.stage_index >= len(self.config.schedule) - 1:
                 return None
             return self._next_stage(state, state.stage_index + 1, f"promoted: {reason}", now)
+
         return self._manual("promote", change, reason)
 
     def rollback(self, reason: str = "manual") -> dict:
         """Send all traffic back to classic now (percentage 0, rolled_back true); logged."""
+
         def change(state: RolloutState) -> RolloutState | None:
             if state.rolled_back:
                 return None
-            return replace(state, percentage=0.0, rolled_back=True, paused=False,
-                           reason=f"rollback: {reason}", entered_at=self._clock())
+            return replace(
+                state,
+                percentage=0.0,
+                rolled_back=True,
+                paused=False,
+                reason=f"rollback: {reason}",
+                entered_at=self._clock(),
+            )
+
         return self._manual("rollback", change, reason)
 
     # ------------------------------------------------------------------ internals
     def _initial_state(self, reason: str) -> RolloutState:
-        return RolloutState(stage_index=0, percentage=float(self.config.schedule[0]), paused=False,
-                            rolled_back=False, reason=reason, entered_at=self._clock(), version=0)
+        return RolloutState(
+            stage_index=0,
+            percentage=float(self.config.schedule[0]),
+            paused=False,
+            rolled_back=False,
+            reason=reason,
+            entered_at=self._clock(),
+            version=0,
+        )
 
     def _next_stage(self, state: RolloutState, index: int, reason: str, now: float) -> RolloutState:
-        return replace(state, stage_index=index, percentage=float(self.config.schedule[index]),
-                       rolled_back=False, reason=reason, entered_at=now, version=state.version + 1)
+        return replace(
+            state,
+            stage_index=index,
+            percentage=float(self.config.schedule[index]),
+            rolled_back=False,
+            reason=reason,
+            entered_at=now,
+            version=state.version + 1,
+        )
 
     def _clamp(self, state: RolloutState) -> RolloutState:
         """Fit a stored state to the configured schedule (which may have changed since)."""
@@ -274,7 +334,9 @@ class RolloutController:
         enough_acc = min(n_c, n_e) >= cfg.min_labelled_samples
 
         lat_c, lat_e = classic.get("p95_latency_ms"), ensemble.get("p95_latency_ms")
-        n_lat = min(int(classic.get("latency_samples") or 0), int(ensemble.get("latency_samples") or 0))
+        n_lat = min(
+            int(classic.get("latency_samples") or 0), int(ensemble.get("latency_samples") or 0)
+        )
         increase = lat_e - lat_c if lat_c is not None and lat_e is not None else None
         enough_lat = n_lat >= cfg.min_request_samples
 
@@ -284,25 +346,47 @@ class RolloutController:
 
         gates = {
             "accuracy": {
-                "value": drop, "threshold": cfg.max_accuracy_drop, "rule": "classic - ensemble accuracy <= threshold",
-                "classic": acc_c, "ensemble": acc_e, "samples": min(n_c, n_e),
-                "min_samples": cfg.min_labelled_samples, "enough_data": enough_acc,
+                "value": drop,
+                "threshold": cfg.max_accuracy_drop,
+                "rule": "classic - ensemble accuracy <= threshold",
+                "classic": acc_c,
+                "ensemble": acc_e,
+                "samples": min(n_c, n_e),
+                "min_samples": cfg.min_labelled_samples,
+                "enough_data": enough_acc,
                 "triggered": bool(enough_acc and drop is not None and drop > cfg.max_accuracy_drop),
-                "description": f"ensemble accuracy {_fmt(acc_e)} is {_fmt(drop)} below classic {_fmt(acc_c)} "
-                               f"(limit {cfg.max_accuracy_drop})",
+                "description": (
+                    f"ensemble accuracy {_fmt(acc_e)} is {_fmt(drop)} below classic "
+                    f"{_fmt(acc_c)} (limit {cfg.max_accuracy_drop})"
+                ),
             },
             "latency": {
-                "value": increase, "threshold": cfg.max_p95_increase_ms, "rule": "ensemble - classic p95 ms <= threshold",
-                "classic": lat_c, "ensemble": lat_e, "samples": n_lat,
-                "min_samples": cfg.min_request_samples, "enough_data": enough_lat,
-                "triggered": bool(enough_lat and increase is not None and increase > cfg.max_p95_increase_ms),
-                "description": f"ensemble p95 {_fmt(lat_e)} ms is {_fmt(increase)} ms above classic {_fmt(lat_c)} ms "
-                               f"(limit {cfg.max_p95_increase_ms})",
+                "value": increase,
+                "threshold": cfg.max_p95_increase_ms,
+                "rule": "ensemble - classic p95 ms <= threshold",
+                "classic": lat_c,
+                "ensemble": lat_e,
+                "samples": n_lat,
+                "min_samples": cfg.min_request_samples,
+                "enough_data": enough_lat,
+                "triggered": bool(
+                    enough_lat and increase is not None and increase > cfg.max_p95_increase_ms
+                ),
+                "description": (
+                    f"ensemble p95 {_fmt(lat_e)} ms is {_fmt(increase)} ms above classic "
+                    f"{_fmt(lat_c)} ms (limit {cfg.max_p95_increase_ms})"
+                ),
             },
             "errors": {
-                "value": error_rate, "threshold": cfg.max_error_rate, "rule": "ensemble error rate <= threshold",
-                "samples": n_req, "min_samples": cfg.min_request_samples, "enough_data": enough_err,
-                "triggered": bool(enough_err and error_rate is not None and error_rate > cfg.max_error_rate),
+                "value": error_rate,
+                "threshold": cfg.max_error_rate,
+                "rule": "ensemble error rate <= threshold",
+                "samples": n_req,
+                "min_samples": cfg.min_request_samples,
+                "enough_data": enough_err,
+                "triggered": bool(
+                    enough_err and error_rate is not None and error_rate > cfg.max_error_rate
+                ),
                 "description": f"ensemble error rate {_fmt(error_rate)} above {cfg.max_error_rate}",
             },
         }
@@ -310,8 +394,9 @@ class RolloutController:
             gate["passed"] = gate["enough_data"] and not gate["triggered"]
         return {
             "gates": gates,
-            "accuracy_test": compare_accuracy(correct_c, n_c, correct_e, n_e,
-                                              min_samples=cfg.min_labelled_samples),
+            "accuracy_test": compare_accuracy(
+                correct_c, n_c, correct_e, n_e, min_samples=cfg.min_labelled_samples
+            ),
             "go_no_go": go_no_go(snapshot, cfg.score, min_samples=cfg.min_labelled_samples),
             "drift_frozen": bool(drift_frozen),
             "paused": state.paused,
@@ -320,13 +405,29 @@ class RolloutController:
             "min_stage_seconds": cfg.min_stage_seconds,
         }
 
-    def _apply(self, action: str, reasons: list[str], expected: dict, old: RolloutState,
-               new: RolloutState, evidence: dict, now: float) -> dict:
+    def _apply(
+        self,
+        action: str,
+        reasons: list[str],
+        expected: dict,
+        old: RolloutState,
+        new: RolloutState,
+        evidence: dict,
+        now: float,
+    ) -> dict:
         """Write `new` if the stored state is still `expected`; log and return the decision."""
         if not self.store.compare_and_set(STATE_KEY, expected, new.to_dict()):
             current = self.refresh()
-            return self._finish("none", [f"{action} not applied: another replica changed the state first"],
-                                old, current, evidence, now, log=False, applied=False)
+            return self._finish(
+                "none",
+                [f"{action} not applied: another replica changed the state first"],
+                old,
+                current,
+                evidence,
+                now,
+                log=False,
+                applied=False,
+            )
         self._state = new
         self._raw = new.to_dict()
         self._last_hold = None
@@ -335,14 +436,25 @@ class RolloutController:
     def _hold(self, reasons: list[str], state: RolloutState, evidence: dict, now: float) -> dict:
         # Log a hold only when its reasons change (ignoring the ever-changing stage age).
         key = tuple(r for r in reasons if not r.startswith("stage is ")) + (
-            ("too early",) if any(r.startswith("stage is ") for r in reasons) else ())
+            ("too early",) if any(r.startswith("stage is ") for r in reasons) else ()
+        )
         log = key != self._last_hold
         self._last_hold = key
         return self._finish("hold", reasons, state, state, evidence, now, log=log)
 
-    def _finish(self, action: str, reasons: list[str], old: RolloutState, new: RolloutState,
-                evidence: dict | None, now: float, *, log: bool, applied: bool = True,
-                manual: bool = False) -> dict:
+    def _finish(
+        self,
+        action: str,
+        reasons: list[str],
+        old: RolloutState,
+        new: RolloutState,
+        evidence: dict | None,
+        now: float,
+        *,
+        log: bool,
+        applied: bool = True,
+        manual: bool = False,
+    ) -> dict:
         decision = {
             "at": now,
             "action": action,
@@ -359,21 +471,33 @@ class RolloutController:
         self.last_decision = decision
         return decision
 
-    def _manual(self, action: str, change: Callable[[RolloutState], RolloutState | None], reason: str) -> dict:
+    def _manual(
+        self, action: str, change: Callable[[RolloutState], RolloutState | None], reason: str
+    ) -> dict:
         for _ in range(20):  # retry the compare-and-set when another replica wrote in between
             now = self._clock()
             old = self.refresh()
             expected = self._raw
             new = change(old)
             if new is None or new == old:
-                return self._finish("none", [f"manual {action} changes nothing: {reason}"], old, old,
-                                    None, now, log=True, manual=True)
+                return self._finish(
+                    "none",
+                    [f"manual {action} changes nothing: {reason}"],
+                    old,
+                    old,
+                    None,
+                    now,
+                    log=True,
+                    manual=True,
+                )
             new = replace(new, version=old.version + 1)
             if self.store.compare_and_set(STATE_KEY, expected, new.to_dict()):
                 self._state = new
                 self._raw = new.to_dict()
                 self._last_hold = None
-                return self._finish(action, [f"manual: {reason}"], old, new, None, now, log=True, manual=True)
+                return self._finish(
+                    action, [f"manual: {reason}"], old, new, None, now, log=True, manual=True
+                )
         raise RuntimeError(f"manual {action} lost the compare-and-set 20 times in a row")
 
 

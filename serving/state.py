@@ -1,6 +1,6 @@
 """The router's durable state behind one small interface: SQLite by default, PostgreSQL when shared.
 
-`StateStore(url)` keeps five things, each in its own table (SQLAlchemy 2 Core, no ORM):
+`StateStore(url)` keeps four things, each in its own table (SQLAlchemy 2 Core, no ORM):
 
 - `serving_kv`: JSON values by key with a version counter (the rollout stage lives under
   "rollout"); `compare_and_set` is the atomic step that lets several router replicas race to
@@ -157,7 +157,9 @@ class StateStore:
             return None
         return dialect_insert(table)
 
-    def _upsert(self, conn: Connection, table: Table, values: dict, *, key: str, changes: dict) -> None:
+    def _upsert(
+        self, conn: Connection, table: Table, values: dict, *, key: str, changes: dict
+    ) -> None:
         """Insert `values`, or apply `changes` to the row whose `key` column already matches."""
         statement = self._dialect_insert(table)
         if statement is not None:
@@ -198,8 +200,11 @@ class StateStore:
         now = time.time()
         with self._write() as conn:
             self._upsert(
-                conn, kv_table, {"key": key, "value": text, "version": 1, "updated_at": now},
-                key="key", changes={"value": text, "version": kv_table.c.version + 1, "updated_at": now},
+                conn,
+                kv_table,
+                {"key": key, "value": text, "version": 1, "updated_at": now},
+                key="key",
+                changes={"value": text, "version": kv_table.c.version + 1, "updated_at": now},
             )
 
     def compare_and_set(self, key: str, expected: Any, new: Any) -> bool:
@@ -282,8 +287,7 @@ class StateStore:
                 statement = self._dialect_insert(feedback_table)
                 if statement is not None:
                     statement = (
-                        statement
-                        .values(**values)
+                        statement.values(**values)
                         .on_conflict_do_nothing(index_elements=["request_id"])
                         .returning(feedback_table.c.request_id)
                     )
@@ -303,17 +307,23 @@ class StateStore:
         evaluation windows (`EvaluationWindows.replay_feedback`).
         """
         with self._read() as conn:
-            rows = conn.execute(
-                select(feedback_table)
-                .where(feedback_table.c.created_at >= float(since))
-                .order_by(feedback_table.c.created_at, feedback_table.c.request_id)
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    select(feedback_table)
+                    .where(feedback_table.c.created_at >= float(since))
+                    .order_by(feedback_table.c.created_at, feedback_table.c.request_id)
+                )
+                .mappings()
+                .all()
+            )
         out = []
         for row in rows:
             item = dict(row)
             item["correct"] = item["predicted"] == item["label"]
             item["shadow_correct"] = (
-                None if item["shadow_predicted"] is None else item["shadow_predicted"] == item["label"]
+                None
+                if item["shadow_predicted"] is None
+                else item["shadow_predicted"] == item["label"]
             )
             out.append(item)
         return out
@@ -326,7 +336,9 @@ class StateStore:
         """
         record = dict(record)
         at = record.get("at")
-        created_at = float(at) if isinstance(at, (int, float)) and math.isfinite(at) else time.time()
+        created_at = (
+            float(at) if isinstance(at, (int, float)) and math.isfinite(at) else time.time()
+        )
         action = record.get("action")
         with self._write() as conn:
             conn.execute(
@@ -338,7 +350,7 @@ class StateStore:
             )
 
     def decisions(self, limit: int = 50) -> list[dict]:
-        """The newest `limit` decisions, newest first; each the stored record plus `id`, `created_at`."""
+        """The newest `limit` decisions, newest first: each record plus `id` and `created_at`."""
         with self._read() as conn:
             rows = conn.execute(
                 select(decisions_table.c.id, decisions_table.c.created_at, decisions_table.c.record)
@@ -361,8 +373,11 @@ class StateStore:
         now = time.time()
         with self._write() as conn:
             self._upsert(
-                conn, preferences_table, {"user_id": str(user_id), "model": model, "updated_at": now},
-                key="user_id", changes={"model": model, "updated_at": now},
+                conn,
+                preferences_table,
+                {"user_id": str(user_id), "model": model, "updated_at": now},
+                key="user_id",
+                changes={"model": model, "updated_at": now},
             )
 
     def get_preference(self, user_id: str) -> str | None:

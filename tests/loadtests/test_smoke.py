@@ -1,7 +1,7 @@
 """Load-test smoke: the Locust suite runs headless against a real server and the SLO gate judges it.
 
 Uses the session `server` (a real `bentoml serve` of the quick models, tests/conftest.py). Runs
-`python -m loadtests run mixed` for a few seconds with a handful of users, then the gate with the
+`python -m loadtests run mixed` for a few seconds with seven users (the first seven Locust spawns cover every class of the mix), then the gate with the
 generous CI targets (must pass) and with an impossible target (must fail), so the gate is known
 to be able to fail. About 30 s.
 """
@@ -28,7 +28,7 @@ def loadtests(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def smoke_run(server, tmp_path_factory) -> Path:
     results = tmp_path_factory.mktemp("loadtests")
-    result = loadtests("run", "mixed", "--users", "5", "--spawn-rate", "5", "--duration", "15s", "--wait", "0.05-0.2",
+    result = loadtests("run", "mixed", "--users", "7", "--spawn-rate", "7", "--duration", "15s", "--wait", "0.05-0.2",
                        "--host", server.url, "--results", str(results), "--name", "smoke")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return results / "smoke"

@@ -33,8 +33,16 @@ class FakeClock:
 def test_an_empty_window_has_no_rates():
     snap = ArmWindow(clock=FakeClock()).snapshot()
     assert snap["count"] == 0 and snap["labelled"] == 0
-    for key in ("error_rate", "fallback_rate", "accuracy", "p50_latency_ms", "p95_latency_ms",
-                "p99_latency_ms", "cpu_seconds_per_request", "satisfaction"):
+    for key in (
+        "error_rate",
+        "fallback_rate",
+        "accuracy",
+        "p50_latency_ms",
+        "p95_latency_ms",
+        "p99_latency_ms",
+        "cpu_seconds_per_request",
+        "satisfaction",
+    ):
         assert snap[key] is None
 
 
@@ -43,7 +51,9 @@ def test_percentiles_match_numpy_and_cache_hits_are_not_latency_samples():
     latencies = rng.lognormal(3, 0.5, size=500)
     window = ArmWindow(clock=FakeClock())
     for value in latencies:
-        window.record_request(float(value), error=False, fallback=False, cached=False, cpu_seconds=None)
+        window.record_request(
+            float(value), error=False, fallback=False, cached=False, cpu_seconds=None
+        )
     for _ in range(100):
         window.record_request(0.01, error=False, fallback=False, cached=True, cpu_seconds=None)
     window.record_request(None, error=True, fallback=True, cached=False, cpu_seconds=None)
@@ -61,8 +71,9 @@ def test_percentiles_match_numpy_and_cache_hits_are_not_latency_samples():
 def test_rates_accuracy_cpu_and_satisfaction():
     window = ArmWindow(clock=FakeClock())
     for i in range(200):
-        window.record_request(10.0, error=i < 4, fallback=i < 2, cached=False,
-                              cpu_seconds=0.002 if i % 2 else None)
+        window.record_request(
+            10.0, error=i < 4, fallback=i < 2, cached=False, cpu_seconds=0.002 if i % 2 else None
+        )
     for i in range(50):
         window.record_label(correct=i < 40, rating=[8, 6][i % 2] if i < 10 else None)
     snap = window.snapshot()
@@ -71,7 +82,9 @@ def test_rates_accuracy_cpu_and_satisfaction():
     assert snap["fallback_rate"] == pytest.approx(0.01)
     assert snap["cpu_samples"] == 100
     assert snap["cpu_seconds_per_request"] == pytest.approx(0.002)
-    assert snap["labelled"] == 50 and snap["correct"] == 40 and snap["accuracy"] == pytest.approx(0.8)
+    assert (
+        snap["labelled"] == 50 and snap["correct"] == 40 and snap["accuracy"] == pytest.approx(0.8)
+    )
     assert snap["rated"] == 10 and snap["satisfaction"] == pytest.approx(0.7)
 
 
@@ -132,8 +145,14 @@ def test_replay_feedback_rebuilds_labels_including_shadow():
     rows = [
         {"arm": "classic", "predicted": "a", "label": "a", "rating": 8, "shadow_predicted": "b"},
         {"arm": "classic", "predicted": "a", "label": "b", "rating": None, "shadow_predicted": "b"},
-        {"arm": "ensemble", "predicted": "c", "label": "c", "rating": 10, "shadow_predicted": None,
-         "correct": True},
+        {
+            "arm": "ensemble",
+            "predicted": "c",
+            "label": "c",
+            "rating": 10,
+            "shadow_predicted": None,
+            "correct": True,
+        },
     ]
     assert windows.replay_feedback(rows) == 3
     snap = windows.snapshot()
@@ -167,7 +186,9 @@ def test_wilson_interval_matches_scipy():
         assert high == pytest.approx(ci.high, abs=1e-12)
 
 
-@pytest.mark.parametrize("counts", [(700, 1000, 760, 1000), (150, 200, 130, 180), (90, 120, 118, 120)])
+@pytest.mark.parametrize(
+    "counts", [(700, 1000, 760, 1000), (150, 200, 130, 180), (90, 120, 118, 120)]
+)
 def test_z_test_matches_the_chi_squared_test_of_the_2x2_table(counts):
     correct_a, n_a, correct_b, n_b = counts
     result = compare_accuracy(correct_a, n_a, correct_b, n_b)
@@ -240,16 +261,37 @@ def test_compare_latency_edge_cases():
 
 
 # ---------------------------------------------------------------------------- go / no-go
-def _snapshot(*, acc_c=0.70, acc_e=0.805, n=400, satisfaction=0.9, cpu_c=0.001, cpu_e=0.0013,
-              errors=0, requests=1000, shadow=None) -> dict:
+def _snapshot(
+    *,
+    acc_c=0.70,
+    acc_e=0.805,
+    n=400,
+    satisfaction=0.9,
+    cpu_c=0.001,
+    cpu_e=0.0013,
+    errors=0,
+    requests=1000,
+    shadow=None,
+) -> dict:
     def arm(acc, cpu, count, errs, sat):
         labelled = n
-        return {"count": count, "labelled": labelled, "correct": round(acc * labelled),
-                "accuracy": acc, "satisfaction": sat, "rated": 50 if sat is not None else 0,
-                "cpu_seconds_per_request": cpu, "cost_per_request": None if cpu is None else cpu * 2,
-                "error_rate": errs / count if count else None,
-                "success_rate": 1 - errs / count if count else None}
-    snap = {"classic": arm(acc_c, cpu_c, 5000, 0, 0.7), "ensemble": arm(acc_e, cpu_e, requests, errors, satisfaction)}
+        return {
+            "count": count,
+            "labelled": labelled,
+            "correct": round(acc * labelled),
+            "accuracy": acc,
+            "satisfaction": sat,
+            "rated": 50 if sat is not None else 0,
+            "cpu_seconds_per_request": cpu,
+            "cost_per_request": None if cpu is None else cpu * 2,
+            "error_rate": errs / count if count else None,
+            "success_rate": 1 - errs / count if count else None,
+        }
+
+    snap = {
+        "classic": arm(acc_c, cpu_c, 5000, 0, 0.7),
+        "ensemble": arm(acc_e, cpu_e, requests, errors, satisfaction),
+    }
     snap["shadow"] = shadow or {"labelled": 0, "correct": 0}
     return snap
 
@@ -270,7 +312,9 @@ def test_a_clearly_better_ensemble_proceeds_with_every_input_reported():
     result = go_no_go(_snapshot(), ScoreConfig())
     assert result["verdict"] == "proceed" and result["failed_gates"] == []
     terms = result["terms"]
-    assert terms["accuracy"]["value"] == pytest.approx(0.15) and terms["accuracy"]["score"] == pytest.approx(1.0)
+    assert terms["accuracy"]["value"] == pytest.approx(0.15) and terms["accuracy"][
+        "score"
+    ] == pytest.approx(1.0)
     assert terms["satisfaction"]["score"] == 1.0
     assert terms["cost"]["value"] == pytest.approx(0.3) and terms["cost"]["score"] == 1.0
     assert terms["stability"]["value"] == 1.0 and terms["stability"]["score"] == 1.0
@@ -291,15 +335,27 @@ def test_score_weights_each_normalised_term():
     assert terms["stability"]["score"] == pytest.approx(0.5)
     assert result["score"] == pytest.approx(0.5)
     assert result["verdict"] == "hold"
-    assert result["failed_gates"] == [{"gate": "score", "value": pytest.approx(0.5), "threshold": 0.75,
-                                       "rule": "value >= threshold"}]
+    assert result["failed_gates"] == [
+        {
+            "gate": "score",
+            "value": pytest.approx(0.5),
+            "threshold": 0.75,
+            "rule": "value >= threshold",
+        }
+    ]
 
 
 def test_gates_fail_with_value_and_threshold():
     snap = _snapshot(acc_e=0.735, satisfaction=0.5, cpu_e=0.0025, errors=20, requests=1000)
     result = go_no_go(snap, ScoreConfig())
     failed = {g["gate"]: g for g in result["failed_gates"]}
-    assert set(failed) == {"accuracy_improvement", "satisfaction", "cost_increase", "stability", "score"}
+    assert set(failed) == {
+        "accuracy_improvement",
+        "satisfaction",
+        "cost_increase",
+        "stability",
+        "score",
+    }
     assert failed["accuracy_improvement"]["value"] == pytest.approx(0.05)
     assert failed["accuracy_improvement"]["threshold"] == 0.10
     assert failed["cost_increase"]["value"] == pytest.approx(1.5)
@@ -359,8 +415,12 @@ def test_score_config_is_validated_and_documented():
     with pytest.raises(ValidationError):
         ScoreConfig(unknown=1)
     defaults = ScoreConfig()
-    assert (defaults.weight_accuracy, defaults.weight_satisfaction, defaults.weight_cost,
-            defaults.weight_stability) == (0.4, 0.3, 0.2, 0.1)
+    assert (
+        defaults.weight_accuracy,
+        defaults.weight_satisfaction,
+        defaults.weight_cost,
+        defaults.weight_stability,
+    ) == (0.4, 0.3, 0.2, 0.1)
     assert defaults.proceed_threshold == 0.75
     for name, field in ScoreConfig.model_fields.items():
         assert field.description, f"{name} has no docstring"

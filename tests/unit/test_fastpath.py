@@ -45,30 +45,42 @@ def _fit(name: str, X: np.ndarray, y: np.ndarray):
     if name == "random_forest":
         from sklearn.ensemble import RandomForestClassifier
 
-        return RandomForestClassifier(n_estimators=12, min_samples_leaf=2, random_state=seed).fit(X, y)
+        return RandomForestClassifier(n_estimators=12, min_samples_leaf=2, random_state=seed).fit(
+            X, y
+        )
     if name == "extra_trees":
         from sklearn.ensemble import ExtraTreesClassifier
 
-        return ExtraTreesClassifier(n_estimators=12, min_samples_leaf=2, random_state=seed).fit(X, y)
+        return ExtraTreesClassifier(n_estimators=12, min_samples_leaf=2, random_state=seed).fit(
+            X, y
+        )
     if name == "hist_gradient_boosting":
         from sklearn.ensemble import HistGradientBoostingClassifier
 
-        return HistGradientBoostingClassifier(max_iter=25, max_leaf_nodes=15, random_state=seed).fit(X, y)
+        model = HistGradientBoostingClassifier(max_iter=25, max_leaf_nodes=15, random_state=seed)
+        return model.fit(X, y)
     if name == "xgboost":
         from xgboost import XGBClassifier
 
-        model = XGBClassifier(n_estimators=25, max_depth=4, tree_method="hist", n_jobs=1, random_state=seed)
+        model = XGBClassifier(
+            n_estimators=25, max_depth=4, tree_method="hist", n_jobs=1, random_state=seed
+        )
         return model.fit(X, y).get_booster()  # training saves the Booster
     if name == "lightgbm":
         from lightgbm import LGBMClassifier
 
-        return LGBMClassifier(n_estimators=25, num_leaves=15, n_jobs=1, random_state=seed, verbose=-1).fit(X, y)
+        model = LGBMClassifier(
+            n_estimators=25, num_leaves=15, n_jobs=1, random_state=seed, verbose=-1
+        )
+        return model.fit(X, y)
     if name == "catboost":
         from catboost import CatBoostClassifier
 
-        return CatBoostClassifier(
-            iterations=20, depth=4, thread_count=1, random_seed=seed, verbose=0, allow_writing_files=False
-        ).fit(X, y)
+        model = CatBoostClassifier(
+            iterations=20, depth=4, thread_count=1, random_seed=seed, verbose=0,
+            allow_writing_files=False,
+        )
+        return model.fit(X, y)
     raise ValueError(name)
 
 
@@ -77,8 +89,10 @@ def _check_rows(X: np.ndarray) -> np.ndarray:
     rng = np.random.default_rng(99)
     fresh = rng.standard_normal((200, X.shape[1])).astype(np.float32)
     z = np.float32(1e-35)
-    edge = np.array([0.0, z, -z, np.nextafter(z, np.float32(1)), np.nextafter(-z, np.float32(-1)), 1e-36],
-                    dtype=np.float32)
+    edge = np.array(
+        [0.0, z, -z, np.nextafter(z, np.float32(1)), np.nextafter(-z, np.float32(-1)), 1e-36],
+        dtype=np.float32,
+    )
     tiny = X[:48].copy()
     tiny[:, 5] = np.resize(edge, 48)
     tiny[:, 6] = np.resize(edge[::-1], 48)
@@ -117,7 +131,8 @@ def test_xgboost_uses_native_library_for_large_batches(saved):
     member = load_member(directory, "xgboost")
     assert isinstance(member, BatchSplitMember)
     small, large = X[:member.native_from_rows - 1], X[:member.native_from_rows]
-    assert np.abs(member.predict_proba(small) - member.native.predict_proba(small)).max() <= TOLERANCE
+    diff = np.abs(member.predict_proba(small) - member.native.predict_proba(small)).max()
+    assert diff <= TOLERANCE
     assert np.array_equal(member.predict_proba(large), member.native.predict_proba(large))
 
 

@@ -37,16 +37,29 @@ def _config(**overrides) -> RolloutConfig:
     return RolloutConfig(enabled=True, **overrides)
 
 
-def _stream(windows: EvaluationWindows, n: int = 300, *, classic_acc: float = 0.70,
-            ensemble_acc: float = 0.82, classic_ms: float = 5.0, ensemble_ms: float = 40.0,
-            ensemble_errors: float = 0.0, rating: int = 9) -> None:
-    """Feed `n` requests and labels per arm, deterministic: accuracy and error shares exact per 100."""
+def _stream(
+    windows: EvaluationWindows,
+    n: int = 300,
+    *,
+    classic_acc: float = 0.70,
+    ensemble_acc: float = 0.82,
+    classic_ms: float = 5.0,
+    ensemble_ms: float = 40.0,
+    ensemble_errors: float = 0.0,
+    rating: int = 9,
+) -> None:
+    """Feed `n` requests and labels per arm; accuracy and error shares are exact per 100."""
     for i in range(n):
         windows.record_request("classic", classic_ms + i % 5, cpu_seconds=0.0010)
         windows.record_label("classic", i % 100 < classic_acc * 100, rating=7)
         error = i % 100 < ensemble_errors * 100
-        windows.record_request("ensemble", None if error else ensemble_ms + i % 7, error=error,
-                               fallback=error, cpu_seconds=0.0013)
+        windows.record_request(
+            "ensemble",
+            None if error else ensemble_ms + i % 7,
+            error=error,
+            fallback=error,
+            cpu_seconds=0.0013,
+        )
         windows.record_label("ensemble", i % 100 < ensemble_acc * 100, rating=rating)
 
 
@@ -73,9 +86,15 @@ def test_config_defaults_and_schedule_validation():
 
 def test_a_new_controller_starts_at_the_first_stage(store, clock):
     controller = RolloutController(_config(), store, clock=clock)
-    assert controller.state == RolloutState(stage_index=0, percentage=10.0, paused=False,
-                                            rolled_back=False, reason="rollout started",
-                                            entered_at=clock.now, version=0)
+    assert controller.state == RolloutState(
+        stage_index=0,
+        percentage=10.0,
+        paused=False,
+        rolled_back=False,
+        reason="rollout started",
+        entered_at=clock.now,
+        version=0,
+    )
     assert controller.percentage() == 10.0
     assert store.get(STATE_KEY)["percentage"] == 10.0
 
@@ -150,7 +169,9 @@ def test_holds_when_the_score_is_below_the_bar(store, clock):
     clock.advance(1000)
     decision = controller.evaluate(windows.snapshot())
     assert decision["action"] == "hold"
-    assert any("go/no-go says hold" in r and "accuracy_improvement" in r for r in decision["reasons"])
+    assert any(
+        "go/no-go says hold" in r and "accuracy_improvement" in r for r in decision["reasons"]
+    )
 
 
 def test_holds_when_paused_or_frozen_by_drift_or_disabled(store, clock):

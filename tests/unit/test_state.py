@@ -30,7 +30,9 @@ BACKENDS = [
     "sqlite",
     pytest.param(
         "postgresql",
-        marks=pytest.mark.skipif(not POSTGRES_URL, reason="set TEST_POSTGRES_URL to test PostgreSQL"),
+        marks=pytest.mark.skipif(
+            not POSTGRES_URL, reason="set TEST_POSTGRES_URL to test PostgreSQL"
+        ),
     ),
 ]
 
@@ -88,9 +90,25 @@ def test_set_replaces_and_bumps_the_version(store):
 
 
 def test_numpy_and_non_finite_values_become_plain_json(store):
-    store.set("k", {"n": np.int64(3), "f": np.float32(0.5), "arr": np.arange(3), "nan": math.nan,
-                    "inf": math.inf, "tuple": (1, 2)})
-    assert store.get("k") == {"n": 3, "f": 0.5, "arr": [0, 1, 2], "nan": None, "inf": None, "tuple": [1, 2]}
+    store.set(
+        "k",
+        {
+            "n": np.int64(3),
+            "f": np.float32(0.5),
+            "arr": np.arange(3),
+            "nan": math.nan,
+            "inf": math.inf,
+            "tuple": (1, 2),
+        },
+    )
+    assert store.get("k") == {
+        "n": 3,
+        "f": 0.5,
+        "arr": [0, 1, 2],
+        "nan": None,
+        "inf": None,
+        "tuple": [1, 2],
+    }
 
 
 def test_a_value_that_is_not_json_is_rejected_and_nothing_is_written(store):
@@ -120,7 +138,9 @@ def test_compare_and_set_needs_the_current_value(store):
     store.set("k", {"stage": 0, "version": 0})
     assert store.compare_and_set("k", {"stage": 1, "version": 1}, {"stage": 2}) is False
     assert store.get("k") == {"stage": 0, "version": 0}
-    assert store.compare_and_set("k", {"version": 0, "stage": 0}, {"stage": 1, "version": 1}) is True
+    assert (
+        store.compare_and_set("k", {"version": 0, "stage": 0}, {"stage": 1, "version": 1}) is True
+    )
     assert store.get("k") == {"stage": 1, "version": 1}
     # the old expectation is stale now
     assert store.compare_and_set("k", {"stage": 0, "version": 0}, {"stage": 9}) is False
@@ -143,7 +163,9 @@ def test_racing_replicas_promote_exactly_once(url):
     def race(i: int, replica: StateStore) -> None:
         try:
             barrier.wait()
-            if replica.compare_and_set("rollout", {"stage": 0, "version": 0}, {"stage": 1, "version": 1, "by": i}):
+            if replica.compare_and_set(
+                "rollout", {"stage": 0, "version": 0}, {"stage": 1, "version": 1, "by": i}
+            ):
                 wins.append(i)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -180,8 +202,15 @@ def test_concurrent_increments_through_compare_and_set_lose_nothing(store):
 
 # ---------------------------------------------------------------------------- feedback
 def _feedback(store, request_id, created_at, **overrides):
-    values = dict(arm="classic", predicted="high", label="high", rating=None, latency_ms=3.5,
-                  shadow_predicted=None, created_at=created_at)
+    values = dict(
+        arm="classic",
+        predicted="high",
+        label="high",
+        rating=None,
+        latency_ms=3.5,
+        shadow_predicted=None,
+        created_at=created_at,
+    )
     values.update(overrides)
     return store.record_feedback(request_id, **values)
 
@@ -191,13 +220,17 @@ def test_feedback_is_idempotent_on_request_id(store):
     assert _feedback(store, "r1", 101.0, label="low", rating=1) is False
     rows = store.feedback_since(0)
     assert len(rows) == 1
-    assert rows[0]["label"] == "high" and rows[0]["rating"] is None and rows[0]["created_at"] == 100.0
+    assert (
+        rows[0]["label"] == "high" and rows[0]["rating"] is None and rows[0]["created_at"] == 100.0
+    )
 
 
 def test_feedback_since_filters_orders_and_derives_correctness(store):
     _feedback(store, "late", 300.0, arm="ensemble", predicted="low", label="high", rating=7)
     _feedback(store, "early", 100.0)
-    _feedback(store, "mid", 200.0, predicted="low", label="low", shadow_predicted="high", latency_ms=None)
+    _feedback(
+        store, "mid", 200.0, predicted="low", label="low", shadow_predicted="high", latency_ms=None
+    )
     rows = store.feedback_since(150.0)
     assert [r["request_id"] for r in rows] == ["mid", "late"]
     mid, late = rows
@@ -209,13 +242,39 @@ def test_feedback_since_filters_orders_and_derives_correctness(store):
 
 
 def test_feedback_keeps_every_field(store):
-    _feedback(store, "r", 5.0, arm="ensemble", predicted="a", label="b", rating=9, latency_ms=12.25,
-              shadow_predicted=None)
+    _feedback(
+        store,
+        "r",
+        5.0,
+        arm="ensemble",
+        predicted="a",
+        label="b",
+        rating=9,
+        latency_ms=12.25,
+        shadow_predicted=None,
+    )
     (row,) = store.feedback_since(0)
-    assert {k: row[k] for k in ("request_id", "arm", "predicted", "label", "rating", "latency_ms",
-                                "shadow_predicted", "created_at")} == {
-        "request_id": "r", "arm": "ensemble", "predicted": "a", "label": "b", "rating": 9,
-        "latency_ms": 12.25, "shadow_predicted": None, "created_at": 5.0,
+    assert {
+        k: row[k]
+        for k in (
+            "request_id",
+            "arm",
+            "predicted",
+            "label",
+            "rating",
+            "latency_ms",
+            "shadow_predicted",
+            "created_at",
+        )
+    } == {
+        "request_id": "r",
+        "arm": "ensemble",
+        "predicted": "a",
+        "label": "b",
+        "rating": 9,
+        "latency_ms": 12.25,
+        "shadow_predicted": None,
+        "created_at": 5.0,
     }
 
 
@@ -242,8 +301,9 @@ def test_concurrent_duplicate_feedback_is_stored_once(url):
 # ---------------------------------------------------------------------------- decisions
 def test_decisions_are_newest_first_with_evidence(store):
     for i in range(5):
-        store.append_decision({"at": 1000.0 + i, "action": "hold", "i": i,
-                               "evidence": {"p95": 12.5, "nan": math.nan}})
+        store.append_decision(
+            {"at": 1000.0 + i, "action": "hold", "i": i, "evidence": {"p95": 12.5, "nan": math.nan}}
+        )
     latest = store.decisions(limit=3)
     assert [d["i"] for d in latest] == [4, 3, 2]
     assert latest[0]["created_at"] == 1004.0
@@ -311,8 +371,11 @@ def test_a_failed_transaction_leaves_nothing_half_written(tmp_path):
     with pytest.raises(RuntimeError):
         with store._write() as conn:
             conn.execute(kv_table.update().values(value="2"))
-            conn.execute(feedback_table.insert().values(
-                request_id="r", arm="classic", predicted="a", label="a", created_at=1.0))
+            conn.execute(
+                feedback_table.insert().values(
+                    request_id="r", arm="classic", predicted="a", label="a", created_at=1.0
+                )
+            )
             raise RuntimeError("crash in the middle")
     assert store.get("k") == 1
     assert store.feedback_since(0) == []
@@ -324,7 +387,9 @@ def test_repr_hides_the_password(tmp_path):
         assert "s.db" in repr(store)
     from sqlalchemy.engine import make_url
 
-    assert "secret" not in make_url("postgresql+psycopg://u:secret@h/db").render_as_string(hide_password=True)
+    assert "secret" not in make_url("postgresql+psycopg://u:secret@h/db").render_as_string(
+        hide_password=True
+    )
 
 
 def test_concurrent_first_writes_of_one_key_all_succeed(url):
