@@ -24,8 +24,11 @@ with bentoml.importing():
     from serving.app import create_app
     from serving.arms import LocalArm, RemoteArm, describe_model, info_from_description
     from serving.config import FlagConfig, FlagConfigError, load_flag_config
+    from serving.drift import DriftMonitor
+    from serving.live import LiveEvaluation
     from serving.router import RouterCore
     from serving.settings import get_settings
+    from serving.state import StateStore
 
 log = logging.getLogger("bentoml.service")
 settings = get_settings()
@@ -46,6 +49,8 @@ class ModelHost:
             self.error = f"model {type(self).model_ref.tag} is not in the model store"
             log.error("%s: %s", name, self.error)
             return
+        self.cpu_seconds = 0.0
+        self.rows_served = 0
         try:
             self.model, self.stored = store.load(str(stored.tag))
         except Exception as exc:
@@ -55,7 +60,17 @@ class ModelHost:
     def description(self) -> dict:
         if self.model is None:
             return {"name": self.name, "tag": str(type(self).model_ref.tag), "ready": False, "error": self.error}
-        return describe_model(self.name, str(self.stored.tag), self.model, self.stored.info.metadata)
+        description = describe_model(self.name, str(self.stored.tag), self.model, self.stored.info.metadata)
+        description["cpu_seconds_per_row"] = self.cpu_seconds / self.rows_served if self.rows_served else None
+        return description
+
+    def _predict(self, codes: np.ndarray) -> np.ndarray:
+        """predict_proba, with the CPU time it took counted for cost per request."""
+        start = time.thread_time()
+        probabilities = self.model.predict_proba(codes)
+        self.cpu_seconds += time.thread_time() - start
+        self.rows_served += len(codes)
+        return probabilities
 
     def _check_codes(self, codes: np.ndarray) -> np.ndarray:
         if self.model is None:
@@ -82,7 +97,7 @@ class Classic(ModelHost):
     @bentoml.api
     def predict(self, codes: np.ndarray) -> np.ndarray:
         """Class probabilities for schema-encoded rows (the router validates and encodes)."""
-        return self.model.predict_proba(self._check_codes(codes))
+        return self._predict(self._check_codes(codes))
 
     @bentoml.api
     def describe(self) -> dict:
@@ -122,7 +137,7 @@ class Ensemble(ModelHost):
             time.sleep(self.fault_delay_s)
         if self.fault_error_rate and random.random() < self.fault_error_rate:
             raise RuntimeError("injected fault")
-        return self.model.predict_proba(codes)
+        return self._predict(codes)
 
     @bentoml.api
     def describe(self) -> dict:
@@ -177,10 +192,15 @@ class Router:
             "ensemble", lambda codes: predict_ensemble(codes=codes), _async_method(self.ensemble_service, "describe"), retry_on
         )
         classic = classic_direct
-        if settings.classic_local and self.classic_model_stored() is not None:
+        live = None
+        if self.classic_model_stored() is not None:
             model, stored = store.load(str(self.classic_model_stored().tag))
-            description = describe_model("classic", str(stored.tag), model, stored.info.metadata)
-            classic = LocalArm("classic", model, info_from_description(description))
+            if settings.classic_local:
+                description = describe_model("classic", str(stored.tag), model, stored.info.metadata)
+                classic = LocalArm("classic", model, info_from_description(description))
+            reference = stored.info.metadata.get("reference", {})
+            drift = DriftMonitor(model.schema.features, reference, flags.drift) if reference else None
+            live = LiveEvaluation(StateStore(settings.state_url), flags, drift, model.schema.classes)
         set_fault = _async_method(self.ensemble_service, "set_fault")
         self.core = RouterCore(
             classic, ensemble, flags,
@@ -188,6 +208,7 @@ class Router:
             flags_path=settings.flags_path,
             ensemble_min_members=settings.ensemble_min_members,
             fault_setter=lambda **kw: set_fault(**kw),
+            live=live,
         )
         api.state.core = self.core
         self._tasks: list[asyncio.Task] = []
@@ -201,7 +222,13 @@ class Router:
         self._tasks = [
             asyncio.create_task(self._every(settings.health_poll_s, self.core.refresh_health)),
             asyncio.create_task(self._every(settings.flags_poll_s, self._reload_flags)),
+            asyncio.create_task(self._every(1.0, self._rollout_tick)),
         ]
+
+    async def _rollout_tick(self) -> None:
+        if self.core.live is not None:
+            await asyncio.to_thread(self.core.live.tick)  # store I/O off the event loop
+            self.core.sync_rollout()
 
     async def _reload_flags(self) -> None:
         self.core.reload_flags_if_changed()

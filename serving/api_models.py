@@ -53,3 +53,17 @@ class Prediction(BaseModel):
 
 class BatchPrediction(BaseModel):
     predictions: list[Prediction]
+
+
+class Feedback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=64, description="The request_id of a served prediction.")
+    label: str = Field(min_length=1, max_length=200, description="The true class.")
+    rating: int | None = Field(default=None, ge=1, le=10, description="Optional user satisfaction, 1..10.")
+
+
+class FeedbackBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[Feedback] = Field(min_length=1, max_length=1000)

@@ -7,22 +7,25 @@ one JSON error shape; BentoML merges these routes into its OpenAPI document at /
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving import metrics
-from serving.api_models import BatchPrediction, BatchRequest, ClassifyRequest, Prediction
-from serving.config import FlagConfigError
+from serving.api_models import BatchPrediction, BatchRequest, ClassifyRequest, Feedback, FeedbackBatch, Prediction
+from serving.config import FlagConfigError, dump_flag_config
 from serving.errors import (
     BadRequest,
+    Conflict,
     Forbidden,
     InvalidInput,
     NotFound,
@@ -38,6 +41,7 @@ from serving.settings import ServingSettings
 log = logging.getLogger(__name__)
 
 PREFERENCE_HEADER = "X-Model-Preference"
+STATIC = Path(__file__).parent / "static"
 
 
 def _core(request: Request) -> RouterCore:
@@ -125,6 +129,86 @@ def create_app(settings: ServingSettings) -> FastAPI:
     @app.post("/api/v2/classify/ensemble", response_model=Prediction, tags=["classify"], summary="Ensemble model, unrouted")
     async def classify_ensemble(body: ClassifyRequest, router: Core) -> Any:
         return (await router.classify_direct("ensemble", [body.features]))[0]
+
+    # ---------------------------------------------------------------- live evaluation
+    def live_of(router: RouterCore):
+        if router.live is None:
+            raise NotFound("live evaluation is not available (no classic model in this router)")
+        return router.live
+
+    @app.post("/api/feedback", tags=["feedback"], summary="Join the true label (and a 1..10 rating) to a served prediction")
+    async def feedback(body: Feedback, router: Core) -> Any:
+        live = live_of(router)
+        return await asyncio.to_thread(live.feedback, body.request_id, body.label, body.rating)
+
+    @app.post("/api/feedback/batch", tags=["feedback"], summary="Many feedback items; each answered in order")
+    async def feedback_batch(body: FeedbackBatch, router: Core) -> Any:
+        live = live_of(router)
+
+        def join_all() -> list[dict[str, Any]]:
+            out = []
+            for item in body.items:
+                try:
+                    out.append(live.feedback(item.request_id, item.label, item.rating))
+                except ServingError as exc:
+                    out.append({"request_id": item.request_id, "status": "error", "error": exc.body()["error"]})
+            return out
+
+        return {"results": await asyncio.to_thread(join_all)}
+
+    @app.get("/api/admin/evaluation", tags=["admin"], dependencies=[Admin], summary="Live metrics per arm, A/B statistics, go/no-go")
+    async def evaluation(router: Core) -> Any:
+        return await asyncio.to_thread(live_of(router).report)
+
+    @app.get("/api/admin/drift", tags=["admin"], dependencies=[Admin], summary="Input drift against the training reference")
+    async def drift(router: Core) -> Any:
+        return await asyncio.to_thread(live_of(router).drift_report)
+
+    @app.get("/api/admin/rollout/decisions", tags=["admin"], dependencies=[Admin], summary="The rollout decision log")
+    async def decisions(router: Core, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Any:
+        return {"decisions": await asyncio.to_thread(live_of(router).store.decisions, limit)}
+
+    @app.post("/api/admin/rollout/{action}", tags=["admin"], dependencies=[Admin], summary="pause | resume | promote | rollback | evaluate")
+    async def rollout_action(action: str, router: Core, reason: Annotated[str, Query(max_length=200)] = "manual") -> Any:
+        live = live_of(router)
+        if action == "evaluate":
+            return await asyncio.to_thread(router.rollout_tick, True) or {"action": "none", "reasons": ["automatic rollout is off"]}
+        operations = {"pause": live.controller.pause, "resume": live.controller.resume,
+                      "promote": live.controller.promote, "rollback": live.controller.rollback}
+        if action not in operations:
+            raise NotFound(f"unknown rollout action {action!r}; use pause, resume, promote, rollback or evaluate")
+        if action != "rollback" and not router.flags.rollout.enabled:
+            raise Conflict("automatic rollout is off (rollout.enabled: false in the flags): change the split with PUT /api/admin/flags")
+        decision = await asyncio.to_thread(operations[action], reason)
+        if action == "rollback" and not router.flags.rollout.enabled:
+            ensemble = router.flags.ensemble.model_copy(update={"enabled": False})
+            await asyncio.to_thread(router.update_flags, dump_flag_config(router.flags.model_copy(update={"ensemble": ensemble})))
+        router.sync_rollout()
+        return decision
+
+    @app.get("/api/status", tags=["models"], summary="Rollout stage, gates, split, shadow agreement, drift, recent decisions")
+    async def status(router: Core) -> Any:
+        live = router.live
+        out: dict[str, Any] = {
+            "split": {"enabled": router.flags.ensemble.enabled, "rollout_percentage": router.flags.ensemble.rollout_percentage},
+            "ensemble_ready": router.ensemble_ready(),
+            "breaker": router.breaker.state.value,
+            "shadow": {"enabled": router.flags.ensemble.shadow.enabled, **router.shadow.stats.summary()},
+        }
+        if live is not None:
+            report = await asyncio.to_thread(live.report)
+            drift = await asyncio.to_thread(live.drift_report)
+            out.update(
+                arms=report["arms"], go_no_go=report["go_no_go"], rollout=report["rollout"],
+                drift={"enough_data": drift.get("enough_data"), "drifted": drift.get("drifted"),
+                       "features_drifted": drift.get("features_drifted", [])},
+                decisions=await asyncio.to_thread(live.store.decisions, 10),
+            )
+        return out
+
+    @app.get("/dashboard", include_in_schema=False)
+    async def dashboard() -> Any:
+        return FileResponse(STATIC / "dashboard.html", media_type="text/html")
 
     # ---------------------------------------------------------------- models
     @app.get("/api/models", tags=["models"], summary="Served models: versions, metadata, metrics, degraded state")

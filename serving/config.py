@@ -17,6 +17,9 @@ from zoneinfo import ZoneInfo
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from serving.drift import DriftConfig
+from serving.rollout import RolloutConfig
+
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -182,6 +185,21 @@ class EnsembleFlag(_Strict):
     """Conditions that must all hold before the percentage split applies."""
 
 
+class EvaluationConfig(_Strict):
+    """Live evaluation: windows, feedback joins and the price of a vCPU-second."""
+
+    window_s: float = Field(3600.0, gt=0)
+    """Age of the oldest request or label the rolling windows keep."""
+    max_events: int = Field(10_000, ge=100)
+    """Most requests (and labels) each arm's window keeps."""
+    feedback_ttl_s: float = Field(86_400.0, gt=0)
+    """How long after a prediction its request id accepts feedback."""
+    max_tracked_requests: int = Field(100_000, ge=100)
+    """Most recent predictions kept in memory for feedback joins."""
+    price_per_vcpu_second: float = Field(0.000024, ge=0)
+    """Price of one vCPU-second (Azure Container Apps list price, USD), for cost per request."""
+
+
 class FlagConfig(_Strict):
     """The whole flag file."""
 
@@ -191,6 +209,12 @@ class FlagConfig(_Strict):
     """The ensemble rollout."""
     cache: CacheConfig = Field(default_factory=CacheConfig)
     """The prediction cache."""
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    """Live evaluation windows and feedback."""
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    """Progressive rollout: schedule, gates, automatic promotion and rollback."""
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    """Input drift detection against the training reference."""
 
 
 class FlagConfigError(ValueError):

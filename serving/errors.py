@@ -49,6 +49,10 @@ class NotFound(ServingError):
     status_code, code = 404, "not_found"
 
 
+class Conflict(ServingError):
+    status_code, code = 409, "conflict"
+
+
 class PayloadTooLarge(ServingError):
     status_code, code = 413, "payload_too_large"
 

@@ -57,3 +57,11 @@ ENSEMBLE_BATCH_ROWS = Histogram(
 ENSEMBLE_DEGRADED = Gauge(
     "ensemble_degraded", "1 when a member could not be loaded", multiprocess_mode="mostrecent"
 )
+
+FEEDBACK = Counter("router_feedback_total", "Ground-truth labels joined to served predictions", ["arm", "correct"])
+LIVE_ACCURACY = Gauge("live_accuracy", "Accuracy on labelled requests in the rolling window", ["arm"], multiprocess_mode="mostrecent")
+GO_NO_GO_SCORE = Gauge("rollout_go_no_go_score", "Weighted go/no-go score of the ensemble (0..1)", multiprocess_mode="mostrecent")
+ROLLOUT_STAGE = Gauge("rollout_stage_percentage", "Rollout percentage the controller has reached", multiprocess_mode="mostrecent")
+ROLLOUT_DECISIONS = Counter("rollout_decisions_total", "Rollout controller evaluations by action", ["action"])
+DRIFT_PSI = Gauge("drift_psi", "Population stability index of each input feature vs training", ["feature"], multiprocess_mode="mostrecent")
+DRIFT_DETECTED = Gauge("drift_detected", "1 when any input feature has drifted", multiprocess_mode="mostrecent")

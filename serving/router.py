@@ -47,6 +47,8 @@ class Answer:
     probabilities: np.ndarray
     cached: list[bool]
     fallback: bool = False
+    latency_s: float | None = None
+    cpu_seconds: float | None = None
 
 
 class RouterCore:
@@ -62,6 +64,7 @@ class RouterCore:
         flags_path: Path | None = None,
         ensemble_min_members: int = 1,
         fault_setter=None,
+        live=None,
     ):
         self.classic = classic
         self.ensemble = ensemble
@@ -69,6 +72,9 @@ class RouterCore:
         self.flags_path = flags_path
         self.ensemble_min_members = ensemble_min_members
         self.fault_setter = fault_setter
+        self.live = live
+        if live is not None:
+            flags = live.governed_flags(flags) or flags
         self._flags = flags
         self._flags_mtime: float | None = self._mtime()
         self.breaker = CircuitBreaker(flags.ensemble.breaker, on_change=self._on_breaker_change)
@@ -82,7 +88,13 @@ class RouterCore:
         return self._flags
 
     def apply_flags(self, cfg: FlagConfig, source: str) -> None:
-        """Swap in a validated config; in-flight requests finish under the one they started with."""
+        """Swap in a validated config; in-flight requests finish under the one they started with.
+
+        With automatic rollout on, the controller's percentage and kill switch win over the file's.
+        """
+        if self.live is not None:
+            self.live.configure(cfg)
+            cfg = self.live.governed_flags(cfg) or cfg
         self._flags = cfg
         self.breaker.reconfigure(cfg.ensemble.breaker)
         self.cache.reconfigure(cfg.cache)
@@ -157,6 +169,20 @@ class RouterCore:
         await asyncio.gather(self.ensemble.refresh(), self.classic.refresh(), self.classic_direct.refresh())
         metrics.ENSEMBLE_READY.set(1 if self.ensemble_ready() else 0)
 
+    def rollout_tick(self, force: bool = False) -> dict[str, Any] | None:
+        """Evaluate the rollout (when automatic) and apply the controller's stage to the flags."""
+        if self.live is None:
+            return None
+        decision = self.live.tick(force=force)
+        self.sync_rollout()
+        return decision
+
+    def sync_rollout(self) -> None:
+        """Make the flags in force follow the controller's stage (another replica may have moved it)."""
+        governed = self.live.governed_flags(self._flags) if self.live is not None else None
+        if governed is not None:
+            self.apply_flags(governed, "rollout")
+
     # ------------------------------------------------------------------ requests
     def encode(self, info: ArmInfo, rows: Sequence[Mapping[str, Any]], prefix: str) -> np.ndarray:
         try:
@@ -203,16 +229,24 @@ class RouterCore:
         metrics.DECISIONS.labels(reason=decision.reason.value).inc()
 
         answer: Answer | None = None
+        ensemble_error = False
         if decision.arm == "ensemble":
-            answer = await self._try_ensemble(rows, codes, classic_info)
+            answer, ensemble_error = await self._try_ensemble(rows, codes, classic_info)
         elif decision.fallback:
             metrics.FALLBACKS.labels(cause=decision.reason.value).inc()
+        shadow = False
         if answer is None:
             answer = await self._predict(self.classic, classic_info, rows, codes)
             answer.fallback = decision.fallback or decision.arm == "ensemble"
-            if decision.arm == "classic" and not decision.fallback:
-                self._mirror(rows, codes, answer)
-        return self._render(answer, decision, endpoint)
+            shadow = decision.arm == "classic" and not decision.fallback
+        out = self._render(answer, decision, endpoint)
+        if self.live is not None:
+            self.live.observe_inputs(codes)
+            latency_ms = None if answer.latency_s is None else answer.latency_s * 1000.0
+            self.live.record(out, latency_ms, answer.cpu_seconds, ensemble_error=ensemble_error)
+        if shadow:
+            self._mirror(codes, answer, [p["request_id"] for p in out])
+        return out
 
     async def classify_direct(self, arm_name: str, rows: Sequence[Mapping[str, Any]], prefix: str = "features") -> list[dict[str, Any]]:
         """Unrouted call to one arm's service; no fallback (the caller asked for this model)."""
@@ -241,8 +275,8 @@ class RouterCore:
             raise ArmUnavailable(f"the {arm.name} model is not ready")
         return info
 
-    async def _try_ensemble(self, rows, codes: np.ndarray, classic_info: ArmInfo) -> Answer | None:
-        """The ensemble's answer, or None (after counting the cause) when classic must answer."""
+    async def _try_ensemble(self, rows, codes: np.ndarray, classic_info: ArmInfo) -> tuple[Answer | None, bool]:
+        """(the ensemble's answer, False), or (None, whether the ensemble failed) when classic must answer."""
         info = self.ensemble.info
         if info is None:
             return self._fell_back("unhealthy")
@@ -258,18 +292,18 @@ class RouterCore:
             answer = await self._predict(self.ensemble, info, rows, codes, timeout_s=deadline)
         except asyncio.TimeoutError:
             self.breaker.record_failure()
-            return self._fell_back("timeout")
+            return self._fell_back("timeout", failed=True)
         except Exception as exc:
             self.breaker.record_failure()
             cause = "overloaded" if "503" in str(exc) or "overload" in str(exc).lower() else "error"
             log.warning("ensemble call failed (%s): %s", cause, exc)
-            return self._fell_back(cause)
+            return self._fell_back(cause, failed=True)
         self.breaker.record_success()
-        return answer
+        return answer, False
 
-    def _fell_back(self, cause: str) -> None:
+    def _fell_back(self, cause: str, failed: bool = False) -> tuple[None, bool]:
         metrics.FALLBACKS.labels(cause=cause).inc()
-        return None
+        return None, failed
 
     async def _predict(
         self, arm, info: ArmInfo, rows, codes: np.ndarray, timeout_s: float | None = None, use_cache: bool = True
@@ -281,24 +315,32 @@ class RouterCore:
         cached = [p is not None for p in found]
         for hit in cached:
             metrics.CACHE.labels(result="hit" if hit else "miss").inc()
+        latency = cpu = None
         if missing:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.thread_time()
             call = arm.predict(codes if len(missing) == len(rows) else codes[missing])
             fresh = await (asyncio.wait_for(call, timeout_s) if timeout_s else call)
-            metrics.LATENCY.labels(arm=arm.name).observe(time.perf_counter() - start)
+            latency = time.perf_counter() - start
+            metrics.LATENCY.labels(arm=arm.name).observe(latency)
+            # CPU: measured here for an in-process arm; a service reports its own per-row figure.
+            per_row = info.details.get("cpu_seconds_per_row")
+            cpu = per_row * len(missing) if per_row is not None else time.thread_time() - cpu_start
             for j, i in enumerate(missing):
                 found[i] = fresh[j]
                 if keys:
                     self.cache.put(keys[i], fresh[j])
-        return Answer(arm.name, info, np.vstack(found), cached)
+        return Answer(arm.name, info, np.vstack(found), cached, latency_s=latency, cpu_seconds=cpu)
 
-    def _mirror(self, rows, codes: np.ndarray, answer: Answer) -> None:
+    def _mirror(self, codes: np.ndarray, answer: Answer, request_ids: list[str]) -> None:
         info = self.ensemble.info
         if info is None or not self.ensemble_ready() or self.breaker.state == BreakerState.OPEN:
             return
         if info.schema_id != answer.info.schema_id:
             return
-        self.shadow.maybe_mirror(self.ensemble.predict, codes, answer.probabilities, answer.info.schema.classes)
+        on_result = None
+        if self.live is not None:
+            on_result = lambda probs, seconds: self.live.record_shadow(request_ids, probs, seconds)  # noqa: E731
+        self.shadow.maybe_mirror(self.ensemble.predict, codes, answer.probabilities, answer.info.schema.classes, on_result)
 
     def _render(self, answer: Answer, decision: Decision, endpoint: str, reason: str | None = None) -> list[dict[str, Any]]:
         classes = answer.info.schema.classes

@@ -22,6 +22,9 @@ class ServingSettings(BaseSettings):
     """Flag config file; re-read on change (hot reload)."""
     flags_poll_s: float = Field(1.0, gt=0)
     """How often the router checks the flag file for changes."""
+    state_url: str = "sqlite:///var/state.db"
+    """Where rollout state, decisions, feedback joins and preferences persist: a SQLite file, or a
+    shared PostgreSQL (postgresql+psycopg://user:password@host/db) for several router replicas."""
     admin_token: SecretStr | None = None
     """Bearer token for /api/admin/*; admin endpoints are disabled when unset."""
     classic_local: bool = True

@@ -85,20 +85,24 @@ class ShadowMirror:
         codes: np.ndarray,
         served: np.ndarray,
         classes: list[str],
+        on_result: Callable[[np.ndarray, float], None] | None = None,
     ) -> bool:
-        """Start a shadow copy if enabled, sampled in and under the in-flight bound."""
+        """Start a shadow copy if enabled, sampled in and under the in-flight bound.
+
+        `on_result(probabilities, seconds)` is called with the ensemble's answer (for feedback joins).
+        """
         if not self.config.enabled or self._rng.random() >= self.config.sample_rate:
             return False
         if len(self._tasks) >= self.config.max_in_flight:
             self.stats.dropped += 1
             metrics.SHADOW.labels(outcome="dropped").inc()
             return False
-        task = asyncio.get_running_loop().create_task(self._run(predict, codes, served, classes))
+        task = asyncio.get_running_loop().create_task(self._run(predict, codes, served, classes, on_result))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
 
-    async def _run(self, predict, codes: np.ndarray, served: np.ndarray, classes: list[str]) -> None:
+    async def _run(self, predict, codes: np.ndarray, served: np.ndarray, classes: list[str], on_result=None) -> None:
         start = time.perf_counter()
         try:
             shadow = np.asarray(await predict(codes), dtype=np.float64)
@@ -107,8 +111,11 @@ class ShadowMirror:
             metrics.SHADOW.labels(outcome="error").inc()
             log.debug("shadow call failed: %s", exc)
             return
-        self.stats.record(classes, served, shadow, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        self.stats.record(classes, served, shadow, seconds)
         metrics.SHADOW.labels(outcome="compared").inc()
+        if on_result is not None:
+            on_result(shadow, seconds)
 
     async def drain(self) -> None:
         if self._tasks:

@@ -1,0 +1,475 @@
+"""Side-by-side benchmark on one machine, in one run: in-process models, BentoML serving, a FastAPI baseline.
+
+    python -m loadtests.benchmark [--duration 20s] [--users 16] [--levels 1,4,16,32]
+                                  [--bentoml-home DIR | --train-quick] [--only a,b,c,d]
+
+(a) raw in-process `predict_proba`, batch 1 and batch 64, classic and ensemble (a subprocess);
+(b) the ensemble service with adaptive batching vs batching off (SERVING_ENSEMBLE_MAX_BATCH_SIZE=1),
+    direct endpoint /api/v2/classify/ensemble, two `bentoml serve` runs;
+(c) classic through the router (/api/classify + X-Model-Preference: classic, answered in the router
+    process: SERVING_CLASSIC_LOCAL=true) vs classic direct (/api/v1/classify/classic, one hop to the
+    classic service);
+(d) a plain FastAPI + uvicorn server calling the same models in process (loadtests/baseline_fastapi.py).
+
+Every served configuration is driven by closed-loop Locust users (no think time, one distinct row per
+request) at each --levels user count, --duration at the fixed load (--users) and half of it at the
+other levels. Reported: goodput (successful responses/s) at a p99 budget — the highest goodput among
+the levels tried whose p99 is within the budget (classic 100 ms, ensemble 500 ms) and errors < 1 % —
+and p50/p95/p99/error % at the fixed load, with ratios; server CPU per request; a latency vs
+throughput chart. Output: results/benchmark-<timestamp>/ (report.md, results.json, latency.png,
+runs/, server logs). Locust runs on the same cores as the servers: compare ratios, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from loadtests.runner import locust_command
+from loadtests.server import ROOT, ServerProcess, free_port, store_has_models, temp_dir, train_quick
+
+BENCH_LOCUSTFILE = ROOT / "loadtests" / "bench_locustfile.py"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Target:
+    key: str
+    label: str
+    server: str
+    path: str
+    model: str
+    header: str = ""
+
+
+TARGETS = [
+    Target("ensemble_batching", "ensemble, BentoML, adaptive batching (max 64)", "bentoml", "/api/v2/classify/ensemble", "ensemble"),
+    Target("classic_routed", "classic via router (in router process)", "bentoml", "/api/classify", "classic",
+           "X-Model-Preference: classic"),
+    Target("classic_direct", "classic direct (hop to classic service)", "bentoml", "/api/v1/classify/classic", "classic"),
+    Target("ensemble_nobatch", "ensemble, BentoML, batching off (max 1)", "bentoml-nobatch", "/api/v2/classify/ensemble", "ensemble"),
+    Target("fastapi_classic", "classic, FastAPI + uvicorn baseline", "fastapi", "/classify/classic", "classic"),
+    Target("fastapi_ensemble", "ensemble, FastAPI + uvicorn baseline", "fastapi", "/classify/ensemble", "ensemble"),
+]
+PARTS = {"b": {"ensemble_batching", "ensemble_nobatch"}, "c": {"classic_routed", "classic_direct"},
+         "d": {"fastapi_classic", "fastapi_ensemble", "classic_routed", "classic_direct", "ensemble_batching"}}
+COMPARISONS = [  # part, what, A, B (ratio = A / B)
+    ("b", "ensemble: adaptive batching vs off", "ensemble_batching", "ensemble_nobatch"),
+    ("c", "classic: routed (in router) vs direct (hop)", "classic_routed", "classic_direct"),
+    ("d", "classic: BentoML routed vs FastAPI baseline", "classic_routed", "fastapi_classic"),
+    ("d", "classic: BentoML direct vs FastAPI baseline", "classic_direct", "fastapi_classic"),
+    ("d", "ensemble: BentoML (batching) vs FastAPI baseline", "ensemble_batching", "fastapi_ensemble"),
+]
+
+
+@dataclass
+class Measurement:
+    target: str
+    users: int
+    seconds: float
+    requests: int
+    failures: int
+    rps: float
+    goodput: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    server_cpu_ms_per_req: float | None
+    client_cpu_s: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def error_rate(self) -> float:
+        return self.failures / self.requests if self.requests else 1.0
+
+
+def parse_duration(text: str) -> float:
+    total, number = 0.0, ""
+    for ch in text.strip():
+        if ch.isdigit() or ch == ".":
+            number += ch
+        else:
+            total += float(number or 0) * {"s": 1, "m": 60, "h": 3600}[ch]
+            number = ""
+    return total + float(number or 0)
+
+
+def _fmt_duration(seconds: float) -> str:
+    return f"{max(1, round(seconds))}s"
+
+
+# --------------------------------------------------------------------------- (a) in process
+def inprocess(repeat_b1: int = 300, repeat_b64: int = 60, rows: int = 4096) -> dict[str, Any]:
+    """Median and p99 ms per predict_proba call at batch 1 and 64, each call on rows not seen before."""
+    import random
+
+    import numpy as np
+
+    from loadtests.payloads import RowGenerator
+    from models import store
+
+    out: dict[str, Any] = {"models": {}, "timings": []}
+    for name in ("classic", "ensemble"):
+        t = time.perf_counter()
+        model, stored = store.load(f"{name}:latest")
+        out["models"][name] = {"tag": str(stored.tag), "labels": dict(stored.info.labels),
+                               "load_s": round(time.perf_counter() - t, 2)}
+        generator = RowGenerator(model.schema.model_dump(), random.Random(7))
+        raw = generator.rows(rows)
+        codes = model.schema.encode_rows(raw)
+        encode = []
+        for i in range(200):  # the router's validation + encoding of one request row
+            t = time.perf_counter()
+            model.schema.encode_rows(raw[i:i + 1], prefix="features")
+            encode.append(time.perf_counter() - t)
+        for batch, repeat in ((1, repeat_b1), (64, repeat_b64)):
+            model.predict_proba(codes[:batch])  # warm-up
+            samples = []
+            for i in range(repeat):
+                start = (i * batch) % (rows - batch)
+                chunk = codes[start:start + batch]
+                t = time.perf_counter()
+                model.predict_proba(chunk)
+                samples.append(time.perf_counter() - t)
+            median = statistics.median(samples) * 1e3
+            out["timings"].append({
+                "model": name, "batch": batch, "calls": repeat, "median_ms": round(median, 3),
+                "p99_ms": round(float(np.percentile(samples, 99)) * 1e3, 3),
+                "rows_per_s": round(batch / (median / 1e3), 1),
+            })
+        out["timings"].append({"model": name, "batch": "encode 1 row", "calls": 200,
+                               "median_ms": round(statistics.median(encode) * 1e3, 3),
+                               "p99_ms": round(float(np.percentile(encode, 99)) * 1e3, 3), "rows_per_s": None})
+        del model
+    return out
+
+
+def run_inprocess(env: dict[str, str], out: Path) -> dict[str, Any]:
+    path = out / "inprocess.json"
+    result = subprocess.run([sys.executable, "-m", "loadtests.benchmark", "--_inprocess", str(path)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise RuntimeError(f"in-process benchmark failed:\n{result.stderr[-3000:]}")
+    return json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------- served
+def process_group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) of every live process in a process group."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state ppid pgrp ... utime(11) stime(12)
+            total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def warm_up(url: str, target: Target, n: int = 40) -> None:
+    import random
+
+    from loadtests.payloads import RowGenerator, fetch_models, schema_from_models
+
+    generator = RowGenerator(schema_from_models(fetch_models(url)), random.Random(1))
+    headers = {"Content-Type": "application/json"}
+    if target.header:
+        k, v = target.header.split(":", 1)
+        headers[k.strip()] = v.strip()
+    for _ in range(n):
+        request = urllib.request.Request(url + target.path, data=json.dumps({"features": generator.row()}).encode(),
+                                         headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            response.read()
+
+
+def read_row(stats_csv: Path, name: str) -> dict[str, str] | None:
+    with open(stats_csv, newline="") as f:
+        for record in csv.DictReader(f):
+            if record["Name"] == name:
+                return record
+    return None
+
+
+def measure(server: ServerProcess, target: Target, users: int, duration: float, out: Path) -> Measurement:
+    run_dir = out / "runs" / f"{target.key}-u{users}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "LOADTEST_BENCH_PATH": target.path, "LOADTEST_BENCH_NAME": target.path,
+           "LOADTEST_BENCH_HEADER": target.header, "LOADTEST_BENCH_MODEL": target.model,
+           "LOADTEST_SEED": str(1000 + users), "LOADTEST_OUTPUT_DIR": str(run_dir),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env.pop("LOADTEST_SHAPE", None)
+    command = locust_command(server.url, users, float(users), _fmt_duration(duration), [], run_dir,
+                             extra=["--reset-stats"], locustfile=BENCH_LOCUSTFILE)
+    pgid = server.process.pid
+    cpu0, rusage0 = process_group_cpu(pgid), resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(run_dir / "locust.log", "w") as log:
+        rc = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=duration + 120).returncode
+    cpu1, rusage1 = process_group_cpu(pgid), resource.getrusage(resource.RUSAGE_CHILDREN)
+    row = read_row(run_dir / "locust_stats.csv", target.path) if rc == 0 else None
+    notes = [] if rc == 0 else [f"locust exit code {rc}"]
+    if row is None:
+        return Measurement(target.key, users, duration, 0, 0, 0.0, 0.0, None, None, None, None, 0.0, notes or ["no stats"])
+
+    def num(key: str) -> float | None:
+        value = row.get(key)
+        return None if value in (None, "", "N/A") else float(value)
+
+    requests, failures, rps = int(num("Request Count") or 0), int(num("Failure Count") or 0), num("Requests/s") or 0.0
+    failures_csv = run_dir / "locust_failures.csv"
+    if failures and failures_csv.exists():
+        with open(failures_csv, newline="") as f:
+            notes += [f"{r['Occurrences']}x {r['Error'][:120]}" for r in csv.DictReader(f)][:3]
+    client_cpu = (rusage1.ru_utime - rusage0.ru_utime) + (rusage1.ru_stime - rusage0.ru_stime)
+    return Measurement(
+        target.key, users, duration, requests, failures, round(rps, 1),
+        round(rps * (1 - failures / requests), 1) if requests else 0.0,
+        num("50%"), num("95%"), num("99%"),
+        round((cpu1 - cpu0) * 1e3 / requests, 2) if requests else None, round(client_cpu, 1), notes,
+    )
+
+
+# --------------------------------------------------------------------------- report
+def best_under_budget(runs: list[Measurement], budget_ms: float) -> Measurement | None:
+    ok = [m for m in runs if m.p99_ms is not None and m.p99_ms <= budget_ms and m.error_rate < 0.01]
+    return max(ok, key=lambda m: m.goodput) if ok else None
+
+
+def _f(value: float | None, digits: int = 0, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if not a or not b:
+        return "–"
+    return f"{a / b:.2f}×"
+
+
+def render(meta: dict[str, Any], inproc: dict[str, Any] | None, results: dict[str, list[Measurement]],
+           budgets: dict[str, float], fixed_users: int) -> str:
+    lines = [f"# Benchmark {meta['started']}", "",
+             f"Command: `{meta['command']}`  ",
+             f"Machine: {meta['machine']}; models {meta['models']}; commit {meta.get('commit') or '?'}  ",
+             f"Load: closed-loop Locust users (no think time, distinct rows), levels {meta['levels']}, "
+             f"{meta['duration_s']:.0f} s at the fixed load ({fixed_users} users), "
+             f"{meta['ladder_s']:.0f} s at the other levels. Locust shares the cores with the servers: "
+             "compare ratios, not absolutes.", ""]
+    if inproc:
+        lines += ["## (a) In-process `predict_proba` (one thread, no HTTP)", "",
+                  "| model | batch | median ms/call | p99 ms/call | rows/s |", "|---|---|---|---|---|"]
+        for t in inproc["timings"]:
+            lines.append(f"| {t['model']} | {t['batch']} | {t['median_ms']:.3f} | {t['p99_ms']:.3f} | {_f(t['rows_per_s'])} |")
+        tm = {(t["model"], t["batch"]): t for t in inproc["timings"]}
+        if ("classic", 1) in tm and ("ensemble", 1) in tm:
+            lines += ["", f"Ensemble / classic time per call: batch 1 {_ratio(tm[('ensemble', 1)]['median_ms'], tm[('classic', 1)]['median_ms'])}, "
+                      f"batch 64 {_ratio(tm[('ensemble', 64)]['median_ms'], tm[('classic', 64)]['median_ms'])}. "
+                      f"Rows/s gained by batching 64 rows: classic {_ratio(tm[('classic', 64)]['rows_per_s'], tm[('classic', 1)]['rows_per_s'])}, "
+                      f"ensemble {_ratio(tm[('ensemble', 64)]['rows_per_s'], tm[('ensemble', 1)]['rows_per_s'])}."]
+        lines.append("")
+    targets = {t.key: t for t in TARGETS}
+    summary: dict[str, dict[str, Any]] = {}
+    for key, runs in results.items():
+        budget = budgets[targets[key].model]
+        best = best_under_budget(runs, budget)
+        fixed = next((m for m in runs if m.users == fixed_users), None)
+        summary[key] = {"best": best, "fixed": fixed, "budget": budget}
+    if summary:
+        lines += [f"## Served: goodput at the p99 budget, latency at {fixed_users} users", "",
+                  f"Budget: p99 ≤ {budgets['classic']:.0f} ms (classic), ≤ {budgets['ensemble']:.0f} ms (ensemble), errors < 1 %. "
+                  "Goodput = successful responses/s.", "",
+                  f"| configuration | endpoint | goodput @ p99 budget (users) | goodput @{fixed_users} | p50 | p95 | p99 | errors | server CPU ms/req |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for key, s in summary.items():
+            t, best, fixed = targets[key], s["best"], s["fixed"]
+            at_budget = f"{best.goodput:,.0f}/s ({best.users})" if best else "none within budget"
+            if fixed:
+                lines.append(f"| {t.label} | `{t.path}`{' + header' if t.header else ''} | {at_budget} | {fixed.goodput:,.0f}/s | "
+                             f"{_f(fixed.p50_ms)} ms | {_f(fixed.p95_ms)} ms | {_f(fixed.p99_ms)} ms | {fixed.error_rate:.2%} | "
+                             f"{_f(fixed.server_cpu_ms_per_req, 2)} |")
+            else:
+                lines.append(f"| {t.label} | `{t.path}` | {at_budget} | – | – | – | – | – | – |")
+        lines += ["", "### Ratios (A / B)", "",
+                  f"| part | comparison | goodput @ budget | goodput @{fixed_users} | p50 @{fixed_users} | p99 @{fixed_users} | server CPU/req |",
+                  "|---|---|---|---|---|---|---|"]
+        for part, what, a, b in COMPARISONS:
+            if a not in summary or b not in summary:
+                continue
+            sa, sb = summary[a], summary[b]
+            fa, fb = sa["fixed"], sb["fixed"]
+            lines.append(
+                f"| ({part}) | {what} | {_ratio(sa['best'].goodput if sa['best'] else None, sb['best'].goodput if sb['best'] else None)} | "
+                f"{_ratio(fa and fa.goodput, fb and fb.goodput)} | {_ratio(fa and fa.p50_ms, fb and fb.p50_ms)} | "
+                f"{_ratio(fa and fa.p99_ms, fb and fb.p99_ms)} | {_ratio(fa and fa.server_cpu_ms_per_req, fb and fb.server_cpu_ms_per_req)} |")
+        lines += ["", "Goodput ratio > 1: A serves more; latency / CPU ratio < 1: A is faster / cheaper.", "",
+                  "### Every run", "",
+                  "| configuration | users | s | requests | goodput | p50 | p95 | p99 | errors | server CPU ms/req | Locust CPU s | notes |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for key, runs in results.items():
+            for m in runs:
+                lines.append(f"| {key} | {m.users} | {m.seconds:.0f} | {m.requests} | {m.goodput:,.1f} | {_f(m.p50_ms)} | "
+                             f"{_f(m.p95_ms)} | {_f(m.p99_ms)} | {m.error_rate:.2%} | {_f(m.server_cpu_ms_per_req, 2)} | "
+                             f"{m.client_cpu_s:.1f} | {'; '.join(m.notes)} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict[str, list[Measurement]], budgets: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = {t.key: t for t in TARGETS}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    for ax, model in zip(axes, ("classic", "ensemble")):
+        for key, runs in results.items():
+            if targets[key].model != model:
+                continue
+            runs = sorted((m for m in runs if m.p99_ms is not None), key=lambda m: m.users)
+            if not runs:
+                continue
+            x = [m.goodput for m in runs]
+            line, = ax.plot(x, [m.p99_ms for m in runs], marker="o", label=f"{targets[key].label} (p99)")
+            ax.plot(x, [m.p50_ms for m in runs], marker=".", linestyle="--", color=line.get_color(), alpha=0.6)
+            for m in runs:
+                ax.annotate(str(m.users), (m.goodput, m.p99_ms), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.axhline(budgets[model], color="grey", linestyle=":", label=f"p99 budget {budgets[model]:.0f} ms")
+        ax.set_yscale("log")
+        ax.set_xlabel("goodput (successful responses/s)")
+        ax.set_ylabel("latency (ms): p99 solid, p50 dashed")
+        ax.set_title(f"{model}: latency vs throughput (labels = users)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.benchmark", description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", default="20s", help="run time at the fixed load (default 20s)")
+    parser.add_argument("--ladder-duration", help="run time at the other levels (default half of --duration)")
+    parser.add_argument("--users", type=int, default=16, help="the fixed load, in closed-loop users (default 16)")
+    parser.add_argument("--levels", default="1,4,16,32", help="user counts tried (default 1,4,16,32; --users is added)")
+    parser.add_argument("--budget-classic-ms", type=float, default=100.0)
+    parser.add_argument("--budget-ensemble-ms", type=float, default=500.0)
+    parser.add_argument("--only", default="a,b,c,d", help="parts to run (default a,b,c,d)")
+    parser.add_argument("--bentoml-home", type=Path, help="model store to benchmark (default: $BENTOML_HOME or ~/bentoml)")
+    parser.add_argument("--train-quick", action="store_true", help="if the store has no models, train quick ones into a temp store")
+    parser.add_argument("--results", type=Path, default=ROOT / "results")
+    parser.add_argument("--_inprocess", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args._inprocess:
+        args._inprocess.write_text(json.dumps(inprocess(), indent=2))
+        return 0
+
+    started = time.monotonic()
+    env = dict(os.environ, BENTOML_DO_NOT_TRACK="true", TF_CPP_MIN_LOG_LEVEL="3")
+    if args.bentoml_home:
+        env["BENTOML_HOME"] = str(args.bentoml_home.resolve())
+    if not store_has_models(env):
+        if not args.train_quick:
+            print("no classic/ensemble models in the store: pass --bentoml-home, train (python -m training), "
+                  "or add --train-quick", file=sys.stderr)
+            return 2
+        home = temp_dir("benchmark-home-")
+        train_quick(home, env)
+        env["BENTOML_HOME"] = str(home)
+
+    parts = {p.strip() for p in args.only.split(",") if p.strip()}
+    duration = parse_duration(args.duration)
+    ladder = parse_duration(args.ladder_duration) if args.ladder_duration else max(5.0, duration / 2)
+    levels = sorted({int(x) for x in args.levels.split(",") if x.strip()} | {args.users})
+    budgets = {"classic": args.budget_classic_ms, "ensemble": args.budget_ensemble_ms}
+    out = (args.results / f"benchmark-{datetime.now():%Y%m%d-%H%M%S}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = set().union(*(PARTS[p] for p in parts if p in PARTS))
+    targets = [t for t in TARGETS if t.key in wanted]
+    servers = [s for s in ("bentoml", "bentoml-nobatch", "fastapi") if any(t.server == s for t in targets)]
+    estimate = sum(len(levels) * 3 + (len(levels) - 1) * ladder + duration for _ in targets) + 45 * len(servers) + ("a" in parts) * 40
+    print(f"benchmark -> {out}\n  parts {sorted(parts)}, levels {levels}, {duration:.0f}s at {args.users} users, "
+          f"{ladder:.0f}s elsewhere; about {estimate / 60:.1f} min", flush=True)
+
+    meta: dict[str, Any] = {
+        "started": datetime.now().isoformat(timespec="seconds"),
+        "command": "python -m loadtests.benchmark " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}",
+        "levels": levels, "duration_s": duration, "ladder_s": ladder, "budgets_ms": budgets,
+        "bentoml_home": env.get("BENTOML_HOME", "~/bentoml"),
+    }
+    try:
+        meta["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                        text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+
+    inproc = None
+    if "a" in parts:
+        print("(a) in-process predict_proba ...", flush=True)
+        inproc = run_inprocess(env, out)
+        meta["models"] = ", ".join(f"{m['tag']} ({m['labels'].get('profile', '?')})" for m in inproc["models"].values())
+    results: dict[str, list[Measurement]] = {}
+    for name in servers:
+        if name == "fastapi":
+            port = free_port()
+            server = ServerProcess([sys.executable, "-m", "loadtests.baseline_fastapi", "--port", str(port)], port,
+                                   env, out / "fastapi.log", "fastapi")
+        else:
+            server_env = {k: v for k, v in env.items() if k in ("BENTOML_HOME", "BENTOML_DO_NOT_TRACK", "TF_CPP_MIN_LOG_LEVEL")}
+            if name == "bentoml-nobatch":
+                server_env["SERVING_ENSEMBLE_MAX_BATCH_SIZE"] = "1"
+            server = ServerProcess.bentoml(out, env=server_env, name=name)
+        print(f"starting {name} ...", flush=True)
+        t0 = time.monotonic()
+        server.start()
+        if not server.wait_models(120):
+            print(f"  {name}: a model is not ready; see {server.log_path}", flush=True)
+        print(f"  ready in {time.monotonic() - t0:.0f}s at {server.url}", flush=True)
+        try:
+            for target in (t for t in targets if t.server == name):
+                warm_up(server.url, target)
+                runs = results.setdefault(target.key, [])
+                for users in levels:
+                    m = measure(server, target, users, duration if users == args.users else ladder, out)
+                    runs.append(m)
+                    print(f"  {target.key:<18} {users:>3} users: {m.goodput:8.1f}/s  p50 {_f(m.p50_ms):>5}  "
+                          f"p99 {_f(m.p99_ms):>6} ms  errors {m.error_rate:.2%}  server CPU {_f(m.server_cpu_ms_per_req, 2)} ms/req"
+                          + (f"  {m.notes}" if m.notes else ""), flush=True)
+        finally:
+            server.stop()
+    if "models" not in meta:
+        meta["models"] = "?"
+    meta["elapsed_s"] = round(time.monotonic() - started)
+
+    report = render(meta, inproc, results, budgets, args.users)
+    report += f"\nChart: latency.png. Elapsed {meta['elapsed_s']} s.\n"
+    (out / "report.md").write_text(report)
+    (out / "results.json").write_text(json.dumps({"meta": meta, "inprocess": inproc,
+                                                  "served": {k: [asdict(m) for m in v] for k, v in results.items()}}, indent=2))
+    if results:
+        chart(results, budgets, out / "latency.png")
+    print()
+    print(report)
+    print(f"written: {out}/report.md, results.json, latency.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

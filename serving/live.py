@@ -1,0 +1,208 @@
+"""Live evaluation in the router: served predictions, feedback joins, windows, drift, rollout.
+
+Glue between the router core and the pure parts (serving/evaluation.py, rollout.py, drift.py,
+state.py). It keeps the last predictions in memory (bounded, with a TTL) so that ground-truth
+feedback can be joined to what was served; joins are persisted, so the label windows survive a
+restart. With `rollout.enabled`, the controller owns the ensemble's rollout percentage and the
+kill switch (a rollback disables the ensemble); otherwise it only reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from serving import metrics
+from serving.config import FlagConfig
+from serving.drift import DriftMonitor
+from serving.errors import InvalidInput, NotFound
+from serving.evaluation import EvaluationWindows, go_no_go
+from serving.rollout import RolloutController
+from serving.state import StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Served:
+    """What the router answered for one request id, kept for the feedback join."""
+
+    arm: str
+    label: str
+    latency_ms: float | None
+    created_at: float
+    shadow_label: str | None = None
+
+
+class RecentPredictions:
+    """request id -> Served, bounded in size and age (oldest first out)."""
+
+    def __init__(self, max_entries: int, ttl_s: float, clock: Callable[[], float] = time.time):
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._items: OrderedDict[str, Served] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, request_id: str, served: Served) -> None:
+        with self._lock:
+            self._items[request_id] = served
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+    def get(self, request_id: str) -> Served | None:
+        with self._lock:
+            served = self._items.get(request_id)
+            if served is not None and self._clock() - served.created_at > self.ttl_s:
+                del self._items[request_id]
+                return None
+            return served
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class LiveEvaluation:
+    """Windows per arm, feedback joins, drift and the rollout controller for one router process."""
+
+    def __init__(self, store: StateStore, flags: FlagConfig, drift: DriftMonitor | None, classes: Sequence[str],
+                 clock: Callable[[], float] = time.time):
+        self.store = store
+        self.drift = drift
+        self.classes = list(classes)
+        self._clock = clock
+        self.configure(flags, initial=True)
+        replayed = self.windows.replay_feedback(self.store.feedback_since(clock() - flags.evaluation.window_s))
+        if replayed:
+            log.info("live evaluation: replayed %d stored feedback labels", replayed)
+        self._last_evaluation = 0.0
+
+    def configure(self, flags: FlagConfig, initial: bool = False) -> None:
+        """Apply (re)loaded flags: window sizes, price, rollout and drift policy."""
+        ev = flags.evaluation
+        if initial:
+            self.windows = EvaluationWindows(max_events=ev.max_events, max_age_s=ev.window_s,
+                                             price_per_vcpu_second=ev.price_per_vcpu_second, clock=self._clock)
+            self.recent = RecentPredictions(ev.max_tracked_requests, ev.feedback_ttl_s, self._clock)
+            self.controller = RolloutController(flags.rollout, self.store, clock=self._clock)
+        else:
+            self.windows.price_per_vcpu_second = ev.price_per_vcpu_second
+            self.recent.max_entries, self.recent.ttl_s = ev.max_tracked_requests, ev.feedback_ttl_s
+            self.controller.config = flags.rollout
+        if self.drift is not None:
+            self.drift.config = flags.drift
+        self.flags = flags
+
+    # ------------------------------------------------------------------ traffic
+    def record(self, predictions: list[dict[str, Any]], latency_ms: float | None, cpu_seconds: float | None,
+               ensemble_error: bool = False) -> None:
+        """Count one answered request (all rows answered by one arm) and remember each prediction."""
+        first = predictions[0]
+        arm, cached, fallback = first["model"], first["cached"], first["fallback"]
+        if ensemble_error or fallback:
+            self.windows.record_request("ensemble", None, error=ensemble_error, fallback=True)
+        per_row_cpu = None if cpu_seconds is None else cpu_seconds / len(predictions)
+        now = self._clock()
+        for p in predictions:
+            self.windows.record_request(arm, None if cached else latency_ms, cached=cached, cpu_seconds=per_row_cpu)
+            self.recent.add(p["request_id"], Served(arm, p["label"], latency_ms, now))
+
+    def record_shadow(self, request_ids: Sequence[str], probabilities: np.ndarray, seconds: float) -> None:
+        labels = [self.classes[int(i)] for i in np.argmax(probabilities, axis=1)]
+        for request_id, label in zip(request_ids, labels):
+            served = self.recent.get(request_id)
+            if served is not None:
+                served.shadow_label = label
+            self.windows.record_request("shadow", seconds * 1000.0)
+
+    def observe_inputs(self, codes: np.ndarray) -> None:
+        if self.drift is not None:
+            self.drift.observe(codes)
+
+    # ------------------------------------------------------------------ feedback
+    def feedback(self, request_id: str, label: str, rating: int | None = None) -> dict[str, Any]:
+        """Join a true label (and optional 1..10 rating) to a served prediction; idempotent."""
+        if label not in self.classes:
+            raise InvalidInput(f"unknown label {label!r}; expected one of {self.classes}",
+                               fields=[{"field": "label", "message": "not a class of the model"}])
+        served = self.recent.get(request_id)
+        if served is None:
+            raise NotFound(f"unknown or expired request_id {request_id!r} (feedback is accepted for "
+                           f"{self.flags.evaluation.feedback_ttl_s:.0f} s after the prediction, on the replica that served it)")
+        stored = self.store.record_feedback(
+            request_id, served.arm, served.label, label, rating, served.latency_ms, served.shadow_label, served.created_at
+        )
+        correct = served.label == label
+        if stored:
+            self.windows.record_label(served.arm, correct, rating)
+            if served.shadow_label is not None:
+                self.windows.record_label("shadow", served.shadow_label == label)
+            metrics.FEEDBACK.labels(arm=served.arm, correct=str(correct).lower()).inc()
+        return {"request_id": request_id, "status": "recorded" if stored else "duplicate", "arm": served.arm,
+                "predicted": served.label, "correct": correct}
+
+    # ------------------------------------------------------------------ evaluation and rollout
+    def drift_report(self) -> dict[str, Any]:
+        if self.drift is None:
+            return {"enough_data": False, "drifted": False, "features": {}, "note": "no reference statistics"}
+        report = self.drift.report()
+        for name, feature in report.get("features", {}).items():
+            if feature.get("psi") is not None:
+                metrics.DRIFT_PSI.labels(feature=name).set(feature["psi"])
+        metrics.DRIFT_DETECTED.set(1 if report.get("drifted") else 0)
+        return report
+
+    def report(self) -> dict[str, Any]:
+        """Every input of the go/no-go decision, its threshold and margin, and the verdict."""
+        snapshot = self.windows.snapshot()
+        score = go_no_go(snapshot, self.flags.rollout.score)
+        if score.get("score") is not None:
+            metrics.GO_NO_GO_SCORE.set(score["score"])
+        for arm, snap in snapshot.items():
+            if snap.get("accuracy") is not None:
+                metrics.LIVE_ACCURACY.labels(arm=arm).set(snap["accuracy"])
+        return {
+            "arms": snapshot,
+            "comparison": self.windows.compare(),
+            "go_no_go": score,
+            "rollout": {"config": self.flags.rollout.model_dump(), "state": self.controller.state.to_dict(),
+                        "automatic": self.flags.rollout.enabled},
+            "last_decision": self.controller.last_decision,
+        }
+
+    def tick(self, force: bool = False) -> dict[str, Any] | None:
+        """One rollout evaluation, at most every `evaluation_interval_s` (only when automatic)."""
+        self.controller.refresh()
+        if not self.flags.rollout.enabled:
+            return None
+        now = self._clock()
+        if not force and now - self._last_evaluation < self.flags.rollout.evaluation_interval_s:
+            return None
+        self._last_evaluation = now
+        drifted = bool(self.drift_report().get("drifted"))
+        decision = self.controller.evaluate(self.windows.snapshot(), drift_frozen=drifted)
+        metrics.ROLLOUT_DECISIONS.labels(action=decision["action"]).inc()
+        if decision["action"] == "rollback":
+            log.warning("rollout: automatic ROLLBACK: %s", "; ".join(decision.get("reasons", [])))
+        elif decision["action"] == "promote":
+            log.info("rollout: promoted to %s%%", decision["state"]["percentage"])
+        return decision
+
+    def governed_flags(self, flags: FlagConfig) -> FlagConfig | None:
+        """The flags with the controller's percentage and kill switch, or None if nothing changes."""
+        if not flags.rollout.enabled:
+            return None
+        state = self.controller.state
+        metrics.ROLLOUT_STAGE.set(state.percentage)
+        enabled = not state.rolled_back
+        if flags.ensemble.rollout_percentage == state.percentage and flags.ensemble.enabled == enabled:
+            return None
+        ensemble = flags.ensemble.model_copy(update={"rollout_percentage": state.percentage, "enabled": enabled})
+        return flags.model_copy(update={"ensemble": ensemble})
