@@ -64,6 +64,26 @@ class ModelHost:
         description["cpu_seconds_per_row"] = self.cpu_seconds / self.rows_served if self.rows_served else None
         return description
 
+    def swap_version(self, tag: str) -> dict:
+        """Load another stored version and swap it in; on any failure the current model keeps serving."""
+        if not tag.startswith(f"{self.name}:"):
+            raise InvalidArgument(f"{tag!r} is not a version of {self.name!r}")
+        previous = str(self.stored.tag) if self.model is not None else None
+        try:
+            model, stored = store.load(tag)
+        except Exception as exc:
+            log.error("%s: version %s refused, keeping %s: %s", self.name, tag, previous, exc)
+            raise InvalidArgument(f"version {tag} failed to load ({type(exc).__name__}: {exc}); still serving {previous}") from None
+        self.model, self.stored = model, stored  # one assignment each: requests see old or new, never half
+        self.cpu_seconds, self.rows_served = 0.0, 0
+        self.error = None
+        self._instrument()
+        log.warning("%s: now serving %s (was %s)", self.name, stored.tag, previous)
+        return {"name": self.name, "from": previous, "to": str(stored.tag)}
+
+    def _instrument(self) -> None:
+        """Hook for per-model metrics after a (re)load."""
+
     def _predict(self, codes: np.ndarray) -> np.ndarray:
         """predict_proba, with the CPU time it took counted for cost per request."""
         start = time.thread_time()
@@ -104,6 +124,11 @@ class Classic(ModelHost):
         """Version, schema, metrics and health of the served model."""
         return self.description()
 
+    @bentoml.api
+    def load_version(self, tag: str) -> dict:
+        """Serve another stored version (admin, through the router)."""
+        return self.swap_version(tag)
+
 
 @bentoml.service(name="ensemble", workers=1, threads=2, resources={"cpu": "0.5", "memory": "1Gi"},
                  traffic={"timeout": 30}, logging=LOGGING)
@@ -118,6 +143,9 @@ class Ensemble(ModelHost):
         self._load("ensemble")
         self.fault_delay_s = 0.0
         self.fault_error_rate = 0.0
+        self._instrument()
+
+    def _instrument(self) -> None:
         if self.model is not None:
             self.model.observer = lambda member, seconds: metrics.MEMBER_LATENCY.labels(member=member).observe(seconds)
             for member, weight in self.model.weights.items():
@@ -143,6 +171,11 @@ class Ensemble(ModelHost):
     def describe(self) -> dict:
         """Version, schema, metrics and health of the served model."""
         return self.description()
+
+    @bentoml.api
+    def load_version(self, tag: str) -> dict:
+        """Serve another stored version (admin, through the router)."""
+        return self.swap_version(tag)
 
     @bentoml.api
     def set_fault(self, delay_ms: float = 0.0, error_rate: float = 0.0) -> dict:
@@ -202,6 +235,8 @@ class Router:
             drift = DriftMonitor(model.schema.features, reference, flags.drift) if reference else None
             live = LiveEvaluation(StateStore(settings.state_url), flags, drift, model.schema.classes)
         set_fault = _async_method(self.ensemble_service, "set_fault")
+        loaders = {"classic": _async_method(self.classic_service, "load_version"),
+                   "ensemble": _async_method(self.ensemble_service, "load_version")}
         self.core = RouterCore(
             classic, ensemble, flags,
             classic_direct=classic_direct,
@@ -209,6 +244,7 @@ class Router:
             ensemble_min_members=settings.ensemble_min_members,
             fault_setter=lambda **kw: set_fault(**kw),
             live=live,
+            model_loaders={name: (lambda tag, load=load: load(tag=tag)) for name, load in loaders.items()},
         )
         api.state.core = self.core
         self._tasks: list[asyncio.Task] = []

@@ -42,7 +42,6 @@ from loadtests.runner import locust_command
 from loadtests.server import ROOT, ServerProcess, free_port, store_has_models, temp_dir, train_quick
 
 BENCH_LOCUSTFILE = ROOT / "loadtests" / "bench_locustfile.py"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -167,19 +166,6 @@ def run_inprocess(env: dict[str, str], out: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- served
-def process_group_cpu(pgid: int) -> float:
-    """CPU seconds (user + system) of every live process in a process group."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields after the name: state ppid pgrp ... utime(11) stime(12)
-            total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
-
-
 def warm_up(url: str, target: Target, n: int = 40) -> None:
     import random
 
@@ -215,11 +201,10 @@ def measure(server: ServerProcess, target: Target, users: int, duration: float, 
     env.pop("LOADTEST_SHAPE", None)
     command = locust_command(server.url, users, float(users), _fmt_duration(duration), [], run_dir,
                              extra=["--reset-stats"], locustfile=BENCH_LOCUSTFILE)
-    pgid = server.process.pid
-    cpu0, rusage0 = process_group_cpu(pgid), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu0, rusage0 = server.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(run_dir / "locust.log", "w") as log:
         rc = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=duration + 120).returncode
-    cpu1, rusage1 = process_group_cpu(pgid), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu1, rusage1 = server.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
     row = read_row(run_dir / "locust_stats.csv", target.path) if rc == 0 else None
     notes = [] if rc == 0 else [f"locust exit code {rc}"]
     if row is None:
@@ -425,34 +410,37 @@ def main(argv: list[str] | None = None) -> int:
         print("(a) in-process predict_proba ...", flush=True)
         inproc = run_inprocess(env, out)
         meta["models"] = ", ".join(f"{m['tag']} ({m['labels'].get('profile', '?')})" for m in inproc["models"].values())
-    results: dict[str, list[Measurement]] = {}
-    for name in servers:
-        if name == "fastapi":
-            port = free_port()
-            server = ServerProcess([sys.executable, "-m", "loadtests.baseline_fastapi", "--port", str(port)], port,
-                                   env, out / "fastapi.log", "fastapi")
-        else:
-            server_env = {k: v for k, v in env.items() if k in ("BENTOML_HOME", "BENTOML_DO_NOT_TRACK", "TF_CPP_MIN_LOG_LEVEL")}
-            if name == "bentoml-nobatch":
-                server_env["SERVING_ENSEMBLE_MAX_BATCH_SIZE"] = "1"
-            server = ServerProcess.bentoml(out, env=server_env, name=name)
-        print(f"starting {name} ...", flush=True)
-        t0 = time.monotonic()
-        server.start()
-        if not server.wait_models(120):
-            print(f"  {name}: a model is not ready; see {server.log_path}", flush=True)
-        print(f"  ready in {time.monotonic() - t0:.0f}s at {server.url}", flush=True)
-        try:
-            for target in (t for t in targets if t.server == name):
-                warm_up(server.url, target)
-                runs = results.setdefault(target.key, [])
-                for users in levels:
-                    m = measure(server, target, users, duration if users == args.users else ladder, out)
-                    runs.append(m)
-                    print(f"  {target.key:<18} {users:>3} users: {m.goodput:8.1f}/s  p50 {_f(m.p50_ms):>5}  "
-                          f"p99 {_f(m.p99_ms):>6} ms  errors {m.error_rate:.2%}  server CPU {_f(m.server_cpu_ms_per_req, 2)} ms/req"
-                          + (f"  {m.notes}" if m.notes else ""), flush=True)
-        finally:
+    results: dict[str, list[Measurement]] = {t.key: [] for t in targets}
+    running: dict[str, ServerProcess] = {}
+    try:
+        for name in servers:  # all up at once: levels then alternate between them, so a busy moment
+            if name == "fastapi":  # of a shared machine does not land on one configuration only
+                port = free_port()
+                server = ServerProcess([sys.executable, "-m", "loadtests.baseline_fastapi", "--port", str(port)], port,
+                                       env, out / "fastapi.log", "fastapi")
+            else:
+                server_env = {k: v for k, v in env.items() if k in ("BENTOML_HOME", "BENTOML_DO_NOT_TRACK", "TF_CPP_MIN_LOG_LEVEL")}
+                service = "service:Router"
+                if name == "bentoml-nobatch":  # SERVING_ENSEMBLE_MAX_BATCH_SIZE=1 is rejected by BentoML 1.4
+                    service = "loadtests.nobatch_service:Router"
+                server = ServerProcess.bentoml(out, env=server_env, name=name, service=service)
+            print(f"starting {name} ...", flush=True)
+            t0 = time.monotonic()
+            running[name] = server.start()
+            if not server.wait_models(120):
+                print(f"  {name}: a model is not ready; see {server.log_path}", flush=True)
+            print(f"  ready in {time.monotonic() - t0:.0f}s at {server.url}", flush=True)
+        for target in targets:
+            warm_up(running[target.server].url, target)
+        for users in levels:
+            for target in targets:
+                m = measure(running[target.server], target, users, duration if users == args.users else ladder, out)
+                results[target.key].append(m)
+                print(f"  {target.key:<18} {users:>3} users: {m.goodput:8.1f}/s  p50 {_f(m.p50_ms):>5}  "
+                      f"p99 {_f(m.p99_ms):>6} ms  errors {m.error_rate:.2%}  server CPU {_f(m.server_cpu_ms_per_req, 2)} ms/req"
+                      + (f"  {m.notes}" if m.notes else ""), flush=True)
+    finally:
+        for server in running.values():
             server.stop()
     if "models" not in meta:
         meta["models"] = "?"

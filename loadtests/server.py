@@ -27,6 +27,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds user + system) for every live process."""
+    table = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the name: state ppid pgrp ...
+            table[int(stat.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+        except (OSError, ValueError, IndexError):
+            continue
+    return table
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (BentoML's workers run in sessions of their own)."""
+    table = _proc_table()
+    out, frontier = [pid], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, (ppid, _) in table.items() if ppid == parent]
+        out += children
+        frontier += children
+    return [p for p in out if p in table]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by `pid` and its live descendants."""
+    table = _proc_table()
+    return sum(table[p][1] for p in descendants(pid) if p in table)
+
+
 def store_has_models(env: dict[str, str]) -> bool:
     """Whether the BentoML home in `env` holds both models (asked in a subprocess: clean import)."""
     code = "import sys; from models import store; sys.exit(0 if store.has_models() else 1)"
@@ -53,7 +84,7 @@ class ServerProcess:
 
     @classmethod
     def bentoml(cls, workdir: Path, env: dict[str, str] | None = None, flags: Path | None = None,
-                port: int | None = None, name: str = "bentoml") -> ServerProcess:
+                port: int | None = None, name: str = "bentoml", service: str = "service:Router") -> ServerProcess:
         """`bentoml serve service:Router` with its own copy of the flag file (admin writes stay in workdir)."""
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -62,7 +93,7 @@ class ServerProcess:
         port = port or free_port()
         full_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "SERVING_FLAGS_PATH": str(flags_copy),
                     "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-        command = [sys.executable, "-m", "bentoml", "serve", "service:Router", "--host", "127.0.0.1", "--port", str(port)]
+        command = [sys.executable, "-m", "bentoml", "serve", service, "--host", "127.0.0.1", "--port", str(port)]
         return cls(command, port, full_env, workdir / f"{name}.log", name)
 
     def start(self, timeout: float = 180) -> ServerProcess:
@@ -103,14 +134,24 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by the server's whole process tree."""
+        return tree_cpu_seconds(self.process.pid) if self.process else 0.0
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
+            tree = descendants(self.process.pid)
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
+            for pid in tree[1:]:  # workers in their own sessions that outlived their arbiter
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def __enter__(self) -> ServerProcess:
         return self.start()

@@ -222,7 +222,7 @@ def create_app(settings: ServingSettings) -> FastAPI:
             if info is not None:
                 entry["ready"] = info.ready
             if getattr(arm, "last_error", None):
-                entry["last_error"] = arm.last_error
+                entry["error"] = arm.last_error
             if name == "ensemble":
                 entry["routable"] = router.ensemble_ready()
                 entry["breaker"] = router.breaker.snapshot()
@@ -234,6 +234,17 @@ def create_app(settings: ServingSettings) -> FastAPI:
         if router.classic is not router.classic_direct and router.classic.info is not None:
             out["classic"]["router_local_version"] = router.classic.info.version
         return out
+
+    @app.post("/api/admin/models/{name}/version", tags=["admin"], dependencies=[Admin],
+              summary="Serve another stored version: previous, latest or an exact version")
+    async def swap_version(name: str, request: Request, router: Core) -> Any:
+        if name not in ("classic", "ensemble"):
+            raise NotFound(f"unknown model {name!r}: classic or ensemble")
+        version = (await _json_body(request)).get("version")
+        if not isinstance(version, str) or not version or len(version) > 64:
+            raise InvalidInput("version must be 'previous', 'latest' or a stored version",
+                               fields=[{"field": "version", "message": "required string"}])
+        return await router.swap_model(name, version)
 
     # ---------------------------------------------------------------- admin
     @app.get("/api/admin/flags", tags=["admin"], dependencies=[Admin], summary="The flag config in force")

@@ -123,7 +123,12 @@ class RemoteArm:
     async def refresh(self) -> ArmInfo | None:
         """Ask the service to describe itself; on failure keep the last info but mark it not ready."""
         try:
-            self.info = info_from_description(await self._describe())
+            description = await self._describe()
+            if "schema" not in description:  # the service runs but has no model to serve
+                self.info = None
+                self.last_error = str(description.get("error", "model not loaded"))
+                return None
+            self.info = info_from_description(description)
             self.last_error = None
         except Exception as exc:  # unreachable, starting, crashed: all mean "not ready now"
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]

@@ -25,10 +25,11 @@ import yaml
 
 from models.schema import SchemaValidationError
 from serving import metrics
-from serving.arms import ArmInfo
+from serving.arms import ArmInfo, LocalArm, describe_model, info_from_description
 from serving.cache import PredictionCache
 from serving.config import FlagConfig, FlagConfigError, dump_flag_config, load_flag_config, parse_flag_config
 from serving.errors import ArmUnavailable, InvalidInput
+from serving.errors import NotFound as NotFoundError
 from serving.policy import Decision, Health, Reason, RequestContext, decide, explain
 from serving.resilience import BreakerState, CircuitBreaker
 from serving.shadow import ShadowMirror
@@ -65,6 +66,7 @@ class RouterCore:
         ensemble_min_members: int = 1,
         fault_setter=None,
         live=None,
+        model_loaders=None,
     ):
         self.classic = classic
         self.ensemble = ensemble
@@ -73,6 +75,7 @@ class RouterCore:
         self.ensemble_min_members = ensemble_min_members
         self.fault_setter = fault_setter
         self.live = live
+        self.model_loaders = model_loaders or {}
         if live is not None:
             flags = live.governed_flags(flags) or flags
         self._flags = flags
@@ -182,6 +185,40 @@ class RouterCore:
         governed = self.live.governed_flags(self._flags) if self.live is not None else None
         if governed is not None:
             self.apply_flags(governed, "rollout")
+
+    # ------------------------------------------------------------------ model versions
+    async def swap_model(self, name: str, version: str) -> dict[str, Any]:
+        """Make a service serve another stored version ("previous", "latest" or an exact version).
+
+        The service loads the new version before swapping, so requests never wait on a load and a
+        version that fails to load leaves the current one serving (the error is returned).
+        """
+        from models import store
+
+        arm = self.ensemble if name == "ensemble" else self.classic_direct
+        if name not in self.model_loaders or arm.info is None:
+            raise ArmUnavailable(f"the {name} service is not ready")
+        tag = f"{name}:{version}"
+        if version in ("previous", "latest"):
+            stored = await asyncio.to_thread(store.versions, name)  # newest first
+            current = [v["version"] for v in stored]
+            if version == "latest":
+                tag = stored[0]["tag"]
+            elif arm.info.version not in current or current.index(arm.info.version) + 1 >= len(current):
+                raise NotFoundError(f"no version of {name} older than {arm.info.version} in the model store")
+            else:
+                tag = stored[current.index(arm.info.version) + 1]["tag"]
+        try:
+            result = await self.model_loaders[name](tag)
+        except Exception as exc:
+            raise InvalidInput(f"{name} refused {tag}: {exc}") from None
+        if name == "classic" and isinstance(self.classic, LocalArm):
+            model, stored_model = await asyncio.to_thread(store.load, tag)
+            description = describe_model("classic", tag, model, stored_model.info.metadata)
+            self.classic.model, self.classic.info = model, info_from_description(description)
+        self.cache.clear()
+        await self.refresh_health()
+        return result
 
     # ------------------------------------------------------------------ requests
     def encode(self, info: ArmInfo, rows: Sequence[Mapping[str, Any]], prefix: str) -> np.ndarray:

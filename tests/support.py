@@ -51,7 +51,7 @@ class Server:
             import yaml
 
             self.flags_path.write_text(yaml.safe_dump(flags))
-        else:
+        elif not self.flags_path.exists():  # a restart in the same workdir keeps its flags and state
             shutil.copy(ROOT / "config" / "flags.yaml", self.flags_path)
         self.log_path = self.workdir / "serve.log"
         self.env = {
@@ -60,6 +60,7 @@ class Server:
             "SERVING_ADMIN_TOKEN": ADMIN_TOKEN,
             "SERVING_HEALTH_POLL_S": "0.5",
             "SERVING_FLAGS_POLL_S": "0.2",
+            "SERVING_STATE_URL": f"sqlite:///{self.workdir / 'state.db'}",
             **env,
         }
         self.process: subprocess.Popen | None = None

@@ -29,8 +29,9 @@ def metric_values(server, name: str) -> dict[str, float]:
     return out
 
 
-def varied_rows(example: dict, n: int) -> list[dict]:
-    rng = np.random.default_rng(7)
+def varied_rows(example: dict, n: int, seed: int = 7) -> list[dict]:
+    """n distinct valid rows (distinct per seed, so one test's cache entries never serve another)."""
+    rng = np.random.default_rng(seed)
     rows = []
     for _ in range(n):
         row = copy.deepcopy(example)
