@@ -35,18 +35,32 @@ settings = get_settings()
 LOGGING = {"access": {"enabled": settings.access_log}}
 
 
+def declared_model(tag: str) -> bentoml.models.BentoModel | None:
+    """The model reference if the store has it, else None.
+
+    A declared model is bundled by `bentoml build`, but `bentoml serve` refuses to start when a
+    declared model is missing; declaring only what exists lets a missing ensemble degrade the
+    graph (everything on classic) and a missing classic model keep the router unready with a
+    clear message, instead of a refusal to start or a silent serve.
+    """
+    ref = bentoml.models.BentoModel(tag)
+    return ref if ref.stored is not None else None
+
+
 class ModelHost:
     """Shared by the model services: load a stored model, describe it, survive its absence."""
 
-    model_ref: bentoml.models.BentoModel
+    model_tag: str
+    model_ref: bentoml.models.BentoModel | None
 
     def _load(self, name: str) -> None:
         self.name = name
         self.model = None
         self.error: str | None = None
-        stored = type(self).model_ref.stored  # None when absent; never reaches out to a remote store
+        ref = type(self).model_ref
+        stored = ref.stored if ref is not None else None  # never reaches out to a remote store
         if stored is None:
-            self.error = f"model {type(self).model_ref.tag} is not in the model store"
+            self.error = f"model {self.model_tag} is not in the model store"
             log.error("%s: %s", name, self.error)
             return
         self.cpu_seconds = 0.0
@@ -59,7 +73,7 @@ class ModelHost:
 
     def description(self) -> dict:
         if self.model is None:
-            return {"name": self.name, "tag": str(type(self).model_ref.tag), "ready": False, "error": self.error}
+            return {"name": self.name, "tag": self.model_tag, "ready": False, "error": self.error}
         description = describe_model(self.name, str(self.stored.tag), self.model, self.stored.info.metadata)
         description["cpu_seconds_per_row"] = self.cpu_seconds / self.rows_served if self.rows_served else None
         return description
@@ -106,7 +120,8 @@ class ModelHost:
 class Classic(ModelHost):
     """The lightweight classic model (multinomial logistic regression)."""
 
-    model_ref = bentoml.models.BentoModel(settings.classic_model)
+    model_tag = settings.classic_model
+    model_ref = declared_model(settings.classic_model)
 
     def __init__(self) -> None:
         self._load("classic")
@@ -137,7 +152,8 @@ class Ensemble(ModelHost):
 
     # In a router-only image (SERVING_ENSEMBLE_URL set) this class is just the typed client of a
     # remote service: declaring no model keeps the ensemble model out of that Bento.
-    model_ref = None if settings.ensemble_url else bentoml.models.BentoModel(settings.ensemble_model)
+    model_tag = settings.ensemble_model
+    model_ref = None if settings.ensemble_url else declared_model(settings.ensemble_model)
 
     def __init__(self) -> None:
         self._load("ensemble")
@@ -206,7 +222,7 @@ class Router:
 
     classic_service = bentoml.depends(Classic, url=settings.classic_url)
     ensemble_service = bentoml.depends(Ensemble, url=settings.ensemble_url)
-    classic_model = bentoml.models.BentoModel(settings.classic_model)
+    classic_model = declared_model(settings.classic_model)
 
     def __init__(self) -> None:
         try:
@@ -250,7 +266,8 @@ class Router:
         self._tasks: list[asyncio.Task] = []
 
     def classic_model_stored(self):
-        return type(self).classic_model.stored
+        ref = type(self).classic_model
+        return ref.stored if ref is not None else None
 
     @bentoml.on_startup
     async def start_background_work(self) -> None:

@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -228,6 +229,26 @@ def measure(server: ServerProcess, target: Target, users: int, duration: float, 
     )
 
 
+def measure_alive(server: ServerProcess, target: Target, users: int, duration: float, out: Path) -> Measurement:
+    """measure(), restarting the server first if it died (a shared machine: someone may kill it) and
+    measuring again once if it died during the run; restarts are noted in the result."""
+    notes = []
+    for attempt in range(2):
+        if not server.alive():
+            code = server.process.poll() if server.process else None
+            print(f"  {server.name} is down (exit code {code}); restarting it", flush=True)
+            notes.append(f"{server.name} restarted (was down, exit code {code})")
+            server.restart()
+            server.wait_models(120)
+            warm_up(server.url, target)
+        m = measure(server, target, users, duration, out)
+        if server.alive() or attempt == 1:
+            m.notes = notes + m.notes
+            return m
+        notes.append(f"{server.name} died during the run; measured again")
+    raise AssertionError("unreachable")
+
+
 # --------------------------------------------------------------------------- report
 def best_under_budget(runs: list[Measurement], budget_ms: float) -> Measurement | None:
     ok = [m for m in runs if m.p99_ms is not None and m.p99_ms <= budget_ms and m.error_rate < 0.01]
@@ -250,7 +271,8 @@ def render(meta: dict[str, Any], inproc: dict[str, Any] | None, results: dict[st
            budgets: dict[str, float], fixed_users: int) -> str:
     lines = [f"# Benchmark {meta['started']}", "",
              f"Command: `{meta['command']}`  ",
-             f"Machine: {meta['machine']}; models {meta['models']}; commit {meta.get('commit') or '?'}  ",
+             f"Machine: {meta['machine']}; load average (1/5/15 min) {meta['load_average_start']} at start, "
+             f"{meta.get('load_average_end')} at end; models {meta['models']}; commit {meta.get('commit') or '?'}  ",
              f"Load: closed-loop Locust users (no think time, distinct rows), levels {meta['levels']}, "
              f"{meta['duration_s']:.0f} s at the fixed load ({fixed_users} users), "
              f"{meta['ladder_s']:.0f} s at the other levels. Locust shares the cores with the servers: "
@@ -361,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--_inprocess", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop the servers
     if args._inprocess:
         args._inprocess.write_text(json.dumps(inprocess(), indent=2))
         return 0
@@ -398,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}",
         "levels": levels, "duration_s": duration, "ladder_s": ladder, "budgets_ms": budgets,
         "bentoml_home": env.get("BENTOML_HOME", "~/bentoml"),
+        "load_average_start": [round(x, 1) for x in os.getloadavg()],
     }
     try:
         meta["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
@@ -434,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             warm_up(running[target.server].url, target)
         for users in levels:
             for target in targets:
-                m = measure(running[target.server], target, users, duration if users == args.users else ladder, out)
+                m = measure_alive(running[target.server], target, users, duration if users == args.users else ladder, out)
                 results[target.key].append(m)
                 print(f"  {target.key:<18} {users:>3} users: {m.goodput:8.1f}/s  p50 {_f(m.p50_ms):>5}  "
                       f"p99 {_f(m.p99_ms):>6} ms  errors {m.error_rate:.2%}  server CPU {_f(m.server_cpu_ms_per_req, 2)} ms/req"
@@ -445,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     if "models" not in meta:
         meta["models"] = "?"
     meta["elapsed_s"] = round(time.monotonic() - started)
+    meta["load_average_end"] = [round(x, 1) for x in os.getloadavg()]
 
     report = render(meta, inproc, results, budgets, args.users)
     report += f"\nChart: latency.png. Elapsed {meta['elapsed_s']} s.\n"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -103,9 +104,9 @@ def run(args: argparse.Namespace) -> int:
     spawn_rate = args.spawn_rate or max(1.0, args.users / 5)
     name = args.name or f"{datetime.now():%Y%m%d-%H%M%S}-{args.scenario}"
     out = (args.results / name).resolve()
-    out.mkdir(parents=True, exist_ok=True)
 
     server: ServerProcess | None = None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally block: stop the server
     host = args.host or "http://127.0.0.1:3000"
     if args.serve:
         overrides: dict[str, str] = {}
@@ -126,12 +127,14 @@ def run(args: argparse.Namespace) -> int:
                 print(f"--server-env {item!r}: expected KEY=VALUE", file=sys.stderr)
                 return 2
             overrides[key] = value
+        out.mkdir(parents=True, exist_ok=True)
         server = ServerProcess.bentoml(out, env=overrides, flags=args.flags, name="server")
         print(f"starting bentoml serve on {server.url} (log: {server.log_path}) ...", flush=True)
         server.start()
         server.wait_models(timeout=120)
         host = server.url
 
+    out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "LOADTEST_OUTPUT_DIR": str(out), "LOADTEST_WAIT": args.wait,
            "LOADTEST_SHAPE": shape, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     for option, var in ((args.step_users, "LOADTEST_STEP_USERS"), (args.step_seconds, "LOADTEST_STEP_SECONDS"),
@@ -157,6 +160,10 @@ def run(args: argparse.Namespace) -> int:
             rc = process.wait()
     finally:
         if server is not None:
+            if server.process.poll() is not None:
+                meta["server_exit_code"] = server.process.returncode
+                print(f"warning: the server exited during the run (code {server.process.returncode}); see {server.log_path}",
+                      file=sys.stderr)
             server.stop()
     meta.update({"locust_exit_code": rc, "elapsed_s": round(time.monotonic() - started, 1),
                  "finished": datetime.now().isoformat(timespec="seconds")})

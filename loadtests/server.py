@@ -115,6 +115,21 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log()[-3000:]}")
 
+    def alive(self) -> bool:
+        """Running and answering /readyz with 200."""
+        if self.process is None or self.process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=5) as response:  # noqa: S310
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def restart(self, timeout: float = 180) -> ServerProcess:
+        """Stop what is left of the server and start it again on the same port."""
+        self.stop()
+        return self.start(timeout)
+
     def wait_models(self, timeout: float = 120) -> bool:
         """Wait until /api/models says both models are ready (the ensemble loads after /readyz)."""
         import json

@@ -45,6 +45,10 @@ def _two_columns(p: np.ndarray) -> np.ndarray:
 
 
 class SklearnMember:
+    """Forests run with n_jobs=1; HistGradientBoosting, which has no n_jobs and predicts on an
+    OpenMP team of every core, is held to one OpenMP thread per call: with the cores busy (other
+    members, other workers) its team waits on itself, up to seconds per row measured."""
+
     path_kind = "native"
 
     def __init__(self, name: str, estimator: Any):
@@ -52,9 +56,17 @@ class SklearnMember:
         self.estimator = estimator
         if hasattr(estimator, "n_jobs"):
             estimator.n_jobs = 1
+        self._openmp = None
+        if not hasattr(estimator, "n_jobs"):
+            from threadpoolctl import ThreadpoolController
+
+            self._openmp = ThreadpoolController().select(user_api="openmp")
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.estimator.predict_proba(X)
+        if self._openmp is None:
+            return self.estimator.predict_proba(X)
+        with self._openmp.limit(limits=1):  # OpenMP thread counts are per calling thread
+            return self.estimator.predict_proba(X)
 
 
 class XGBoostMember:

@@ -17,11 +17,12 @@ from tests.support import HOME, Server
 pytestmark = pytest.mark.integration
 
 
-def clone_version(name: str, corrupt: bool = False) -> str:
-    """A new stored version of `name` with the same files (or a broken weights/estimator file)."""
+def clone_version(tag: str, corrupt: bool = False) -> str:
+    """A new stored version of the model `tag` with the same files (or a broken weights/estimator file)."""
     import bentoml
 
-    source = bentoml.models.get(f"{name}:latest")
+    source = bentoml.models.get(tag)
+    name = source.tag.name
     with bentoml.models.create(name, labels={**source.info.labels, "clone": "true"}, metadata=source.info.metadata) as target:
         for item in Path(source.path).iterdir():
             if item.name == "model.yaml":
@@ -74,14 +75,15 @@ def served_version(server, name: str) -> str:
 
 def test_swap_and_roll_back_under_traffic_and_refuse_a_corrupt_version(server, admin_headers, example_row):
     original = served_version(server, "ensemble")
-    corrupt = clone_version("ensemble", corrupt=True)
-    newer = clone_version("ensemble")  # newest, so "latest" stays a good model for later tests
+    corrupt = clone_version(f"ensemble:{original}", corrupt=True)
+    newer = clone_version(f"ensemble:{original}")  # newest, so "latest" stays a good model for later tests
     with Traffic(server.url, example_row) as traffic:
         time.sleep(1)
         refused = swap(server, admin_headers, "ensemble", corrupt)
         assert refused.status_code == 422 and "failed to load" in refused.text
         assert served_version(server, "ensemble") == original
-        assert swap(server, admin_headers, "ensemble", newer).status_code == 200
+        swapped = swap(server, admin_headers, "ensemble", newer)
+        assert swapped.status_code == 200, swapped.text
         assert served_version(server, "ensemble") == newer
         time.sleep(1)
         back = swap(server, admin_headers, "ensemble", "previous")  # the version before `newer`: the corrupt one
@@ -95,7 +97,7 @@ def test_swap_and_roll_back_under_traffic_and_refuse_a_corrupt_version(server, a
 
 def test_classic_version_swap_reaches_the_router_local_copy(server, admin_headers, example_row):
     before = served_version(server, "classic")
-    newer = clone_version("classic")
+    newer = clone_version(f"classic:{before}")
     assert swap(server, admin_headers, "classic", newer).status_code == 200
     routed = httpx.post(f"{server.url}/api/classify", json={"features": example_row, "user_id": "nobody"}).json()
     assert (routed["model"], routed["model_version"]) == ("classic", newer)
