@@ -23,6 +23,7 @@ runs/, server logs). Locust runs on the same cores as the servers: compare ratio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -90,6 +91,7 @@ class Measurement:
     server_cpu_ms_per_req: float | None
     client_cpu_s: float
     notes: list[str] = field(default_factory=list)
+    ensemble_batch_rows: float | None = None
 
     @property
     def error_rate(self) -> float:
@@ -184,6 +186,69 @@ def warm_up(url: str, target: Target, n: int = 40) -> None:
             response.read()
 
 
+class Monitor:
+    """During a run against the BentoML graph: poll /api/models for arms reported not ready (with the
+    router's last_error), and read the ensemble's batch-size histogram from /metrics before and after."""
+
+    def __init__(self, url: str, interval: float = 0.5):
+        import threading
+
+        self.url, self.interval = url, interval
+        self.problems: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self.batch0 = self._batch_rows()
+
+    def _batch_rows(self) -> tuple[float, float] | None:
+        text = None
+        for _ in range(3):
+            try:
+                with urllib.request.urlopen(self.url + "/metrics", timeout=30) as response:  # noqa: S310
+                    text = response.read().decode()
+                break
+            except Exception as exc:  # a loaded server: try again shortly
+                self.problems[f"/metrics: {type(exc).__name__}"] = self.problems.get(f"/metrics: {type(exc).__name__}", 0) + 1
+                time.sleep(1)
+        if text is None:
+            return None
+        values = {}
+        for line in text.splitlines():
+            if line.startswith(("ensemble_batch_rows_sum", "ensemble_batch_rows_count")):
+                key, value = line.rsplit(" ", 1)
+                values[key.split("{")[0]] = values.get(key.split("{")[0], 0.0) + float(value)
+        if "ensemble_batch_rows_count" not in values:
+            return None
+        return values.get("ensemble_batch_rows_sum", 0.0), values["ensemble_batch_rows_count"]
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                with urllib.request.urlopen(self.url + "/api/models", timeout=10) as response:  # noqa: S310
+                    models = json.loads(response.read())
+            except (OSError, ValueError) as exc:
+                models, problem = {}, f"/api/models unreachable: {type(exc).__name__}"
+                self.problems[problem] = self.problems.get(problem, 0) + 1
+            for name in ("classic", "ensemble"):
+                entry = models.get(name) or {}
+                if entry and (not entry.get("ready", True) or entry.get("last_error")):
+                    problem = f"{name} not ready: {str(entry.get('last_error'))[:120]}"
+                    self.problems[problem] = self.problems.get(problem, 0) + 1
+
+    def __enter__(self) -> Monitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+        self.batch1 = self._batch_rows()
+
+    def mean_batch(self) -> float | None:
+        if not self.batch0 or not self.batch1 or self.batch1[1] <= self.batch0[1]:
+            return None
+        return (self.batch1[0] - self.batch0[0]) / (self.batch1[1] - self.batch0[1])
+
+
 def read_row(stats_csv: Path, name: str) -> dict[str, str] | None:
     with open(stats_csv, newline="") as f:
         for record in csv.DictReader(f):
@@ -203,7 +268,8 @@ def measure(server: ServerProcess, target: Target, users: int, duration: float, 
     command = locust_command(server.url, users, float(users), _fmt_duration(duration), [], run_dir,
                              extra=["--reset-stats"], locustfile=BENCH_LOCUSTFILE)
     cpu0, rusage0 = server.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    with open(run_dir / "locust.log", "w") as log:
+    monitor = Monitor(server.url) if target.server.startswith("bentoml") else None
+    with open(run_dir / "locust.log", "w") as log, (monitor or contextlib.nullcontext()):
         rc = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=duration + 120).returncode
     cpu1, rusage1 = server.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
     row = read_row(run_dir / "locust_stats.csv", target.path) if rc == 0 else None
@@ -221,11 +287,15 @@ def measure(server: ServerProcess, target: Target, users: int, duration: float, 
         with open(failures_csv, newline="") as f:
             notes += [f"{r['Occurrences']}x {r['Error'][:120]}" for r in csv.DictReader(f)][:3]
     client_cpu = (rusage1.ru_utime - rusage0.ru_utime) + (rusage1.ru_stime - rusage0.ru_stime)
+    mean_batch = monitor.mean_batch() if monitor and target.model == "ensemble" else None
+    if monitor and monitor.problems:
+        notes += [f"seen {n}x during the run: {p}" for p, n in list(monitor.problems.items())[:3]]
     return Measurement(
         target.key, users, duration, requests, failures, round(rps, 1),
         round(rps * (1 - failures / requests), 1) if requests else 0.0,
         num("50%"), num("95%"), num("99%"),
         round((cpu1 - cpu0) * 1e3 / requests, 2) if requests else None, round(client_cpu, 1), notes,
+        round(mean_batch, 1) if mean_batch else None,
     )
 
 
@@ -325,13 +395,13 @@ def render(meta: dict[str, Any], inproc: dict[str, Any] | None, results: dict[st
                 f"{_ratio(fa and fa.p99_ms, fb and fb.p99_ms)} | {_ratio(fa and fa.server_cpu_ms_per_req, fb and fb.server_cpu_ms_per_req)} |")
         lines += ["", "Goodput ratio > 1: A serves more; latency / CPU ratio < 1: A is faster / cheaper.", "",
                   "### Every run", "",
-                  "| configuration | users | s | requests | goodput | p50 | p95 | p99 | errors | server CPU ms/req | Locust CPU s | notes |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| configuration | users | s | requests | goodput | p50 | p95 | p99 | errors | server CPU ms/req | ensemble rows/batch | Locust CPU s | notes |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for key, runs in results.items():
             for m in runs:
                 lines.append(f"| {key} | {m.users} | {m.seconds:.0f} | {m.requests} | {m.goodput:,.1f} | {_f(m.p50_ms)} | "
                              f"{_f(m.p95_ms)} | {_f(m.p99_ms)} | {m.error_rate:.2%} | {_f(m.server_cpu_ms_per_req, 2)} | "
-                             f"{m.client_cpu_s:.1f} | {'; '.join(m.notes)} |")
+                             f"{_f(m.ensemble_batch_rows, 1)} | {m.client_cpu_s:.1f} | {'; '.join(m.notes)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -462,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[target.key].append(m)
                 print(f"  {target.key:<18} {users:>3} users: {m.goodput:8.1f}/s  p50 {_f(m.p50_ms):>5}  "
                       f"p99 {_f(m.p99_ms):>6} ms  errors {m.error_rate:.2%}  server CPU {_f(m.server_cpu_ms_per_req, 2)} ms/req"
+                      + (f"  {m.ensemble_batch_rows} rows/batch" if m.ensemble_batch_rows else "")
                       + (f"  {m.notes}" if m.notes else ""), flush=True)
     finally:
         for server in running.values():

@@ -238,7 +238,9 @@ class BatchUser(ApiUser):
 
 
 class FeedbackUser(ApiUser):
-    """Classify, then send a label for that request_id to POST /api/feedback (70 % confirm, 30 % correct).
+    """Classify, then send a label for that request_id to POST /api/feedback (70 % confirm, 30 % correct;
+    half with a 1..10 rating). The answer must be for that request, `recorded` (or `duplicate`), with
+    the served label as `predicted` and `correct` telling whether it matches.
 
     Until the server has the endpoint (POST /api/feedback answers 404/405), the class logs why and
     stops its users; a run of FeedbackUser alone then ends at once and is reported as skipped.
@@ -269,17 +271,18 @@ class FeedbackUser(ApiUser):
                     raw = response.read()
                     return response.status, json.loads(raw) if raw else None
             except urllib.error.HTTPError as exc:
-                return exc.code, None
+                return exc.code, exc.read()[:300].decode(errors="replace")
 
         status, body = post("/api/classify", {"features": self.rows.row()})
         if status != 200 or not isinstance(body, dict) or "request_id" not in body:
             Shared.feedback_message = f"FeedbackUser: could not get a request_id (POST /api/classify answered {status})"
         else:
-            status, _ = post("/api/feedback", {"request_id": body["request_id"], "label": body["label"]})
+            status, answer = post("/api/feedback", {"request_id": body["request_id"], "label": body["label"]})
             if status in (404, 405):
                 Shared.feedback_message = (
-                    f"FeedbackUser skipped: POST /api/feedback answered {status} - this server has no feedback "
-                    "endpoint yet; FeedbackUser users stop themselves and send no traffic."
+                    f"FeedbackUser skipped: POST /api/feedback answered {status} for a fresh request_id - this "
+                    "server has no (working) feedback endpoint; FeedbackUser users stop themselves and send no "
+                    f"traffic. Server said: {str(answer)[:200]}"
                 )
             else:
                 return True
@@ -302,12 +305,11 @@ class FeedbackUser(ApiUser):
         label = body["label"]
         if self.rng.random() < 0.3 and len(Shared.classes) > 1:
             label = self.rng.choice([c for c in Shared.classes if c != body["label"]])
-        with self.client.post("/api/feedback", data=json.dumps({"request_id": body["request_id"], "label": label}),
-                              headers=JSON_HEADERS, name="/api/feedback", catch_response=True) as response:
-            if not 200 <= response.status_code < 300:
-                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
-            else:
-                response.success()
+        feedback = {"request_id": body["request_id"], "label": label}
+        if self.rng.random() < 0.5:
+            feedback["rating"] = self.rng.randint(1, 10)
+        self.post_json("/api/feedback", feedback,
+                       check=lambda answer: payloads.check_feedback(answer, body["request_id"], body["label"], label))
 
 
 # --------------------------------------------------------------------------- shape

@@ -181,3 +181,18 @@ def check_batch(body: Any, n: int, classes: Sequence[str]) -> str | None:
         if problem:
             return f"predictions[{i}]: {problem}"
     return None
+
+
+def check_feedback(body: Any, request_id: str, predicted: str, label: str) -> str | None:
+    """Why an answer of POST /api/feedback is wrong, or None."""
+    if not isinstance(body, Mapping):
+        return f"body is not an object: {str(body)[:80]}"
+    if body.get("request_id") != request_id:
+        return f"answer for request_id {body.get('request_id')!r}, sent {request_id!r}"
+    if body.get("status") not in ("recorded", "duplicate"):
+        return f"status {body.get('status')!r}, expected 'recorded' or 'duplicate'"
+    if "predicted" in body and body["predicted"] != predicted:
+        return f"predicted {body['predicted']!r}, but the prediction was {predicted!r}"
+    if "correct" in body and body["correct"] != (predicted == label):
+        return f"correct={body['correct']!r} for predicted {predicted!r} and label {label!r}"
+    return None

@@ -547,32 +547,38 @@ def export_fast(directory: Path, name: str, native: Any) -> Path | None:
     path.unlink(missing_ok=True)
     if name not in FAST_MEMBERS:
         return None
+    pending = path.with_name(path.name + ".unchecked")  # becomes `path` only once it passes
     try:
-        model = native.estimator if hasattr(native, "estimator") else native.booster
-        compiled = _compile(name, model)
-        path.write_bytes(_to_onnx(compiled))
-        fast = OnnxTreeMember(name, path)
-        X = probe_rows(compiled.trees, compiled.n_features)
-        diff = float(np.abs(fast.predict_proba(X) - native.predict_proba(X)).max())
-        X[::7, ::3] = np.nan  # missing values, where the native model accepts them
-        try:
-            expected = native.predict_proba(X)
-        except ValueError:
-            expected = None
-        if expected is not None:
-            diff = max(diff, float(np.abs(fast.predict_proba(X) - expected).max()))
+        diff = _write_and_check(name, native, pending)
     except ImportError as exc:
-        path.unlink(missing_ok=True)
+        pending.unlink(missing_ok=True)
         log.info("member %s: fast path not exported (%s)", name, exc)
         return None
     except Exception as exc:
-        path.unlink(missing_ok=True)
+        pending.unlink(missing_ok=True)
         log.warning("member %s: fast path not exported (%s: %s)", name, type(exc).__name__, exc)
         return None
     if not diff <= TOLERANCE:
-        path.unlink(missing_ok=True)
+        pending.unlink(missing_ok=True)
         log.warning("member %s: fast path differs from native by %.3g > %g; not exported",
                     name, diff, TOLERANCE)
         return None
+    pending.replace(path)
     log.info("member %s: fast path exported (max |diff| %.2g on probe rows)", name, diff)
     return path
+
+
+def _write_and_check(name: str, native: Any, path: Path) -> float:
+    """Write the compiled member to `path`; the largest probability difference from `native`."""
+    model = native.estimator if hasattr(native, "estimator") else native.booster
+    compiled = _compile(name, model)
+    path.write_bytes(_to_onnx(compiled))
+    fast = OnnxTreeMember(name, path)
+    X = probe_rows(compiled.trees, compiled.n_features)
+    diff = float(np.abs(fast.predict_proba(X) - native.predict_proba(X)).max())
+    X[::7, ::3] = np.nan  # missing values, where the native model accepts them
+    try:
+        expected = native.predict_proba(X)
+    except ValueError:  # e.g. a scikit-learn forest fitted without missing values rejects NaN
+        return diff
+    return max(diff, float(np.abs(fast.predict_proba(X) - expected).max()))

@@ -7,12 +7,29 @@ tests/support.py sets the BentoML home before anything imports bentoml, so no te
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support import ADMIN_TOKEN, HOME, Server, run_training
+from tests.support import ADMIN_TOKEN, HOME, Postgres, Server, run_training
+
+_postgres = Postgres()
+
+
+def pytest_configure(config):
+    """Start a real PostgreSQL on loopback for the shared-store tests (unless one is given)."""
+    if not os.environ.get("TEST_POSTGRES_URL") and _postgres.available and os.geteuid() == 0:
+        try:
+            os.environ["TEST_POSTGRES_URL"] = _postgres.start()
+        except (OSError, subprocess.SubprocessError) as exc:  # the PostgreSQL tests then skip, saying why
+            print(f"PostgreSQL not started: {exc}")
+
+
+def pytest_unconfigure(config):
+    _postgres.stop()
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -107,3 +107,42 @@ class Server:
                 self.process.wait(timeout=10)
 
 
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster on a loopback port (Debian's postgresql package), run as the
+    postgres user; used when TEST_POSTGRES_URL is not already given."""
+
+    def __init__(self):
+        import glob
+
+        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        self.bin = Path(binaries[-1]) if binaries else None
+        self.dir: Path | None = None
+        self.url: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.bin is not None and shutil.which("runuser") is not None
+
+    def _as_postgres(self, *args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> str:
+        self.dir = Path(tempfile.mkdtemp(prefix="pg-"))
+        shutil.chown(self.dir, "postgres", "postgres")
+        port = free_port()
+        data = self.dir / "data"
+        self._as_postgres(str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "log"), "-w", "start",
+                          "-o", f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off")
+        self._as_postgres(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(port), "serving")
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/serving"
+        return self.url
+
+    def stop(self) -> None:
+        if self.dir is not None:
+            subprocess.run(["runuser", "-u", "postgres", "--", str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"),
+                            "-m", "immediate", "stop"], capture_output=True, timeout=60)
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
