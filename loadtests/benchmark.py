@@ -520,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                 server = ServerProcess.bentoml(out, env=server_env, name=name, service=service)
             print(f"starting {name} ...", flush=True)
             t0 = time.monotonic()
-            running[name] = server.start()
+            running[name] = server.start_retrying()
             if not server.wait_models(120):
                 print(f"  {name}: a model is not ready; see {server.log_path}", flush=True)
             print(f"  ready in {time.monotonic() - t0:.0f}s at {server.url}", flush=True)

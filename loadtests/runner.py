@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         server = ServerProcess.bentoml(out, env=overrides, flags=args.flags, name="server")
         print(f"starting bentoml serve on {server.url} (log: {server.log_path}) ...", flush=True)
-        server.start()
+        server.start_retrying()
         server.wait_models(timeout=120)
         host = server.url
 

@@ -115,6 +115,19 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log()[-3000:]}")
 
+    def start_retrying(self, attempts: int = 3, timeout: float = 180) -> ServerProcess:
+        """start(), again if the process exits before it is ready (on a shared machine something else
+        may stop it: a clean exit 0 during start-up is a SIGTERM from outside, not a crash of ours)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.start(timeout)
+            except RuntimeError as exc:
+                if attempt == attempts:
+                    raise
+                print(f"  {self.name} did not start ({str(exc).splitlines()[0]}); retrying", flush=True)
+                self.stop()
+        raise AssertionError("unreachable")
+
     def alive(self) -> bool:
         """Running and answering /readyz with 200."""
         if self.process is None or self.process.poll() is not None:
@@ -128,7 +141,7 @@ class ServerProcess:
     def restart(self, timeout: float = 180) -> ServerProcess:
         """Stop what is left of the server and start it again on the same port."""
         self.stop()
-        return self.start(timeout)
+        return self.start_retrying(timeout=timeout)
 
     def wait_models(self, timeout: float = 120) -> bool:
         """Wait until /api/models says both models are ready (the ensemble loads after /readyz)."""

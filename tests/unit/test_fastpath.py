@@ -196,5 +196,6 @@ def test_inexact_conversion_is_not_exported(tmp_path, monkeypatch, caplog):
     with caplog.at_level(logging.WARNING):
         save_member(tmp_path, "random_forest", model)
     assert not fastpath.fast_path(tmp_path, "random_forest").exists()
+    assert [p.name for p in (tmp_path / "members").iterdir()] == ["random_forest.joblib"]
     assert "differs from native" in caplog.text
     assert load_member(tmp_path, "random_forest").path_kind == "native"
