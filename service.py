@@ -26,6 +26,7 @@ with bentoml.importing():
     from serving.config import FlagConfig, FlagConfigError, load_flag_config
     from serving.drift import DriftMonitor
     from serving.live import LiveEvaluation
+    from serving.preferences import PreferenceCache
     from serving.router import RouterCore
     from serving.settings import get_settings
     from serving.state import StateStore
@@ -250,6 +251,8 @@ class Router:
             reference = stored.info.metadata.get("reference", {})
             drift = DriftMonitor(model.schema.features, reference, flags.drift) if reference else None
             live = LiveEvaluation(StateStore(settings.state_url), flags, drift, model.schema.classes)
+        preferences = PreferenceCache(live.store if live is not None else StateStore(settings.state_url),
+                                      ttl_s=settings.preference_ttl_s)
         set_fault = _async_method(self.ensemble_service, "set_fault")
         loaders = {"classic": _async_method(self.classic_service, "load_version"),
                    "ensemble": _async_method(self.ensemble_service, "load_version")}
@@ -260,6 +263,7 @@ class Router:
             ensemble_min_members=settings.ensemble_min_members,
             fault_setter=lambda **kw: set_fault(**kw),
             live=live,
+            preferences=preferences,
             model_loaders={name: (lambda tag, load=load: load(tag=tag)) for name, load in loaders.items()},
         )
         api.state.core = self.core

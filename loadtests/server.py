@@ -85,13 +85,17 @@ class ServerProcess:
     @classmethod
     def bentoml(cls, workdir: Path, env: dict[str, str] | None = None, flags: Path | None = None,
                 port: int | None = None, name: str = "bentoml", service: str = "service:Router") -> ServerProcess:
-        """`bentoml serve service:Router` with its own copy of the flag file (admin writes stay in workdir)."""
+        """`bentoml serve service:Router` with its own copy of the flag file and its own state store
+        (admin writes and rollout state stay in workdir; `env` may override either)."""
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         flags_copy = workdir / f"{name}-flags.yaml"
         shutil.copy(flags or ROOT / "config" / "flags.yaml", flags_copy)
         port = port or free_port()
         full_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "SERVING_FLAGS_PATH": str(flags_copy),
+                    # its own state store: the default (var/state.db) would be shared with every other
+                    # server started from this checkout (rollout state, decisions, SQLite locks)
+                    "SERVING_STATE_URL": f"sqlite:///{workdir.resolve() / (name + '-state.db')}",
                     "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
         command = [sys.executable, "-m", "bentoml", "serve", service, "--host", "127.0.0.1", "--port", str(port)]
         return cls(command, port, full_env, workdir / f"{name}.log", name)

@@ -35,6 +35,7 @@ from serving.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from serving.preferences_api import create_preferences_router
 from serving.router import RouterCore
 from serving.settings import ServingSettings
 
@@ -100,6 +101,7 @@ def create_app(settings: ServingSettings) -> FastAPI:
             raise Forbidden("invalid admin token")
 
     Admin = Depends(require_admin)
+    app.include_router(create_preferences_router(settings, require_admin))
 
     # ---------------------------------------------------------------- prediction
     @app.post("/api/classify", response_model=Prediction, tags=["classify"], summary="Classify one instance (routed)")

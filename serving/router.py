@@ -66,6 +66,7 @@ class RouterCore:
         ensemble_min_members: int = 1,
         fault_setter=None,
         live=None,
+        preferences=None,
         model_loaders=None,
     ):
         self.classic = classic
@@ -75,6 +76,8 @@ class RouterCore:
         self.ensemble_min_members = ensemble_min_members
         self.fault_setter = fault_setter
         self.live = live
+        self.preferences = preferences
+        """PreferenceCache of users' stored model choices (serving/preferences.py), or None."""
         self.model_loaders = model_loaders or {}
         if live is not None:
             flags = live.governed_flags(flags) or flags
@@ -261,6 +264,8 @@ class RouterCore:
         """Route one request (one or more rows, one user) and answer every row."""
         classic_info = self._require(self.classic)
         codes = self.encode(classic_info, rows, prefix)  # bad input is a 422 whatever the arm
+        if user_preference is None and user_id and self.preferences is not None:
+            user_preference = await self.preferences.aget(user_id)  # memory; a store read once per TTL
         ctx = self.context(rows, user_id, header, attributes, user_preference)
         decision = decide(ctx, self._flags, self.health())
         metrics.DECISIONS.labels(reason=decision.reason.value).inc()
@@ -301,8 +306,9 @@ class RouterCore:
         return self._render(answer, decision, f"direct_{arm_name}", reason="direct")
 
     def explain(self, user_id: str | None, header: str | None = None, attributes: Mapping[str, str] | None = None) -> dict[str, Any]:
-        ctx = RequestContext(user_id=user_id, request_key=user_id or "anonymous",
-                             header_preference=header, attributes=dict(attributes or {}))
+        preference = self.preferences.get(user_id) if self.preferences is not None and user_id else None
+        ctx = RequestContext(user_id=user_id, request_key=user_id or "anonymous", header_preference=header,
+                             user_preference=preference, attributes=dict(attributes or {}))
         return explain(ctx, self._flags, self.health())
 
     # ------------------------------------------------------------------ internals

@@ -27,6 +27,11 @@ class ServingSettings(BaseSettings):
     shared PostgreSQL (postgresql+psycopg://user:password@host/db) for several router replicas."""
     admin_token: SecretStr | None = None
     """Bearer token for /api/admin/*; admin endpoints are disabled when unset."""
+    user_token_secret: SecretStr | None = None
+    """Shared secret (16+ characters) that signs user tokens (HMAC-SHA256) for the preference API
+    and settings page; /api/users/*/preference answers 403 while unset (serving/preferences.py)."""
+    preference_ttl_s: float = Field(2.0, ge=0)
+    """How long a router caches a user's model preference: other replicas see a change within this."""
     classic_local: bool = True
     """Answer routed classic traffic in the router process (no network hop) instead of the classic service."""
     classic_url: str | None = None
