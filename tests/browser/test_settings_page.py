@@ -7,8 +7,6 @@ Service("/usr/bin/chromedriver"), so Selenium Manager never downloads a driver o
 from __future__ import annotations
 
 import copy
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +18,6 @@ from tests.support import ADMIN_TOKEN, ROOT, Server
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SECRET = "browser-test-user-token-secret"
 SCREENSHOT = ROOT / "results" / "screenshots" / "settings-page.png"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -38,32 +34,6 @@ def pref_server(trained_store) -> Iterator[Server]:
         yield srv
     finally:
         srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium: apt-get install -y chromium chromium-driver (as .ci/run does)")
-    assert CHROMEDRIVER.exists(), "chromium is installed but /usr/bin/chromedriver is not: apt-get install -y chromium-driver"
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=900,760", f"--user-data-dir={profile}"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors, read below
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def classify(server: Server, row: dict, user_id: str) -> dict:
