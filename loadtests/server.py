@@ -58,6 +58,22 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(table[p][1] for p in descendants(pid) if p in table)
 
 
+def isolated_home(path: Path, store: str | None = None) -> Path:
+    """A BentoML home of its own whose `models` is the real store's (a symlink).
+
+    `bentoml serve` wipes and reuses `$BENTOML_HOME/prometheus_multiproc_dir`, so two servers on one
+    home clobber each other's metrics (and read each other's samples); a home per server keeps
+    /metrics right while every server still serves the same stored models."""
+    store_home = Path(store or os.environ.get("BENTOML_HOME") or Path.home() / "bentoml").expanduser().resolve()
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    link = path / "models"
+    if not link.exists():
+        (store_home / "models").mkdir(parents=True, exist_ok=True)
+        link.symlink_to(store_home / "models", target_is_directory=True)
+    return path.resolve()
+
+
 def store_has_models(env: dict[str, str]) -> bool:
     """Whether the BentoML home in `env` holds both models (asked in a subprocess: clean import)."""
     code = "import sys; from models import store; sys.exit(0 if store.has_models() else 1)"
@@ -85,13 +101,16 @@ class ServerProcess:
     @classmethod
     def bentoml(cls, workdir: Path, env: dict[str, str] | None = None, flags: Path | None = None,
                 port: int | None = None, name: str = "bentoml", service: str = "service:Router") -> ServerProcess:
-        """`bentoml serve service:Router` with its own copy of the flag file and its own state store
-        (admin writes and rollout state stay in workdir; `env` may override either)."""
+        """`bentoml serve service:Router` with its own copy of the flag file, its own state store and its
+        own BentoML home over the shared model store (admin writes, rollout state and Prometheus files
+        stay in workdir; `env` may override the state store; env["BENTOML_HOME"] names the store)."""
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         flags_copy = workdir / f"{name}-flags.yaml"
         shutil.copy(flags or ROOT / "config" / "flags.yaml", flags_copy)
         port = port or free_port()
+        env = dict(env or {})
+        env["BENTOML_HOME"] = str(isolated_home(workdir / f"{name}-home", env.get("BENTOML_HOME")))
         full_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "SERVING_FLAGS_PATH": str(flags_copy),
                     # its own state store: the default (var/state.db) would be shared with every other
                     # server started from this checkout (rollout state, decisions, SQLite locks)
