@@ -187,17 +187,17 @@ def warm_up(url: str, target: Target, n: int = 40) -> None:
 
 
 class Monitor:
-    """During a run against the BentoML graph: poll /api/models for arms reported not ready (with the
-    router's last_error), and read the ensemble's batch-size histogram from /metrics before and after."""
+    """Around a run against the BentoML graph: the ensemble's batch-size histogram from /metrics before
+    and after, and (only after a run with failures) what /api/models says about the arms.
 
-    def __init__(self, url: str, interval: float = 0.5):
-        import threading
+    /api/models is not polled during the run: it lists the model store synchronously in the router's
+    event loop (about 0.3 s per call here), so polling it would stall the traffic being measured."""
 
-        self.url, self.interval = url, interval
+    def __init__(self, url: str):
+        self.url = url
         self.problems: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
         self.batch0 = self._batch_rows()
+        self.batch1: tuple[float, float] | None = None
 
     def _batch_rows(self) -> tuple[float, float] | None:
         text = None
@@ -220,27 +220,24 @@ class Monitor:
             return None
         return values.get("ensemble_batch_rows_sum", 0.0), values["ensemble_batch_rows_count"]
 
-    def _poll(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                with urllib.request.urlopen(self.url + "/api/models", timeout=10) as response:  # noqa: S310
-                    models = json.loads(response.read())
-            except (OSError, ValueError) as exc:
-                models, problem = {}, f"/api/models unreachable: {type(exc).__name__}"
-                self.problems[problem] = self.problems.get(problem, 0) + 1
-            for name in ("classic", "ensemble"):
-                entry = models.get(name) or {}
-                if entry and (not entry.get("ready", True) or entry.get("last_error")):
-                    problem = f"{name} not ready: {str(entry.get('last_error'))[:120]}"
-                    self.problems[problem] = self.problems.get(problem, 0) + 1
+    def arm_errors(self) -> None:
+        """Record what /api/models reports as not ready (call after a run with failures)."""
+        try:
+            with urllib.request.urlopen(self.url + "/api/models", timeout=30) as response:  # noqa: S310
+                models = json.loads(response.read())
+        except (OSError, ValueError) as exc:
+            self.problems[f"/api/models unreachable: {type(exc).__name__}"] = 1
+            return
+        for name in ("classic", "ensemble"):
+            entry = models.get(name) or {}
+            error = entry.get("error") or entry.get("last_error")
+            if entry and (not entry.get("ready", True) or error):
+                self.problems[f"after the run /api/models says {name} ready={entry.get('ready')}: {str(error)[:160]}"] = 1
 
     def __enter__(self) -> Monitor:
-        self._thread.start()
         return self
 
     def __exit__(self, *_exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
         self.batch1 = self._batch_rows()
 
     def mean_batch(self) -> float | None:
@@ -288,8 +285,10 @@ def measure(server: ServerProcess, target: Target, users: int, duration: float, 
             notes += [f"{r['Occurrences']}x {r['Error'][:120]}" for r in csv.DictReader(f)][:3]
     client_cpu = (rusage1.ru_utime - rusage0.ru_utime) + (rusage1.ru_stime - rusage0.ru_stime)
     mean_batch = monitor.mean_batch() if monitor and target.model == "ensemble" else None
+    if monitor and failures:
+        monitor.arm_errors()
     if monitor and monitor.problems:
-        notes += [f"seen {n}x during the run: {p}" for p, n in list(monitor.problems.items())[:3]]
+        notes += list(monitor.problems)[:3]
     return Measurement(
         target.key, users, duration, requests, failures, round(rps, 1),
         round(rps * (1 - failures / requests), 1) if requests else 0.0,

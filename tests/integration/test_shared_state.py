@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.integration.test_rollout import ADMIN, FAST_ROLLOUT
+from tests.integration.test_progressive_delivery import ADMIN, FAST_ROLLOUT
 from tests.support import Server
 
 pytestmark = pytest.mark.integration
