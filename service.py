@@ -164,6 +164,7 @@ class Ensemble(ModelHost):
 
     def _instrument(self) -> None:
         if self.model is not None:
+            self.model.enable_member_parallelism(2)  # members on both cores for batches of 32+ rows
             self.model.observer = lambda member, seconds: metrics.MEMBER_LATENCY.labels(member=member).observe(seconds)
             for member, weight in self.model.weights.items():
                 metrics.MEMBER_WEIGHT.labels(member=member).set(weight)

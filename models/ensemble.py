@@ -145,7 +145,14 @@ class EnsembleModel:
         """Stack when every member answered; otherwise the re-normalised weighted vote."""
         ordered = [probas[n] for n in self.members]
         if self.combiner == "stacking":
-            return self.stacker.predict_proba(stack_features(ordered))
+            # The stacker's arithmetic in numpy: scikit-learn's predict_proba costs ~0.3 ms per call.
+            from models.classic import softmax
+
+            coef = np.atleast_2d(self.stacker.coef_)
+            logits = stack_features(ordered) @ coef.T + self.stacker.intercept_
+            if coef.shape[0] == 1:  # binary stacker
+                logits = np.column_stack([np.zeros(len(logits)), logits[:, 0]])
+            return softmax(logits)
         return soft_vote(ordered, [self.weights[n] for n in self.members])
 
     def predict_proba(self, codes: np.ndarray) -> np.ndarray:

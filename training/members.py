@@ -18,8 +18,11 @@ log = logging.getLogger(__name__)
 class MemberParams(BaseModel):
     """Sizes of the members; `quick()` shrinks them for tests and CI."""
 
-    forest_trees: int = 150
+    forest_trees: int = 100
     forest_min_samples_leaf: int = 3
+    forest_max_leaf_nodes: int = 1024
+    """Caps each forest tree: unbounded trees reach millions of nodes, which makes every
+    prediction a cache miss (and the model files hundreds of MB) for little accuracy."""
     boosting_rounds: int = 400
     learning_rate: float = 0.08
     network_epochs: int = 40
@@ -59,11 +62,11 @@ def fit_members(
     makers: dict[str, Callable[[], object]] = {
         "random_forest": lambda: RandomForestClassifier(
             n_estimators=p.forest_trees, min_samples_leaf=p.forest_min_samples_leaf,
-            max_features="sqrt", n_jobs=p.threads, random_state=seed,
+            max_leaf_nodes=p.forest_max_leaf_nodes, max_features="sqrt", n_jobs=p.threads, random_state=seed,
         ).fit(X_train, y_train),
         "extra_trees": lambda: ExtraTreesClassifier(
             n_estimators=p.forest_trees, min_samples_leaf=p.forest_min_samples_leaf,
-            max_features=0.5, n_jobs=p.threads, random_state=seed,
+            max_leaf_nodes=p.forest_max_leaf_nodes, max_features=0.5, n_jobs=p.threads, random_state=seed,
         ).fit(X_train, y_train),
         "hist_gradient_boosting": lambda: HistGradientBoostingClassifier(
             max_iter=p.boosting_rounds, learning_rate=p.learning_rate, max_leaf_nodes=31,

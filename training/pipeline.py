@@ -98,7 +98,7 @@ def train(options: TrainingOptions) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         served = {}
         for name in MEMBER_NAMES:
-            save_member(Path(tmp), name, fitted.models[name])
+            save_member(Path(tmp), name, fitted.models[name], fast=False)  # the store copy gets the fast paths
             served[name] = load_member(Path(tmp), name)
         val_probas = {n: m.predict_proba(X_val) for n, m in served.items()}
         test_probas = {n: m.predict_proba(X_test) for n, m in served.items()}
