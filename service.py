@@ -173,7 +173,8 @@ class Ensemble(ModelHost):
     def __is_ready__(self) -> bool:
         return self.model is not None
 
-    @bentoml.api(batchable=True, max_batch_size=settings.ensemble_max_batch_size,
+    @bentoml.api(batchable=settings.ensemble_max_batch_size > 1,  # 1 turns adaptive batching off
+                 max_batch_size=max(settings.ensemble_max_batch_size, 2),
                  max_latency_ms=settings.ensemble_max_latency_ms)
     def predict(self, codes: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch of schema-encoded rows; one call per member per batch."""

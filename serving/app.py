@@ -229,7 +229,7 @@ def create_app(settings: ServingSettings) -> FastAPI:
                 entry["routable"] = router.ensemble_ready()
                 entry["breaker"] = router.breaker.snapshot()
             try:
-                entry["versions"] = store.versions(name)
+                entry["versions"] = await asyncio.to_thread(store.versions, name)  # store listing is slow
             except Exception:  # split deployment: the router may have no local model store
                 entry["versions"] = []
             out[name] = entry

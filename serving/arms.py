@@ -19,6 +19,10 @@ from models.schema import FeatureSchema
 
 log = logging.getLogger(__name__)
 
+NOT_READY_AFTER = 2
+"""Consecutive failed health refreshes before a remote arm counts as not ready: one slow answer
+under load must not take a healthy service out of rotation (failed calls trip the breaker anyway)."""
+
 
 @dataclass
 class ArmInfo:
@@ -106,6 +110,7 @@ class RemoteArm:
         self._describe = describe
         self.info: ArmInfo | None = None
         self.last_error: str | None = None
+        self.failed_refreshes = 0
 
     async def predict(self, codes: np.ndarray) -> np.ndarray:
         """Predict; one retry on a dropped pooled connection (prediction is idempotent).
@@ -130,8 +135,11 @@ class RemoteArm:
                 return None
             self.info = info_from_description(description)
             self.last_error = None
-        except Exception as exc:  # unreachable, starting, crashed: all mean "not ready now"
+            self.failed_refreshes = 0
+        except Exception as exc:  # unreachable, starting, crashed: "not ready" once it persists
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
-            if self.info is not None:
+            self.failed_refreshes += 1
+            log.warning("%s: health refresh failed (%d in a row): %s", self.name, self.failed_refreshes, self.last_error)
+            if self.info is not None and self.failed_refreshes >= NOT_READY_AFTER:
                 self.info.ready = False
         return self.info

@@ -54,6 +54,15 @@ class Server:
         elif not self.flags_path.exists():  # a restart in the same workdir keeps its flags and state
             shutil.copy(ROOT / "config" / "flags.yaml", self.flags_path)
         self.log_path = self.workdir / "serve.log"
+        # Each server gets its own BentoML home (the store's models and bentos linked in): `bentoml
+        # serve` clears $BENTOML_HOME/prometheus_multiproc_dir at start, which would wipe the metrics
+        # of another server running on the same home.
+        own_home = self.workdir / "bentoml-home"
+        if "BENTOML_HOME" not in env and not own_home.exists():
+            own_home.mkdir()
+            for part in ("models", "bentos"):
+                (HOME / part).mkdir(exist_ok=True)
+                (own_home / part).symlink_to(HOME / part)
         self.env = {
             **os.environ,
             "SERVING_FLAGS_PATH": str(self.flags_path),
@@ -61,6 +70,7 @@ class Server:
             "SERVING_HEALTH_POLL_S": "0.5",
             "SERVING_FLAGS_POLL_S": "0.2",
             "SERVING_STATE_URL": f"sqlite:///{self.workdir / 'state.db'}",
+            "BENTOML_HOME": str(own_home),
             **env,
         }
         self.process: subprocess.Popen | None = None
