@@ -10,6 +10,7 @@ kill switch (a rollback disables the ensemble); otherwise it only reports.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -154,8 +155,8 @@ class LiveEvaluation:
             return {"enough_data": False, "drifted": False, "features": {}, "note": "no reference statistics"}
         report = self.drift.report()
         for name, feature in report.get("features", {}).items():
-            if feature.get("psi") is not None:
-                metrics.DRIFT_PSI.labels(feature=name).set(feature["psi"])
+            psi = feature.get("psi")
+            metrics.DRIFT_PSI.labels(feature=name).set(math.nan if psi is None else psi)  # NaN: not enough data
         metrics.DRIFT_DETECTED.set(1 if report.get("drifted") else 0)
         return report
 
@@ -163,8 +164,7 @@ class LiveEvaluation:
         """Every input of the go/no-go decision, its threshold and margin, and the verdict."""
         snapshot = self.windows.snapshot()
         score = go_no_go(snapshot, self.flags.rollout.score)
-        if score.get("score") is not None:
-            metrics.GO_NO_GO_SCORE.set(score["score"])
+        metrics.GO_NO_GO_SCORE.set(math.nan if score.get("score") is None else score["score"])
         for arm, snap in snapshot.items():
             if snap.get("accuracy") is not None:
                 metrics.LIVE_ACCURACY.labels(arm=arm).set(snap["accuracy"])

@@ -84,6 +84,7 @@ class RouterCore:
         self._flags = flags
         self._flags_mtime: float | None = self._mtime()
         self.breaker = CircuitBreaker(flags.ensemble.breaker, on_change=self._on_breaker_change)
+        metrics.BREAKER_STATE.set(_BREAKER_LEVEL[self.breaker.state])
         self.cache = PredictionCache.from_config(flags.cache)
         self.shadow = ShadowMirror(flags.ensemble.shadow)
         self._export_flag_gauges()
