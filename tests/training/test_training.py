@@ -18,15 +18,14 @@ def test_both_models_saved_with_metadata(trained_store):
     import bentoml
 
     for name in ("classic", "ensemble"):
-        stored = bentoml.models.get(f"{name}:latest")
-        assert str(stored.tag) == trained_store[name]["tag"]
+        stored = bentoml.models.get(trained_store[name]["tag"])  # not :latest: other tests add versions
         meta = stored.info.metadata
         for key in ("schema", "classes", "metrics", "training", "libraries", "reference"):
             assert key in meta, f"{name} metadata lacks {key}"
         assert set(meta["metrics"]) == {"accuracy", "macro_f1", "log_loss"}
         assert len(meta["training"]["fingerprint"]) == 64
         assert stored.info.labels["profile"] == "quick"
-    ensemble_meta = bentoml.models.get("ensemble:latest").info.metadata
+    ensemble_meta = bentoml.models.get(trained_store["ensemble"]["tag"]).info.metadata
     assert len(ensemble_meta["members"]) == 7
     assert abs(sum(ensemble_meta["weights"].values()) - 1.0) < 1e-3
     assert {"float_accuracy", "int8_accuracy"} <= set(ensemble_meta["network"])
@@ -40,13 +39,13 @@ def test_loaded_models_reproduce_the_metrics_measured_before_saving(trained_stor
     from training import data
     from training.evaluate import classification_metrics
 
-    rows = bentoml.models.get("classic:latest").info.metadata["training"]["rows"]
+    rows = bentoml.models.get(trained_store["classic"]["tag"]).info.metadata["training"]["rows"]
     X, y, schema = data.prepare(data.make_default_dataset(rows, data.DEFAULT_SEED), data.DEFAULT_TARGET)
     split = data.split(X, y, data.DEFAULT_SEED)
     y_test = np.array([schema.classes.index(v) for v in split.y_test])
     codes = schema.encode_frame(split.X_test)
     for name in ("classic", "ensemble"):
-        model, stored = store.load(f"{name}:latest")
+        model, stored = store.load(trained_store[name]["tag"])
         measured = classification_metrics(y_test, model.predict_proba(codes))
         for metric, value in stored.info.metadata["metrics"].items():
             assert measured[metric] == pytest.approx(value, abs=1e-5), (name, metric)
@@ -70,7 +69,7 @@ def test_ensemble_without_tflite_member_is_degraded_but_predicts(trained_store, 
     from models.members import member_path
 
     copy = tmp_path / "ensemble"
-    shutil.copytree(bentoml.models.get("ensemble:latest").path, copy)
+    shutil.copytree(bentoml.models.get(trained_store["ensemble"]["tag"]).path, copy)
     member_path(copy, "mlp_int8").write_bytes(b"not a flatbuffer")
     model = EnsembleModel.load(copy)
     assert model.degraded and "mlp_int8" in model.unavailable
