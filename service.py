@@ -72,6 +72,16 @@ class ModelHost:
             self.error = f"model {stored.tag} failed to load: {type(exc).__name__}: {exc}"
             log.exception("%s: model failed to load", name)
 
+    @bentoml.api  # APIs on this base class are inherited by both model services
+    def describe(self) -> dict:
+        """Version, schema, metrics and health of the served model."""
+        return self.description()
+
+    @bentoml.api
+    def load_version(self, tag: str) -> dict:
+        """Serve another stored version (admin, through the router)."""
+        return self.swap_version(tag)
+
     def description(self) -> dict:
         if self.model is None:
             return {"name": self.name, "tag": self.model_tag, "ready": False, "error": self.error}
@@ -135,16 +145,6 @@ class Classic(ModelHost):
         """Class probabilities for schema-encoded rows (the router validates and encodes)."""
         return self._predict(self._check_codes(codes))
 
-    @bentoml.api
-    def describe(self) -> dict:
-        """Version, schema, metrics and health of the served model."""
-        return self.description()
-
-    @bentoml.api
-    def load_version(self, tag: str) -> dict:
-        """Serve another stored version (admin, through the router)."""
-        return self.swap_version(tag)
-
 
 @bentoml.service(name="ensemble", workers=1, threads=2, resources={"cpu": "0.5", "memory": "1Gi"},
                  traffic={"timeout": 30}, logging=LOGGING)
@@ -185,16 +185,6 @@ class Ensemble(ModelHost):
         if self.fault_error_rate and random.random() < self.fault_error_rate:
             raise RuntimeError("injected fault")
         return self._predict(codes)
-
-    @bentoml.api
-    def describe(self) -> dict:
-        """Version, schema, metrics and health of the served model."""
-        return self.description()
-
-    @bentoml.api
-    def load_version(self, tag: str) -> dict:
-        """Serve another stored version (admin, through the router)."""
-        return self.swap_version(tag)
 
     @bentoml.api
     def set_fault(self, delay_ms: float = 0.0, error_rate: float = 0.0) -> dict:
