@@ -34,6 +34,7 @@ with bentoml.importing():
 log = logging.getLogger("bentoml.service")
 settings = get_settings()
 LOGGING = {"access": {"enabled": settings.access_log}}
+TRACING = {} if settings.tracing else {"excluded_urls": ".*"}  # every URL excluded: no span work per request
 
 
 def declared_model(tag: str) -> bentoml.models.BentoModel | None:
@@ -127,7 +128,7 @@ class ModelHost:
 
 
 @bentoml.service(name="classic", workers=1, resources={"cpu": "0.25", "memory": "512Mi"},
-                 traffic={"timeout": 10}, logging=LOGGING)
+                 traffic={"timeout": 10}, logging=LOGGING, tracing=TRACING)
 class Classic(ModelHost):
     """The lightweight classic model (multinomial logistic regression)."""
 
@@ -147,7 +148,7 @@ class Classic(ModelHost):
 
 
 @bentoml.service(name="ensemble", workers=1, threads=2, resources={"cpu": "0.5", "memory": "1Gi"},
-                 traffic={"timeout": 30}, logging=LOGGING)
+                 traffic={"timeout": 30}, logging=LOGGING, tracing=TRACING)
 class Ensemble(ModelHost):
     """The seven-member ensemble with adaptive batching; degraded (still serving) without TFLite."""
 
@@ -207,7 +208,7 @@ def _async_method(dependency, name: str):
     return lambda *args, **kwargs: asyncio.to_thread(method, *args, **kwargs)
 
 
-@bentoml.service(name="router", workers=1, traffic={"timeout": 30}, logging=LOGGING,
+@bentoml.service(name="router", workers=1, traffic={"timeout": 30}, logging=LOGGING, tracing=TRACING,
                  runner_probe={"enabled": False})  # readiness = classic can answer; see __is_ready__
 @bentoml.asgi_app(api, path="/")
 class Router:
@@ -273,6 +274,10 @@ class Router:
             asyncio.create_task(self._every(settings.flags_poll_s, self._reload_flags)),
             asyncio.create_task(self._every(1.0, self._rollout_tick)),
         ]
+        if settings.preference_ttl_s > 0:  # routing by preference without a store read per request
+            await asyncio.to_thread(self.core.preferences.sync)
+            self._tasks.append(asyncio.create_task(
+                self._every(settings.preference_ttl_s, lambda: asyncio.to_thread(self.core.preferences.sync))))
 
     async def _rollout_tick(self) -> None:
         if self.core.live is not None:

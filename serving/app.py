@@ -45,7 +45,8 @@ PREFERENCE_HEADER = "X-Model-Preference"
 STATIC = Path(__file__).parent / "static"
 
 
-def _core(request: Request) -> RouterCore:
+async def _core(request: Request) -> RouterCore:
+    # async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request
     return request.app.state.core
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from functools import cached_property
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,8 +40,8 @@ class ArmInfo:
     def version(self) -> str:
         return self.tag.split(":", 1)[-1]
 
-    @property
-    def schema_id(self) -> str:
+    @cached_property
+    def schema_id(self) -> str:  # compared on every routed request: computed once per ArmInfo
         return hashlib.sha256(self.schema.model_dump_json().encode()).hexdigest()[:16]
 
 

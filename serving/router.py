@@ -242,7 +242,10 @@ class RouterCore:
         user_preference: str | None = None,
     ) -> RequestContext:
         """The policy's view of a request; anonymous requests stick by a hash of their features."""
-        key = hashlib.sha256(json.dumps(rows[0], sort_keys=True, default=str).encode()).hexdigest()[:16]
+        if user_id:
+            key = user_id  # the policy buckets by user id; no need to hash the features
+        else:
+            key = hashlib.sha256(json.dumps(rows[0], sort_keys=True, default=str).encode()).hexdigest()[:16]
         return RequestContext(
             user_id=user_id,
             request_key=key,

@@ -388,6 +388,14 @@ class StateStore:
             ).first()
         return None if row is None else str(row.model)
 
+    def all_preferences(self, limit: int) -> dict[str, str] | None:
+        """Every stored choice (user id -> model) in one query, or None when there are more than `limit`."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(preferences_table.c.user_id, preferences_table.c.model).limit(limit + 1)
+            ).all()
+        return None if len(rows) > limit else {str(r.user_id): str(r.model) for r in rows}
+
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
         """Release every pooled connection; the store must not be used afterwards."""

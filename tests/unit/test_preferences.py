@@ -43,6 +43,12 @@ class CountingStore:
     def set_preference(self, user_id: str, model: str) -> None:
         self.data[user_id] = model
 
+    def all_preferences(self, limit: int) -> dict[str, str] | None:
+        self.reads += 1
+        if self.fail:
+            raise ConnectionError("database is down")
+        return None if len(self.data) > limit else dict(self.data)
+
 
 # ---------------------------------------------------------------------- tokens
 def test_token_is_the_hmac_sha256_of_the_user_id_and_verifies_for_that_user_only():
@@ -70,6 +76,51 @@ def test_tokens_refuse_short_secrets_and_malformed_user_ids():
 
 
 # ---------------------------------------------------------------------- cache
+def test_a_fresh_snapshot_answers_users_it_has_never_seen_without_a_store_read():
+    store, clock = CountingStore(), FakeClock()
+    store.data.update(alice="ensemble", bob="classic")
+    cache = PreferenceCache(store, ttl_s=2.0, clock=clock)
+    assert cache.sync() and store.reads == 1
+    assert [cache.get(u) for u in ("alice", "bob", "carol", "dave")] == ["ensemble", "classic", None, None]
+    assert store.reads == 1  # four users, one query in all
+    store.data["carol"] = "ensemble"  # another replica's write
+    assert cache.get("carol") is None  # not yet: within the sync period
+    cache.sync()
+    assert cache.get("carol") == "ensemble"
+
+
+def test_a_stale_snapshot_falls_back_to_per_user_reads_and_writes_update_it():
+    store, clock = CountingStore(), FakeClock()
+    cache = PreferenceCache(store, ttl_s=2.0, clock=clock)
+    cache.sync()
+    cache.set("erin", "classic")
+    assert cache.get("erin") == "classic"
+    clock.now += 2.5  # the per-user entry expired; the snapshot (2.5 s old) still answers, with the write
+    assert cache.get("erin") == "classic" and store.reads == 1
+    clock.now += 10  # syncs stopped: the snapshot is too old to trust
+    assert cache.get("zoe") is None and store.reads == 2  # read the store for zoe
+
+
+def test_snapshot_gives_way_to_per_user_reads_past_max_entries_and_survives_a_failing_store():
+    store, clock = CountingStore(), FakeClock()
+    store.data.update({f"u{i}": "ensemble" for i in range(5)})
+    cache = PreferenceCache(store, ttl_s=2.0, max_entries=3, clock=clock)
+    assert not cache.sync()
+    reads = store.reads
+    assert cache.get("u1") == "ensemble" and store.reads == reads + 1  # per-user read
+    small = PreferenceCache(CountingStore(), ttl_s=2.0, clock=clock)
+    small.store.fail = True
+    assert not small.sync() and small.errors == 1
+
+
+def test_state_store_lists_all_preferences_up_to_a_limit(tmp_path):
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    store.set_preference("alice", "ensemble")
+    store.set_preference("bob", "classic")
+    assert store.all_preferences(10) == {"alice": "ensemble", "bob": "classic"}
+    assert store.all_preferences(1) is None
+
+
 def test_cache_answers_from_memory_within_the_ttl_then_rereads_the_store():
     store, clock = CountingStore(), FakeClock()
     store.data["alice"] = "ensemble"
