@@ -12,11 +12,13 @@ import hmac
 import json
 import logging
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -62,7 +64,9 @@ def create_app(settings: ServingSettings) -> FastAPI:
     """Build the API; the BentoML service puts its RouterCore on `app.state.core` at start-up."""
     app = FastAPI(title="Tabular classification router", version="1.0", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
-    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, max_in_flight=settings.max_in_flight)
+    fast_routes: dict[str, FastRoute] = {}
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, max_in_flight=settings.max_in_flight,
+                       fast_routes=fast_routes)
 
     @app.exception_handler(ServingError)
     async def _serving_error(_: Request, exc: ServingError) -> JSONResponse:
@@ -111,6 +115,24 @@ def create_app(settings: ServingSettings) -> FastAPI:
             [body.features], user_id=body.user_id, header=preference(x_model_preference), attributes=body.context
         )
         return out[0]
+
+    async def classify_fast(body: bytes, headers: dict[str, str]) -> bytes | None:
+        """POST /api/classify without FastAPI's per-request machinery (profiled: a third of the router's
+        CPU per request): the same model validates the body and renders the answer. Anything but the
+        happy path (a body or header that does not validate) returns None, and the full route answers
+        it, so error responses stay exactly those of the route above."""
+        try:
+            body_model = ClassifyRequest.model_validate_json(body)
+            header = preference(headers.get(PREFERENCE_HEADER.lower()))
+        except (ValidationError, ServingError):
+            return None
+        out = await app.state.core.classify(
+            [body_model.features], user_id=body_model.user_id, header=header, attributes=body_model.context
+        )
+        return Prediction.model_validate(out[0]).model_dump_json().encode()
+
+    if settings.fast_classify:
+        fast_routes["/api/classify"] = classify_fast
 
     @app.post("/api/classify/batch", response_model=BatchPrediction, tags=["classify"], summary="Classify many instances (routed)")
     async def classify_batch(body: BatchRequest, router: Core, x_model_preference: Preference = None) -> Any:
@@ -320,11 +342,14 @@ class RequestGuard:
     a boundary, a 10 MB string) is a 4xx here instead of an error deeper in the stack.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, max_in_flight: int):
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_in_flight: int,
+                 fast_routes: dict[str, FastRoute] | None = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_in_flight = max_in_flight
         self.in_flight = 0
+        self.fast_routes = fast_routes if fast_routes is not None else {}
+        """POST path -> handler(body, headers) answering the happy path (JSON bytes) or None (full route)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -338,9 +363,25 @@ class RequestGuard:
             return await _send_error(send, error)
         self.in_flight += 1
         try:
-            await self.app(scope, self._limited(receive), send)
+            fast = self.fast_routes.get(scope["path"]) if scope["method"] == "POST" else None
+            if fast is None:
+                await self.app(scope, self._limited(receive), send)
+                return
+            body = await self._read_body(receive)
+            try:
+                answer = await fast(body, headers)
+            except ServingError as exc:
+                return await _send_error(send, exc)
+            if answer is None:  # not the happy path: the full route answers, from the body already read
+                await self.app(scope, _replay(body, receive), send)
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})
+            await send({"type": "http.response.body", "body": answer})
         except _BodyTooLarge:
             await _send_error(send, PayloadTooLarge(f"request body exceeds {self.max_body_bytes} bytes"))
+        except _ClientGone:
+            pass
         finally:
             self.in_flight -= 1
 
@@ -359,6 +400,16 @@ class RequestGuard:
             return UnsupportedMediaType(f"send the body as application/json (got {content_type[:60]!r})")
         return None
 
+    async def _read_body(self, receive: Receive) -> bytes:
+        chunks, more, wrapped = [], True, self._limited(receive)
+        while more:
+            message = await wrapped()
+            if message["type"] != "http.request":  # the client went away: nobody to answer
+                raise _ClientGone
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
     def _limited(self, receive: Receive) -> Receive:
         seen = 0
 
@@ -376,6 +427,27 @@ class RequestGuard:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _ClientGone(Exception):
+    pass
+
+
+FastRoute = Callable[[bytes, dict[str, str]], Awaitable[bytes | None]]
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that yields the already-read body once, then whatever the client sends next."""
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 async def _send_error(send: Send, error: ServingError) -> None:

@@ -54,6 +54,10 @@ ENSEMBLE_BATCH_ROWS = Histogram(
     "ensemble_batch_rows", "Rows per ensemble prediction call (after adaptive batching)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
+ENSEMBLE_CALL_ROWS = Histogram(
+    "router_ensemble_call_rows", "Rows per call from the router to the ensemble service (after coalescing)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 ENSEMBLE_DEGRADED = Gauge(
     "ensemble_degraded", "1 when a member could not be loaded", multiprocess_mode="mostrecent"
 )

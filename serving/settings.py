@@ -44,6 +44,9 @@ class ServingSettings(BaseSettings):
     """Largest request body accepted (413 above)."""
     max_in_flight: int = Field(256, ge=1)
     """Router requests in flight before new ones get 503 (admission control)."""
+    fast_classify: bool = True
+    """Answer valid POST /api/classify requests on a lean path past FastAPI's routing and dependency
+    machinery (same validation and response model; every error still goes through the full route)."""
     access_log: bool = False
     """BentoML's per-request access log (off: it costs throughput)."""
     tracing: bool = False
@@ -58,6 +61,11 @@ class ServingSettings(BaseSettings):
     """How often the router refreshes the ensemble's health."""
     ensemble_max_batch_size: int = Field(64, ge=1)
     """Adaptive batching: most rows per ensemble call."""
+    ensemble_coalesce_max_rows: int = Field(64, ge=0)
+    """Router side: concurrent routed requests share one call to the ensemble service, up to this
+    many rows (serving/coalesce.py); 0 sends one call per request."""
+    ensemble_coalesce_in_flight: int = Field(2, ge=1)
+    """Router side: ensemble calls in flight at once; requests arriving meanwhile join the next call."""
     ensemble_max_latency_ms: int = Field(10_000, ge=1)
     """Adaptive batching: BentoML's queueing budget before it rejects (a rejection budget, not a wait)."""
 

@@ -136,12 +136,35 @@ def test_xgboost_uses_native_library_for_large_batches(saved):
     assert np.array_equal(member.predict_proba(large), member.native.predict_proba(large))
 
 
-def test_catboost_stays_native(saved):
+def test_catboost_small_batches_run_on_the_numpy_evaluator_and_match_catboost(saved, monkeypatch):
     directory, X, n_classes = saved
     member = load_member(directory, "catboost")
-    assert member.path_kind == "native"
-    assert not fastpath.fast_path(directory, "catboost").exists()
-    assert member.predict_proba(X[:3]).shape == (3, n_classes)
+    assert isinstance(member, BatchSplitMember) and member.path_kind == "numpy"
+    assert not fastpath.fast_path(directory, "catboost").exists()  # built at load: nothing stored
+    native = member.native
+    for rows in (X[:1], X[7:8], X[:member.native_from_rows - 1], X):  # X has NaN in the 3-class case
+        got = member.fast.predict_proba(rows)
+        assert got.shape == (len(rows), n_classes)
+        assert np.abs(got - native.predict_proba(rows)).max() <= TOLERANCE
+    large = X[:member.native_from_rows]
+    assert np.array_equal(member.predict_proba(large), native.predict_proba(large))
+    monkeypatch.setenv(fastpath.NATIVE_ENV, "catboost")
+    assert load_member(directory, "catboost").path_kind == "native"
+
+
+def test_catboost_models_the_evaluator_cannot_reproduce_stay_native():
+    from catboost import CatBoostClassifier
+
+    from models import oblivious
+    from models.members import CatBoostMember
+
+    rng = np.random.default_rng(0)
+    frame = [[float(v), str(c)] for v, c in zip(rng.standard_normal(200), rng.choice(list("abc"), 200))]
+    y = rng.integers(0, 2, 200)
+    model = CatBoostClassifier(iterations=5, depth=3, verbose=0, allow_writing_files=False, thread_count=1)
+    model.fit(frame, y, cat_features=[1])
+    with pytest.raises(oblivious.NotConvertible):
+        oblivious.checked(CatBoostMember(model))
 
 
 def test_environment_forces_native_paths(saved, monkeypatch):
