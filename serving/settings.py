@@ -64,8 +64,9 @@ class ServingSettings(BaseSettings):
     ensemble_coalesce_max_rows: int = Field(64, ge=0)
     """Router side: concurrent routed requests share one call to the ensemble service, up to this
     many rows (serving/coalesce.py); 0 sends one call per request."""
-    ensemble_coalesce_in_flight: int = Field(2, ge=1)
-    """Router side: ensemble calls in flight at once; requests arriving meanwhile join the next call."""
+    ensemble_coalesce_in_flight: int = Field(1, ge=1)
+    """Router side: ensemble calls in flight at once; requests arriving meanwhile join the next call
+    (1 measured best: bigger calls, 2.0 vs 3.3 ms of ensemble-worker CPU per request at 16 users)."""
     ensemble_max_latency_ms: int = Field(10_000, ge=1)
     """Adaptive batching: BentoML's queueing budget before it rejects (a rejection budget, not a wait)."""
 
