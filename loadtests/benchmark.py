@@ -1,7 +1,7 @@
-"""Side-by-side benchmark on one machine, in one run: in-process models, BentoML serving, a FastAPI baseline.
+"""Side-by-side benchmark on one machine, in one run: in-process models, BentoML serving, FastAPI and MLServer baselines.
 
     python -m loadtests.benchmark [--duration 20s] [--users 16] [--levels 1,4,16,32]
-                                  [--bentoml-home DIR | --train-quick] [--only a,b,c,d]
+                                  [--bentoml-home DIR | --train-quick] [--only a,b,c,d,e]
 
 (a) raw in-process `predict_proba`, batch 1 and batch 64, classic and ensemble (a subprocess);
 (b) the ensemble service with adaptive batching vs batching off (SERVING_ENSEMBLE_MAX_BATCH_SIZE=1),
@@ -9,15 +9,27 @@
 (c) classic through the router (/api/classify + X-Model-Preference: classic, answered in the router
     process: SERVING_CLASSIC_LOCAL=true) vs classic direct (/api/v1/classify/classic, one hop to the
     classic service);
-(d) a plain FastAPI + uvicorn server calling the same models in process (loadtests/baseline_fastapi.py).
+(d) a plain FastAPI + uvicorn server calling the same models in process (loadtests/baseline_fastapi.py);
+(e) the routed ensemble (/api/classify + X-Model-Preference: ensemble: router -> ensemble service with
+    adaptive batching, members on their fast paths) against
+      - the same graph with the native member libraries (a second `bentoml serve service:Router` with
+        SERVING_NATIVE_MEMBERS=1; every other configuration runs with the variable empty: fast paths),
+      - the FastAPI baseline of (d), and
+      - MLServer 1.7.1 with adaptive batching (max 64 rows, 20 ms window, parallel_workers 0) serving
+        the same stored ensemble through the same model code (loadtests/mlserver/: a custom
+        POST /classify/ensemble handler that validates like ours and goes through MLServer's batcher;
+        its own venv .venv-mlserver from scripts/mlserver-venv.sh; skipped with a note when missing);
+    and the routed classic against the FastAPI classic. Goal: routed ensemble goodput >= 2x MLServer's
+    at the fixed load with p99 <= 110 ms and no errors (the report says met / not met).
 
 Every served configuration is driven by closed-loop Locust users (no think time, one distinct row per
 request) at each --levels user count, --duration at the fixed load (--users) and half of it at the
 other levels. Reported: goodput (successful responses/s) at a p99 budget — the highest goodput among
 the levels tried whose p99 is within the budget (classic 100 ms, ensemble 500 ms) and errors < 1 % —
-and p50/p95/p99/error % at the fixed load, with ratios; server CPU per request; a latency vs
-throughput chart. Output: results/benchmark-<timestamp>/ (report.md, results.json, latency.png,
-runs/, server logs). Locust runs on the same cores as the servers: compare ratios, not absolutes.
+and p50/p95/p99/error % at the fixed load, with ratios; server CPU per request; the ensemble's mean
+rows per batch (BentoML's and MLServer's); a latency vs throughput chart. Output:
+results/benchmark-<timestamp>/ (report.md, results.json, latency.png, runs/, server logs, mlserver/
+settings). Locust runs on the same cores as the servers: compare ratios, not absolutes.
 """
 
 from __future__ import annotations
@@ -41,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.runner import locust_command
+from models.fastpath import NATIVE_ENV
 from loadtests.server import ROOT, ServerProcess, free_port, store_has_models, temp_dir, train_quick
 
 BENCH_LOCUSTFILE = ROOT / "loadtests" / "bench_locustfile.py"
@@ -64,16 +77,32 @@ TARGETS = [
     Target("ensemble_nobatch", "ensemble, BentoML, batching off (max 1)", "bentoml-nobatch", "/api/v2/classify/ensemble", "ensemble"),
     Target("fastapi_classic", "classic, FastAPI + uvicorn baseline", "fastapi", "/classify/classic", "classic"),
     Target("fastapi_ensemble", "ensemble, FastAPI + uvicorn baseline", "fastapi", "/classify/ensemble", "ensemble"),
+    Target("ensemble_routed", "ensemble via router (fast paths, adaptive batching)", "bentoml", "/api/classify", "ensemble",
+           "X-Model-Preference: ensemble"),
+    Target("ensemble_routed_native", "ensemble via router, native member libraries (SERVING_NATIVE_MEMBERS=1)",
+           "bentoml-native", "/api/classify", "ensemble", "X-Model-Preference: ensemble"),
+    Target("mlserver_ensemble", "ensemble, MLServer 1.7.1, adaptive batching (max 64, 20 ms)", "mlserver",
+           "/classify/ensemble", "ensemble"),
 ]
 PARTS = {"b": {"ensemble_batching", "ensemble_nobatch"}, "c": {"classic_routed", "classic_direct"},
-         "d": {"fastapi_classic", "fastapi_ensemble", "classic_routed", "classic_direct", "ensemble_batching"}}
+         "d": {"fastapi_classic", "fastapi_ensemble", "classic_routed", "classic_direct", "ensemble_batching"},
+         "e": {"ensemble_routed", "ensemble_routed_native", "mlserver_ensemble", "fastapi_ensemble", "classic_routed",
+               "fastapi_classic"}}
+DEFAULT_PARTS = "a,b,c,d,e"
 COMPARISONS = [  # part, what, A, B (ratio = A / B)
     ("b", "ensemble: adaptive batching vs off", "ensemble_batching", "ensemble_nobatch"),
     ("c", "classic: routed (in router) vs direct (hop)", "classic_routed", "classic_direct"),
     ("d", "classic: BentoML routed vs FastAPI baseline", "classic_routed", "fastapi_classic"),
     ("d", "classic: BentoML direct vs FastAPI baseline", "classic_direct", "fastapi_classic"),
     ("d", "ensemble: BentoML (batching) vs FastAPI baseline", "ensemble_batching", "fastapi_ensemble"),
+    ("e", "ensemble: routed vs MLServer (adaptive batching)", "ensemble_routed", "mlserver_ensemble"),
+    ("e", "ensemble: routed vs FastAPI baseline", "ensemble_routed", "fastapi_ensemble"),
+    ("e", "ensemble: routed fast paths vs routed native", "ensemble_routed", "ensemble_routed_native"),
+    ("e", "classic: routed vs FastAPI baseline", "classic_routed", "fastapi_classic"),
 ]
+E_TARGET = {"goodput_ratio": 2.0, "p99_ms": 110.0, "errors": 0}
+"""Part (e)'s goal: routed ensemble goodput >= 2x MLServer's at the fixed load, with p99 <= 110 ms and no errors."""
+MLSERVER_VENV = ROOT / ".venv-mlserver"
 
 
 @dataclass
@@ -265,7 +294,7 @@ def measure(server: ServerProcess, target: Target, users: int, duration: float, 
     command = locust_command(server.url, users, float(users), _fmt_duration(duration), [], run_dir,
                              extra=["--reset-stats"], locustfile=BENCH_LOCUSTFILE)
     cpu0, rusage0 = server.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    monitor = Monitor(server.url) if target.server.startswith("bentoml") else None
+    monitor = Monitor(server.url) if target.server.startswith("bentoml") or target.server == "mlserver" else None
     with open(run_dir / "locust.log", "w") as log, (monitor or contextlib.nullcontext()):
         rc = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=duration + 120).returncode
     cpu1, rusage1 = server.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -345,7 +374,18 @@ def render(meta: dict[str, Any], inproc: dict[str, Any] | None, results: dict[st
              f"Load: closed-loop Locust users (no think time, distinct rows), levels {meta['levels']}, "
              f"{meta['duration_s']:.0f} s at the fixed load ({fixed_users} users), "
              f"{meta['ladder_s']:.0f} s at the other levels. Locust shares the cores with the servers: "
-             "compare ratios, not absolutes.", ""]
+             "compare ratios, not absolutes."]
+    if meta.get("mlserver") or meta.get("skipped") or meta.get("native_env"):
+        lines[-1] += "  "
+        extra = []
+        if meta.get("mlserver"):
+            extra.append(f"MLServer {meta['mlserver']} (.venv-mlserver, loadtests/mlserver/)")
+        if meta.get("skipped"):
+            extra.append("skipped: " + ", ".join(f"{k} ({v})" for k, v in meta["skipped"].items()))
+        if meta.get("native_env"):
+            extra.append("Member paths: " + "; ".join(f"{k}: {v}" for k, v in meta["native_env"].items()))
+        lines.append(". ".join(extra) + ".")
+    lines.append("")
     if inproc:
         lines += ["## (a) In-process `predict_proba` (one thread, no HTTP)", "",
                   "| model | batch | median ms/call | p99 ms/call | rows/s |", "|---|---|---|---|---|"]
@@ -383,17 +423,25 @@ def render(meta: dict[str, Any], inproc: dict[str, Any] | None, results: dict[st
         lines += ["", "### Ratios (A / B)", "",
                   f"| part | comparison | goodput @ budget | goodput @{fixed_users} | p50 @{fixed_users} | p99 @{fixed_users} | server CPU/req |",
                   "|---|---|---|---|---|---|---|"]
+        rows: list[tuple[list[str], str, str, str]] = []  # a pair listed by several parts: one row
         for part, what, a, b in COMPARISONS:
             if a not in summary or b not in summary:
                 continue
+            same = next((r for r in rows if r[2:] == (a, b)), None)
+            if same:
+                same[0].append(part)
+            else:
+                rows.append(([part], what, a, b))
+        for row_parts, what, a, b in rows:
             sa, sb = summary[a], summary[b]
             fa, fb = sa["fixed"], sb["fixed"]
             lines.append(
-                f"| ({part}) | {what} | {_ratio(sa['best'].goodput if sa['best'] else None, sb['best'].goodput if sb['best'] else None)} | "
+                f"| ({', '.join(row_parts)}) | {what} | {_ratio(sa['best'].goodput if sa['best'] else None, sb['best'].goodput if sb['best'] else None)} | "
                 f"{_ratio(fa and fa.goodput, fb and fb.goodput)} | {_ratio(fa and fa.p50_ms, fb and fb.p50_ms)} | "
                 f"{_ratio(fa and fa.p99_ms, fb and fb.p99_ms)} | {_ratio(fa and fa.server_cpu_ms_per_req, fb and fb.server_cpu_ms_per_req)} |")
-        lines += ["", "Goodput ratio > 1: A serves more; latency / CPU ratio < 1: A is faster / cheaper.", "",
-                  "### Every run", "",
+        lines += ["", "Goodput ratio > 1: A serves more; latency / CPU ratio < 1: A is faster / cheaper.", ""]
+        lines += goal_e(summary, fixed_users)
+        lines += ["### Every run", "",
                   "| configuration | users | s | requests | goodput | p50 | p95 | p99 | errors | server CPU ms/req | ensemble rows/batch | Locust CPU s | notes |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for key, runs in results.items():
@@ -402,6 +450,59 @@ def render(meta: dict[str, Any], inproc: dict[str, Any] | None, results: dict[st
                              f"{_f(m.p95_ms)} | {_f(m.p99_ms)} | {m.error_rate:.2%} | {_f(m.server_cpu_ms_per_req, 2)} | "
                              f"{_f(m.ensemble_batch_rows, 1)} | {m.client_cpu_s:.1f} | {'; '.join(m.notes)} |")
     return "\n".join(lines) + "\n"
+
+
+def goal_e(summary: dict[str, dict[str, Any]], fixed_users: int) -> list[str]:
+    """Part (e)'s verdict: routed ensemble vs MLServer (and FastAPI, the native graph) at the fixed load."""
+    routed = (summary.get("ensemble_routed") or {}).get("fixed")
+    if routed is None:
+        return []
+
+    def describe(key: str, label: str) -> str:
+        m = (summary.get(key) or {}).get("fixed")
+        if m is None:
+            return f"{label.rstrip(':')}: not run"
+        batch = f", {m.ensemble_batch_rows:.1f} rows/batch" if m.ensemble_batch_rows else ""
+        return (f"{label} {m.goodput:,.0f}/s, p50 {_f(m.p50_ms)} / p95 {_f(m.p95_ms)} / p99 {_f(m.p99_ms)} ms, "
+                f"{m.failures} error(s) ({m.error_rate:.2%}){batch}")
+
+    lines = [f"### (e) Routed ensemble vs MLServer, FastAPI and the native graph at {fixed_users} users", "",
+             "- " + describe("ensemble_routed", "routed ensemble (fast paths):"),
+             "- " + describe("mlserver_ensemble", "MLServer 1.7.1, adaptive batching:"),
+             "- " + describe("fastapi_ensemble", "FastAPI + uvicorn:"),
+             "- " + describe("ensemble_routed_native", "routed ensemble, native members:"), ""]
+    mls = (summary.get("mlserver_ensemble") or {}).get("fixed")
+    if mls is not None and mls.goodput:
+        ratio = routed.goodput / mls.goodput
+        met = (ratio >= E_TARGET["goodput_ratio"] and routed.p99_ms is not None and routed.p99_ms <= E_TARGET["p99_ms"]
+               and routed.failures <= E_TARGET["errors"])
+        lines += [f"Goodput routed / MLServer: **{ratio:.2f}×** at p99 {_f(routed.p99_ms)} ms (routed) vs "
+                  f"{_f(mls.p99_ms)} ms (MLServer), {routed.failures} routed error(s). Goal ≥ {E_TARGET['goodput_ratio']:.0f}× "
+                  f"at p99 ≤ {E_TARGET['p99_ms']:.0f} ms with {E_TARGET['errors']} errors: **{'met' if met else 'not met'}**.", ""]
+    else:
+        lines += ["Goodput routed / MLServer: – (MLServer not run: create .venv-mlserver with scripts/mlserver-venv.sh).", ""]
+    return lines
+
+
+def tree_env(server: ServerProcess, var: str) -> list[str | None]:
+    """`var` as each process of the server's tree sees it (None: unset or unreadable)."""
+    from loadtests.server import descendants
+
+    values = []
+    for pid in descendants(server.process.pid) if server.process else []:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            values.append(None)
+            continue
+        found = [e.split(b"=", 1)[1].decode(errors="replace") for e in environ if e.startswith(var.encode() + b"=")]
+        values.append(found[0] if found else None)
+    return values
+
+
+def mlserver_version() -> str | None:
+    found = sorted(MLSERVER_VENV.glob("lib/python*/site-packages/mlserver-*.dist-info"))
+    return found[0].name.split("-")[1] if found else None
 
 
 def chart(results: dict[str, list[Measurement]], budgets: dict[str, float], path: Path) -> None:
@@ -445,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", default="1,4,16,32", help="user counts tried (default 1,4,16,32; --users is added)")
     parser.add_argument("--budget-classic-ms", type=float, default=100.0)
     parser.add_argument("--budget-ensemble-ms", type=float, default=500.0)
-    parser.add_argument("--only", default="a,b,c,d", help="parts to run (default a,b,c,d)")
+    parser.add_argument("--only", default=DEFAULT_PARTS, help=f"parts to run (default {DEFAULT_PARTS})")
     parser.add_argument("--bentoml-home", type=Path, help="model store to benchmark (default: $BENTOML_HOME or ~/bentoml)")
     parser.add_argument("--train-quick", action="store_true", help="if the store has no models, train quick ones into a temp store")
     parser.add_argument("--results", type=Path, default=ROOT / "results")
@@ -459,6 +560,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     env = dict(os.environ, BENTOML_DO_NOT_TRACK="true", TF_CPP_MIN_LOG_LEVEL="3")
+    if env.get(NATIVE_ENV):
+        print(f"note: {NATIVE_ENV}={env[NATIVE_ENV]} in the environment is ignored: every configuration uses the "
+              "fast paths except ensemble_routed_native (part e), which sets it to 1", flush=True)
+    env[NATIVE_ENV] = ""  # the fast paths everywhere (empty = not forced); bentoml-native sets "1"
     if args.bentoml_home:
         env["BENTOML_HOME"] = str(args.bentoml_home.resolve())
     if not store_has_models(env):
@@ -471,6 +576,9 @@ def main(argv: list[str] | None = None) -> int:
         env["BENTOML_HOME"] = str(home)
 
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
+    if parts - set(PARTS) - {"a"}:
+        print(f"unknown part(s) {sorted(parts - set(PARTS) - {'a'})}; parts are a, {', '.join(PARTS)}", file=sys.stderr)
+        return 2
     duration = parse_duration(args.duration)
     ladder = parse_duration(args.ladder_duration) if args.ladder_duration else max(5.0, duration / 2)
     levels = sorted({int(x) for x in args.levels.split(",") if x.strip()} | {args.users})
@@ -479,7 +587,14 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     wanted = set().union(*(PARTS[p] for p in parts if p in PARTS))
     targets = [t for t in TARGETS if t.key in wanted]
-    servers = [s for s in ("bentoml", "bentoml-nobatch", "fastapi") if any(t.server == s for t in targets)]
+    skipped = []
+    if any(t.server == "mlserver" for t in targets) and not (MLSERVER_VENV / "bin" / "mlserver").exists():
+        skipped = [t.key for t in targets if t.server == "mlserver"]
+        targets = [t for t in targets if t.server != "mlserver"]
+        print(f"note: {MLSERVER_VENV.name} not found: skipping {', '.join(skipped)} "
+              "(create it with scripts/mlserver-venv.sh)", flush=True)
+    servers = [s for s in ("bentoml", "bentoml-nobatch", "bentoml-native", "fastapi", "mlserver")
+               if any(t.server == s for t in targets)]
     estimate = sum(len(levels) * 3 + (len(levels) - 1) * ladder + duration for _ in targets) + 45 * len(servers) + ("a" in parts) * 40
     print(f"benchmark -> {out}\n  parts {sorted(parts)}, levels {levels}, {duration:.0f}s at {args.users} users, "
           f"{ladder:.0f}s elsewhere; about {estimate / 60:.1f} min", flush=True)
@@ -492,6 +607,10 @@ def main(argv: list[str] | None = None) -> int:
         "bentoml_home": env.get("BENTOML_HOME", "~/bentoml"),
         "load_average_start": [round(x, 1) for x in os.getloadavg()],
     }
+    if skipped:
+        meta["skipped"] = {key: ".venv-mlserver missing" for key in skipped}
+    if "mlserver" in servers:
+        meta["mlserver"] = mlserver_version()
     try:
         meta["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                         text=True, timeout=5).stdout.strip()
@@ -511,8 +630,16 @@ def main(argv: list[str] | None = None) -> int:
                 port = free_port()
                 server = ServerProcess([sys.executable, "-m", "loadtests.baseline_fastapi", "--port", str(port)], port,
                                        env, out / "fastapi.log", "fastapi")
+            elif name == "mlserver":  # .venv-mlserver's `mlserver start`, the ensemble only (loadtests/mlserver/)
+                port = free_port()
+                server = ServerProcess([sys.executable, "-m", "loadtests.mlserver.launch", "--port", str(port),
+                                        "--workdir", str(out / "mlserver")], port, env, out / "mlserver.log", "mlserver",
+                                       models=("ensemble",))
             else:
-                server_env = {k: v for k, v in env.items() if k in ("BENTOML_HOME", "BENTOML_DO_NOT_TRACK", "TF_CPP_MIN_LOG_LEVEL")}
+                server_env = {k: v for k, v in env.items()
+                              if k in ("BENTOML_HOME", "BENTOML_DO_NOT_TRACK", "TF_CPP_MIN_LOG_LEVEL", NATIVE_ENV)}
+                if name == "bentoml-native":  # every member through its own library (models/fastpath.py)
+                    server_env[NATIVE_ENV] = "1"
                 service = "service:Router"
                 if name == "bentoml-nobatch":  # SERVING_ENSEMBLE_MAX_BATCH_SIZE=1 is rejected by BentoML 1.4
                     service = "loadtests.nobatch_service:Router"
@@ -523,13 +650,24 @@ def main(argv: list[str] | None = None) -> int:
             if not server.wait_models(120):
                 print(f"  {name}: a model is not ready; see {server.log_path}", flush=True)
             print(f"  ready in {time.monotonic() - t0:.0f}s at {server.url}", flush=True)
+            if name.startswith("bentoml"):  # the variable must reach the ensemble worker (a grandchild)
+                seen = tree_env(server, NATIVE_ENV)
+                meta.setdefault("native_env", {})[name] = (f"{NATIVE_ENV}={server.env.get(NATIVE_ENV)!r} in "
+                                                           f"{seen.count(server.env.get(NATIVE_ENV))}/{len(seen)} processes")
+                print(f"  {meta['native_env'][name]}", flush=True)
+        if "models" not in meta and running:  # no part (a): the tags the servers report
+            with contextlib.suppress(OSError, ValueError):
+                from loadtests.payloads import fetch_models
+
+                served = fetch_models(next(iter(running.values())).url, timeout=30)
+                meta["models"] = ", ".join(str(v.get("tag")) for v in served.values() if isinstance(v, dict) and v.get("tag"))
         for target in targets:
             warm_up(running[target.server].url, target)
         for users in levels:
             for target in targets:
                 m = measure_alive(running[target.server], target, users, duration if users == args.users else ladder, out)
                 results[target.key].append(m)
-                print(f"  {target.key:<18} {users:>3} users: {m.goodput:8.1f}/s  p50 {_f(m.p50_ms):>5}  "
+                print(f"  {target.key:<22} {users:>3} users: {m.goodput:8.1f}/s  p50 {_f(m.p50_ms):>5}  "
                       f"p99 {_f(m.p99_ms):>6} ms  errors {m.error_rate:.2%}  server CPU {_f(m.server_cpu_ms_per_req, 2)} ms/req"
                       + (f"  {m.ensemble_batch_rows} rows/batch" if m.ensemble_batch_rows else "")
                       + (f"  {m.notes}" if m.notes else ""), flush=True)

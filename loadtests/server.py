@@ -91,10 +91,13 @@ def train_quick(home: Path, env: dict[str, str]) -> None:
 
 
 class ServerProcess:
-    """A subprocess serving HTTP on 127.0.0.1:port, ready when GET /readyz answers 200."""
+    """A subprocess serving HTTP on 127.0.0.1:port, ready when GET /readyz answers 200; `models` are the
+    ones /api/models must report ready (wait_models): both for our graph, just the ensemble for MLServer."""
 
-    def __init__(self, command: list[str], port: int, env: dict[str, str], log_path: Path, name: str = "server"):
+    def __init__(self, command: list[str], port: int, env: dict[str, str], log_path: Path, name: str = "server",
+                 models: tuple[str, ...] = ("classic", "ensemble")):
         self.command, self.port, self.env, self.log_path, self.name = command, port, env, Path(log_path), name
+        self.models = tuple(models)
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen | None = None
 
@@ -167,7 +170,7 @@ class ServerProcess:
         return self.start_retrying(timeout=timeout)
 
     def wait_models(self, timeout: float = 120) -> bool:
-        """Wait until /api/models says both models are ready (the ensemble loads after /readyz)."""
+        """Wait until /api/models says self.models are ready (the ensemble loads after /readyz)."""
         import json
 
         deadline = time.monotonic() + timeout
@@ -175,7 +178,7 @@ class ServerProcess:
             try:
                 with urllib.request.urlopen(f"{self.url}/api/models", timeout=5) as response:  # noqa: S310
                     models = json.loads(response.read())
-                if all((models.get(m) or {}).get("ready") for m in ("classic", "ensemble")):
+                if all((models.get(m) or {}).get("ready") for m in self.models):
                     return True
             except (urllib.error.URLError, OSError, ValueError):
                 pass
