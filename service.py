@@ -20,7 +20,7 @@ with bentoml.importing():
     import numpy as np
 
     from models import store
-    from serving import metrics
+    from serving import gcpause, metrics
     from serving.app import create_app
     from serving.arms import LocalArm, RemoteArm, describe_model, info_from_description
     from serving.coalesce import Coalescer
@@ -282,6 +282,9 @@ class Router:
 
     @bentoml.on_startup
     async def start_background_work(self) -> None:
+        gcpause.install(metrics.GC_PAUSE)
+        if settings.gc_freeze:
+            log.info("gc: %d start-up objects frozen out of collections", gcpause.freeze_startup_objects())
         await self.core.refresh_health()
         self._tasks = [
             asyncio.create_task(self._every(settings.health_poll_s, self.core.refresh_health)),

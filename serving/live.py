@@ -15,8 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,9 +30,12 @@ from serving.state import StateStore
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Served:
-    """What the router answered for one request id, kept for the feedback join."""
+class Served(NamedTuple):
+    """What the router answered for one request id, kept for the feedback join.
+
+    RecentPredictions keeps it as a plain tuple of atomic values, which CPython's collector stops
+    tracking (it untracks exact tuples only, not NamedTuples): the ~100k kept then add nothing to
+    the full collections that pause the router (serving/gcpause.py)."""
 
     arm: str
     label: str
@@ -49,19 +51,22 @@ class RecentPredictions:
         self.max_entries = max_entries
         self.ttl_s = ttl_s
         self._clock = clock
-        self._items: OrderedDict[str, Served] = OrderedDict()
+        self._items: OrderedDict[str, tuple] = OrderedDict()
         self._lock = threading.Lock()
 
     def add(self, request_id: str, served: Served) -> None:
         with self._lock:
-            self._items[request_id] = served
+            self._items[request_id] = tuple(served)  # an exact tuple: untracked by the collector
             while len(self._items) > self.max_entries:
                 self._items.popitem(last=False)
 
     def get(self, request_id: str) -> Served | None:
         with self._lock:
-            served = self._items.get(request_id)
-            if served is not None and self._clock() - served.created_at > self.ttl_s:
+            item = self._items.get(request_id)
+            if item is None:
+                return None
+            served = Served._make(item)
+            if self._clock() - served.created_at > self.ttl_s:
                 del self._items[request_id]
                 return None
             return served
@@ -120,7 +125,7 @@ class LiveEvaluation:
         for request_id, label in zip(request_ids, labels):
             served = self.recent.get(request_id)
             if served is not None:
-                served.shadow_label = label
+                self.recent.add(request_id, served._replace(shadow_label=label))
             self.windows.record_request("shadow", seconds * 1000.0)
 
     def observe_inputs(self, codes: np.ndarray) -> None:

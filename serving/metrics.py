@@ -69,3 +69,7 @@ ROLLOUT_STAGE = Gauge("rollout_stage_percentage", "Rollout percentage the contro
 ROLLOUT_DECISIONS = Counter("rollout_decisions_total", "Rollout controller evaluations by action", ["action"])
 DRIFT_PSI = Gauge("drift_psi", "Population stability index of each input feature vs training", ["feature"], multiprocess_mode="mostrecent")
 DRIFT_DETECTED = Gauge("drift_detected", "1 when any input feature has drifted", multiprocess_mode="mostrecent")
+GC_PAUSE = Histogram(
+    "process_gc_pause_seconds", "Garbage-collector pauses of the serving processes, by generation", ["generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)

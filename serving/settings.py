@@ -47,6 +47,8 @@ class ServingSettings(BaseSettings):
     fast_classify: bool = True
     """Answer valid POST /api/classify requests on a lean path past FastAPI's routing and dependency
     machinery (same validation and response model; every error still goes through the full route)."""
+    gc_freeze: bool = True
+    """Freeze the router's start-up objects out of garbage collection (serving/gcpause.py)."""
     access_log: bool = False
     """BentoML's per-request access log (off: it costs throughput)."""
     tracing: bool = False
