@@ -90,6 +90,25 @@ def train_quick(home: Path, env: dict[str, str]) -> None:
         raise RuntimeError(f"training failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
 
 
+def stop_server(process: subprocess.Popen | None, timeout: float = 30) -> None:
+    """SIGTERM a server started in its own session (graceful shutdown), SIGKILL it after `timeout`,
+    then SIGKILL any worker that outlived its arbiter (BentoML's workers run in sessions of their own)."""
+    if process is None or process.poll() is not None:
+        return
+    tree = descendants(process.pid)
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    for pid in tree[1:]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 class ServerProcess:
     """A subprocess serving HTTP on 127.0.0.1:port, ready when GET /readyz answers 200; `models` are the
     ones /api/models must report ready (wait_models): both for our graph, just the ensemble for MLServer."""
@@ -193,19 +212,7 @@ class ServerProcess:
         return tree_cpu_seconds(self.process.pid) if self.process else 0.0
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            tree = descendants(self.process.pid)
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-            for pid in tree[1:]:  # workers in their own sessions that outlived their arbiter
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        stop_server(self.process)
 
     def __enter__(self) -> ServerProcess:
         return self.start()
