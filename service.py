@@ -275,6 +275,7 @@ class Router:
         )
         api.state.core = self.core
         self._tasks: list[asyncio.Task] = []
+        self._gc_pauses = gcpause.GcPauses(metrics.GC_PAUSE)
 
     def classic_model_stored(self):
         ref = type(self).classic_model
@@ -282,7 +283,7 @@ class Router:
 
     @bentoml.on_startup
     async def start_background_work(self) -> None:
-        gcpause.install(metrics.GC_PAUSE)
+        self._gc_pauses.install()
         if settings.gc_freeze:
             log.info("gc: %d start-up objects frozen out of collections", gcpause.freeze_startup_objects())
         await self.core.refresh_health()
@@ -297,6 +298,7 @@ class Router:
                 self._every(settings.preference_ttl_s, lambda: asyncio.to_thread(self.core.preferences.sync))))
 
     async def _rollout_tick(self) -> None:
+        self._gc_pauses.flush()  # observed here, never from the collector's callback (serving/gcpause.py)
         if self.core.live is not None:
             await asyncio.to_thread(self.core.live.tick)  # store I/O off the event loop
             self.core.sync_rollout()
@@ -317,6 +319,7 @@ class Router:
     async def stop_background_work(self) -> None:
         for task in self._tasks:
             task.cancel()
+        self._gc_pauses.uninstall()
         await self.core.shadow.drain()
 
     async def __is_ready__(self) -> bool:

@@ -1,8 +1,10 @@
-"""Garbage-collector pauses (serving/gcpause.py): every collection observed once, freezing works."""
+"""Garbage-collector pauses (serving/gcpause.py): every collection observed once (outside the
+collector), freezing works."""
 
 from __future__ import annotations
 
 import gc
+import threading
 
 from serving import gcpause
 from serving.live import Served
@@ -21,19 +23,48 @@ class FakeHistogram:
         self.seen.append((self._generation, seconds))
 
 
-def test_each_collection_is_observed_once_by_generation_and_install_is_idempotent():
+def test_each_collection_is_recorded_once_by_generation_and_observed_on_flush():
     histogram = FakeHistogram()
-    before = list(gc.callbacks)
+    pauses = gcpause.GcPauses(histogram).install()
     try:
-        gcpause.install(histogram)
-        gcpause.install(histogram)
-        assert len(gc.callbacks) == len(before) + 1 or any(getattr(c, "_records_gc_pauses", False) for c in before)
+        gcpause.GcPauses(histogram).install().uninstall()  # a second recorder replaces, never stacks
+        pauses.install()
+        assert sum(isinstance(getattr(cb, "__self__", None), gcpause.GcPauses) for cb in gc.callbacks) == 1
+        pauses.flush()
         histogram.seen.clear()
         gc.collect(2)
-        assert ("2", histogram.seen[-1][1]) == histogram.seen[-1] and histogram.seen[-1][1] >= 0
-        assert [g for g, _ in histogram.seen].count("2") == 1
+        assert histogram.seen == []  # nothing observed from inside the collector
+        assert pauses.flush() >= 1
+        assert [g for g, _ in histogram.seen].count("2") == 1 and all(s >= 0 for _, s in histogram.seen)
     finally:
-        gc.callbacks[:] = before
+        pauses.uninstall()
+    assert not any(isinstance(getattr(cb, "__self__", None), gcpause.GcPauses) for cb in gc.callbacks)
+
+
+def test_a_collection_inside_a_held_metric_lock_does_not_deadlock():
+    """prometheus_client holds a non-reentrant lock while it updates a value; a collection that
+    starts there must not try to observe into the same metric (the router hung on restart)."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    histogram = Histogram("gc_pause_test_seconds", "test", ["generation"], registry=CollectorRegistry())
+    pauses = gcpause.GcPauses(histogram).install()
+    try:
+        for generation in ("0", "1", "2"):
+            histogram.labels(generation=generation)
+        held = histogram.labels(generation="2")._sum._lock
+
+        def collect_while_locked() -> None:
+            with held:
+                gc.collect(2)
+
+        worker = threading.Thread(target=collect_while_locked, daemon=True)
+        worker.start()
+        worker.join(timeout=10)
+        assert not worker.is_alive(), "garbage collection deadlocked on the metric lock"
+        assert pauses.flush() >= 1
+        assert histogram.labels(generation="2")._sum.get() > 0
+    finally:
+        pauses.uninstall()
 
 
 def test_freezing_moves_live_objects_out_of_collections():
