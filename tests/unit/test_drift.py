@@ -131,7 +131,8 @@ def test_ks_matches_scipy_against_the_reconstructed_reference_sample(trained):
         u = (np.arange(RECONSTRUCTED_SAMPLE) + 0.5) / RECONSTRUCTED_SAMPLE
         rebuilt = np.interp(u, np.linspace(0, 1, 101), quantiles)
         column = codes[:, j]
-        expected = stats.ks_2samp(column[~np.isnan(column)], rebuilt)
+        # asymptotic p-value: the exact one is O(n * m) and took seconds on windows of repeated rows
+        expected = stats.ks_2samp(column[~np.isnan(column)], rebuilt, method="asymp")
         entry = report["features"][feature.name]
         assert entry["ks_statistic"] == pytest.approx(expected.statistic)
         assert entry["ks_p_value"] == pytest.approx(expected.pvalue)
