@@ -80,7 +80,7 @@ def test_swap_and_roll_back_under_traffic_and_refuse_a_corrupt_version(server, a
     with Traffic(server.url, example_row) as traffic:
         time.sleep(1)
         refused = swap(server, admin_headers, "ensemble", corrupt)
-        assert refused.status_code == 422 and "failed to load" in refused.text
+        assert refused.status_code == 422 and "failed to load" in refused.text, refused.text
         assert served_version(server, "ensemble") == original
         swapped = swap(server, admin_headers, "ensemble", newer)
         assert swapped.status_code == 200, swapped.text
@@ -88,7 +88,8 @@ def test_swap_and_roll_back_under_traffic_and_refuse_a_corrupt_version(server, a
         time.sleep(1)
         back = swap(server, admin_headers, "ensemble", "previous")  # the version before `newer`: the corrupt one
         assert back.status_code == 422 and served_version(server, "ensemble") == newer
-        assert swap(server, admin_headers, "ensemble", original).status_code == 200
+        restored = swap(server, admin_headers, "ensemble", original)
+        assert restored.status_code == 200, restored.text
         time.sleep(1)
     assert traffic.sent > 20 and traffic.failures == []
     assert {("ensemble", original), ("ensemble", newer)} <= traffic.models
