@@ -113,23 +113,26 @@ class RemoteArm:
         self.last_error: str | None = None
         self.failed_refreshes = 0
 
-    async def predict(self, codes: np.ndarray) -> np.ndarray:
-        """Predict; one retry on a dropped pooled connection (prediction is idempotent).
+    async def _call(self, call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """One retry on a dropped pooled connection (predict and describe are idempotent).
 
         BentoML's internal client keeps idle connections longer than the server does
-        (bentoml/BentoML#4971), so the first request after a pause can meet a closed socket.
+        (bentoml/BentoML#4971), so a call after a pause can meet a closed socket ("Server
+        disconnected"): that says nothing about the service's health.
         """
         try:
-            result = await self._predict(codes)
+            return await call(*args)
         except self.retry_on as exc:
             log.info("%s: retrying after connection error: %s", self.name, exc)
-            result = await self._predict(codes)
-        return np.asarray(result, dtype=np.float64)
+            return await call(*args)
+
+    async def predict(self, codes: np.ndarray) -> np.ndarray:
+        return np.asarray(await self._call(self._predict, codes), dtype=np.float64)
 
     async def refresh(self) -> ArmInfo | None:
         """Ask the service to describe itself; on failure keep the last info but mark it not ready."""
         try:
-            description = await self._describe()
+            description = await self._call(self._describe)
             if "schema" not in description:  # the service runs but has no model to serve
                 self.info = None
                 self.last_error = str(description.get("error", "model not loaded"))

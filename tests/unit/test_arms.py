@@ -1,0 +1,63 @@
+"""RemoteArm: a dropped pooled connection is retried once; real failures still count."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from serving.arms import NOT_READY_AFTER, RemoteArm
+
+
+class Dropped(ConnectionError):
+    """Stands in for aiohttp's ServerDisconnectedError (a pooled socket the server had closed)."""
+
+
+DESCRIPTION = {"name": "classic", "tag": "classic:v1", "ready": True, "classes": ["a", "b"],
+               "schema": {"features": [{"name": "x", "kind": "numeric"}], "target": "y", "classes": ["a", "b"]}}
+
+
+class Flaky:
+    """An async call that raises the queued errors first, then answers."""
+
+    def __init__(self, answer, *errors: BaseException):
+        self.answer, self.errors, self.calls = answer, list(errors), 0
+
+    async def __call__(self, *args):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.answer
+
+
+def arm(predict=None, describe=None) -> RemoteArm:
+    return RemoteArm("classic", predict or Flaky([[0.5, 0.5]]), describe or Flaky(DESCRIPTION), retry_on=(Dropped,))
+
+
+def test_a_dropped_connection_during_a_health_refresh_is_retried_not_counted():
+    describe = Flaky(DESCRIPTION, Dropped("Server disconnected"))
+    remote = arm(describe=describe)
+    info = asyncio.run(remote.refresh())
+    assert info is not None and info.ready
+    assert remote.failed_refreshes == 0 and describe.calls == 2
+
+
+def test_refreshes_that_keep_failing_mark_the_arm_not_ready_then_a_success_restores_it():
+    remote = arm()
+    assert asyncio.run(remote.refresh()).ready
+    remote._describe = Flaky(DESCRIPTION, *[Dropped("down")] * (2 * NOT_READY_AFTER))  # each refresh: call + retry
+    for _ in range(NOT_READY_AFTER):
+        asyncio.run(remote.refresh())
+    assert remote.failed_refreshes == NOT_READY_AFTER and not remote.info.ready
+    assert asyncio.run(remote.refresh()).ready and remote.failed_refreshes == 0
+
+
+def test_predict_retries_once_on_a_dropped_connection_and_not_on_other_errors():
+    predict = Flaky([[0.25, 0.75]], Dropped("Server disconnected"))
+    assert np.allclose(asyncio.run(arm(predict=predict).predict(np.zeros((1, 1)))), [[0.25, 0.75]])
+    assert predict.calls == 2
+    broken = Flaky([[0.25, 0.75]], ValueError("bad model"))
+    with pytest.raises(ValueError):
+        asyncio.run(arm(predict=broken).predict(np.zeros((1, 1))))
+    assert broken.calls == 1
