@@ -356,7 +356,7 @@ class RouterCore:
         self, arm, info: ArmInfo, rows, codes: np.ndarray, timeout_s: float | None = None, use_cache: bool = True
     ) -> Answer:
         use_cache = use_cache and self.cache.max_entries > 0
-        keys = [PredictionCache.make_key(arm.name, info.version, row) for row in rows] if use_cache else []
+        keys = [PredictionCache.make_key(arm.name, info.version, row) for row in codes] if use_cache else []
         found = [self.cache.get(k) for k in keys] if keys else [None] * len(rows)
         missing = [i for i, p in enumerate(found) if p is None]
         cached = [p is not None for p in found]

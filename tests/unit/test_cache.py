@@ -1,9 +1,12 @@
-"""The prediction cache: LRU order, TTL expiry on a fake clock, canonical keys."""
+"""The prediction cache: LRU order, TTL expiry on a fake clock, keys from encoded rows."""
 
+import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from models.schema import FeatureSchema
 from serving.cache import PredictionCache
 from serving.config import CacheConfig
 
@@ -107,44 +110,33 @@ def test_rejects_invalid_limits(max_entries, ttl_s):
         PredictionCache(max_entries, ttl_s)
 
 
-def test_key_ignores_feature_order_and_int_float_spelling():
-    key = PredictionCache.make_key("ensemble", "v1", {"age": 30, "income": 1.5, "city": "Delft"})
-    assert key == PredictionCache.make_key(
-        "ensemble", "v1", {"city": "Delft", "income": 1.5, "age": 30.0}
-    )
-    assert len(key) == 64
+def _schema() -> FeatureSchema:
+    frame = pd.DataFrame({"age": [30.0, 41.0, np.nan], "income": [1.5, 2.5, 3.5], "city": ["Delft", "Gouda", "Delft"]})
+    return FeatureSchema.infer(frame, ["no", "yes"])
+
+
+def test_key_is_the_encoded_row_so_order_and_int_float_spelling_do_not_matter():
+    codes = _schema().encode_rows([{"age": 30, "income": 1.5, "city": "Delft"},
+                                   {"city": "Delft", "income": 1.5, "age": 30.0}])
+    assert PredictionCache.make_key("ensemble", "v1", codes[0]) == PredictionCache.make_key("ensemble", "v1", codes[1])
 
 
 def test_key_depends_on_model_version_and_values():
-    features = {"age": 30}
-    keys = {
-        PredictionCache.make_key("ensemble", "v1", features),
-        PredictionCache.make_key("ensemble", "v2", features),
-        PredictionCache.make_key("classic", "v1", features),
-        PredictionCache.make_key("ensemble", "v1", {"age": 31}),
-        PredictionCache.make_key("ensemble", "v1", {"age": "30"}),
-        PredictionCache.make_key("ensemble", "v1", {"age": True}),
-        PredictionCache.make_key("ensemble", "v1", {"age": None}),
-    }
-    assert len(keys) == 7
+    codes = _schema().encode_rows([{"age": 30, "income": 1.5, "city": "Delft"},
+                                   {"age": 31, "income": 1.5, "city": "Delft"},
+                                   {"age": 30, "income": 1.5, "city": "Gouda"},
+                                   {"age": None, "income": 1.5, "city": "Delft"}])
+    keys = {PredictionCache.make_key("ensemble", "v1", codes[0]),
+            PredictionCache.make_key("ensemble", "v2", codes[0]),
+            PredictionCache.make_key("classic", "v1", codes[0])}
+    keys |= {PredictionCache.make_key("ensemble", "v1", row) for row in codes[1:]}
+    assert len(keys) == 6
 
 
-@given(
-    st.dictionaries(
-        st.text(max_size=5),
-        st.integers(-(2**40), 2**40) | st.text(max_size=5) | st.none(),
-        max_size=8,
-    )
-)
-def test_key_is_canonical(features):
-    reordered = dict(reversed(list(features.items())))
-    as_floats = {
-        name: float(value) if isinstance(value, int) and abs(value) < 2**53 else value
-        for name, value in features.items()
-    }
-    key = PredictionCache.make_key("m", "1", features)
-    assert (
-        key
-        == PredictionCache.make_key("m", "1", reordered)
-        == PredictionCache.make_key("m", "1", as_floats)
-    )
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=False, width=64), min_size=1, max_size=8))
+def test_equal_rows_share_a_key_and_a_cached_value(values):
+    cache = PredictionCache(8, 60)
+    row = np.asarray(values, dtype=np.float64)
+    cache.put(PredictionCache.make_key("m", "1", row), "answer")
+    assert cache.get(PredictionCache.make_key("m", "1", row.copy())) == "answer"
+    assert cache.get(PredictionCache.make_key("m", "2", row)) is None
