@@ -25,8 +25,10 @@ Analysis (pure functions below, unit-tested in tests/loadtests/test_soak_analysi
   shared machine is noisy.
 * Memory growth = last sample - baseline, per process and for the total; slope = least-squares fit
   (MB/min) over the samples from the baseline on.
-* Verdict: PASS iff no failed request (the request log and Locust's own totals both count), |p99
-  drift| < --max-p99-drift and total RSS growth <= --max-rss-growth-mb. Exit code 0 pass, 1 fail,
+* Verdict: PASS iff no failed request (the request log and Locust's own totals both count), p99
+  drift < --max-p99-drift and total RSS growth <= --max-rss-growth-mb. One-sided: a soak looks for
+  latency that creeps up; a p99 that falls (a neighbour on the shared machine went quiet) is
+  reported but passes. Exit code 0 pass, 1 fail,
   2 usage error. Warnings (not failing): achieved rate under 90 % of the target, a server process
   that appeared, vanished or restarted, fd growth >= 20 or thread growth >= 10 in a process.
 
@@ -272,12 +274,12 @@ def process_changes(samples: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
 def verdict(failures: int, drift: float | None, rss_growth_mb: float | None, *, max_p99_drift: float,
             max_rss_growth_mb: float, rss_slope_mb_min: float | None = None, requests: int | None = None,
             problems: Sequence[str] = ()) -> dict[str, Any]:
-    """PASS iff zero failures, |drift| < max_p99_drift and rss growth <= max_rss_growth_mb (an
-    unmeasured figure, no requests at all or any of `problems` fails)."""
+    """PASS iff zero failures, drift < max_p99_drift (one-sided: a faster end passes) and rss
+    growth <= max_rss_growth_mb (an unmeasured figure, no requests at all or any of `problems` fails)."""
     checks = [
         {"check": "failed requests", "value": failures, "limit": "0", "passed": failures == 0},
-        {"check": "p99 drift", "value": None if drift is None else round(drift, 4), "limit": f"abs < {max_p99_drift:g}",
-         "passed": drift is not None and abs(drift) < max_p99_drift,
+        {"check": "p99 drift", "value": None if drift is None else round(drift, 4), "limit": f"< {max_p99_drift:g}",
+         "passed": drift is not None and drift < max_p99_drift,
          **({"detail": "not measured: too few full windows after warm-up"} if drift is None else {})},
         {"check": "RSS growth, total (MB)", "value": None if rss_growth_mb is None else round(rss_growth_mb, 1),
          "limit": f"<= {max_rss_growth_mb:g}", "passed": rss_growth_mb is not None and rss_growth_mb <= max_rss_growth_mb,

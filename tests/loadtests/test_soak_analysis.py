@@ -93,6 +93,13 @@ def test_p99_drift_fails():
     assert [c["check"] for c in result["verdict"]["checks"] if not c["passed"]] == ["p99 drift"]
 
 
+def test_a_p99_that_falls_is_reported_but_passes():
+    faster_later = traffic(p99_ms=lambda t: 130.0 if t < 300 else 100.0)
+    result = judge(faster_later, memory())
+    assert result["p99_drift"]["drift"] == pytest.approx(-0.23, abs=0.05)
+    assert result["verdict"]["passed"], result["verdict"]
+
+
 def test_a_slow_warmup_window_is_not_drift():
     result = judge(traffic(p99_ms=lambda t: 900.0 if t < 60 else 100.0), memory())
     assert result["windows"][0]["p99_ms"] > 800
