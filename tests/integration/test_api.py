@@ -153,6 +153,10 @@ def test_bad_input_is_a_4xx_naming_the_field(server, example_row, make_body, sta
         (b"--x\r\n", {"content-type": "multipart/form-data"}, 415),  # no boundary: plain BentoML says 500
         (b"a=1", {"content-type": "application/x-www-form-urlencoded"}, 415),
         (b"x" * (3 * 1024 * 1024), {"content-type": "application/json"}, 413),
+        (b'{"features": {"region": "' + b"x" * (10 * 1024 * 1024) + b'"}}', {"content-type": "application/json"}, 413),
+        (b'{"features": {"age": {"a": [1, {"b": [null, [], {}]}]}, "income": [[["x"]]]}}',
+         {"content-type": "application/json"}, 422),  # nested garbage
+        (b'[{"features": {}}]', {"content-type": "application/json"}, 422),
     ],
 )
 def test_malformed_requests_are_4xx(server, content, headers, status):
