@@ -156,7 +156,7 @@ def test_bad_input_is_a_4xx_naming_the_field(server, example_row, make_body, sta
         (b'{"features": {"region": "' + b"x" * (10 * 1024 * 1024) + b'"}}', {"content-type": "application/json"}, 413),
         (b'{"features": {"age": {"a": [1, {"b": [null, [], {}]}]}, "income": [[["x"]]]}}',
          {"content-type": "application/json"}, 422),  # nested garbage
-        (b'[{"features": {}}]', {"content-type": "application/json"}, 422),
+        (b'[{"features": {}}]', {"content-type": "application/json"}, 400),  # a list, not an object
     ],
 )
 def test_malformed_requests_are_4xx(server, content, headers, status):
