@@ -26,6 +26,7 @@ with bentoml.importing():
     from serving.coalesce import Coalescer
     from serving.config import FlagConfig, FlagConfigError, load_flag_config
     from serving.drift import DriftMonitor
+    from serving.host import HostedModel, InvalidCodes, ModelUnavailable, VersionRefused
     from serving.live import LiveEvaluation
     from serving.preferences import PreferenceCache
     from serving.router import RouterCore
@@ -51,81 +52,39 @@ def declared_model(tag: str) -> bentoml.models.BentoModel | None:
 
 
 class ModelHost:
-    """Shared by the model services: load a stored model, describe it, survive its absence."""
+    """The APIs both model services share, over a `serving.host.HostedModel` (the logic)."""
 
     model_tag: str
     model_ref: bentoml.models.BentoModel | None
 
-    def _load(self, name: str) -> None:
-        self.name = name
-        self.model = None
-        self.error: str | None = None
+    def _host(self, name: str, on_load=None) -> None:
         ref = type(self).model_ref
         stored = ref.stored if ref is not None else None  # never reaches out to a remote store
-        if stored is None:
-            self.error = f"model {self.model_tag} is not in the model store"
-            log.error("%s: %s", name, self.error)
-            return
-        self.cpu_seconds = 0.0
-        self.rows_served = 0
-        try:
-            self.model, self.stored = store.load(str(stored.tag))
-        except Exception as exc:
-            self.error = f"model {stored.tag} failed to load: {type(exc).__name__}: {exc}"
-            log.exception("%s: model failed to load", name)
+        self.hosted = HostedModel(name, self.model_tag, str(stored.tag) if stored is not None else None, on_load)
 
     @bentoml.api  # APIs on this base class are inherited by both model services
     def describe(self) -> dict:
         """Version, schema, metrics and health of the served model."""
-        return self.description()
+        return self.hosted.description()
 
     @bentoml.api
     def load_version(self, tag: str) -> dict:
         """Serve another stored version (admin, through the router)."""
-        return self.swap_version(tag)
-
-    def description(self) -> dict:
-        if self.model is None:
-            return {"name": self.name, "tag": self.model_tag, "ready": False, "error": self.error}
-        description = describe_model(self.name, str(self.stored.tag), self.model, self.stored.info.metadata)
-        description["cpu_seconds_per_row"] = self.cpu_seconds / self.rows_served if self.rows_served else None
-        return description
-
-    def swap_version(self, tag: str) -> dict:
-        """Load another stored version and swap it in; on any failure the current model keeps serving."""
-        if not tag.startswith(f"{self.name}:"):
-            raise InvalidArgument(f"{tag!r} is not a version of {self.name!r}")
-        previous = str(self.stored.tag) if self.model is not None else None
         try:
-            model, stored = store.load(tag)
-        except Exception as exc:
-            log.error("%s: version %s refused, keeping %s: %s", self.name, tag, previous, exc)
-            raise InvalidArgument(f"version {tag} failed to load ({type(exc).__name__}: {exc}); still serving {previous}") from None
-        self.model, self.stored = model, stored  # one assignment each: requests see old or new, never half
-        self.cpu_seconds, self.rows_served = 0.0, 0
-        self.error = None
-        self._instrument()
-        log.warning("%s: now serving %s (was %s)", self.name, stored.tag, previous)
-        return {"name": self.name, "from": previous, "to": str(stored.tag)}
+            return self.hosted.swap(tag)
+        except VersionRefused as exc:
+            raise InvalidArgument(str(exc)) from None
 
-    def _instrument(self) -> None:
-        """Hook for per-model metrics after a (re)load."""
+    def __is_ready__(self) -> bool:
+        return self.hosted.ready
 
-    def _predict(self, codes: np.ndarray) -> np.ndarray:
-        """predict_proba, with the CPU time it took counted for cost per request."""
-        start = time.thread_time()
-        probabilities = self.model.predict_proba(codes)
-        self.cpu_seconds += time.thread_time() - start
-        self.rows_served += len(codes)
-        return probabilities
-
-    def _check_codes(self, codes: np.ndarray) -> np.ndarray:
-        if self.model is None:
-            raise ServiceUnavailable(self.error or "model not loaded")
-        codes = np.asarray(codes, dtype=np.float64)
-        if codes.ndim != 2 or codes.shape[1] != len(self.model.schema.features):
-            raise InvalidArgument(f"codes must have shape (n, {len(self.model.schema.features)}), got {codes.shape}")
-        return codes
+    def _checked(self, codes: np.ndarray) -> np.ndarray:
+        try:
+            return self.hosted.check(codes)
+        except ModelUnavailable as exc:
+            raise ServiceUnavailable(str(exc)) from None
+        except InvalidCodes as exc:
+            raise InvalidArgument(str(exc)) from None
 
 
 @bentoml.service(name="classic", workers=1, resources={"cpu": "0.25", "memory": "512Mi"},
@@ -137,15 +96,12 @@ class Classic(ModelHost):
     model_ref = declared_model(settings.classic_model)
 
     def __init__(self) -> None:
-        self._load("classic")
-
-    def __is_ready__(self) -> bool:
-        return self.model is not None
+        self._host("classic")
 
     @bentoml.api
     def predict(self, codes: np.ndarray) -> np.ndarray:
         """Class probabilities for schema-encoded rows (the router validates and encodes)."""
-        return self._predict(self._check_codes(codes))
+        return self.hosted.predict_proba(self._checked(codes))
 
 
 @bentoml.service(name="ensemble", workers=1, threads=2, resources={"cpu": "0.5", "memory": "1Gi"},
@@ -159,34 +115,31 @@ class Ensemble(ModelHost):
     model_ref = None if settings.ensemble_url else declared_model(settings.ensemble_model)
 
     def __init__(self) -> None:
-        self._load("ensemble")
         self.fault_delay_s = 0.0
         self.fault_error_rate = 0.0
-        self._instrument()
+        self._host("ensemble", on_load=self._instrument)
 
-    def _instrument(self) -> None:
-        if self.model is not None:
-            self.model.enable_member_parallelism(2)  # members on both cores for batches of 32+ rows
-            self.model.observer = lambda member, seconds: metrics.MEMBER_LATENCY.labels(member=member).observe(seconds)
-            for member, weight in self.model.weights.items():
-                metrics.MEMBER_WEIGHT.labels(member=member).set(weight)
-            metrics.ENSEMBLE_DEGRADED.set(1 if self.model.degraded else 0)
-
-    def __is_ready__(self) -> bool:
-        return self.model is not None
+    @staticmethod
+    def _instrument(model) -> None:
+        """Per-member metrics and member threads, after every load or version swap."""
+        model.enable_member_parallelism(2)  # members on both cores for batches of 32+ rows
+        model.observer = lambda member, seconds: metrics.MEMBER_LATENCY.labels(member=member).observe(seconds)
+        for member, weight in model.weights.items():
+            metrics.MEMBER_WEIGHT.labels(member=member).set(weight)
+        metrics.ENSEMBLE_DEGRADED.set(1 if model.degraded else 0)
 
     @bentoml.api(batchable=settings.ensemble_max_batch_size > 1,  # 1 turns adaptive batching off
                  max_batch_size=max(settings.ensemble_max_batch_size, 2),
                  max_latency_ms=settings.ensemble_max_latency_ms)
     def predict(self, codes: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch of schema-encoded rows; one call per member per batch."""
-        codes = self._check_codes(codes)
+        codes = self._checked(codes)
         metrics.ENSEMBLE_BATCH_ROWS.observe(len(codes))
         if self.fault_delay_s:
             time.sleep(self.fault_delay_s)
         if self.fault_error_rate and random.random() < self.fault_error_rate:
             raise RuntimeError("injected fault")
-        return self._predict(codes)
+        return self.hosted.predict_proba(codes)
 
     @bentoml.api
     def set_fault(self, delay_ms: float = 0.0, error_rate: float = 0.0) -> dict:

@@ -1,0 +1,112 @@
+"""A model service's model: loaded from the store, described, swapped safely, its CPU counted.
+
+The BentoML services in service.py hold one `HostedModel` each and map its errors to HTTP
+(`ModelUnavailable` -> 503, `InvalidCodes` and `VersionRefused` -> 400). Keeping this here lets
+unit tests load, swap and refuse versions against a real model store without a server.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from models import store
+from serving.arms import describe_model
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailable(RuntimeError):
+    """No model is loaded (missing from the store or failed to load)."""
+
+
+class InvalidCodes(ValueError):
+    """The code matrix does not have the model's shape."""
+
+
+class VersionRefused(ValueError):
+    """A version that is not this model's, or that failed to load; the current one keeps serving."""
+
+
+class HostedModel:
+    """One served model. `stored_tag` None means the store does not have `tag`: the host then
+    answers "not ready" with the reason instead of failing the service's start-up.
+
+    `on_load` runs after every successful load or swap (e.g. to attach metrics to the new model).
+    """
+
+    def __init__(self, name: str, tag: str, stored_tag: str | None,
+                 on_load: Callable[[Any], None] | None = None) -> None:
+        self.name = name
+        self.tag = tag
+        self.on_load = on_load
+        self.model: Any = None
+        self.stored: Any = None
+        self.error: str | None = None
+        self.cpu_seconds = 0.0
+        self.rows_served = 0
+        if stored_tag is None:
+            self.error = f"model {tag} is not in the model store"
+            log.error("%s: %s", name, self.error)
+            return
+        try:
+            self._use(*store.load(stored_tag))
+        except Exception as exc:
+            self.error = f"model {stored_tag} failed to load: {type(exc).__name__}: {exc}"
+            log.exception("%s: model failed to load", name)
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None
+
+    def _use(self, model: Any, stored: Any) -> None:
+        self.model, self.stored = model, stored  # one assignment each: requests see old or new, never half
+        self.cpu_seconds, self.rows_served = 0.0, 0
+        self.error = None
+        if self.on_load is not None:
+            self.on_load(model)
+
+    def description(self) -> dict:
+        """Version, schema, metrics, health and measured CPU per row (what the router's arms read)."""
+        if self.model is None:
+            return {"name": self.name, "tag": self.tag, "ready": False, "error": self.error}
+        description = describe_model(self.name, str(self.stored.tag), self.model, self.stored.info.metadata)
+        description["cpu_seconds_per_row"] = self.cpu_seconds / self.rows_served if self.rows_served else None
+        return description
+
+    def swap(self, tag: str) -> dict:
+        """Load another stored version and swap it in; on any failure the current model keeps serving."""
+        if not tag.startswith(f"{self.name}:"):
+            raise VersionRefused(f"{tag!r} is not a version of {self.name!r}")
+        previous = str(self.stored.tag) if self.model is not None else None
+        try:
+            loaded = store.load(tag)
+        except Exception as exc:
+            log.error("%s: version %s refused, keeping %s: %s", self.name, tag, previous, exc)
+            raise VersionRefused(f"version {tag} failed to load ({type(exc).__name__}: {exc}); "
+                                 f"still serving {previous}") from None
+        self._use(*loaded)
+        log.warning("%s: now serving %s (was %s)", self.name, self.stored.tag, previous)
+        return {"name": self.name, "from": previous, "to": str(self.stored.tag)}
+
+    def check(self, codes: np.ndarray) -> np.ndarray:
+        """The codes as a float64 (n, features) matrix; raises if no model or the shape is wrong."""
+        if self.model is None:
+            raise ModelUnavailable(self.error or "model not loaded")
+        codes = np.asarray(codes, dtype=np.float64)
+        width = len(self.model.schema.features)
+        if codes.ndim != 2 or codes.shape[1] != width:
+            raise InvalidCodes(f"codes must have shape (n, {width}), got {codes.shape}")
+        return codes
+
+    def predict_proba(self, codes: np.ndarray) -> np.ndarray:
+        """predict_proba of checked codes, with the CPU time it took counted for cost per request."""
+        start = time.thread_time()
+        probabilities = self.model.predict_proba(codes)
+        self.cpu_seconds += time.thread_time() - start
+        self.rows_served += len(codes)
+        return probabilities

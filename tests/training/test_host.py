@@ -1,0 +1,64 @@
+"""HostedModel against the real model store: load, describe, predict with CPU accounting,
+swap versions, refuse a corrupt or foreign version while the current one keeps serving."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serving.host import HostedModel, InvalidCodes, ModelUnavailable, VersionRefused
+from tests.integration.test_model_versions import clone_version
+
+
+@pytest.fixture
+def classic(trained_store):
+    import bentoml
+
+    tag = str(bentoml.models.get("classic:latest").tag)
+    loaded = []
+    return HostedModel("classic", "classic:latest", tag, on_load=loaded.append), loaded
+
+
+def codes_for(host: HostedModel, rows: int = 3) -> np.ndarray:
+    schema = host.model.schema
+    return schema.encode_rows([schema.example()] * rows)
+
+
+def test_loads_describes_and_counts_cpu_per_row(classic):
+    host, loaded = classic
+    assert host.ready and loaded == [host.model]
+    assert host.description()["cpu_seconds_per_row"] is None  # nothing served yet
+    probabilities = host.predict_proba(host.check(codes_for(host, 4)))
+    assert probabilities.shape == (4, len(host.model.schema.classes))
+    assert np.allclose(probabilities.sum(axis=1), 1.0)
+    description = host.description()
+    assert description["ready"] and description["tag"] == str(host.stored.tag)
+    assert host.rows_served == 4 and description["cpu_seconds_per_row"] >= 0
+
+
+def test_codes_of_the_wrong_shape_are_refused(classic):
+    host, _ = classic
+    with pytest.raises(InvalidCodes, match="shape"):
+        host.check(np.zeros((2, 3)))
+
+
+def test_swap_to_another_version_and_refuse_bad_ones(classic):
+    host, loaded = classic
+    original = str(host.stored.tag)
+    corrupt = f"classic:{clone_version(original, corrupt=True)}"
+    newer = f"classic:{clone_version(original)}"  # the newest, so "latest" stays a good model for later tests
+    assert host.swap(newer) == {"name": "classic", "from": original, "to": newer}
+    assert len(loaded) == 2
+    with pytest.raises(VersionRefused, match="failed to load"):
+        host.swap(corrupt)
+    with pytest.raises(VersionRefused, match="not a version of"):
+        host.swap(f"ensemble:{newer.split(':')[1]}")
+    assert str(host.stored.tag) == newer and host.ready and len(loaded) == 2  # still serving
+
+
+def test_a_model_missing_from_the_store_is_not_ready_and_says_why():
+    host = HostedModel("classic", "classic:nope", None)
+    assert not host.ready and host.description() == {
+        "name": "classic", "tag": "classic:nope", "ready": False, "error": "model classic:nope is not in the model store"}
+    with pytest.raises(ModelUnavailable, match="not in the model store"):
+        host.check(np.zeros((1, 24)))
