@@ -42,11 +42,23 @@ def test_codes_of_the_wrong_shape_are_refused(classic):
         host.check(np.zeros((2, 3)))
 
 
-def test_swap_to_another_version_and_refuse_bad_ones(classic):
+@pytest.fixture
+def clones():
+    """Versions cloned into the shared test store, deleted afterwards so "latest" is unchanged."""
+    import bentoml
+
+    made: list[str] = []
+    yield made
+    for tag in made:
+        bentoml.models.delete(tag)
+
+
+def test_swap_to_another_version_and_refuse_bad_ones(classic, clones):
     host, loaded = classic
     original = str(host.stored.tag)
     corrupt = f"classic:{clone_version(original, corrupt=True)}"
-    newer = f"classic:{clone_version(original)}"  # the newest, so "latest" stays a good model for later tests
+    newer = f"classic:{clone_version(original)}"
+    clones += [corrupt, newer]
     assert host.swap(newer) == {"name": "classic", "from": original, "to": newer}
     assert len(loaded) == 2
     with pytest.raises(VersionRefused, match="failed to load"):
