@@ -28,9 +28,9 @@ Analysis (pure functions below, unit-tested in tests/loadtests/test_soak_analysi
 * Verdict: PASS iff no failed request (the request log and Locust's own totals both count), p99
   drift < --max-p99-drift and total RSS growth <= --max-rss-growth-mb. One-sided: a soak looks for
   latency that creeps up; a p99 that falls (a neighbour on the shared machine went quiet) is
-  reported but passes. Exit code 0 pass, 1 fail,
-  2 usage error. Warnings (not failing): achieved rate under 90 % of the target, a server process
-  that appeared, vanished or restarted, fd growth >= 20 or thread growth >= 10 in a process.
+  reported but passes. Exit code 0 pass, 1 fail, 2 usage error. Warnings (not failing): achieved
+  rate under 90 % of the target, a server process that appeared, vanished or restarted, fd growth
+  >= 20 or thread growth >= 10 in a process.
 
 Writes results/soak-<YYYYmmdd-HHMMSS>/: report.md (per-window table, memory per process, verdict,
 the command), soak.json (config, windows, every memory sample, the analysis), soak.png (p99 per

@@ -12,27 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import HOME, Server
+from tests.support import HOME, Server, clone_version
 
 pytestmark = pytest.mark.integration
-
-
-def clone_version(tag: str, corrupt: bool = False) -> str:
-    """A new stored version of the model `tag` with the same files (or a broken weights/estimator file)."""
-    import bentoml
-
-    source = bentoml.models.get(tag)
-    name = source.tag.name
-    with bentoml.models.create(name, labels={**source.info.labels, "clone": "true"}, metadata=source.info.metadata) as target:
-        for item in Path(source.path).iterdir():
-            if item.name == "model.yaml":
-                continue
-            copy = shutil.copytree if item.is_dir() else shutil.copy2
-            copy(item, Path(target.path) / item.name)
-        if corrupt:
-            broken = Path(target.path) / ("weights.json" if name == "ensemble" else "estimator.joblib")
-            broken.write_text("{not valid")
-    return target.tag.version
 
 
 class Traffic:

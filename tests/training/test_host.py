@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from serving.host import HostedModel, InvalidCodes, ModelUnavailable, VersionRefused
-from tests.integration.test_model_versions import clone_version
+from tests.support import clone_version
 
 
 @pytest.fixture
