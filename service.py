@@ -20,23 +20,25 @@ with bentoml.importing():
     import numpy as np
 
     from models import store
-    from serving import gcpause, metrics
-    from serving.app import create_app
-    from serving.arms import LocalArm, RemoteArm, describe_model, info_from_description
-    from serving.coalesce import Coalescer
-    from serving.config import FlagConfig, FlagConfigError, load_flag_config
-    from serving.drift import DriftMonitor
+    from serving.config.flags import FlagConfig, FlagConfigError, load_flag_config
+    from serving.config.settings import get_settings
+    from serving.delivery.drift import DriftMonitor
+    from serving.delivery.live import LiveEvaluation
+    from serving.delivery.state import StateStore
     from serving.host import HostedModel, InvalidCodes, ModelUnavailable, VersionRefused
-    from serving.live import LiveEvaluation
-    from serving.preferences import PreferenceCache
-    from serving.router import RouterCore
-    from serving.settings import get_settings
-    from serving.state import StateStore
+    from serving.http.app import create_app
+    from serving.observability import gcpause, metrics
+    from serving.routing.arms import LocalArm, RemoteArm, describe_model, info_from_description
+    from serving.routing.coalesce import Coalescer
+    from serving.routing.core import RouterCore
+    from serving.routing.preferences import PreferenceCache
 
 log = logging.getLogger("bentoml.service")
 settings = get_settings()
 LOGGING = {"access": {"enabled": settings.access_log}}
-TRACING = {} if settings.tracing else {"excluded_urls": ".*"}  # every URL excluded: no span work per request
+TRACING = (
+    {} if settings.tracing else {"excluded_urls": ".*"}
+)  # every URL excluded: no span work per request
 
 
 def declared_model(tag: str) -> bentoml.models.BentoModel | None:
@@ -60,7 +62,9 @@ class ModelHost:
     def _host(self, name: str, on_load=None) -> None:
         ref = type(self).model_ref
         stored = ref.stored if ref is not None else None  # never reaches out to a remote store
-        self.hosted = HostedModel(name, self.model_tag, str(stored.tag) if stored is not None else None, on_load)
+        self.hosted = HostedModel(
+            name, self.model_tag, str(stored.tag) if stored is not None else None, on_load
+        )
 
     @bentoml.api  # APIs on this base class are inherited by both model services
     def describe(self) -> dict:
@@ -87,8 +91,14 @@ class ModelHost:
             raise InvalidArgument(str(exc)) from None
 
 
-@bentoml.service(name="classic", workers=1, resources={"cpu": "0.25", "memory": "512Mi"},
-                 traffic={"timeout": 10}, logging=LOGGING, tracing=TRACING)
+@bentoml.service(
+    name="classic",
+    workers=1,
+    resources={"cpu": "0.25", "memory": "512Mi"},
+    traffic={"timeout": 10},
+    logging=LOGGING,
+    tracing=TRACING,
+)
 class Classic(ModelHost):
     """The lightweight classic model (multinomial logistic regression)."""
 
@@ -104,8 +114,15 @@ class Classic(ModelHost):
         return self.hosted.predict_proba(self._checked(codes))
 
 
-@bentoml.service(name="ensemble", workers=1, threads=2, resources={"cpu": "0.5", "memory": "1Gi"},
-                 traffic={"timeout": 30}, logging=LOGGING, tracing=TRACING)
+@bentoml.service(
+    name="ensemble",
+    workers=1,
+    threads=2,
+    resources={"cpu": "0.5", "memory": "1Gi"},
+    traffic={"timeout": 30},
+    logging=LOGGING,
+    tracing=TRACING,
+)
 class Ensemble(ModelHost):
     """The seven-member ensemble with adaptive batching; degraded (still serving) without TFLite."""
 
@@ -123,14 +140,18 @@ class Ensemble(ModelHost):
     def _instrument(model) -> None:
         """Per-member metrics and member threads, after every load or version swap."""
         model.enable_member_parallelism(2)  # members on both cores for batches of 32+ rows
-        model.observer = lambda member, seconds: metrics.MEMBER_LATENCY.labels(member=member).observe(seconds)
+        model.observer = lambda member, seconds: metrics.MEMBER_LATENCY.labels(
+            member=member
+        ).observe(seconds)
         for member, weight in model.weights.items():
             metrics.MEMBER_WEIGHT.labels(member=member).set(weight)
         metrics.ENSEMBLE_DEGRADED.set(1 if model.degraded else 0)
 
-    @bentoml.api(batchable=settings.ensemble_max_batch_size > 1,  # 1 turns adaptive batching off
-                 max_batch_size=max(settings.ensemble_max_batch_size, 2),
-                 max_latency_ms=settings.ensemble_max_latency_ms)
+    @bentoml.api(
+        batchable=settings.ensemble_max_batch_size > 1,  # 1 turns adaptive batching off
+        max_batch_size=max(settings.ensemble_max_batch_size, 2),
+        max_latency_ms=settings.ensemble_max_latency_ms,
+    )
     def predict(self, codes: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch of schema-encoded rows; one call per member per batch."""
         codes = self._checked(codes)
@@ -173,8 +194,14 @@ def _async_method(dependency, name: str):
     return lambda *args, **kwargs: asyncio.to_thread(method, *args, **kwargs)
 
 
-@bentoml.service(name="router", workers=1, traffic={"timeout": 30}, logging=LOGGING, tracing=TRACING,
-                 runner_probe={"enabled": False})  # readiness = classic can answer; see __is_ready__
+@bentoml.service(
+    name="router",
+    workers=1,
+    traffic={"timeout": 30},
+    logging=LOGGING,
+    tracing=TRACING,
+    runner_probe={"enabled": False},
+)  # readiness = classic can answer; see __is_ready__
 @bentoml.asgi_app(api, path="/")
 class Router:
     """Entry service: every public endpoint; routes between classic and ensemble by the flag config."""
@@ -195,36 +222,60 @@ class Router:
         describe_classic = _async_method(self.classic_service, "describe")
         predict_ensemble = _async_method(self.ensemble_service, "predict")
         retry_on = (aiohttp.ClientConnectionError,)
-        classic_direct = RemoteArm("classic", lambda codes: predict_classic(codes=codes), describe_classic, retry_on)
+        classic_direct = RemoteArm(
+            "classic", lambda codes: predict_classic(codes=codes), describe_classic, retry_on
+        )
         ensemble_call = lambda codes: predict_ensemble(codes=codes)  # noqa: E731
-        if settings.ensemble_coalesce_max_rows > 0:  # concurrent requests share calls (serving/coalesce.py)
-            ensemble_call = Coalescer(ensemble_call, settings.ensemble_coalesce_max_rows,
-                                      settings.ensemble_coalesce_in_flight, observe=metrics.ENSEMBLE_CALL_ROWS.observe)
-        ensemble = RemoteArm("ensemble", ensemble_call, _async_method(self.ensemble_service, "describe"), retry_on)
+        if (
+            settings.ensemble_coalesce_max_rows > 0
+        ):  # concurrent requests share calls (serving/routing/coalesce.py)
+            ensemble_call = Coalescer(
+                ensemble_call,
+                settings.ensemble_coalesce_max_rows,
+                settings.ensemble_coalesce_in_flight,
+                observe=metrics.ENSEMBLE_CALL_ROWS.observe,
+            )
+        ensemble = RemoteArm(
+            "ensemble", ensemble_call, _async_method(self.ensemble_service, "describe"), retry_on
+        )
         classic = classic_direct
         live = None
         if self.classic_model_stored() is not None:
             model, stored = store.load(str(self.classic_model_stored().tag))
             if settings.classic_local:
-                description = describe_model("classic", str(stored.tag), model, stored.info.metadata)
+                description = describe_model(
+                    "classic", str(stored.tag), model, stored.info.metadata
+                )
                 classic = LocalArm("classic", model, info_from_description(description))
             reference = stored.info.metadata.get("reference", {})
-            drift = DriftMonitor(model.schema.features, reference, flags.drift) if reference else None
-            live = LiveEvaluation(StateStore(settings.state_url), flags, drift, model.schema.classes)
-        preferences = PreferenceCache(live.store if live is not None else StateStore(settings.state_url),
-                                      ttl_s=settings.preference_ttl_s)
+            drift = (
+                DriftMonitor(model.schema.features, reference, flags.drift) if reference else None
+            )
+            live = LiveEvaluation(
+                StateStore(settings.state_url), flags, drift, model.schema.classes
+            )
+        preferences = PreferenceCache(
+            live.store if live is not None else StateStore(settings.state_url),
+            ttl_s=settings.preference_ttl_s,
+        )
         set_fault = _async_method(self.ensemble_service, "set_fault")
-        loaders = {"classic": _async_method(self.classic_service, "load_version"),
-                   "ensemble": _async_method(self.ensemble_service, "load_version")}
+        loaders = {
+            "classic": _async_method(self.classic_service, "load_version"),
+            "ensemble": _async_method(self.ensemble_service, "load_version"),
+        }
         self.core = RouterCore(
-            classic, ensemble, flags,
+            classic,
+            ensemble,
+            flags,
             classic_direct=classic_direct,
             flags_path=settings.flags_path,
             ensemble_min_members=settings.ensemble_min_members,
             fault_setter=lambda **kw: set_fault(**kw),
             live=live,
             preferences=preferences,
-            model_loaders={name: (lambda tag, load=load: load(tag=tag)) for name, load in loaders.items()},
+            model_loaders={
+                name: (lambda tag, load=load: load(tag=tag)) for name, load in loaders.items()
+            },
         )
         api.state.core = self.core
         self._tasks: list[asyncio.Task] = []
@@ -238,7 +289,10 @@ class Router:
     async def start_background_work(self) -> None:
         self._gc_pauses.install()
         if settings.gc_freeze:
-            log.info("gc: %d start-up objects frozen out of collections", gcpause.freeze_startup_objects())
+            log.info(
+                "gc: %d start-up objects frozen out of collections",
+                gcpause.freeze_startup_objects(),
+            )
         await self.core.refresh_health()
         self._tasks = [
             asyncio.create_task(self._every(settings.health_poll_s, self.core.refresh_health)),
@@ -247,11 +301,17 @@ class Router:
         ]
         if settings.preference_ttl_s > 0:  # routing by preference without a store read per request
             await asyncio.to_thread(self.core.preferences.sync)
-            self._tasks.append(asyncio.create_task(
-                self._every(settings.preference_ttl_s, lambda: asyncio.to_thread(self.core.preferences.sync))))
+            self._tasks.append(
+                asyncio.create_task(
+                    self._every(
+                        settings.preference_ttl_s,
+                        lambda: asyncio.to_thread(self.core.preferences.sync),
+                    )
+                )
+            )
 
     async def _rollout_tick(self) -> None:
-        self._gc_pauses.flush()  # observed here, never from the collector's callback (serving/gcpause.py)
+        self._gc_pauses.flush()  # observed here, never from the collector's callback (serving/observability/gcpause.py)
         if self.core.live is not None:
             await asyncio.to_thread(self.core.live.tick)  # store I/O off the event loop
             self.core.sync_rollout()

@@ -40,13 +40,37 @@ class App(BaseModel):
 
 
 APPS: dict[str, App] = {
-    "tabular-classic": App(bentofile="deploy/bentofile.classic.yaml", bento="tabular-classic",
-                           cpu=0.25, memory="0.5Gi", min_replicas=0, max_replicas=10, ingress="internal"),
-    "tabular-ensemble": App(bentofile="deploy/bentofile.ensemble.yaml", bento="tabular-ensemble",
-                            cpu=0.5, memory="1Gi", min_replicas=0, max_replicas=2, ingress="internal"),
-    "tabular-router": App(bentofile="deploy/bentofile.router.yaml", bento="tabular-router",
-                          cpu=0.5, memory="1Gi", min_replicas=1, max_replicas=10, ingress="external",
-                          env={"SERVING_CLASSIC_URL": "http://tabular-classic", "SERVING_ENSEMBLE_URL": "http://tabular-ensemble"}),
+    "tabular-classic": App(
+        bentofile="deploy/bentofile.classic.yaml",
+        bento="tabular-classic",
+        cpu=0.25,
+        memory="0.5Gi",
+        min_replicas=0,
+        max_replicas=10,
+        ingress="internal",
+    ),
+    "tabular-ensemble": App(
+        bentofile="deploy/bentofile.ensemble.yaml",
+        bento="tabular-ensemble",
+        cpu=0.5,
+        memory="1Gi",
+        min_replicas=0,
+        max_replicas=2,
+        ingress="internal",
+    ),
+    "tabular-router": App(
+        bentofile="deploy/bentofile.router.yaml",
+        bento="tabular-router",
+        cpu=0.5,
+        memory="1Gi",
+        min_replicas=1,
+        max_replicas=10,
+        ingress="external",
+        env={
+            "SERVING_CLASSIC_URL": "http://tabular-classic",
+            "SERVING_ENSEMBLE_URL": "http://tabular-ensemble",
+        },
+    ),
 }
 FULL_BENTOFILE = "bentofile.yaml"  # the whole graph in one image (tabular-serving)
 
@@ -72,7 +96,9 @@ class Runner:
             return
         missing = [t for t in tools if self.which(t) is None]
         if missing:
-            raise DeployError(f"missing tool(s): {', '.join(missing)} — install them or use --dry-run")
+            raise DeployError(
+                f"missing tool(s): {', '.join(missing)} — install them or use --dry-run"
+            )
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> str:
         line = " ".join(shlex.quote(a) for a in args)
@@ -80,14 +106,22 @@ class Runner:
             print(line)
             return ""
         print(f"+ {line}", file=sys.stderr)
-        result = subprocess.run([self.which(args[0]) or args[0], *args[1:]], check=True, capture_output=True, text=True, env={**os.environ, **(env or {})})
+        result = subprocess.run(
+            [self.which(args[0]) or args[0], *args[1:]],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
         return result.stdout.strip()
 
 
 def require_env(*names: str) -> dict[str, str]:
     missing = [n for n in names if not os.environ.get(n)]
     if missing:
-        raise DeployError(f"set the environment variable(s) {', '.join(missing)} (see deploy/README.md)")
+        raise DeployError(
+            f"set the environment variable(s) {', '.join(missing)} (see deploy/README.md)"
+        )
     return {n: os.environ[n] for n in names}
 
 
@@ -126,18 +160,46 @@ def cmd_apps(args, runner: Runner) -> None:
         else:
             exists = args.mode == "update"
         common = [
-            "--name", name, "--resource-group", group, "--image", image_ref(registry, name, args.version),
-            "--cpu", str(app.cpu), "--memory", app.memory,
-            "--min-replicas", str(app.min_replicas), "--max-replicas", str(app.max_replicas),
+            "--name",
+            name,
+            "--resource-group",
+            group,
+            "--image",
+            image_ref(registry, name, args.version),
+            "--cpu",
+            str(app.cpu),
+            "--memory",
+            app.memory,
+            "--min-replicas",
+            str(app.min_replicas),
+            "--max-replicas",
+            str(app.max_replicas),
         ]
         env_vars = [f"{k}={v}" for k, v in app.env.items()]
         if exists:
-            runner.run("az", "containerapp", "update", *common, *(["--set-env-vars", *env_vars] if env_vars else []))
+            runner.run(
+                "az",
+                "containerapp",
+                "update",
+                *common,
+                *(["--set-env-vars", *env_vars] if env_vars else []),
+            )
         else:
             runner.run(
-                "az", "containerapp", "create", *common,
-                "--environment", env["CONTAINERAPPS_ENVIRONMENT"], "--registry-server", f"{registry}.azurecr.io",
-                "--ingress", app.ingress, "--target-port", "3000", "--revisions-mode", "multiple",
+                "az",
+                "containerapp",
+                "create",
+                *common,
+                "--environment",
+                env["CONTAINERAPPS_ENVIRONMENT"],
+                "--registry-server",
+                f"{registry}.azurecr.io",
+                "--ingress",
+                app.ingress,
+                "--target-port",
+                "3000",
+                "--revisions-mode",
+                "multiple",
                 *(["--env-vars", *env_vars] if env_vars else []),
             )
 
@@ -149,8 +211,19 @@ def cmd_traffic(args, runner: Runner) -> None:
     total = sum(int(w.split("=", 1)[1]) for w in weights)
     if total != 100:
         raise DeployError(f"revision weights must add up to 100, got {total}")
-    runner.run("az", "containerapp", "ingress", "traffic", "set", "--name", args.app, "--resource-group", group,
-               "--revision-weight", *weights)
+    runner.run(
+        "az",
+        "containerapp",
+        "ingress",
+        "traffic",
+        "set",
+        "--name",
+        args.app,
+        "--resource-group",
+        group,
+        "--revision-weight",
+        *weights,
+    )
 
 
 def cmd_rollback(args, runner: Runner) -> None:
@@ -158,8 +231,18 @@ def cmd_rollback(args, runner: Runner) -> None:
     group = require_env("AZURE_RESOURCE_GROUP")["AZURE_RESOURCE_GROUP"]
     runner.require_tools("az")
     listing = runner.run(
-        "az", "containerapp", "revision", "list", "--name", args.app, "--resource-group", group,
-        "--query", "sort_by([], &properties.createdTime)[].name", "-o", "tsv",
+        "az",
+        "containerapp",
+        "revision",
+        "list",
+        "--name",
+        args.app,
+        "--resource-group",
+        group,
+        "--query",
+        "sort_by([], &properties.createdTime)[].name",
+        "-o",
+        "tsv",
     )
     revisions = listing.split()
     if runner.dry_run:
@@ -168,13 +251,26 @@ def cmd_rollback(args, runner: Runner) -> None:
         raise DeployError(f"{args.app} has {len(revisions)} revision(s): nothing to roll back to")
     else:
         previous = revisions[-2]
-    runner.run("az", "containerapp", "ingress", "traffic", "set", "--name", args.app, "--resource-group", group,
-               "--revision-weight", f"{previous}=100")
+    runner.run(
+        "az",
+        "containerapp",
+        "ingress",
+        "traffic",
+        "set",
+        "--name",
+        args.app,
+        "--resource-group",
+        group,
+        "--revision-weight",
+        f"{previous}=100",
+    )
 
 
 def _app_exists(runner: Runner, name: str, group: str) -> bool:
     try:
-        runner.run("az", "containerapp", "show", "--name", name, "--resource-group", group, "-o", "none")
+        runner.run(
+            "az", "containerapp", "show", "--name", name, "--resource-group", group, "-o", "none"
+        )
     except subprocess.CalledProcessError:
         return False
     return True
@@ -199,28 +295,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("rollback", "send all of an app's traffic to its previous revision"),
     ]:
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
+        p.add_argument(
+            "--dry-run", action="store_true", help="print the commands instead of running them"
+        )
         if name in ("build", "push", "apps"):
             p.add_argument("--version", default="latest-build", help="Bento version / image tag")
         if name in ("push", "apps"):
             p.add_argument("--app", choices=list(APPS), help="only this app (default: all)")
         if name == "apps":
-            p.add_argument("--mode", choices=["auto", "create", "update"], default="auto",
-                           help="auto asks Azure whether the app exists (dry-run: update)")
+            p.add_argument(
+                "--mode",
+                choices=["auto", "create", "update"],
+                default="auto",
+                help="auto asks Azure whether the app exists (dry-run: update)",
+            )
         if name in ("traffic", "rollback"):
             p.add_argument("--app", required=True, choices=list(APPS))
         if name == "traffic":
             p.add_argument("--weights", required=True, help="revision=percent,... adding up to 100")
     args = parser.parse_args(argv)
     runner = Runner(args.dry_run)
-    handler = {"build": cmd_build, "push": cmd_push, "apps": cmd_apps, "traffic": cmd_traffic, "rollback": cmd_rollback}
+    handler = {
+        "build": cmd_build,
+        "push": cmd_push,
+        "apps": cmd_apps,
+        "traffic": cmd_traffic,
+        "rollback": cmd_rollback,
+    }
     try:
         handler[args.command](args, runner)
     except DeployError as exc:
         print(f"deploy: {exc}", file=sys.stderr)
         return 2
     except subprocess.CalledProcessError as exc:
-        print(f"deploy: command failed ({exc.returncode}): {' '.join(exc.cmd)}\n{exc.stderr}", file=sys.stderr)
+        print(
+            f"deploy: command failed ({exc.returncode}): {' '.join(exc.cmd)}\n{exc.stderr}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

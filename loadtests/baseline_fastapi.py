@@ -20,10 +20,12 @@ import uuid
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from serving.api_models import ClassifyRequest
+from serving.http.schemas import ClassifyRequest
 
 
-def create_app(classic_tag: str = "classic:latest", ensemble_tag: str = "ensemble:latest") -> FastAPI:
+def create_app(
+    classic_tag: str = "classic:latest", ensemble_tag: str = "ensemble:latest"
+) -> FastAPI:
     from models import store
     from models.schema import SchemaValidationError
 
@@ -39,16 +41,28 @@ def create_app(classic_tag: str = "classic:latest", ensemble_tag: str = "ensembl
         try:
             codes = model.schema.encode_rows([body.features], prefix="features")
         except SchemaValidationError as exc:
-            return JSONResponse({"error": {"code": "invalid_input", "message": str(exc),
-                                           "fields": [e.model_dump() for e in exc.errors]}}, status_code=422)
+            return JSONResponse(
+                {
+                    "error": {
+                        "code": "invalid_input",
+                        "message": str(exc),
+                        "fields": [e.model_dump() for e in exc.errors],
+                    }
+                },
+                status_code=422,
+            )
         probabilities = model.predict_proba(codes)[0]
         classes = model.classes
         best = int(probabilities.argmax())
         return {
             "label": classes[best],
             "probabilities": {c: float(p) for c, p in zip(classes, probabilities)},
-            "model": name, "model_version": version, "request_id": uuid.uuid4().hex,
-            "fallback": False, "cached": False, "reason": "direct",
+            "model": name,
+            "model_version": version,
+            "request_id": uuid.uuid4().hex,
+            "fallback": False,
+            "cached": False,
+            "reason": "direct",
         }
 
     @app.post("/classify/classic")
@@ -61,8 +75,10 @@ def create_app(classic_tag: str = "classic:latest", ensemble_tag: str = "ensembl
 
     @app.get("/api/models")
     def models():
-        return {name: {"name": name, "tag": tag, "ready": True, "schema": model.schema.model_dump()}
-                for name, (model, _, tag) in loaded.items()}
+        return {
+            name: {"name": name, "tag": tag, "ready": True, "schema": model.schema.model_dump()}
+            for name, (model, _, tag) in loaded.items()
+        }
 
     @app.get("/readyz")
     def readyz():
@@ -81,8 +97,13 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
-    uvicorn.run(create_app(args.classic, args.ensemble), host=args.host, port=args.port, access_log=False,
-                log_level="warning")
+    uvicorn.run(
+        create_app(args.classic, args.ensemble),
+        host=args.host,
+        port=args.port,
+        access_log=False,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

@@ -75,8 +75,9 @@ BLOCK = 10
 """Consecutive calls per variant before switching to the next one."""
 
 
-def timed(fns: dict[str, Callable[[np.ndarray], object]], data: np.ndarray, batch: int,
-          repeat: int) -> dict[str, float]:
+def timed(
+    fns: dict[str, Callable[[np.ndarray], object]], data: np.ndarray, batch: int, repeat: int
+) -> dict[str, float]:
     """Median ms per call for each function, each call on the next unseen slice.
 
     The variants alternate in blocks of BLOCK calls, so a busy moment of a shared machine hits
@@ -93,7 +94,7 @@ def timed(fns: dict[str, Callable[[np.ndarray], object]], data: np.ndarray, batc
         for key, f in fns.items():
             for i in range(first, min(first + BLOCK, repeat)):
                 start = (i % slots) * batch
-                rows = data[start:start + batch]
+                rows = data[start : start + batch]
                 t = clock()
                 f(rows)
                 samples[key].append(clock() - t)
@@ -106,12 +107,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classic", default="classic:latest", help="'' to skip")
     parser.add_argument("--repeat", type=int, default=200, help="calls per measurement")
     parser.add_argument("--rows", type=int, default=4096, help="distinct rows to cycle through")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="member threads for the parallel-members row (1: skip it)")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="cpu: the calling thread's CPU time, which other processes on a busy "
-                             "machine do not inflate (every member runs on the calling thread; "
-                             "the parallel-members row is then skipped)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="member threads for the parallel-members row (1: skip it)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="cpu: the calling thread's CPU time, which other processes on a busy "
+        "machine do not inflate (every member runs on the calling thread; "
+        "the parallel-members row is then skipped)",
+    )
     args = parser.parse_args(argv)
     global clock
     clock = CLOCKS[args.clock]
@@ -134,9 +143,11 @@ def main(argv: list[str] | None = None) -> None:
     codes = make_codes(stored, native_model.schema, args.rows)
     X = native_model.preprocessor.transform(codes)
 
-    header = "| | path | " + " | ".join(
-        f"native b{b} | fast b{b} | ×b{b}" for b in BATCHES
-    ) + " | max \\|Δp\\| |"
+    header = (
+        "| | path | "
+        + " | ".join(f"native b{b} | fast b{b} | ×b{b}" for b in BATCHES)
+        + " | max \\|Δp\\| |"
+    )
     lines = [header, "|" + "---|" * (3 * len(BATCHES) + 3)]
 
     def row(label: str, path: str, pair: dict[int, dict[str, float]], diff: str) -> None:
@@ -175,8 +186,17 @@ def main(argv: list[str] | None = None) -> None:
     # What the ensemble adds around its members: preprocessing and the combiner (vote / stacker).
     outputs = {b: fast_model.member_probas(codes[:b]) for b in BATCHES}
     pair = {
-        b: timed({"fast": lambda c, b=b: (fast_model.preprocessor.transform(c),
-                                          fast_model.combine(outputs[b]))}, codes, b, args.repeat)
+        b: timed(
+            {
+                "fast": lambda c, b=b: (
+                    fast_model.preprocessor.transform(c),
+                    fast_model.combine(outputs[b]),
+                )
+            },
+            codes,
+            b,
+            args.repeat,
+        )
         for b in BATCHES
     }
     row(f"ensemble without members ({fast_model.combiner})", "", pair, "")
@@ -186,12 +206,18 @@ def main(argv: list[str] | None = None) -> None:
 
         classic = ClassicModel.load(bentoml.models.get(args.classic).path)
         fns = {"native": classic.predict_proba}
-        row("classic (logistic regression)", "numpy",
-            {b: timed(fns, codes, b, args.repeat) for b in BATCHES}, "")
+        row(
+            "classic (logistic regression)",
+            "numpy",
+            {b: timed(fns, codes, b, args.repeat) for b in BATCHES},
+            "",
+        )
 
-    print(f"model {stored.tag}; {len(codes)} distinct rows; median of {args.repeat} calls; "
-          f"ms of {'CPU time' if args.clock == 'cpu' else 'wall time'}; "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"model {stored.tag}; {len(codes)} distinct rows; median of {args.repeat} calls; "
+        f"ms of {'CPU time' if args.clock == 'cpu' else 'wall time'}; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print()
     print("\n".join(lines))
     print()

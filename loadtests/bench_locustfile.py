@@ -40,5 +40,10 @@ class BenchUser(ApiUser):
         request = {"features": self.rows.row()}
         if HEADERS:  # a routed call: give it a user like real routed traffic
             request["user_id"] = Shared.population.pick(self.rng)
-        self.post_json(PATH, request, name=NAME, headers=HEADERS,
-                       check=lambda b: payloads.check_prediction(b, Shared.classes, expect_model=MODEL))
+        self.post_json(
+            PATH,
+            request,
+            name=NAME,
+            headers=HEADERS,
+            check=lambda b: payloads.check_prediction(b, Shared.classes, expect_model=MODEL),
+        )

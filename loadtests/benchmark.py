@@ -53,8 +53,8 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.runner import locust_command
-from models.fastpath import NATIVE_ENV
 from loadtests.server import ROOT, ServerProcess, free_port, store_has_models, temp_dir, train_quick
+from models.fastpath import NATIVE_ENV
 
 BENCH_LOCUSTFILE = ROOT / "loadtests" / "bench_locustfile.py"
 
@@ -70,34 +70,117 @@ class Target:
 
 
 TARGETS = [
-    Target("ensemble_batching", "ensemble, BentoML, adaptive batching (max 64)", "bentoml", "/api/v2/classify/ensemble", "ensemble"),
-    Target("classic_routed", "classic via router (in router process)", "bentoml", "/api/classify", "classic",
-           "X-Model-Preference: classic"),
-    Target("classic_direct", "classic direct (hop to classic service)", "bentoml", "/api/v1/classify/classic", "classic"),
-    Target("ensemble_nobatch", "ensemble, BentoML, batching off (max 1)", "bentoml-nobatch", "/api/v2/classify/ensemble", "ensemble"),
-    Target("fastapi_classic", "classic, FastAPI + uvicorn baseline", "fastapi", "/classify/classic", "classic"),
-    Target("fastapi_ensemble", "ensemble, FastAPI + uvicorn baseline", "fastapi", "/classify/ensemble", "ensemble"),
-    Target("ensemble_routed", "ensemble via router (fast paths, adaptive batching)", "bentoml", "/api/classify", "ensemble",
-           "X-Model-Preference: ensemble"),
-    Target("ensemble_routed_native", "ensemble via router, native member libraries (SERVING_NATIVE_MEMBERS=1)",
-           "bentoml-native", "/api/classify", "ensemble", "X-Model-Preference: ensemble"),
-    Target("mlserver_ensemble", "ensemble, MLServer 1.7.1, adaptive batching (max 64, 20 ms)", "mlserver",
-           "/classify/ensemble", "ensemble"),
+    Target(
+        "ensemble_batching",
+        "ensemble, BentoML, adaptive batching (max 64)",
+        "bentoml",
+        "/api/v2/classify/ensemble",
+        "ensemble",
+    ),
+    Target(
+        "classic_routed",
+        "classic via router (in router process)",
+        "bentoml",
+        "/api/classify",
+        "classic",
+        "X-Model-Preference: classic",
+    ),
+    Target(
+        "classic_direct",
+        "classic direct (hop to classic service)",
+        "bentoml",
+        "/api/v1/classify/classic",
+        "classic",
+    ),
+    Target(
+        "ensemble_nobatch",
+        "ensemble, BentoML, batching off (max 1)",
+        "bentoml-nobatch",
+        "/api/v2/classify/ensemble",
+        "ensemble",
+    ),
+    Target(
+        "fastapi_classic",
+        "classic, FastAPI + uvicorn baseline",
+        "fastapi",
+        "/classify/classic",
+        "classic",
+    ),
+    Target(
+        "fastapi_ensemble",
+        "ensemble, FastAPI + uvicorn baseline",
+        "fastapi",
+        "/classify/ensemble",
+        "ensemble",
+    ),
+    Target(
+        "ensemble_routed",
+        "ensemble via router (fast paths, adaptive batching)",
+        "bentoml",
+        "/api/classify",
+        "ensemble",
+        "X-Model-Preference: ensemble",
+    ),
+    Target(
+        "ensemble_routed_native",
+        "ensemble via router, native member libraries (SERVING_NATIVE_MEMBERS=1)",
+        "bentoml-native",
+        "/api/classify",
+        "ensemble",
+        "X-Model-Preference: ensemble",
+    ),
+    Target(
+        "mlserver_ensemble",
+        "ensemble, MLServer 1.7.1, adaptive batching (max 64, 20 ms)",
+        "mlserver",
+        "/classify/ensemble",
+        "ensemble",
+    ),
 ]
-PARTS = {"b": {"ensemble_batching", "ensemble_nobatch"}, "c": {"classic_routed", "classic_direct"},
-         "d": {"fastapi_classic", "fastapi_ensemble", "classic_routed", "classic_direct", "ensemble_batching"},
-         "e": {"ensemble_routed", "ensemble_routed_native", "mlserver_ensemble", "fastapi_ensemble", "classic_routed",
-               "fastapi_classic"}}
+PARTS = {
+    "b": {"ensemble_batching", "ensemble_nobatch"},
+    "c": {"classic_routed", "classic_direct"},
+    "d": {
+        "fastapi_classic",
+        "fastapi_ensemble",
+        "classic_routed",
+        "classic_direct",
+        "ensemble_batching",
+    },
+    "e": {
+        "ensemble_routed",
+        "ensemble_routed_native",
+        "mlserver_ensemble",
+        "fastapi_ensemble",
+        "classic_routed",
+        "fastapi_classic",
+    },
+}
 DEFAULT_PARTS = "a,b,c,d,e"
 COMPARISONS = [  # part, what, A, B (ratio = A / B)
     ("b", "ensemble: adaptive batching vs off", "ensemble_batching", "ensemble_nobatch"),
     ("c", "classic: routed (in router) vs direct (hop)", "classic_routed", "classic_direct"),
     ("d", "classic: BentoML routed vs FastAPI baseline", "classic_routed", "fastapi_classic"),
     ("d", "classic: BentoML direct vs FastAPI baseline", "classic_direct", "fastapi_classic"),
-    ("d", "ensemble: BentoML (batching) vs FastAPI baseline", "ensemble_batching", "fastapi_ensemble"),
-    ("e", "ensemble: routed vs MLServer (adaptive batching)", "ensemble_routed", "mlserver_ensemble"),
+    (
+        "d",
+        "ensemble: BentoML (batching) vs FastAPI baseline",
+        "ensemble_batching",
+        "fastapi_ensemble",
+    ),
+    (
+        "e",
+        "ensemble: routed vs MLServer (adaptive batching)",
+        "ensemble_routed",
+        "mlserver_ensemble",
+    ),
     ("e", "ensemble: routed vs FastAPI baseline", "ensemble_routed", "fastapi_ensemble"),
-    ("e", "ensemble: routed fast paths vs routed native", "ensemble_routed", "ensemble_routed_native"),
+    (
+        "e",
+        "ensemble: routed fast paths vs routed native",
+        "ensemble_routed",
+        "ensemble_routed_native",
+    ),
     ("e", "classic: routed vs FastAPI baseline", "classic_routed", "fastapi_classic"),
 ]
 E_TARGET = {"goodput_ratio": 2.0, "p99_ms": 110.0, "errors": 0}
@@ -156,42 +239,63 @@ def inprocess(repeat_b1: int = 300, repeat_b64: int = 60, rows: int = 4096) -> d
     for name in ("classic", "ensemble"):
         t = time.perf_counter()
         model, stored = store.load(f"{name}:latest")
-        out["models"][name] = {"tag": str(stored.tag), "labels": dict(stored.info.labels),
-                               "load_s": round(time.perf_counter() - t, 2)}
+        out["models"][name] = {
+            "tag": str(stored.tag),
+            "labels": dict(stored.info.labels),
+            "load_s": round(time.perf_counter() - t, 2),
+        }
         generator = RowGenerator(model.schema.model_dump(), random.Random(7))
         raw = generator.rows(rows)
         codes = model.schema.encode_rows(raw)
         encode = []
         for i in range(200):  # the router's validation + encoding of one request row
             t = time.perf_counter()
-            model.schema.encode_rows(raw[i:i + 1], prefix="features")
+            model.schema.encode_rows(raw[i : i + 1], prefix="features")
             encode.append(time.perf_counter() - t)
         for batch, repeat in ((1, repeat_b1), (64, repeat_b64)):
             model.predict_proba(codes[:batch])  # warm-up
             samples = []
             for i in range(repeat):
                 start = (i * batch) % (rows - batch)
-                chunk = codes[start:start + batch]
+                chunk = codes[start : start + batch]
                 t = time.perf_counter()
                 model.predict_proba(chunk)
                 samples.append(time.perf_counter() - t)
             median = statistics.median(samples) * 1e3
-            out["timings"].append({
-                "model": name, "batch": batch, "calls": repeat, "median_ms": round(median, 3),
-                "p99_ms": round(float(np.percentile(samples, 99)) * 1e3, 3),
-                "rows_per_s": round(batch / (median / 1e3), 1),
-            })
-        out["timings"].append({"model": name, "batch": "encode 1 row", "calls": 200,
-                               "median_ms": round(statistics.median(encode) * 1e3, 3),
-                               "p99_ms": round(float(np.percentile(encode, 99)) * 1e3, 3), "rows_per_s": None})
+            out["timings"].append(
+                {
+                    "model": name,
+                    "batch": batch,
+                    "calls": repeat,
+                    "median_ms": round(median, 3),
+                    "p99_ms": round(float(np.percentile(samples, 99)) * 1e3, 3),
+                    "rows_per_s": round(batch / (median / 1e3), 1),
+                }
+            )
+        out["timings"].append(
+            {
+                "model": name,
+                "batch": "encode 1 row",
+                "calls": 200,
+                "median_ms": round(statistics.median(encode) * 1e3, 3),
+                "p99_ms": round(float(np.percentile(encode, 99)) * 1e3, 3),
+                "rows_per_s": None,
+            }
+        )
         del model
     return out
 
 
 def run_inprocess(env: dict[str, str], out: Path) -> dict[str, Any]:
     path = out / "inprocess.json"
-    result = subprocess.run([sys.executable, "-m", "loadtests.benchmark", "--_inprocess", str(path)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtests.benchmark", "--_inprocess", str(path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"in-process benchmark failed:\n{result.stderr[-3000:]}")
     return json.loads(path.read_text())
@@ -209,8 +313,12 @@ def warm_up(url: str, target: Target, n: int = 40) -> None:
         k, v = target.header.split(":", 1)
         headers[k.strip()] = v.strip()
     for _ in range(n):
-        request = urllib.request.Request(url + target.path, data=json.dumps({"features": generator.row()}).encode(),
-                                         headers=headers, method="POST")
+        request = urllib.request.Request(
+            url + target.path,
+            data=json.dumps({"features": generator.row()}).encode(),
+            headers=headers,
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             response.read()
 
@@ -236,7 +344,9 @@ class Monitor:
                     text = response.read().decode()
                 break
             except Exception as exc:  # a loaded server: try again shortly
-                self.problems[f"/metrics: {type(exc).__name__}"] = self.problems.get(f"/metrics: {type(exc).__name__}", 0) + 1
+                self.problems[f"/metrics: {type(exc).__name__}"] = (
+                    self.problems.get(f"/metrics: {type(exc).__name__}", 0) + 1
+                )
                 time.sleep(1)
         if text is None:
             return None
@@ -261,7 +371,9 @@ class Monitor:
             entry = models.get(name) or {}
             error = entry.get("error") or entry.get("last_error")
             if entry and (not entry.get("ready", True) or error):
-                self.problems[f"after the run /api/models says {name} ready={entry.get('ready')}: {str(error)[:160]}"] = 1
+                self.problems[
+                    f"after the run /api/models says {name} ready={entry.get('ready')}: {str(error)[:160]}"
+                ] = 1
 
     def __enter__(self) -> Monitor:
         return self
@@ -283,31 +395,71 @@ def read_row(stats_csv: Path, name: str) -> dict[str, str] | None:
     return None
 
 
-def measure(server: ServerProcess, target: Target, users: int, duration: float, out: Path) -> Measurement:
+def measure(
+    server: ServerProcess, target: Target, users: int, duration: float, out: Path
+) -> Measurement:
     run_dir = out / "runs" / f"{target.key}-u{users}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "LOADTEST_BENCH_PATH": target.path, "LOADTEST_BENCH_NAME": target.path,
-           "LOADTEST_BENCH_HEADER": target.header, "LOADTEST_BENCH_MODEL": target.model,
-           "LOADTEST_SEED": str(1000 + users), "LOADTEST_OUTPUT_DIR": str(run_dir),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "LOADTEST_BENCH_PATH": target.path,
+        "LOADTEST_BENCH_NAME": target.path,
+        "LOADTEST_BENCH_HEADER": target.header,
+        "LOADTEST_BENCH_MODEL": target.model,
+        "LOADTEST_SEED": str(1000 + users),
+        "LOADTEST_OUTPUT_DIR": str(run_dir),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     env.pop("LOADTEST_SHAPE", None)
-    command = locust_command(server.url, users, float(users), _fmt_duration(duration), [], run_dir,
-                             extra=["--reset-stats"], locustfile=BENCH_LOCUSTFILE)
+    command = locust_command(
+        server.url,
+        users,
+        float(users),
+        _fmt_duration(duration),
+        [],
+        run_dir,
+        extra=["--reset-stats"],
+        locustfile=BENCH_LOCUSTFILE,
+    )
     cpu0, rusage0 = server.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    monitor = Monitor(server.url) if target.server.startswith("bentoml") or target.server == "mlserver" else None
-    with open(run_dir / "locust.log", "w") as log, (monitor or contextlib.nullcontext()):
-        rc = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=duration + 120).returncode
+    monitor = (
+        Monitor(server.url)
+        if target.server.startswith("bentoml") or target.server == "mlserver"
+        else None
+    )
+    with open(run_dir / "locust.log", "w") as log, monitor or contextlib.nullcontext():
+        rc = subprocess.run(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=duration + 120
+        ).returncode
     cpu1, rusage1 = server.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
     row = read_row(run_dir / "locust_stats.csv", target.path) if rc == 0 else None
     notes = [] if rc == 0 else [f"locust exit code {rc}"]
     if row is None:
-        return Measurement(target.key, users, duration, 0, 0, 0.0, 0.0, None, None, None, None, 0.0, notes or ["no stats"])
+        return Measurement(
+            target.key,
+            users,
+            duration,
+            0,
+            0,
+            0.0,
+            0.0,
+            None,
+            None,
+            None,
+            None,
+            0.0,
+            notes or ["no stats"],
+        )
 
     def num(key: str) -> float | None:
         value = row.get(key)
         return None if value in (None, "", "N/A") else float(value)
 
-    requests, failures, rps = int(num("Request Count") or 0), int(num("Failure Count") or 0), num("Requests/s") or 0.0
+    requests, failures, rps = (
+        int(num("Request Count") or 0),
+        int(num("Failure Count") or 0),
+        num("Requests/s") or 0.0,
+    )
     failures_csv = run_dir / "locust_failures.csv"
     if failures and failures_csv.exists():
         with open(failures_csv, newline="") as f:
@@ -319,15 +471,26 @@ def measure(server: ServerProcess, target: Target, users: int, duration: float, 
     if monitor and monitor.problems:
         notes += list(monitor.problems)[:3]
     return Measurement(
-        target.key, users, duration, requests, failures, round(rps, 1),
+        target.key,
+        users,
+        duration,
+        requests,
+        failures,
+        round(rps, 1),
         round(rps * (1 - failures / requests), 1) if requests else 0.0,
-        num("50%"), num("95%"), num("99%"),
-        round((cpu1 - cpu0) * 1e3 / requests, 2) if requests else None, round(client_cpu, 1), notes,
+        num("50%"),
+        num("95%"),
+        num("99%"),
+        round((cpu1 - cpu0) * 1e3 / requests, 2) if requests else None,
+        round(client_cpu, 1),
+        notes,
         round(mean_batch, 1) if mean_batch else None,
     )
 
 
-def measure_alive(server: ServerProcess, target: Target, users: int, duration: float, out: Path) -> Measurement:
+def measure_alive(
+    server: ServerProcess, target: Target, users: int, duration: float, out: Path
+) -> Measurement:
     """measure(), restarting the server first if it died (a shared machine: someone may kill it) and
     measuring again once if it died during the run; restarts are noted in the result."""
     notes = []
@@ -365,16 +528,24 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}×"
 
 
-def render(meta: dict[str, Any], inproc: dict[str, Any] | None, results: dict[str, list[Measurement]],
-           budgets: dict[str, float], fixed_users: int) -> str:
-    lines = [f"# Benchmark {meta['started']}", "",
-             f"Command: `{meta['command']}`  ",
-             f"Machine: {meta['machine']}; load average (1/5/15 min) {meta['load_average_start']} at start, "
-             f"{meta.get('load_average_end')} at end; models {meta['models']}; commit {meta.get('commit') or '?'}  ",
-             f"Load: closed-loop Locust users (no think time, distinct rows), levels {meta['levels']}, "
-             f"{meta['duration_s']:.0f} s at the fixed load ({fixed_users} users), "
-             f"{meta['ladder_s']:.0f} s at the other levels. Locust shares the cores with the servers: "
-             "compare ratios, not absolutes."]
+def render(
+    meta: dict[str, Any],
+    inproc: dict[str, Any] | None,
+    results: dict[str, list[Measurement]],
+    budgets: dict[str, float],
+    fixed_users: int,
+) -> str:
+    lines = [
+        f"# Benchmark {meta['started']}",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']}; load average (1/5/15 min) {meta['load_average_start']} at start, "
+        f"{meta.get('load_average_end')} at end; models {meta['models']}; commit {meta.get('commit') or '?'}  ",
+        f"Load: closed-loop Locust users (no think time, distinct rows), levels {meta['levels']}, "
+        f"{meta['duration_s']:.0f} s at the fixed load ({fixed_users} users), "
+        f"{meta['ladder_s']:.0f} s at the other levels. Locust shares the cores with the servers: "
+        "compare ratios, not absolutes.",
+    ]
     if meta.get("mlserver") or meta.get("skipped") or meta.get("native_env"):
         lines[-1] += "  "
         extra = []
@@ -383,20 +554,31 @@ def render(meta: dict[str, Any], inproc: dict[str, Any] | None, results: dict[st
         if meta.get("skipped"):
             extra.append("skipped: " + ", ".join(f"{k} ({v})" for k, v in meta["skipped"].items()))
         if meta.get("native_env"):
-            extra.append("Member paths: " + "; ".join(f"{k}: {v}" for k, v in meta["native_env"].items()))
+            extra.append(
+                "Member paths: " + "; ".join(f"{k}: {v}" for k, v in meta["native_env"].items())
+            )
         lines.append(". ".join(extra) + ".")
     lines.append("")
     if inproc:
-        lines += ["## (a) In-process `predict_proba` (one thread, no HTTP)", "",
-                  "| model | batch | median ms/call | p99 ms/call | rows/s |", "|---|---|---|---|---|"]
+        lines += [
+            "## (a) In-process `predict_proba` (one thread, no HTTP)",
+            "",
+            "| model | batch | median ms/call | p99 ms/call | rows/s |",
+            "|---|---|---|---|---|",
+        ]
         for t in inproc["timings"]:
-            lines.append(f"| {t['model']} | {t['batch']} | {t['median_ms']:.3f} | {t['p99_ms']:.3f} | {_f(t['rows_per_s'])} |")
+            lines.append(
+                f"| {t['model']} | {t['batch']} | {t['median_ms']:.3f} | {t['p99_ms']:.3f} | {_f(t['rows_per_s'])} |"
+            )
         tm = {(t["model"], t["batch"]): t for t in inproc["timings"]}
         if ("classic", 1) in tm and ("ensemble", 1) in tm:
-            lines += ["", f"Ensemble / classic time per call: batch 1 {_ratio(tm[('ensemble', 1)]['median_ms'], tm[('classic', 1)]['median_ms'])}, "
-                      f"batch 64 {_ratio(tm[('ensemble', 64)]['median_ms'], tm[('classic', 64)]['median_ms'])}. "
-                      f"Rows/s gained by batching 64 rows: classic {_ratio(tm[('classic', 64)]['rows_per_s'], tm[('classic', 1)]['rows_per_s'])}, "
-                      f"ensemble {_ratio(tm[('ensemble', 64)]['rows_per_s'], tm[('ensemble', 1)]['rows_per_s'])}."]
+            lines += [
+                "",
+                f"Ensemble / classic time per call: batch 1 {_ratio(tm[('ensemble', 1)]['median_ms'], tm[('classic', 1)]['median_ms'])}, "
+                f"batch 64 {_ratio(tm[('ensemble', 64)]['median_ms'], tm[('classic', 64)]['median_ms'])}. "
+                f"Rows/s gained by batching 64 rows: classic {_ratio(tm[('classic', 64)]['rows_per_s'], tm[('classic', 1)]['rows_per_s'])}, "
+                f"ensemble {_ratio(tm[('ensemble', 64)]['rows_per_s'], tm[('ensemble', 1)]['rows_per_s'])}.",
+            ]
         lines.append("")
     targets = {t.key: t for t in TARGETS}
     summary: dict[str, dict[str, Any]] = {}
@@ -406,23 +588,33 @@ def render(meta: dict[str, Any], inproc: dict[str, Any] | None, results: dict[st
         fixed = next((m for m in runs if m.users == fixed_users), None)
         summary[key] = {"best": best, "fixed": fixed, "budget": budget}
     if summary:
-        lines += [f"## Served: goodput at the p99 budget, latency at {fixed_users} users", "",
-                  f"Budget: p99 ≤ {budgets['classic']:.0f} ms (classic), ≤ {budgets['ensemble']:.0f} ms (ensemble), errors < 1 %. "
-                  "Goodput = successful responses/s.", "",
-                  f"| configuration | endpoint | goodput @ p99 budget (users) | goodput @{fixed_users} | p50 | p95 | p99 | errors | server CPU ms/req |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## Served: goodput at the p99 budget, latency at {fixed_users} users",
+            "",
+            f"Budget: p99 ≤ {budgets['classic']:.0f} ms (classic), ≤ {budgets['ensemble']:.0f} ms (ensemble), errors < 1 %. "
+            "Goodput = successful responses/s.",
+            "",
+            f"| configuration | endpoint | goodput @ p99 budget (users) | goodput @{fixed_users} | p50 | p95 | p99 | errors | server CPU ms/req |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for key, s in summary.items():
             t, best, fixed = targets[key], s["best"], s["fixed"]
             at_budget = f"{best.goodput:,.0f}/s ({best.users})" if best else "none within budget"
             if fixed:
-                lines.append(f"| {t.label} | `{t.path}`{' + header' if t.header else ''} | {at_budget} | {fixed.goodput:,.0f}/s | "
-                             f"{_f(fixed.p50_ms)} ms | {_f(fixed.p95_ms)} ms | {_f(fixed.p99_ms)} ms | {fixed.error_rate:.2%} | "
-                             f"{_f(fixed.server_cpu_ms_per_req, 2)} |")
+                lines.append(
+                    f"| {t.label} | `{t.path}`{' + header' if t.header else ''} | {at_budget} | {fixed.goodput:,.0f}/s | "
+                    f"{_f(fixed.p50_ms)} ms | {_f(fixed.p95_ms)} ms | {_f(fixed.p99_ms)} ms | {fixed.error_rate:.2%} | "
+                    f"{_f(fixed.server_cpu_ms_per_req, 2)} |"
+                )
             else:
                 lines.append(f"| {t.label} | `{t.path}` | {at_budget} | – | – | – | – | – | – |")
-        lines += ["", "### Ratios (A / B)", "",
-                  f"| part | comparison | goodput @ budget | goodput @{fixed_users} | p50 @{fixed_users} | p99 @{fixed_users} | server CPU/req |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### Ratios (A / B)",
+            "",
+            f"| part | comparison | goodput @ budget | goodput @{fixed_users} | p50 @{fixed_users} | p99 @{fixed_users} | server CPU/req |",
+            "|---|---|---|---|---|---|---|",
+        ]
         rows: list[tuple[list[str], str, str, str]] = []  # a pair listed by several parts: one row
         for part, what, a, b in COMPARISONS:
             if a not in summary or b not in summary:
@@ -438,17 +630,27 @@ def render(meta: dict[str, Any], inproc: dict[str, Any] | None, results: dict[st
             lines.append(
                 f"| ({', '.join(row_parts)}) | {what} | {_ratio(sa['best'].goodput if sa['best'] else None, sb['best'].goodput if sb['best'] else None)} | "
                 f"{_ratio(fa and fa.goodput, fb and fb.goodput)} | {_ratio(fa and fa.p50_ms, fb and fb.p50_ms)} | "
-                f"{_ratio(fa and fa.p99_ms, fb and fb.p99_ms)} | {_ratio(fa and fa.server_cpu_ms_per_req, fb and fb.server_cpu_ms_per_req)} |")
-        lines += ["", "Goodput ratio > 1: A serves more; latency / CPU ratio < 1: A is faster / cheaper.", ""]
+                f"{_ratio(fa and fa.p99_ms, fb and fb.p99_ms)} | {_ratio(fa and fa.server_cpu_ms_per_req, fb and fb.server_cpu_ms_per_req)} |"
+            )
+        lines += [
+            "",
+            "Goodput ratio > 1: A serves more; latency / CPU ratio < 1: A is faster / cheaper.",
+            "",
+        ]
         lines += goal_e(summary, fixed_users)
-        lines += ["### Every run", "",
-                  "| configuration | users | s | requests | goodput | p50 | p95 | p99 | errors | server CPU ms/req | ensemble rows/batch | Locust CPU s | notes |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "### Every run",
+            "",
+            "| configuration | users | s | requests | goodput | p50 | p95 | p99 | errors | server CPU ms/req | ensemble rows/batch | Locust CPU s | notes |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for key, runs in results.items():
             for m in runs:
-                lines.append(f"| {key} | {m.users} | {m.seconds:.0f} | {m.requests} | {m.goodput:,.1f} | {_f(m.p50_ms)} | "
-                             f"{_f(m.p95_ms)} | {_f(m.p99_ms)} | {m.error_rate:.2%} | {_f(m.server_cpu_ms_per_req, 2)} | "
-                             f"{_f(m.ensemble_batch_rows, 1)} | {m.client_cpu_s:.1f} | {'; '.join(m.notes)} |")
+                lines.append(
+                    f"| {key} | {m.users} | {m.seconds:.0f} | {m.requests} | {m.goodput:,.1f} | {_f(m.p50_ms)} | "
+                    f"{_f(m.p95_ms)} | {_f(m.p99_ms)} | {m.error_rate:.2%} | {_f(m.server_cpu_ms_per_req, 2)} | "
+                    f"{_f(m.ensemble_batch_rows, 1)} | {m.client_cpu_s:.1f} | {'; '.join(m.notes)} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -463,24 +665,40 @@ def goal_e(summary: dict[str, dict[str, Any]], fixed_users: int) -> list[str]:
         if m is None:
             return f"{label.rstrip(':')}: not run"
         batch = f", {m.ensemble_batch_rows:.1f} rows/batch" if m.ensemble_batch_rows else ""
-        return (f"{label} {m.goodput:,.0f}/s, p50 {_f(m.p50_ms)} / p95 {_f(m.p95_ms)} / p99 {_f(m.p99_ms)} ms, "
-                f"{m.failures} error(s) ({m.error_rate:.2%}){batch}")
+        return (
+            f"{label} {m.goodput:,.0f}/s, p50 {_f(m.p50_ms)} / p95 {_f(m.p95_ms)} / p99 {_f(m.p99_ms)} ms, "
+            f"{m.failures} error(s) ({m.error_rate:.2%}){batch}"
+        )
 
-    lines = [f"### (e) Routed ensemble vs MLServer, FastAPI and the native graph at {fixed_users} users", "",
-             "- " + describe("ensemble_routed", "routed ensemble (fast paths):"),
-             "- " + describe("mlserver_ensemble", "MLServer 1.7.1, adaptive batching:"),
-             "- " + describe("fastapi_ensemble", "FastAPI + uvicorn:"),
-             "- " + describe("ensemble_routed_native", "routed ensemble, native members:"), ""]
+    lines = [
+        f"### (e) Routed ensemble vs MLServer, FastAPI and the native graph at {fixed_users} users",
+        "",
+        "- " + describe("ensemble_routed", "routed ensemble (fast paths):"),
+        "- " + describe("mlserver_ensemble", "MLServer 1.7.1, adaptive batching:"),
+        "- " + describe("fastapi_ensemble", "FastAPI + uvicorn:"),
+        "- " + describe("ensemble_routed_native", "routed ensemble, native members:"),
+        "",
+    ]
     mls = (summary.get("mlserver_ensemble") or {}).get("fixed")
     if mls is not None and mls.goodput:
         ratio = routed.goodput / mls.goodput
-        met = (ratio >= E_TARGET["goodput_ratio"] and routed.p99_ms is not None and routed.p99_ms <= E_TARGET["p99_ms"]
-               and routed.failures <= E_TARGET["errors"])
-        lines += [f"Goodput routed / MLServer: **{ratio:.2f}×** at p99 {_f(routed.p99_ms)} ms (routed) vs "
-                  f"{_f(mls.p99_ms)} ms (MLServer), {routed.failures} routed error(s). Goal ≥ {E_TARGET['goodput_ratio']:.0f}× "
-                  f"at p99 ≤ {E_TARGET['p99_ms']:.0f} ms with {E_TARGET['errors']} errors: **{'met' if met else 'not met'}**.", ""]
+        met = (
+            ratio >= E_TARGET["goodput_ratio"]
+            and routed.p99_ms is not None
+            and routed.p99_ms <= E_TARGET["p99_ms"]
+            and routed.failures <= E_TARGET["errors"]
+        )
+        lines += [
+            f"Goodput routed / MLServer: **{ratio:.2f}×** at p99 {_f(routed.p99_ms)} ms (routed) vs "
+            f"{_f(mls.p99_ms)} ms (MLServer), {routed.failures} routed error(s). Goal ≥ {E_TARGET['goodput_ratio']:.0f}× "
+            f"at p99 ≤ {E_TARGET['p99_ms']:.0f} ms with {E_TARGET['errors']} errors: **{'met' if met else 'not met'}**.",
+            "",
+        ]
     else:
-        lines += ["Goodput routed / MLServer: – (MLServer not run: create .venv-mlserver with scripts/mlserver-venv.sh).", ""]
+        lines += [
+            "Goodput routed / MLServer: – (MLServer not run: create .venv-mlserver with scripts/mlserver-venv.sh).",
+            "",
+        ]
     return lines
 
 
@@ -495,7 +713,11 @@ def tree_env(server: ServerProcess, var: str) -> list[str | None]:
         except OSError:
             values.append(None)
             continue
-        found = [e.split(b"=", 1)[1].decode(errors="replace") for e in environ if e.startswith(var.encode() + b"=")]
+        found = [
+            e.split(b"=", 1)[1].decode(errors="replace")
+            for e in environ
+            if e.startswith(var.encode() + b"=")
+        ]
         values.append(found[0] if found else None)
     return values
 
@@ -521,11 +743,28 @@ def chart(results: dict[str, list[Measurement]], budgets: dict[str, float], path
             if not runs:
                 continue
             x = [m.goodput for m in runs]
-            line, = ax.plot(x, [m.p99_ms for m in runs], marker="o", label=f"{targets[key].label} (p99)")
-            ax.plot(x, [m.p50_ms for m in runs], marker=".", linestyle="--", color=line.get_color(), alpha=0.6)
+            (line,) = ax.plot(
+                x, [m.p99_ms for m in runs], marker="o", label=f"{targets[key].label} (p99)"
+            )
+            ax.plot(
+                x,
+                [m.p50_ms for m in runs],
+                marker=".",
+                linestyle="--",
+                color=line.get_color(),
+                alpha=0.6,
+            )
             for m in runs:
-                ax.annotate(str(m.users), (m.goodput, m.p99_ms), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        ax.axhline(budgets[model], color="grey", linestyle=":", label=f"p99 budget {budgets[model]:.0f} ms")
+                ax.annotate(
+                    str(m.users),
+                    (m.goodput, m.p99_ms),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=7,
+                )
+        ax.axhline(
+            budgets[model], color="grey", linestyle=":", label=f"p99 budget {budgets[model]:.0f} ms"
+        )
         ax.set_yscale("log")
         ax.set_xlabel("goodput (successful responses/s)")
         ax.set_ylabel("latency (ms): p99 solid, p50 dashed")
@@ -539,21 +778,45 @@ def chart(results: dict[str, list[Measurement]], budgets: dict[str, float], path
 
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.benchmark", description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", default="20s", help="run time at the fixed load (default 20s)")
-    parser.add_argument("--ladder-duration", help="run time at the other levels (default half of --duration)")
-    parser.add_argument("--users", type=int, default=16, help="the fixed load, in closed-loop users (default 16)")
-    parser.add_argument("--levels", default="1,4,16,32", help="user counts tried (default 1,4,16,32; --users is added)")
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.benchmark", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--duration", default="20s", help="run time at the fixed load (default 20s)"
+    )
+    parser.add_argument(
+        "--ladder-duration", help="run time at the other levels (default half of --duration)"
+    )
+    parser.add_argument(
+        "--users", type=int, default=16, help="the fixed load, in closed-loop users (default 16)"
+    )
+    parser.add_argument(
+        "--levels",
+        default="1,4,16,32",
+        help="user counts tried (default 1,4,16,32; --users is added)",
+    )
     parser.add_argument("--budget-classic-ms", type=float, default=100.0)
     parser.add_argument("--budget-ensemble-ms", type=float, default=500.0)
-    parser.add_argument("--only", default=DEFAULT_PARTS, help=f"parts to run (default {DEFAULT_PARTS})")
-    parser.add_argument("--bentoml-home", type=Path, help="model store to benchmark (default: $BENTOML_HOME or ~/bentoml)")
-    parser.add_argument("--train-quick", action="store_true", help="if the store has no models, train quick ones into a temp store")
+    parser.add_argument(
+        "--only", default=DEFAULT_PARTS, help=f"parts to run (default {DEFAULT_PARTS})"
+    )
+    parser.add_argument(
+        "--bentoml-home",
+        type=Path,
+        help="model store to benchmark (default: $BENTOML_HOME or ~/bentoml)",
+    )
+    parser.add_argument(
+        "--train-quick",
+        action="store_true",
+        help="if the store has no models, train quick ones into a temp store",
+    )
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     parser.add_argument("--_inprocess", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop the servers
+    signal.signal(
+        signal.SIGTERM, lambda *_: sys.exit(143)
+    )  # run the finally blocks: stop the servers
     if args._inprocess:
         args._inprocess.write_text(json.dumps(inprocess(), indent=2))
         return 0
@@ -561,15 +824,21 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     env = dict(os.environ, BENTOML_DO_NOT_TRACK="true", TF_CPP_MIN_LOG_LEVEL="3")
     if env.get(NATIVE_ENV):
-        print(f"note: {NATIVE_ENV}={env[NATIVE_ENV]} in the environment is ignored: every configuration uses the "
-              "fast paths except ensemble_routed_native (part e), which sets it to 1", flush=True)
+        print(
+            f"note: {NATIVE_ENV}={env[NATIVE_ENV]} in the environment is ignored: every configuration uses the "
+            "fast paths except ensemble_routed_native (part e), which sets it to 1",
+            flush=True,
+        )
     env[NATIVE_ENV] = ""  # the fast paths everywhere (empty = not forced); bentoml-native sets "1"
     if args.bentoml_home:
         env["BENTOML_HOME"] = str(args.bentoml_home.resolve())
     if not store_has_models(env):
         if not args.train_quick:
-            print("no classic/ensemble models in the store: pass --bentoml-home, train (python -m training), "
-                  "or add --train-quick", file=sys.stderr)
+            print(
+                "no classic/ensemble models in the store: pass --bentoml-home, train (python -m training), "
+                "or add --train-quick",
+                file=sys.stderr,
+            )
             return 2
         home = temp_dir("benchmark-home-")
         train_quick(home, env)
@@ -577,10 +846,15 @@ def main(argv: list[str] | None = None) -> int:
 
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
     if parts - set(PARTS) - {"a"}:
-        print(f"unknown part(s) {sorted(parts - set(PARTS) - {'a'})}; parts are a, {', '.join(PARTS)}", file=sys.stderr)
+        print(
+            f"unknown part(s) {sorted(parts - set(PARTS) - {'a'})}; parts are a, {', '.join(PARTS)}",
+            file=sys.stderr,
+        )
         return 2
     duration = parse_duration(args.duration)
-    ladder = parse_duration(args.ladder_duration) if args.ladder_duration else max(5.0, duration / 2)
+    ladder = (
+        parse_duration(args.ladder_duration) if args.ladder_duration else max(5.0, duration / 2)
+    )
     levels = sorted({int(x) for x in args.levels.split(",") if x.strip()} | {args.users})
     budgets = {"classic": args.budget_classic_ms, "ensemble": args.budget_ensemble_ms}
     out = (args.results / f"benchmark-{datetime.now():%Y%m%d-%H%M%S}").resolve()
@@ -588,22 +862,42 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set().union(*(PARTS[p] for p in parts if p in PARTS))
     targets = [t for t in TARGETS if t.key in wanted]
     skipped = []
-    if any(t.server == "mlserver" for t in targets) and not (MLSERVER_VENV / "bin" / "mlserver").exists():
+    if (
+        any(t.server == "mlserver" for t in targets)
+        and not (MLSERVER_VENV / "bin" / "mlserver").exists()
+    ):
         skipped = [t.key for t in targets if t.server == "mlserver"]
         targets = [t for t in targets if t.server != "mlserver"]
-        print(f"note: {MLSERVER_VENV.name} not found: skipping {', '.join(skipped)} "
-              "(create it with scripts/mlserver-venv.sh)", flush=True)
-    servers = [s for s in ("bentoml", "bentoml-nobatch", "bentoml-native", "fastapi", "mlserver")
-               if any(t.server == s for t in targets)]
-    estimate = sum(len(levels) * 3 + (len(levels) - 1) * ladder + duration for _ in targets) + 45 * len(servers) + ("a" in parts) * 40
-    print(f"benchmark -> {out}\n  parts {sorted(parts)}, levels {levels}, {duration:.0f}s at {args.users} users, "
-          f"{ladder:.0f}s elsewhere; about {estimate / 60:.1f} min", flush=True)
+        print(
+            f"note: {MLSERVER_VENV.name} not found: skipping {', '.join(skipped)} "
+            "(create it with scripts/mlserver-venv.sh)",
+            flush=True,
+        )
+    servers = [
+        s
+        for s in ("bentoml", "bentoml-nobatch", "bentoml-native", "fastapi", "mlserver")
+        if any(t.server == s for t in targets)
+    ]
+    estimate = (
+        sum(len(levels) * 3 + (len(levels) - 1) * ladder + duration for _ in targets)
+        + 45 * len(servers)
+        + ("a" in parts) * 40
+    )
+    print(
+        f"benchmark -> {out}\n  parts {sorted(parts)}, levels {levels}, {duration:.0f}s at {args.users} users, "
+        f"{ladder:.0f}s elsewhere; about {estimate / 60:.1f} min",
+        flush=True,
+    )
 
     meta: dict[str, Any] = {
         "started": datetime.now().isoformat(timespec="seconds"),
-        "command": "python -m loadtests.benchmark " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m loadtests.benchmark "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}",
-        "levels": levels, "duration_s": duration, "ladder_s": ladder, "budgets_ms": budgets,
+        "levels": levels,
+        "duration_s": duration,
+        "ladder_s": ladder,
+        "budgets_ms": budgets,
         "bentoml_home": env.get("BENTOML_HOME", "~/bentoml"),
         "load_average_start": [round(x, 1) for x in os.getloadavg()],
     }
@@ -612,8 +906,13 @@ def main(argv: list[str] | None = None) -> int:
     if "mlserver" in servers:
         meta["mlserver"] = mlserver_version()
     try:
-        meta["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                        text=True, timeout=5).stdout.strip()
+        meta["commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
 
@@ -621,27 +920,57 @@ def main(argv: list[str] | None = None) -> int:
     if "a" in parts:
         print("(a) in-process predict_proba ...", flush=True)
         inproc = run_inprocess(env, out)
-        meta["models"] = ", ".join(f"{m['tag']} ({m['labels'].get('profile', '?')})" for m in inproc["models"].values())
+        meta["models"] = ", ".join(
+            f"{m['tag']} ({m['labels'].get('profile', '?')})" for m in inproc["models"].values()
+        )
     results: dict[str, list[Measurement]] = {t.key: [] for t in targets}
     running: dict[str, ServerProcess] = {}
     try:
         for name in servers:  # all up at once: levels then alternate between them, so a busy moment
             if name == "fastapi":  # of a shared machine does not land on one configuration only
                 port = free_port()
-                server = ServerProcess([sys.executable, "-m", "loadtests.baseline_fastapi", "--port", str(port)], port,
-                                       env, out / "fastapi.log", "fastapi")
-            elif name == "mlserver":  # .venv-mlserver's `mlserver start`, the ensemble only (loadtests/mlserver/)
+                server = ServerProcess(
+                    [sys.executable, "-m", "loadtests.baseline_fastapi", "--port", str(port)],
+                    port,
+                    env,
+                    out / "fastapi.log",
+                    "fastapi",
+                )
+            elif (
+                name == "mlserver"
+            ):  # .venv-mlserver's `mlserver start`, the ensemble only (loadtests/mlserver/)
                 port = free_port()
-                server = ServerProcess([sys.executable, "-m", "loadtests.mlserver.launch", "--port", str(port),
-                                        "--workdir", str(out / "mlserver")], port, env, out / "mlserver.log", "mlserver",
-                                       models=("ensemble",))
+                server = ServerProcess(
+                    [
+                        sys.executable,
+                        "-m",
+                        "loadtests.mlserver.launch",
+                        "--port",
+                        str(port),
+                        "--workdir",
+                        str(out / "mlserver"),
+                    ],
+                    port,
+                    env,
+                    out / "mlserver.log",
+                    "mlserver",
+                    models=("ensemble",),
+                )
             else:
-                server_env = {k: v for k, v in env.items()
-                              if k in ("BENTOML_HOME", "BENTOML_DO_NOT_TRACK", "TF_CPP_MIN_LOG_LEVEL", NATIVE_ENV)}
-                if name == "bentoml-native":  # every member through its own library (models/fastpath.py)
+                server_env = {
+                    k: v
+                    for k, v in env.items()
+                    if k
+                    in ("BENTOML_HOME", "BENTOML_DO_NOT_TRACK", "TF_CPP_MIN_LOG_LEVEL", NATIVE_ENV)
+                }
+                if (
+                    name == "bentoml-native"
+                ):  # every member through its own library (models/fastpath.py)
                     server_env[NATIVE_ENV] = "1"
                 service = "service:Router"
-                if name == "bentoml-nobatch":  # SERVING_ENSEMBLE_MAX_BATCH_SIZE=1 is rejected by BentoML 1.4
+                if (
+                    name == "bentoml-nobatch"
+                ):  # SERVING_ENSEMBLE_MAX_BATCH_SIZE=1 is rejected by BentoML 1.4
                     service = "loadtests.nobatch_service:Router"
                 server = ServerProcess.bentoml(out, env=server_env, name=name, service=service)
             print(f"starting {name} ...", flush=True)
@@ -650,27 +979,44 @@ def main(argv: list[str] | None = None) -> int:
             if not server.wait_models(120):
                 print(f"  {name}: a model is not ready; see {server.log_path}", flush=True)
             print(f"  ready in {time.monotonic() - t0:.0f}s at {server.url}", flush=True)
-            if name.startswith("bentoml"):  # the variable must reach the ensemble worker (a grandchild)
+            if name.startswith(
+                "bentoml"
+            ):  # the variable must reach the ensemble worker (a grandchild)
                 seen = tree_env(server, NATIVE_ENV)
-                meta.setdefault("native_env", {})[name] = (f"{NATIVE_ENV}={server.env.get(NATIVE_ENV)!r} in "
-                                                           f"{seen.count(server.env.get(NATIVE_ENV))}/{len(seen)} processes")
+                meta.setdefault("native_env", {})[name] = (
+                    f"{NATIVE_ENV}={server.env.get(NATIVE_ENV)!r} in "
+                    f"{seen.count(server.env.get(NATIVE_ENV))}/{len(seen)} processes"
+                )
                 print(f"  {meta['native_env'][name]}", flush=True)
         if "models" not in meta and running:  # no part (a): the tags the servers report
             with contextlib.suppress(OSError, ValueError):
                 from loadtests.payloads import fetch_models
 
                 served = fetch_models(next(iter(running.values())).url, timeout=30)
-                meta["models"] = ", ".join(str(v.get("tag")) for v in served.values() if isinstance(v, dict) and v.get("tag"))
+                meta["models"] = ", ".join(
+                    str(v.get("tag"))
+                    for v in served.values()
+                    if isinstance(v, dict) and v.get("tag")
+                )
         for target in targets:
             warm_up(running[target.server].url, target)
         for users in levels:
             for target in targets:
-                m = measure_alive(running[target.server], target, users, duration if users == args.users else ladder, out)
+                m = measure_alive(
+                    running[target.server],
+                    target,
+                    users,
+                    duration if users == args.users else ladder,
+                    out,
+                )
                 results[target.key].append(m)
-                print(f"  {target.key:<22} {users:>3} users: {m.goodput:8.1f}/s  p50 {_f(m.p50_ms):>5}  "
-                      f"p99 {_f(m.p99_ms):>6} ms  errors {m.error_rate:.2%}  server CPU {_f(m.server_cpu_ms_per_req, 2)} ms/req"
-                      + (f"  {m.ensemble_batch_rows} rows/batch" if m.ensemble_batch_rows else "")
-                      + (f"  {m.notes}" if m.notes else ""), flush=True)
+                print(
+                    f"  {target.key:<22} {users:>3} users: {m.goodput:8.1f}/s  p50 {_f(m.p50_ms):>5}  "
+                    f"p99 {_f(m.p99_ms):>6} ms  errors {m.error_rate:.2%}  server CPU {_f(m.server_cpu_ms_per_req, 2)} ms/req"
+                    + (f"  {m.ensemble_batch_rows} rows/batch" if m.ensemble_batch_rows else "")
+                    + (f"  {m.notes}" if m.notes else ""),
+                    flush=True,
+                )
     finally:
         for server in running.values():
             server.stop()
@@ -682,8 +1028,16 @@ def main(argv: list[str] | None = None) -> int:
     report = render(meta, inproc, results, budgets, args.users)
     report += f"\nChart: latency.png. Elapsed {meta['elapsed_s']} s.\n"
     (out / "report.md").write_text(report)
-    (out / "results.json").write_text(json.dumps({"meta": meta, "inprocess": inproc,
-                                                  "served": {k: [asdict(m) for m in v] for k, v in results.items()}}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "inprocess": inproc,
+                "served": {k: [asdict(m) for m in v] for k, v in results.items()},
+            },
+            indent=2,
+        )
+    )
     if results:
         chart(results, budgets, out / "latency.png")
     print()

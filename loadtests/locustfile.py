@@ -90,8 +90,12 @@ class Shared:
                 size=int(os.environ.get("LOADTEST_USERS", "10000")),
                 exponent=float(os.environ.get("LOADTEST_ZIPF", "1.1")),
             )
-            log.info("schema loaded from %s/api/models: %d features, classes %s",
-                     host, len(cls.schema["features"]), cls.classes)
+            log.info(
+                "schema loaded from %s/api/models: %d features, classes %s",
+                host,
+                len(cls.schema["features"]),
+                cls.classes,
+            )
 
 
 @events.test_start.add_listener
@@ -109,7 +113,11 @@ def _summary(environment, **_kwargs) -> None:
     switched = sum(1 for arms in Shared.user_arms.values() if len(arms) > 1)
     summary = {
         "answers": dict(Shared.arms),
-        "ensemble_share_routed": round(Shared.arms["routed:ensemble"] / max(1, Shared.arms["routed:ensemble"] + Shared.arms["routed:classic"]), 4),
+        "ensemble_share_routed": round(
+            Shared.arms["routed:ensemble"]
+            / max(1, Shared.arms["routed:ensemble"] + Shared.arms["routed:classic"]),
+            4,
+        ),
         "fallback_share": round(Shared.arms["fallback"] / total, 4) if total else None,
         "cached_share": round(Shared.arms["cached"] / total, 4) if total else None,
         "distinct_routed_users": len(Shared.user_arms),
@@ -150,18 +158,39 @@ class ApiUser(FastHttpUser):
         try:
             Shared.load(self.host)
         except Exception as exc:
-            log.error("%s: no schema from %s/api/models (%s); stopping this user", type(self).__name__, self.host, exc)
+            log.error(
+                "%s: no schema from %s/api/models (%s); stopping this user",
+                type(self).__name__,
+                self.host,
+                exc,
+            )
             raise StopUser() from exc
         self.rng = random.Random(Shared.seed ^ id(self))
         self.rows = payloads.RowGenerator(Shared.schema, self.rng)
 
-    def post_json(self, path: str, body: dict[str, Any], name: str | None = None, headers: dict[str, str] | None = None,
-                  expect_status: int = 200, check=None) -> dict[str, Any] | None:
+    def post_json(
+        self,
+        path: str,
+        body: dict[str, Any],
+        name: str | None = None,
+        headers: dict[str, str] | None = None,
+        expect_status: int = 200,
+        check=None,
+    ) -> dict[str, Any] | None:
         """POST, then fail the request on a wrong status, non-JSON body or `check(body)` problem."""
-        with self.client.post(path, data=json.dumps(body), headers={**JSON_HEADERS, **(headers or {})},
-                              name=name or path, catch_response=True) as response:
+        with self.client.post(
+            path,
+            data=json.dumps(body),
+            headers={**JSON_HEADERS, **(headers or {})},
+            name=name or path,
+            catch_response=True,
+        ) as response:
             if response.status_code != expect_status:
-                text = (response.text or "")[:200] if response.status_code else str(response.error)[:200]
+                text = (
+                    (response.text or "")[:200]
+                    if response.status_code
+                    else str(response.error)[:200]
+                )
                 response.failure(f"HTTP {response.status_code} (expected {expect_status}): {text}")
                 return None
             try:
@@ -184,8 +213,11 @@ class ClassicDirectUser(ApiUser):
 
     @task
     def classify_classic(self) -> None:
-        body = self.post_json("/api/v1/classify/classic", {"features": self.rows.row()},
-                              check=lambda b: payloads.check_prediction(b, Shared.classes, expect_model="classic"))
+        body = self.post_json(
+            "/api/v1/classify/classic",
+            {"features": self.rows.row()},
+            check=lambda b: payloads.check_prediction(b, Shared.classes, expect_model="classic"),
+        )
         if body:
             _record(body)
 
@@ -197,8 +229,11 @@ class EnsembleDirectUser(ApiUser):
 
     @task
     def classify_ensemble(self) -> None:
-        body = self.post_json("/api/v2/classify/ensemble", {"features": self.rows.row()},
-                              check=lambda b: payloads.check_prediction(b, Shared.classes, expect_model="ensemble"))
+        body = self.post_json(
+            "/api/v2/classify/ensemble",
+            {"features": self.rows.row()},
+            check=lambda b: payloads.check_prediction(b, Shared.classes, expect_model="ensemble"),
+        )
         if body:
             _record(body)
 
@@ -211,10 +246,14 @@ class RoutedUser(ApiUser):
     @task
     def classify(self) -> None:
         user_id = Shared.population.pick(self.rng)
-        request = {"features": self.rows.row(), "user_id": user_id,
-                   "context": {"tier": Shared.population.tier(user_id)}}
-        body = self.post_json("/api/classify", request,
-                              check=lambda b: payloads.check_prediction(b, Shared.classes))
+        request = {
+            "features": self.rows.row(),
+            "user_id": user_id,
+            "context": {"tier": Shared.population.tier(user_id)},
+        }
+        body = self.post_json(
+            "/api/classify", request, check=lambda b: payloads.check_prediction(b, Shared.classes)
+        )
         if body:
             _record(body, routed_user=user_id)
 
@@ -229,9 +268,15 @@ class BatchUser(ApiUser):
         lo, hi = _range(os.environ.get("LOADTEST_BATCH_SIZE", "8-32"))
         n = self.rng.randint(lo, hi)
         user_id = Shared.population.pick(self.rng)
-        request = {"instances": [{"features": row} for row in self.rows.rows(n)], "user_id": user_id}
-        body = self.post_json("/api/classify/batch", request,
-                              check=lambda b: payloads.check_batch(b, n, Shared.classes))
+        request = {
+            "instances": [{"features": row} for row in self.rows.rows(n)],
+            "user_id": user_id,
+        }
+        body = self.post_json(
+            "/api/classify/batch",
+            request,
+            check=lambda b: payloads.check_batch(b, n, Shared.classes),
+        )
         if body:
             for prediction in body["predictions"]:
                 _record(prediction)
@@ -264,8 +309,12 @@ class FeedbackUser(ApiUser):
         import urllib.request
 
         def post(path: str, body: dict) -> tuple[int, Any]:
-            request = urllib.request.Request(self.host.rstrip("/") + path, data=json.dumps(body).encode(),
-                                             headers=JSON_HEADERS, method="POST")
+            request = urllib.request.Request(
+                self.host.rstrip("/") + path,
+                data=json.dumps(body).encode(),
+                headers=JSON_HEADERS,
+                method="POST",
+            )
             try:
                 with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
                     raw = response.read()
@@ -275,9 +324,13 @@ class FeedbackUser(ApiUser):
 
         status, body = post("/api/classify", {"features": self.rows.row()})
         if status != 200 or not isinstance(body, dict) or "request_id" not in body:
-            Shared.feedback_message = f"FeedbackUser: could not get a request_id (POST /api/classify answered {status})"
+            Shared.feedback_message = (
+                f"FeedbackUser: could not get a request_id (POST /api/classify answered {status})"
+            )
         else:
-            status, answer = post("/api/feedback", {"request_id": body["request_id"], "label": body["label"]})
+            status, answer = post(
+                "/api/feedback", {"request_id": body["request_id"], "label": body["label"]}
+            )
             if status in (404, 405):
                 Shared.feedback_message = (
                     f"FeedbackUser skipped: POST /api/feedback answered {status} for a fresh request_id - this "
@@ -291,14 +344,19 @@ class FeedbackUser(ApiUser):
         out = os.environ.get("LOADTEST_OUTPUT_DIR")
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)
-            (Path(out) / "skipped.json").write_text(json.dumps({"user_class": "FeedbackUser", "reason": Shared.feedback_message}))
+            (Path(out) / "skipped.json").write_text(
+                json.dumps({"user_class": "FeedbackUser", "reason": Shared.feedback_message})
+            )
         return False
 
     @task
     def classify_and_feedback(self) -> None:
         user_id = Shared.population.pick(self.rng)
-        body = self.post_json("/api/classify", {"features": self.rows.row(), "user_id": user_id},
-                              check=lambda b: payloads.check_prediction(b, Shared.classes))
+        body = self.post_json(
+            "/api/classify",
+            {"features": self.rows.row(), "user_id": user_id},
+            check=lambda b: payloads.check_prediction(b, Shared.classes),
+        )
         if not body:
             return
         _record(body)
@@ -308,8 +366,13 @@ class FeedbackUser(ApiUser):
         feedback = {"request_id": body["request_id"], "label": label}
         if self.rng.random() < 0.5:
             feedback["rating"] = self.rng.randint(1, 10)
-        self.post_json("/api/feedback", feedback,
-                       check=lambda answer: payloads.check_feedback(answer, body["request_id"], body["label"], label))
+        self.post_json(
+            "/api/feedback",
+            feedback,
+            check=lambda answer: payloads.check_feedback(
+                answer, body["request_id"], body["label"], label
+            ),
+        )
 
 
 # --------------------------------------------------------------------------- shape

@@ -33,7 +33,9 @@ PROBABILITY_TOLERANCE = 1e-3
 # --------------------------------------------------------------------------- schema
 def fetch_models(host: str, timeout: float = 10.0) -> dict[str, Any]:
     """GET {host}/api/models as JSON (raises on a non-200 answer or a network error)."""
-    request = urllib.request.Request(host.rstrip("/") + "/api/models", headers={"Accept": "application/json"})
+    request = urllib.request.Request(
+        host.rstrip("/") + "/api/models", headers={"Accept": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (loopback URL from the user)
         return json.loads(response.read())
 
@@ -94,12 +96,14 @@ class RowGenerator:
             def draw() -> float:
                 return _clip(lo + rng.lognormvariate(mu, sigma), lo, hi, decimals)
         else:
+
             def draw() -> float:
                 for _ in range(4):  # truncated normal by rejection, then clip
                     value = rng.gauss(mean, std)
                     if lo <= value <= hi:
                         break
                 return _clip(value, lo, hi, decimals)
+
         return draw
 
 
@@ -118,7 +122,7 @@ class UserPopulation:
     prefix: str = "lt-user-"
 
     def __post_init__(self) -> None:
-        weights = [1.0 / (k ** self.exponent) for k in range(1, self.size + 1)]
+        weights = [1.0 / (k**self.exponent) for k in range(1, self.size + 1)]
         self._cumulative = list(accumulate(weights))
         self._total = self._cumulative[-1]
         self.ids = [f"{self.prefix}{k:05d}" for k in range(self.size)]
@@ -133,12 +137,20 @@ class UserPopulation:
 
 
 # --------------------------------------------------------------------------- validation
-def check_prediction(body: Any, classes: Sequence[str], expect_model: str | None = None,
-                     expect_reason: str | None = None) -> str | None:
+def check_prediction(
+    body: Any,
+    classes: Sequence[str],
+    expect_model: str | None = None,
+    expect_reason: str | None = None,
+) -> str | None:
     """Why a prediction body is wrong, or None when it is right."""
     if not isinstance(body, Mapping):
         return f"body is not an object: {str(body)[:80]}"
-    missing = [k for k in ("label", "probabilities", "model", "model_version", "request_id", "fallback") if k not in body]
+    missing = [
+        k
+        for k in ("label", "probabilities", "model", "model_version", "request_id", "fallback")
+        if k not in body
+    ]
     if missing:
         return f"missing field(s) {missing}"
     label, probabilities, model = body["label"], body["probabilities"], body["model"]
@@ -147,7 +159,9 @@ def check_prediction(body: Any, classes: Sequence[str], expect_model: str | None
     if not isinstance(probabilities, Mapping) or set(probabilities) != set(classes):
         return f"probabilities keys {sorted(probabilities) if isinstance(probabilities, Mapping) else probabilities!r} != classes {sorted(classes)}"
     values = list(probabilities.values())
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in values):
+    if not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in values
+    ):
         return f"probabilities not all in [0, 1]: {values}"
     total = sum(values)
     if abs(total - 1.0) > PROBABILITY_TOLERANCE:

@@ -35,43 +35,99 @@ SCENARIOS: dict[str, tuple[list[str], str, str]] = {
     "ensemble": (["EnsembleDirectUser"], "steady", "the ensemble service directly"),
     "routed": (["RoutedUser"], "steady", "routed traffic from 10,000 users (sticky split)"),
     "batch": (["BatchUser"], "steady", "batches of 8-32 rows"),
-    "feedback": (["FeedbackUser"], "steady", "classify + feedback (skipped while the endpoint is missing)"),
-    "mixed": (ALL_USERS, "steady", "every user class by weight (routed 6: classic 2: ensemble 1: batch 1: feedback 1)"),
+    "feedback": (
+        ["FeedbackUser"],
+        "steady",
+        "classify + feedback (skipped while the endpoint is missing)",
+    ),
+    "mixed": (
+        ALL_USERS,
+        "steady",
+        "every user class by weight (routed 6: classic 2: ensemble 1: batch 1: feedback 1)",
+    ),
     "step": (LOAD_USERS, "step", "add users step by step until the SLO breaks: the knee"),
     "spike": (LOAD_USERS, "spike", "baseline, a sudden spike to --users, recovery"),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scenario", choices=sorted(SCENARIOS), help="; ".join(f"{k}: {v[2]}" for k, v in SCENARIOS.items()))
-    parser.add_argument("--users", "-u", type=int, default=10, help="peak concurrent Locust users (default 10)")
-    parser.add_argument("--duration", "-t", default="60s", help="run time, Locust syntax: 60s, 2m, 1m30s (default 60s)")
-    parser.add_argument("--spawn-rate", "-r", type=float, help="users started per second (default: all within 5 s)")
+    parser.add_argument(
+        "scenario",
+        choices=sorted(SCENARIOS),
+        help="; ".join(f"{k}: {v[2]}" for k, v in SCENARIOS.items()),
+    )
+    parser.add_argument(
+        "--users", "-u", type=int, default=10, help="peak concurrent Locust users (default 10)"
+    )
+    parser.add_argument(
+        "--duration",
+        "-t",
+        default="60s",
+        help="run time, Locust syntax: 60s, 2m, 1m30s (default 60s)",
+    )
+    parser.add_argument(
+        "--spawn-rate", "-r", type=float, help="users started per second (default: all within 5 s)"
+    )
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--host", help="URL of a running server (default http://127.0.0.1:3000)")
-    target.add_argument("--serve", action="store_true", help="start `bentoml serve service:Router` for the run")
-    parser.add_argument("--bentoml-home", type=Path, help="with --serve: the model store to serve from")
-    parser.add_argument("--train-quick", action="store_true",
-                        help="with --serve: if the store has no models, train quick ones into a temp store")
-    parser.add_argument("--flags", type=Path, help="with --serve: flag file to start from (copied; default config/flags.yaml)")
-    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="with --serve: extra server environment, e.g. SERVING_ENSEMBLE_MAX_BATCH_SIZE=1")
+    target.add_argument(
+        "--serve", action="store_true", help="start `bentoml serve service:Router` for the run"
+    )
+    parser.add_argument(
+        "--bentoml-home", type=Path, help="with --serve: the model store to serve from"
+    )
+    parser.add_argument(
+        "--train-quick",
+        action="store_true",
+        help="with --serve: if the store has no models, train quick ones into a temp store",
+    )
+    parser.add_argument(
+        "--flags",
+        type=Path,
+        help="with --serve: flag file to start from (copied; default config/flags.yaml)",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --serve: extra server environment, e.g. SERVING_ENSEMBLE_MAX_BATCH_SIZE=1",
+    )
     parser.add_argument("--classes", help="comma-separated user classes instead of the scenario's")
-    parser.add_argument("--wait", default=os.environ.get("LOADTEST_WAIT", "0.1-0.5"),
-                        help="think time between a user's requests in seconds: '0.1-0.5' (default) or '0'")
-    parser.add_argument("--step-users", type=int, help="step: users added per step (default users/8)")
+    parser.add_argument(
+        "--wait",
+        default=os.environ.get("LOADTEST_WAIT", "0.1-0.5"),
+        help="think time between a user's requests in seconds: '0.1-0.5' (default) or '0'",
+    )
+    parser.add_argument(
+        "--step-users", type=int, help="step: users added per step (default users/8)"
+    )
     parser.add_argument("--step-seconds", type=float, help="step: seconds per step (default 10)")
-    parser.add_argument("--step-p95-ms", type=float, help="step: p95 budget that defines the knee (default 1000)")
-    parser.add_argument("--results", type=Path, default=ROOT / "results", help="parent of the run directory")
+    parser.add_argument(
+        "--step-p95-ms", type=float, help="step: p95 budget that defines the knee (default 1000)"
+    )
+    parser.add_argument(
+        "--results", type=Path, default=ROOT / "results", help="parent of the run directory"
+    )
     parser.add_argument("--name", help="run directory name (default <timestamp>-<scenario>)")
-    parser.add_argument("--check", action="store_true", help="run the SLO gate on the result; its exit code is ours")
-    parser.add_argument("--slo", type=Path, default=ROOT / "loadtests" / "slo.yaml", help="SLO file for --check")
+    parser.add_argument(
+        "--check", action="store_true", help="run the SLO gate on the result; its exit code is ours"
+    )
+    parser.add_argument(
+        "--slo", type=Path, default=ROOT / "loadtests" / "slo.yaml", help="SLO file for --check"
+    )
     parser.add_argument("locust_args", nargs="*", help="after --: extra Locust arguments")
 
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -81,19 +137,51 @@ def _models(host: str) -> dict:
     try:
         with urllib.request.urlopen(host.rstrip("/") + "/api/models", timeout=10) as response:  # noqa: S310
             models = json.loads(response.read())
-        return {name: {k: m.get(k) for k in ("tag", "ready", "degraded")} for name, m in models.items()}
+        return {
+            name: {k: m.get(k) for k in ("tag", "ready", "degraded")} for name, m in models.items()
+        }
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
-def locust_command(host: str, users: int, spawn_rate: float, duration: str, classes: list[str], out: Path,
-                   extra: list[str] = (), locustfile: Path = LOCUSTFILE) -> list[str]:
+def locust_command(
+    host: str,
+    users: int,
+    spawn_rate: float,
+    duration: str,
+    classes: list[str],
+    out: Path,
+    extra: list[str] = (),
+    locustfile: Path = LOCUSTFILE,
+) -> list[str]:
     return [
-        sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--host", host,
-        "--users", str(users), "--spawn-rate", f"{spawn_rate:g}", "--run-time", duration,
-        "--csv", str(out / "locust"), "--html", str(out / "report.html"),
-        "--only-summary", "--exit-code-on-error", "0", "--stop-timeout", "5", "--loglevel", "WARNING",
-        *extra, *classes,
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(locustfile),
+        "--headless",
+        "--host",
+        host,
+        "--users",
+        str(users),
+        "--spawn-rate",
+        f"{spawn_rate:g}",
+        "--run-time",
+        duration,
+        "--csv",
+        str(out / "locust"),
+        "--html",
+        str(out / "report.html"),
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",
+        "--stop-timeout",
+        "5",
+        "--loglevel",
+        "WARNING",
+        *extra,
+        *classes,
     ]
 
 
@@ -106,7 +194,9 @@ def run(args: argparse.Namespace) -> int:
     out = (args.results / name).resolve()
 
     server: ServerProcess | None = None
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally block: stop the server
+    signal.signal(
+        signal.SIGTERM, lambda *_: sys.exit(143)
+    )  # run the finally block: stop the server
     host = args.host or "http://127.0.0.1:3000"
     if args.serve:
         overrides: dict[str, str] = {}
@@ -114,9 +204,12 @@ def run(args: argparse.Namespace) -> int:
             overrides["BENTOML_HOME"] = str(args.bentoml_home.resolve())
         if not store_has_models({**os.environ, **overrides}):
             if not args.train_quick:
-                print(f"no classic/ensemble models in the store "
-                      f"({overrides.get('BENTOML_HOME', os.environ.get('BENTOML_HOME', '~/bentoml'))}): train them "
-                      "(python -m training [--quick]), pass --bentoml-home, or add --train-quick", file=sys.stderr)
+                print(
+                    f"no classic/ensemble models in the store "
+                    f"({overrides.get('BENTOML_HOME', os.environ.get('BENTOML_HOME', '~/bentoml'))}): train them "
+                    "(python -m training [--quick]), pass --bentoml-home, or add --train-quick",
+                    file=sys.stderr,
+                )
                 return 2
             home = temp_dir("loadtest-home-")
             train_quick(home, {**os.environ, **overrides})
@@ -135,25 +228,55 @@ def run(args: argparse.Namespace) -> int:
         host = server.url
 
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "LOADTEST_OUTPUT_DIR": str(out), "LOADTEST_WAIT": args.wait,
-           "LOADTEST_SHAPE": shape, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    for option, var in ((args.step_users, "LOADTEST_STEP_USERS"), (args.step_seconds, "LOADTEST_STEP_SECONDS"),
-                        (args.step_p95_ms, "LOADTEST_STEP_P95_MS")):
+    env = {
+        **os.environ,
+        "LOADTEST_OUTPUT_DIR": str(out),
+        "LOADTEST_WAIT": args.wait,
+        "LOADTEST_SHAPE": shape,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    for option, var in (
+        (args.step_users, "LOADTEST_STEP_USERS"),
+        (args.step_seconds, "LOADTEST_STEP_SECONDS"),
+        (args.step_p95_ms, "LOADTEST_STEP_P95_MS"),
+    ):
         if option is not None:
             env[var] = str(option)
-    command = locust_command(host, args.users, spawn_rate, args.duration, classes, out, args.locust_args)
+    command = locust_command(
+        host, args.users, spawn_rate, args.duration, classes, out, args.locust_args
+    )
     meta = {
-        "scenario": args.scenario, "user_classes": classes, "shape": shape, "users": args.users,
-        "spawn_rate": spawn_rate, "duration": args.duration, "wait": args.wait, "host": host,
-        "served_by_runner": bool(server), "server_env": args.server_env, "commit": _git_commit(),
-        "models": _models(host), "command": command, "started": datetime.now().isoformat(timespec="seconds"),
+        "scenario": args.scenario,
+        "user_classes": classes,
+        "shape": shape,
+        "users": args.users,
+        "spawn_rate": spawn_rate,
+        "duration": args.duration,
+        "wait": args.wait,
+        "host": host,
+        "served_by_runner": bool(server),
+        "server_env": args.server_env,
+        "commit": _git_commit(),
+        "models": _models(host),
+        "command": command,
+        "started": datetime.now().isoformat(timespec="seconds"),
     }
-    print(f"running {args.scenario} ({', '.join(classes)}; shape {shape}) against {host}: "
-          f"{args.users} users for {args.duration} -> {out}", flush=True)
+    print(
+        f"running {args.scenario} ({', '.join(classes)}; shape {shape}) against {host}: "
+        f"{args.users} users for {args.duration} -> {out}",
+        flush=True,
+    )
     started = time.monotonic()
     try:
         with open(out / "locust.log", "w") as log:
-            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             for line in process.stdout:
                 sys.stdout.write(line)
                 log.write(line)
@@ -162,11 +285,18 @@ def run(args: argparse.Namespace) -> int:
         if server is not None:
             if server.process.poll() is not None:
                 meta["server_exit_code"] = server.process.returncode
-                print(f"warning: the server exited during the run (code {server.process.returncode}); see {server.log_path}",
-                      file=sys.stderr)
+                print(
+                    f"warning: the server exited during the run (code {server.process.returncode}); see {server.log_path}",
+                    file=sys.stderr,
+                )
             server.stop()
-    meta.update({"locust_exit_code": rc, "elapsed_s": round(time.monotonic() - started, 1),
-                 "finished": datetime.now().isoformat(timespec="seconds")})
+    meta.update(
+        {
+            "locust_exit_code": rc,
+            "elapsed_s": round(time.monotonic() - started, 1),
+            "finished": datetime.now().isoformat(timespec="seconds"),
+        }
+    )
     (out / "run.json").write_text(json.dumps(meta, indent=2))
     print(f"results: {out}", flush=True)
     if rc != 0:

@@ -33,8 +33,13 @@ def _proc_table() -> dict[int, tuple[int, float]]:
     tick = os.sysconf("SC_CLK_TCK")
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the name: state ppid pgrp ...
-            table[int(stat.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+            fields = (
+                stat.read_text().rsplit(")", 1)[1].split()
+            )  # after the name: state ppid pgrp ...
+            table[int(stat.parent.name)] = (
+                int(fields[1]),
+                (int(fields[11]) + int(fields[12])) / tick,
+            )
         except (OSError, ValueError, IndexError):
             continue
     return table
@@ -64,7 +69,11 @@ def isolated_home(path: Path, store: str | None = None) -> Path:
     `bentoml serve` wipes and reuses `$BENTOML_HOME/prometheus_multiproc_dir`, so two servers on one
     home clobber each other's metrics (and read each other's samples); a home per server keeps
     /metrics right while every server still serves the same stored models."""
-    store_home = Path(store or os.environ.get("BENTOML_HOME") or Path.home() / "bentoml").expanduser().resolve()
+    store_home = (
+        Path(store or os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
+        .expanduser()
+        .resolve()
+    )
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     link = path / "models"
@@ -77,15 +86,23 @@ def isolated_home(path: Path, store: str | None = None) -> Path:
 def store_has_models(env: dict[str, str]) -> bool:
     """Whether the BentoML home in `env` holds both models (asked in a subprocess: clean import)."""
     code = "import sys; from models import store; sys.exit(0 if store.has_models() else 1)"
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, timeout=120
+    )
     return result.returncode == 0
 
 
 def train_quick(home: Path, env: dict[str, str]) -> None:
     """`python -m training --quick` into `home` (about a minute on 2 cores)."""
     print(f"training quick models into {home} ...", flush=True)
-    result = subprocess.run([sys.executable, "-m", "training", "--quick"], cwd=ROOT,
-                            env={**env, "BENTOML_HOME": str(home)}, capture_output=True, text=True, timeout=1200)
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "--quick"],
+        cwd=ROOT,
+        env={**env, "BENTOML_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"training failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
 
@@ -113,16 +130,36 @@ class ServerProcess:
     """A subprocess serving HTTP on 127.0.0.1:port, ready when GET /readyz answers 200; `models` are the
     ones /api/models must report ready (wait_models): both for our graph, just the ensemble for MLServer."""
 
-    def __init__(self, command: list[str], port: int, env: dict[str, str], log_path: Path, name: str = "server",
-                 models: tuple[str, ...] = ("classic", "ensemble")):
-        self.command, self.port, self.env, self.log_path, self.name = command, port, env, Path(log_path), name
+    def __init__(
+        self,
+        command: list[str],
+        port: int,
+        env: dict[str, str],
+        log_path: Path,
+        name: str = "server",
+        models: tuple[str, ...] = ("classic", "ensemble"),
+    ):
+        self.command, self.port, self.env, self.log_path, self.name = (
+            command,
+            port,
+            env,
+            Path(log_path),
+            name,
+        )
         self.models = tuple(models)
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen | None = None
 
     @classmethod
-    def bentoml(cls, workdir: Path, env: dict[str, str] | None = None, flags: Path | None = None,
-                port: int | None = None, name: str = "bentoml", service: str = "service:Router") -> ServerProcess:
+    def bentoml(
+        cls,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        flags: Path | None = None,
+        port: int | None = None,
+        name: str = "bentoml",
+        service: str = "service:Router",
+    ) -> ServerProcess:
         """`bentoml serve service:Router` with its own copy of the flag file, its own state store and its
         own BentoML home over the shared model store (admin writes, rollout state and Prometheus files
         stay in workdir; `env` may override the state store; env["BENTOML_HOME"] names the store)."""
@@ -133,23 +170,46 @@ class ServerProcess:
         port = port or free_port()
         env = dict(env or {})
         env["BENTOML_HOME"] = str(isolated_home(workdir / f"{name}-home", env.get("BENTOML_HOME")))
-        full_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "SERVING_FLAGS_PATH": str(flags_copy),
-                    # its own state store: the default (var/state.db) would be shared with every other
-                    # server started from this checkout (rollout state, decisions, SQLite locks)
-                    "SERVING_STATE_URL": f"sqlite:///{workdir.resolve() / (name + '-state.db')}",
-                    "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-        command = [sys.executable, "-m", "bentoml", "serve", service, "--host", "127.0.0.1", "--port", str(port)]
+        full_env = {
+            **os.environ,
+            "BENTOML_DO_NOT_TRACK": "true",
+            "SERVING_FLAGS_PATH": str(flags_copy),
+            # its own state store: the default (var/state.db) would be shared with every other
+            # server started from this checkout (rollout state, decisions, SQLite locks)
+            "SERVING_STATE_URL": f"sqlite:///{workdir.resolve() / (name + '-state.db')}",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            **(env or {}),
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            service,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         return cls(command, port, full_env, workdir / f"{name}.log", name)
 
     def start(self, timeout: float = 180) -> ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}:\n{self.log()[-3000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:  # noqa: S310
                     if response.status == 200:
@@ -169,7 +229,10 @@ class ServerProcess:
             except RuntimeError as exc:
                 if attempt == attempts:
                     raise
-                print(f"  {self.name} did not start ({str(exc).splitlines()[0]}); retrying", flush=True)
+                print(
+                    f"  {self.name} did not start ({str(exc).splitlines()[0]}); retrying",
+                    flush=True,
+                )
                 self.stop()
         raise AssertionError("unreachable")
 

@@ -65,7 +65,9 @@ class Window:
     def close(self) -> dict[str, Any]:
         times, requests, failures = self._read()
         old_times, old_requests, old_failures = self.snapshot
-        histogram = {k: v - old_times.get(k, 0) for k, v in times.items() if v - old_times.get(k, 0) > 0}
+        histogram = {
+            k: v - old_times.get(k, 0) for k, v in times.items() if v - old_times.get(k, 0) > 0
+        }
         n, f = requests - old_requests, failures - old_failures
         seconds = max(time.monotonic() - self.t0, 1e-9)
         return {
@@ -117,13 +119,22 @@ class RecordingShape(LoadTestShape):
     def enter(self, label: str, users: int, settle_s: float = 0.0, **extra: Any) -> None:
         """Start a phase; its measurement window opens `settle_s` later (after the ramp)."""
         self.leave()
-        self._phase = {"phase": label, "users": users, "start_s": round(self.get_run_time(), 1), **extra}
+        self._phase = {
+            "phase": label,
+            "users": users,
+            "start_s": round(self.get_run_time(), 1),
+            **extra,
+        }
         self._settle_until = self.get_run_time() + settle_s
         self._window = None
 
     def measure(self) -> None:
         """Open the phase's window once settled (call every tick)."""
-        if self._phase is not None and self._window is None and self.get_run_time() >= self._settle_until:
+        if (
+            self._phase is not None
+            and self._window is None
+            and self.get_run_time() >= self._settle_until
+        ):
             self._window = Window(self.runner)
 
     def leave(self) -> dict[str, Any] | None:
@@ -140,12 +151,21 @@ class RecordingShape(LoadTestShape):
         if self._written:
             return
         self._written = True
-        report = {"shape": self.name, "users": self.users, "run_time_s": self.run_time, **self.verdict, "phases": self.phases}
+        report = {
+            "shape": self.name,
+            "users": self.users,
+            "run_time_s": self.run_time,
+            **self.verdict,
+            "phases": self.phases,
+        }
         out = os.environ.get("LOADTEST_OUTPUT_DIR")
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)
             (Path(out) / "shape.json").write_text(json.dumps(report, indent=2))
-        print(f"[{self.name}] " + json.dumps({k: v for k, v in report.items() if k != "phases"}), flush=True)
+        print(
+            f"[{self.name}] " + json.dumps({k: v for k, v in report.items() if k != "phases"}),
+            flush=True,
+        )
 
 
 class SteadyShape(RecordingShape):
@@ -223,8 +243,10 @@ class StepShape(RecordingShape):
         knee = max(ok, key=lambda p: p["users"]) if ok else None
         self.verdict = {
             "stopped_because": why,
-            "slo": {"p95_ms": _env_float("LOADTEST_STEP_P95_MS", 1000.0),
-                    "max_error_rate": _env_float("LOADTEST_STEP_MAX_ERROR_RATE", 0.01)},
+            "slo": {
+                "p95_ms": _env_float("LOADTEST_STEP_P95_MS", 1000.0),
+                "max_error_rate": _env_float("LOADTEST_STEP_MAX_ERROR_RATE", 0.01),
+            },
             "knee_users": knee["users"] if knee else None,
             "knee_rps": knee["rps"] if knee else None,
             "knee_goodput": knee["goodput"] if knee else None,
@@ -257,10 +279,18 @@ class SpikeShape(RecordingShape):
             label, users, rate = "spike", self.users, float(self.users)
         else:
             label, users, rate = "recovery", base, float(self.users)
-        if self._phase is None or self._phase["phase"] != label:  # spike and recovery: measured from their start
-            self.enter(label, users, settle_s=users / self.spawn_rate if label == "baseline" else 0.0)
+        if (
+            self._phase is None or self._phase["phase"] != label
+        ):  # spike and recovery: measured from their start
+            self.enter(
+                label, users, settle_s=users / self.spawn_rate if label == "baseline" else 0.0
+            )
         self.measure()
         return users, rate
 
 
-SHAPES: dict[str, type[RecordingShape]] = {"steady": SteadyShape, "step": StepShape, "spike": SpikeShape}
+SHAPES: dict[str, type[RecordingShape]] = {
+    "steady": SteadyShape,
+    "step": StepShape,
+    "spike": SpikeShape,
+}

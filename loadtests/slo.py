@@ -36,8 +36,16 @@ from typing import Any
 import yaml
 
 PERCENTILE_COLUMNS = {
-    "p50_ms": "50%", "p66_ms": "66%", "p75_ms": "75%", "p80_ms": "80%", "p90_ms": "90%",
-    "p95_ms": "95%", "p98_ms": "98%", "p99_ms": "99%", "p999_ms": "99.9%", "max_ms": "100%",
+    "p50_ms": "50%",
+    "p66_ms": "66%",
+    "p75_ms": "75%",
+    "p80_ms": "80%",
+    "p90_ms": "90%",
+    "p95_ms": "95%",
+    "p98_ms": "98%",
+    "p99_ms": "99%",
+    "p999_ms": "99.9%",
+    "max_ms": "100%",
     "avg_ms": "Average Response Time",
 }
 RATE_TARGETS = {"max_error_rate", "min_rps", "min_goodput", "min_requests"}
@@ -69,8 +77,12 @@ class Row:
     def metric(self, target: str) -> float | None:
         if target in PERCENTILE_COLUMNS:
             return self.values.get(target)
-        return {"max_error_rate": self.error_rate, "min_rps": self.rps, "min_goodput": self.goodput,
-                "min_requests": float(self.requests)}[target]
+        return {
+            "max_error_rate": self.error_rate,
+            "min_rps": self.rps,
+            "min_goodput": self.goodput,
+            "min_requests": float(self.requests),
+        }[target]
 
 
 @dataclass
@@ -143,12 +155,19 @@ def load_slo(path: Path) -> dict[str, Any]:
             raise GateError(f"{path}: {where} must be a mapping of targets")
         unknown = set(targets) - KNOWN
         if unknown:
-            raise GateError(f"{path}: {where}: unknown target(s) {sorted(unknown)}; known: {sorted(KNOWN)}")
+            raise GateError(
+                f"{path}: {where}: unknown target(s) {sorted(unknown)}; known: {sorted(KNOWN)}"
+            )
         for key, value in targets.items():
-            if key != "required" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            if key != "required" and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
                 raise GateError(f"{path}: {where}.{key} must be a number, got {value!r}")
-    return {"defaults": sections["defaults"], "aggregated": sections["aggregated"],
-            "endpoints": {k: v or {} for k, v in (data.get("endpoints") or {}).items()}}
+    return {
+        "defaults": sections["defaults"],
+        "aggregated": sections["aggregated"],
+        "endpoints": {k: v or {} for k, v in (data.get("endpoints") or {}).items()},
+    }
 
 
 def _judge(endpoint: str, row: Row, target: str, limit: float) -> Result:
@@ -172,10 +191,19 @@ def evaluate(rows: dict[str, Row], slo: dict[str, Any]) -> list[Result]:
     endpoint_rows = {k: r for k, r in rows.items() if k != AGGREGATED}
     matched: dict[str, dict[str, Any]] = {k: dict(slo["defaults"]) for k in endpoint_rows}
     for pattern, targets in slo["endpoints"].items():
-        hits = [k for k in endpoint_rows if k == pattern or fnmatch.fnmatchcase(k, pattern)
-                or fnmatch.fnmatchcase(endpoint_rows[k].name, pattern)]
+        hits = [
+            k
+            for k in endpoint_rows
+            if k == pattern
+            or fnmatch.fnmatchcase(k, pattern)
+            or fnmatch.fnmatchcase(endpoint_rows[k].name, pattern)
+        ]
         if not hits:
-            results.append(Result(pattern, "-", math.nan, None, not targets.get("required", False), "not measured"))
+            results.append(
+                Result(
+                    pattern, "-", math.nan, None, not targets.get("required", False), "not measured"
+                )
+            )
         for key in hits:
             matched[key].update(targets)
     for key, targets in matched.items():
@@ -208,8 +236,10 @@ def render(results: list[Result], rows: dict[str, Row]) -> str:
             verdict = f"skip ({r.note})" if r.note else "ok"
         else:
             verdict = f"MISS ({r.note})" if r.note else "MISS"
-        lines.append(f"{r.endpoint[:34]:<34} {row.requests if row else 0:>7} {r.target:<15} "
-                     f"{_fmt(r.target, r.limit):>10} {_fmt(r.target, r.actual):>10}  {verdict}")
+        lines.append(
+            f"{r.endpoint[:34]:<34} {row.requests if row else 0:>7} {r.target:<15} "
+            f"{_fmt(r.target, r.limit):>10} {_fmt(r.target, r.actual):>10}  {verdict}"
+        )
     return "\n".join(lines)
 
 

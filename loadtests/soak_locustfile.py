@@ -47,11 +47,19 @@ class _RequestLog:
         self.writer = csv.writer(self.file) if self.file else None
         self.flushed = time.monotonic()
 
-    def write(self, start: float, response_ms: float, name: str, exception: BaseException | None) -> None:
+    def write(
+        self, start: float, response_ms: float, name: str, exception: BaseException | None
+    ) -> None:
         if self.writer is None:
             return
-        error = "" if exception is None else f"{type(exception).__name__}: {exception}"[:160].replace("\n", " ")
-        self.writer.writerow([f"{start:.4f}", f"{response_ms:.2f}", name, 0 if exception else 1, error])
+        error = (
+            ""
+            if exception is None
+            else f"{type(exception).__name__}: {exception}"[:160].replace("\n", " ")
+        )
+        self.writer.writerow(
+            [f"{start:.4f}", f"{response_ms:.2f}", name, 0 if exception else 1, error]
+        )
         if time.monotonic() - self.flushed > 2:
             self.flush()
 

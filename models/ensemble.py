@@ -78,7 +78,9 @@ def fit_stacker(probas: Sequence[np.ndarray], y: np.ndarray, C: float = 0.1):
 def stacker_importance(stacker, member_names: Sequence[str], n_classes: int) -> dict[str, float]:
     """Each member's share of the stacker's absolute coefficients (a readable 'weight')."""
     coef = np.abs(np.atleast_2d(stacker.coef_))
-    per_member = [coef[:, i * n_classes : (i + 1) * n_classes].sum() for i in range(len(member_names))]
+    per_member = [
+        coef[:, i * n_classes : (i + 1) * n_classes].sum() for i in range(len(member_names))
+    ]
     total = sum(per_member) or 1.0
     return {n: round(float(v / total), 4) for n, v in zip(member_names, per_member)}
 
@@ -121,7 +123,11 @@ class EnsembleModel:
 
     def enable_member_parallelism(self, threads: int) -> None:
         """Run members concurrently on large batches (the native libraries release the GIL)."""
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="member") if threads > 1 else None
+        self._pool = (
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="member")
+            if threads > 1
+            else None
+        )
 
     def member_probas(self, codes: np.ndarray) -> dict[str, np.ndarray]:
         X = self.preprocessor.transform(codes)
@@ -193,5 +199,10 @@ class EnsembleModel:
         stacker_path = directory / "stacker.joblib"
         stacker = joblib.load(stacker_path) if stacker_path.exists() else None
         return cls(
-            schema, joblib.load(directory / "preprocessor.joblib"), members, weights, unavailable, stacker
+            schema,
+            joblib.load(directory / "preprocessor.joblib"),
+            members,
+            weights,
+            unavailable,
+            stacker,
         )

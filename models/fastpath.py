@@ -211,15 +211,23 @@ def _lightgbm(booster: Any) -> _Compiled:
             stack.append((node["left_child"], index, False))
         trees.append(
             _Tree(
-                np.array(feature, np.int64), np.array(threshold, np.float64),
-                np.array(left, np.int64), np.array(right, np.int64),
-                np.array(missing, bool), np.array(value, np.float64)[:, None],
+                np.array(feature, np.int64),
+                np.array(threshold, np.float64),
+                np.array(left, np.int64),
+                np.array(right, np.int64),
+                np.array(missing, bool),
+                np.array(value, np.float64)[:, None],
                 (int(info["tree_index"]) % per_iteration,),
             )
         )
     return _Compiled(
-        trees, int(dump["max_feature_idx"]) + 1, per_iteration, LEQ, transform,
-        [0.0] * per_iteration, scale,
+        trees,
+        int(dump["max_feature_idx"]) + 1,
+        per_iteration,
+        LEQ,
+        transform,
+        [0.0] * per_iteration,
+        scale,
     )
 
 
@@ -313,7 +321,10 @@ def _tree_ensemble_v5(c: _Compiled):
         np.concatenate(parts).astype(np.float64), label
     )
     node = helper.make_node(
-        "TreeEnsemble", ["X"], ["Y"], domain="ai.onnx.ml",
+        "TreeEnsemble",
+        ["X"],
+        ["Y"],
+        domain="ai.onnx.ml",
         n_targets=c.n_targets,
         aggregate_function=1,  # SUM
         post_transform=0,  # NONE: the transform is applied in float64 numpy at serving
@@ -366,7 +377,10 @@ def _tree_ensemble_v3(c: _Compiled):
         np.concatenate(parts).astype(np.float64), label
     )
     node = helper.make_node(
-        "TreeEnsembleRegressor", ["X"], ["Y"], domain="ai.onnx.ml",
+        "TreeEnsembleRegressor",
+        ["X"],
+        ["Y"],
+        domain="ai.onnx.ml",
         n_targets=c.n_targets,
         aggregate_function="SUM",
         post_transform="NONE",
@@ -491,8 +505,12 @@ def load_fast(directory: Path, name: str) -> OnnxTreeMember | None:
     try:
         member = OnnxTreeMember(name, path)
     except Exception as exc:  # e.g. onnxruntime missing or too old for opset 5
-        log.warning("member %s: fast artifact not loadable (%s: %s); using the native library",
-                    name, type(exc).__name__, exc)
+        log.warning(
+            "member %s: fast artifact not loadable (%s: %s); using the native library",
+            name,
+            type(exc).__name__,
+            exc,
+        )
         return None
     _release_freed_memory()
     return member
@@ -560,8 +578,12 @@ def export_fast(directory: Path, name: str, native: Any) -> Path | None:
         return None
     if not diff <= TOLERANCE:
         pending.unlink(missing_ok=True)
-        log.warning("member %s: fast path differs from native by %.3g > %g; not exported",
-                    name, diff, TOLERANCE)
+        log.warning(
+            "member %s: fast path differs from native by %.3g > %g; not exported",
+            name,
+            diff,
+            TOLERANCE,
+        )
         return None
     pending.replace(path)
     log.info("member %s: fast path exported (max |diff| %.2g on probe rows)", name, diff)

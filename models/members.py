@@ -221,8 +221,9 @@ def load_member(directory: Path, name: str, fast: bool | None = None) -> Member:
             try:
                 native = _load_native(directory, name)
             except Exception as exc:  # the fast path alone still serves every batch size
-                log.warning("member %s: native library not loaded for large batches (%s)",
-                            name, exc)
+                log.warning(
+                    "member %s: native library not loaded for large batches (%s)", name, exc
+                )
             else:
                 return BatchSplitMember(member, native, NATIVE_FROM_ROWS[name])
         if member is not None:
@@ -240,8 +241,11 @@ def _catboost_fast(native: Member) -> Member:
     except Exception as exc:
         log.warning("member catboost: numpy fast path not used (%s: %s)", type(exc).__name__, exc)
         return native
-    log.info("member catboost: numpy fast path below %d rows (max |diff| %.2g on probe rows)",
-             NATIVE_FROM_ROWS["catboost"], diff)
+    log.info(
+        "member catboost: numpy fast path below %d rows (max |diff| %.2g on probe rows)",
+        NATIVE_FROM_ROWS["catboost"],
+        diff,
+    )
     return BatchSplitMember(fast, native, NATIVE_FROM_ROWS["catboost"])
 
 

@@ -33,8 +33,15 @@ class ObliviousTrees:
     name = "catboost"
     path_kind = "numpy"
 
-    def __init__(self, features: np.ndarray, borders: np.ndarray, leaf_values: np.ndarray,
-                 scale: float = 1.0, bias: np.ndarray | float = 0.0, n_features: int | None = None):
+    def __init__(
+        self,
+        features: np.ndarray,
+        borders: np.ndarray,
+        leaf_values: np.ndarray,
+        scale: float = 1.0,
+        bias: np.ndarray | float = 0.0,
+        n_features: int | None = None,
+    ):
         self.features = np.asarray(features, dtype=np.intp)  # (T, d) feature of each level
         self.borders = np.asarray(borders, dtype=np.float32)  # (T, d) go right when x > border
         self.leaf_values = np.asarray(leaf_values, dtype=np.float64)  # (T, 2**d, C)
@@ -72,16 +79,26 @@ class ObliviousTrees:
         n_dims = len(trees[0]["leaf_values"]) // 2**depth
         features = np.array([[s["float_feature_index"] for s in t["splits"]] for t in trees])
         borders = np.array([[s["border"] for s in t["splits"]] for t in trees])
-        leaves = np.array([t["leaf_values"] for t in trees], dtype=np.float64).reshape(len(trees), 2**depth, n_dims)
+        leaves = np.array([t["leaf_values"] for t in trees], dtype=np.float64).reshape(
+            len(trees), 2**depth, n_dims
+        )
         scale, bias = doc.get("scale_and_bias", [1.0, [0.0] * n_dims])
         n_features = len(doc.get("features_info", {}).get("float_features", [])) or None
-        return cls(features, borders, leaves, scale, np.broadcast_to(np.asarray(bias, dtype=np.float64), (n_dims,)),
-                   n_features)
+        return cls(
+            features,
+            borders,
+            leaves,
+            scale,
+            np.broadcast_to(np.asarray(bias, dtype=np.float64), (n_dims,)),
+            n_features,
+        )
 
     def raw(self, X: np.ndarray) -> np.ndarray:
         """Summed leaf values (n, C): CatBoost's RawFormulaVal."""
         X = np.asarray(X, dtype=np.float32)
-        right = X[:, self.features] > self.borders  # (n, T, d); NaN compares False: CatBoost's "Min" mode
+        right = (
+            X[:, self.features] > self.borders
+        )  # (n, T, d); NaN compares False: CatBoost's "Min" mode
         leaf = right.astype(np.intp) @ self._powers  # (n, T)
         return self.leaf_values[self._trees, leaf].sum(axis=1) * self.scale + self.bias
 
@@ -102,7 +119,9 @@ class ObliviousTrees:
         for f in np.unique(self.features):
             b = np.unique(self.borders[self.features == f])
             with np.errstate(over="ignore"):
-                candidates = np.concatenate([b, np.nextafter(b, np.float32(np.inf)), np.nextafter(b, np.float32(-np.inf))])
+                candidates = np.concatenate(
+                    [b, np.nextafter(b, np.float32(np.inf)), np.nextafter(b, np.float32(-np.inf))]
+                )
             candidates = candidates[np.isfinite(candidates)]
             if not len(candidates):
                 continue

@@ -36,7 +36,9 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         self.numeric_idx_ = np.flatnonzero(kinds == "numeric")
         self.categorical_idx_ = np.flatnonzero(kinds == "categorical")
         numeric = codes[:, self.numeric_idx_]
-        self.medians_ = np.nan_to_num(np.nanmedian(numeric, axis=0)) if numeric.size else np.zeros(0)
+        self.medians_ = (
+            np.nan_to_num(np.nanmedian(numeric, axis=0)) if numeric.size else np.zeros(0)
+        )
         imputed = np.where(np.isnan(numeric), self.medians_, numeric)
         self.means_ = imputed.mean(axis=0) if numeric.size else np.zeros(0)
         scale = imputed.std(axis=0) if numeric.size else np.zeros(0)

@@ -126,11 +126,15 @@ class FeatureSchema(BaseModel):
                 codes[:, j] = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
             else:
                 lookup = {c: float(i) for i, c in enumerate(feature.categories)}
-                codes[:, j] = [lookup.get(v, math.nan) if isinstance(v, str) else math.nan for v in series]
+                codes[:, j] = [
+                    lookup.get(v, math.nan) if isinstance(v, str) else math.nan for v in series
+                ]
         return codes
 
     # ------------------------------------------------------------------ serving side
-    def encode_rows(self, rows: Sequence[Mapping[str, Any]], prefix: str = "instances") -> np.ndarray:
+    def encode_rows(
+        self, rows: Sequence[Mapping[str, Any]], prefix: str = "instances"
+    ) -> np.ndarray:
         """Validate request rows and encode them; raise SchemaValidationError naming every bad field.
 
         Rules: every feature must be present (null means missing); no unknown features; numeric
@@ -141,9 +145,13 @@ class FeatureSchema(BaseModel):
         errors: list[FieldError] = []
         lookups = self._lookups
         for i, row in enumerate(rows):
-            where = f"{prefix}[{i}].features" if len(rows) > 1 or prefix != "features" else "features"
+            where = (
+                f"{prefix}[{i}].features" if len(rows) > 1 or prefix != "features" else "features"
+            )
             if not isinstance(row, Mapping):
-                errors.append(FieldError(field=where, message="must be an object of feature values"))
+                errors.append(
+                    FieldError(field=where, message="must be an object of feature values")
+                )
                 continue
             unknown = [k for k in row if k not in lookups]
             for key in unknown:
@@ -151,24 +159,46 @@ class FeatureSchema(BaseModel):
             for j, feature in enumerate(self.features):
                 name = feature.name
                 if name not in row:
-                    errors.append(FieldError(field=f"{where}.{name}", message="missing feature (send null for a missing value)"))
+                    errors.append(
+                        FieldError(
+                            field=f"{where}.{name}",
+                            message="missing feature (send null for a missing value)",
+                        )
+                    )
                     continue
                 value = row[name]
                 if value is None:
                     codes[i, j] = math.nan
                 elif feature.kind == "numeric":
                     if isinstance(value, bool) or not isinstance(value, (int, float)):
-                        errors.append(FieldError(field=f"{where}.{name}", message=f"must be a number or null, got {type(value).__name__}"))
+                        errors.append(
+                            FieldError(
+                                field=f"{where}.{name}",
+                                message=f"must be a number or null, got {type(value).__name__}",
+                            )
+                        )
                     elif not math.isfinite(value):
-                        errors.append(FieldError(field=f"{where}.{name}", message="must be a finite number"))
+                        errors.append(
+                            FieldError(field=f"{where}.{name}", message="must be a finite number")
+                        )
                     else:
                         codes[i, j] = float(value)
                 else:
                     if not isinstance(value, str):
-                        errors.append(FieldError(field=f"{where}.{name}", message=f"must be a string or null, got {type(value).__name__}"))
+                        errors.append(
+                            FieldError(
+                                field=f"{where}.{name}",
+                                message=f"must be a string or null, got {type(value).__name__}",
+                            )
+                        )
                     elif (code := lookups[name].get(value)) is None:
                         shown = ", ".join(feature.categories[:20])
-                        errors.append(FieldError(field=f"{where}.{name}", message=f"unknown category {value[:80]!r}; expected one of: {shown}"))
+                        errors.append(
+                            FieldError(
+                                field=f"{where}.{name}",
+                                message=f"unknown category {value[:80]!r}; expected one of: {shown}",
+                            )
+                        )
                     else:
                         codes[i, j] = code
             if len(errors) > 50:

@@ -20,14 +20,19 @@ def save_classic(model: ClassicModel, metadata: dict[str, Any], labels: dict[str
 
 
 def save_ensemble(
-    model: EnsembleModel, fitted: dict[str, object], metadata: dict[str, Any], labels: dict[str, str]
+    model: EnsembleModel,
+    fitted: dict[str, object],
+    metadata: dict[str, Any],
+    labels: dict[str, str],
 ) -> str:
     with bentoml.models.create("ensemble", labels=labels, metadata=metadata) as stored:
         model.save(stored.path, fitted)
     return str(stored.tag)
 
 
-def load(tag: str, exclude_members: tuple[str, ...] = ()) -> tuple[ClassicModel | EnsembleModel, bentoml.Model]:
+def load(
+    tag: str, exclude_members: tuple[str, ...] = ()
+) -> tuple[ClassicModel | EnsembleModel, bentoml.Model]:
     """Load `classic:<version>` or `ensemble:<version>`; returns the model and its store entry."""
     stored = bentoml.models.get(tag)
     if stored.tag.name == "ensemble":

@@ -11,7 +11,13 @@ class ServingError(Exception):
     status_code = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, fields: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        fields: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.fields = fields or []

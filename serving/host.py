@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from models import store
-from serving.arms import describe_model
+from serving.routing.arms import describe_model
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,13 @@ class HostedModel:
     `on_load` runs after every successful load or swap (e.g. to attach metrics to the new model).
     """
 
-    def __init__(self, name: str, tag: str, stored_tag: str | None,
-                 on_load: Callable[[Any], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        tag: str,
+        stored_tag: str | None,
+        on_load: Callable[[Any], None] | None = None,
+    ) -> None:
         self.name = name
         self.tag = tag
         self.on_load = on_load
@@ -64,7 +69,10 @@ class HostedModel:
         return self.model is not None
 
     def _use(self, model: Any, stored: Any) -> None:
-        self.model, self.stored = model, stored  # one assignment each: requests see old or new, never half
+        self.model, self.stored = (
+            model,
+            stored,
+        )  # one assignment each: requests see old or new, never half
         self.cpu_seconds, self.rows_served = 0.0, 0
         self.error = None
         if self.on_load is not None:
@@ -74,8 +82,12 @@ class HostedModel:
         """Version, schema, metrics, health and measured CPU per row (what the router's arms read)."""
         if self.model is None:
             return {"name": self.name, "tag": self.tag, "ready": False, "error": self.error}
-        description = describe_model(self.name, str(self.stored.tag), self.model, self.stored.info.metadata)
-        description["cpu_seconds_per_row"] = self.cpu_seconds / self.rows_served if self.rows_served else None
+        description = describe_model(
+            self.name, str(self.stored.tag), self.model, self.stored.info.metadata
+        )
+        description["cpu_seconds_per_row"] = (
+            self.cpu_seconds / self.rows_served if self.rows_served else None
+        )
         return description
 
     def swap(self, tag: str) -> dict:
@@ -87,8 +99,10 @@ class HostedModel:
             loaded = store.load(tag)
         except Exception as exc:
             log.error("%s: version %s refused, keeping %s: %s", self.name, tag, previous, exc)
-            raise VersionRefused(f"version {tag} failed to load ({type(exc).__name__}: {exc}); "
-                                 f"still serving {previous}") from None
+            raise VersionRefused(
+                f"version {tag} failed to load ({type(exc).__name__}: {exc}); "
+                f"still serving {previous}"
+            ) from None
         self._use(*loaded)
         log.warning("%s: now serving %s (was %s)", self.name, self.stored.tag, previous)
         return {"name": self.name, "from": previous, "to": str(self.stored.tag)}

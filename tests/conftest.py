@@ -24,7 +24,10 @@ def pytest_configure(config):
     if not os.environ.get("TEST_POSTGRES_URL") and _postgres.available and os.geteuid() == 0:
         try:
             os.environ["TEST_POSTGRES_URL"] = _postgres.start()
-        except (OSError, subprocess.SubprocessError) as exc:  # the PostgreSQL tests then skip, saying why
+        except (
+            OSError,
+            subprocess.SubprocessError,
+        ) as exc:  # the PostgreSQL tests then skip, saying why
             print(f"PostgreSQL not started: {exc}")
 
 
@@ -81,11 +84,18 @@ def set_flags(server, admin_headers):
     import httpx
 
     def put(config: dict) -> httpx.Response:
-        return httpx.put(f"{server.url}/api/admin/flags", json=config, headers=admin_headers, timeout=10)
+        return httpx.put(
+            f"{server.url}/api/admin/flags", json=config, headers=admin_headers, timeout=10
+        )
 
     yield put
     assert put(BASELINE_FLAGS).status_code == 200
-    httpx.put(f"{server.url}/api/admin/faults", json={"delay_ms": 0, "error_rate": 0}, headers=admin_headers, timeout=10)
+    httpx.put(
+        f"{server.url}/api/admin/faults",
+        json={"delay_ms": 0, "error_rate": 0},
+        headers=admin_headers,
+        timeout=10,
+    )
 
 
 @pytest.fixture

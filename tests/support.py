@@ -22,11 +22,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ADMIN_TOKEN = "test-admin-token"
 
 
-def run_training(*args: str, home: Path = HOME, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_training(
+    *args: str, home: Path = HOME, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run the real CLI (`python -m training ...`) against a BentoML home."""
     env = {**os.environ, "BENTOML_HOME": str(home)}
     return subprocess.run(
-        [sys.executable, "-m", "training", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "training", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -39,8 +46,13 @@ def free_port() -> int:
 class Server:
     """A real `bentoml serve` subprocess (the router graph by default) on a loopback port."""
 
-    def __init__(self, env: dict[str, str], flags: dict | None = None, workdir: Path | None = None,
-                 target: str = "service:Router"):
+    def __init__(
+        self,
+        env: dict[str, str],
+        flags: dict | None = None,
+        workdir: Path | None = None,
+        target: str = "service:Router",
+    ):
         self.target = target  # a service ("service:Classic") or a built Bento tag
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -50,7 +62,9 @@ class Server:
             import yaml
 
             self.flags_path.write_text(yaml.safe_dump(flags))
-        elif not self.flags_path.exists():  # a restart in the same workdir keeps its flags and state
+        elif (
+            not self.flags_path.exists()
+        ):  # a restart in the same workdir keeps its flags and state
             shutil.copy(ROOT / "config" / "flags.yaml", self.flags_path)
         self.log_path = self.workdir / "serve.log"
         # Each server gets its own BentoML home (the store's models and bentos linked in): `bentoml
@@ -79,13 +93,29 @@ class Server:
 
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", self.target, "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "bentoml",
+                "serve",
+                self.target,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+                raise RuntimeError(
+                    f"bentoml serve exited with {self.process.returncode}:\n{self.log()[-4000:]}"
+                )
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return self
@@ -112,8 +142,6 @@ class Server:
         stop_server(self.process, timeout=20)
 
 
-
-
 class Postgres:
     """A throwaway PostgreSQL cluster on a loopback port (Debian's postgresql package), run as the
     postgres user; used when TEST_POSTGRES_URL is not already given."""
@@ -131,24 +159,51 @@ class Postgres:
         return self.bin is not None and shutil.which("runuser") is not None
 
     def _as_postgres(self, *args: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120
+        )
 
     def start(self) -> str:
         self.dir = Path(tempfile.mkdtemp(prefix="pg-"))
         shutil.chown(self.dir, "postgres", "postgres")
         port = free_port()
         data = self.dir / "data"
-        self._as_postgres(str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "log"), "-w", "start",
-                          "-o", f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off")
+        self._as_postgres(
+            str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"
+        )
+        self._as_postgres(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "start",
+            "-o",
+            f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+        )
         self._as_postgres(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(port), "serving")
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/serving"
         return self.url
 
     def stop(self) -> None:
         if self.dir is not None:
-            subprocess.run(["runuser", "-u", "postgres", "--", str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"),
-                            "-m", "immediate", "stop"], capture_output=True, timeout=60)
+            subprocess.run(
+                [
+                    "runuser",
+                    "-u",
+                    "postgres",
+                    "--",
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.dir / "data"),
+                    "-m",
+                    "immediate",
+                    "stop",
+                ],
+                capture_output=True,
+                timeout=60,
+            )
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
 
@@ -159,13 +214,17 @@ def clone_version(tag: str, corrupt: bool = False) -> str:
 
     source = bentoml.models.get(tag)
     name = source.tag.name
-    with bentoml.models.create(name, labels={**source.info.labels, "clone": "true"}, metadata=source.info.metadata) as target:
+    with bentoml.models.create(
+        name, labels={**source.info.labels, "clone": "true"}, metadata=source.info.metadata
+    ) as target:
         for item in Path(source.path).iterdir():
             if item.name == "model.yaml":
                 continue
             copy = shutil.copytree if item.is_dir() else shutil.copy2
             copy(item, Path(target.path) / item.name)
         if corrupt:
-            broken = Path(target.path) / ("weights.json" if name == "ensemble" else "estimator.joblib")
+            broken = Path(target.path) / (
+                "weights.json" if name == "ensemble" else "estimator.joblib"
+            )
             broken.write_text("{not valid")
     return target.tag.version

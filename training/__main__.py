@@ -23,14 +23,20 @@ from training.data import DataError  # noqa: E402
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="CSV or Parquet file (default: the embedded data set)")
+    parser.add_argument(
+        "--data", type=Path, help="CSV or Parquet file (default: the embedded data set)"
+    )
     parser.add_argument("--target", default=None, help="label column (default data: 'risk')")
     parser.add_argument("--rows", type=int, help="use only the first N rows (or generate N rows)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--quick", action="store_true", help="small but complete training (< ~2 min)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small but complete training (< ~2 min)"
+    )
     parser.add_argument("--report", type=Path, help="also write the summary as JSON here")
     parser.add_argument("--no-save", action="store_true", help="train and evaluate only")
-    parser.add_argument("--if-missing", action="store_true", help="do nothing if the store already has both models")
+    parser.add_argument(
+        "--if-missing", action="store_true", help="do nothing if the store already has both models"
+    )
     args = parser.parse_args(argv)
     if args.data is not None and args.target is None:
         parser.error("--data needs --target COLUMN")
@@ -42,10 +48,19 @@ def summary_table(report: dict) -> str:
     metrics = ("accuracy", "macro_f1", "log_loss")
     rows.append(("classic", *(f"{report['classic'][k]:.4f}" for k in metrics), "", ""))
     for name, m in report["members"].items():
-        rows.append((f"  {name}", *(f"{m[k]:.4f}" for k in metrics), f"{m['weight']:.3f}", f"{m['stacker_importance']:.3f}"))
+        rows.append(
+            (
+                f"  {name}",
+                *(f"{m[k]:.4f}" for k in metrics),
+                f"{m['weight']:.3f}",
+                f"{m['stacker_importance']:.3f}",
+            )
+        )
     vote = report["ensemble"]["soft_vote"]
     rows.append(("  (weighted soft vote)", *(f"{vote[k]:.4f}" for k in metrics), "1.000", ""))
-    rows.append(("ensemble (stacked)", *(f"{report['ensemble'][k]:.4f}" for k in metrics), "", "1.000"))
+    rows.append(
+        ("ensemble (stacked)", *(f"{report['ensemble'][k]:.4f}" for k in metrics), "", "1.000")
+    )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
     net = report["network"]
@@ -53,7 +68,9 @@ def summary_table(report: dict) -> str:
         f"network: float {net['float_accuracy']:.4f} -> int8 TFLite {net['int8_accuracy']:.4f} "
         f"({net['tflite_bytes'] / 1024:.0f} KiB)"
     )
-    lines.append(f"data: {report['data']['source']}, {report['data']['rows']} rows, {report['data']['features']} features")
+    lines.append(
+        f"data: {report['data']['source']}, {report['data']['rows']} rows, {report['data']['features']} features"
+    )
     lines.append(f"training time: {report['training_seconds']} s")
     for kind in ("classic", "ensemble"):
         if "tag" in report[kind]:
@@ -63,12 +80,16 @@ def summary_table(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.if_missing:
         from models.store import has_models
 
         if has_models():
-            print("training: the model store already has classic and ensemble; skipping (drop --if-missing to retrain)")
+            print(
+                "training: the model store already has classic and ensemble; skipping (drop --if-missing to retrain)"
+            )
             return 0
     from training.pipeline import TrainingOptions, train
 

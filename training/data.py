@@ -181,7 +181,9 @@ def prepare(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, pd.Series, 
     y = labelled[target].astype(str)
     classes = sorted(y.unique())
     if len(classes) < 2:
-        raise DataError(f"target column {target!r} has a single class ({classes[0]!r}): nothing to learn")
+        raise DataError(
+            f"target column {target!r} has a single class ({classes[0]!r}): nothing to learn"
+        )
     counts = y.value_counts()
     if counts.min() < 10:
         rare = ", ".join(f"{c!r} ({n})" for c, n in counts[counts < 10].items())

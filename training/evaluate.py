@@ -30,11 +30,14 @@ def reference_statistics(codes: np.ndarray, schema) -> dict[str, dict]:
         present = column[~np.isnan(column)]
         entry: dict = {"missing_rate": round(float(np.isnan(column).mean()), 6)}
         if feature.kind == "numeric":
-            entry["quantiles"] = [round(float(q), 6) for q in np.quantile(present, np.linspace(0, 1, 101))]
+            entry["quantiles"] = [
+                round(float(q), 6) for q in np.quantile(present, np.linspace(0, 1, 101))
+            ]
         else:
             counts = np.bincount(present.astype(np.int64), minlength=len(feature.categories))
             entry["frequencies"] = {
-                c: round(float(n) / max(len(present), 1), 6) for c, n in zip(feature.categories, counts)
+                c: round(float(n) / max(len(present), 1), 6)
+                for c, n in zip(feature.categories, counts)
             }
         stats[feature.name] = entry
     return stats

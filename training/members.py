@@ -61,26 +61,49 @@ def fit_members(
     p = params
     makers: dict[str, Callable[[], object]] = {
         "random_forest": lambda: RandomForestClassifier(
-            n_estimators=p.forest_trees, min_samples_leaf=p.forest_min_samples_leaf,
-            max_leaf_nodes=p.forest_max_leaf_nodes, max_features="sqrt", n_jobs=p.threads, random_state=seed,
+            n_estimators=p.forest_trees,
+            min_samples_leaf=p.forest_min_samples_leaf,
+            max_leaf_nodes=p.forest_max_leaf_nodes,
+            max_features="sqrt",
+            n_jobs=p.threads,
+            random_state=seed,
         ).fit(X_train, y_train),
         "extra_trees": lambda: ExtraTreesClassifier(
-            n_estimators=p.forest_trees, min_samples_leaf=p.forest_min_samples_leaf,
-            max_leaf_nodes=p.forest_max_leaf_nodes, max_features=0.5, n_jobs=p.threads, random_state=seed,
+            n_estimators=p.forest_trees,
+            min_samples_leaf=p.forest_min_samples_leaf,
+            max_leaf_nodes=p.forest_max_leaf_nodes,
+            max_features=0.5,
+            n_jobs=p.threads,
+            random_state=seed,
         ).fit(X_train, y_train),
         "hist_gradient_boosting": lambda: HistGradientBoostingClassifier(
-            max_iter=p.boosting_rounds, learning_rate=p.learning_rate, max_leaf_nodes=31,
-            early_stopping=True, validation_fraction=0.1, n_iter_no_change=20, random_state=seed,
+            max_iter=p.boosting_rounds,
+            learning_rate=p.learning_rate,
+            max_leaf_nodes=31,
+            early_stopping=True,
+            validation_fraction=0.1,
+            n_iter_no_change=20,
+            random_state=seed,
         ).fit(X_train, y_train),
         "xgboost": lambda: XGBClassifier(
-            n_estimators=p.boosting_rounds, learning_rate=p.learning_rate, max_depth=6,
-            tree_method="hist", n_jobs=p.threads, random_state=seed,
-            early_stopping_rounds=30, eval_metric="mlogloss" if n_classes > 2 else "logloss",
+            n_estimators=p.boosting_rounds,
+            learning_rate=p.learning_rate,
+            max_depth=6,
+            tree_method="hist",
+            n_jobs=p.threads,
+            random_state=seed,
+            early_stopping_rounds=30,
+            eval_metric="mlogloss" if n_classes > 2 else "logloss",
         ).fit(X_train, y_train, eval_set=[(X_val, y_val)], verbose=False),
         "lightgbm": lambda: _fit_lightgbm(LGBMClassifier, X_train, y_train, X_val, y_val, p, seed),
         "catboost": lambda: CatBoostClassifier(
-            iterations=p.boosting_rounds, learning_rate=p.learning_rate * 1.5, depth=6,
-            thread_count=p.threads, random_seed=seed, verbose=0, allow_writing_files=False,
+            iterations=p.boosting_rounds,
+            learning_rate=p.learning_rate * 1.5,
+            depth=6,
+            thread_count=p.threads,
+            random_seed=seed,
+            verbose=0,
+            allow_writing_files=False,
             early_stopping_rounds=30,
         ).fit(X_train, y_train, eval_set=(X_val, y_val)),
     }
@@ -107,6 +130,15 @@ def _fit_lightgbm(cls, X_train, y_train, X_val, y_val, p: MemberParams, seed: in
     import lightgbm as lgb
 
     return cls(
-        n_estimators=p.boosting_rounds, learning_rate=p.learning_rate, num_leaves=31,
-        n_jobs=p.threads, random_state=seed, verbose=-1,
-    ).fit(X_train, y_train, eval_set=[(X_val, y_val)], callbacks=[lgb.early_stopping(30, verbose=False)])
+        n_estimators=p.boosting_rounds,
+        learning_rate=p.learning_rate,
+        num_leaves=31,
+        n_jobs=p.threads,
+        random_state=seed,
+        verbose=-1,
+    ).fit(
+        X_train,
+        y_train,
+        eval_set=[(X_val, y_val)],
+        callbacks=[lgb.early_stopping(30, verbose=False)],
+    )

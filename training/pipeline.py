@@ -25,8 +25,15 @@ from training.members import MemberParams, fit_members
 log = logging.getLogger(__name__)
 
 LIBRARIES = (
-    "bentoml", "scikit-learn", "xgboost", "lightgbm", "catboost", "tensorflow-cpu",
-    "ai-edge-litert", "numpy", "pandas",
+    "bentoml",
+    "scikit-learn",
+    "xgboost",
+    "lightgbm",
+    "catboost",
+    "tensorflow-cpu",
+    "ai-edge-litert",
+    "numpy",
+    "pandas",
 )
 
 
@@ -54,7 +61,9 @@ def library_versions() -> dict[str, str]:
 def load_training_table(options: TrainingOptions) -> tuple[pd.DataFrame, str]:
     if options.data is None:
         rows = options.rows or (8_000 if options.quick else data_mod.DEFAULT_ROWS)
-        return data_mod.make_default_dataset(rows, options.seed), f"default(rows={rows}, seed={options.seed})"
+        return data_mod.make_default_dataset(
+            rows, options.seed
+        ), f"default(rows={rows}, seed={options.seed})"
     frame = data_mod.load_table(options.data)
     if options.rows:
         frame = frame.head(options.rows)
@@ -76,13 +85,17 @@ def train(options: TrainingOptions) -> dict[str, Any]:
     codes_val = schema.encode_frame(splits.X_val)
     codes_test = schema.encode_frame(splits.X_test)
     preprocessor = TabularPreprocessor.for_schema(schema).fit(codes_train)
-    X_train, X_val, X_test = (preprocessor.transform(c) for c in (codes_train, codes_val, codes_test))
+    X_train, X_val, X_test = (
+        preprocessor.transform(c) for c in (codes_train, codes_val, codes_test)
+    )
 
     # Classic -----------------------------------------------------------------------------
     from sklearn.linear_model import LogisticRegression
 
     t0 = time.perf_counter()
-    classic = ClassicModel(schema, preprocessor, LogisticRegression(C=1.0, max_iter=2000).fit(X_train, y_train))
+    classic = ClassicModel(
+        schema, preprocessor, LogisticRegression(C=1.0, max_iter=2000).fit(X_train, y_train)
+    )
     classic_seconds = time.perf_counter() - t0
     classic_metrics = classification_metrics(y_test, classic.predict_proba(codes_test))
 
@@ -98,7 +111,9 @@ def train(options: TrainingOptions) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         served = {}
         for name in MEMBER_NAMES:
-            save_member(Path(tmp), name, fitted.models[name], fast=False)  # the store copy gets the fast paths
+            save_member(
+                Path(tmp), name, fitted.models[name], fast=False
+            )  # the store copy gets the fast paths
             served[name] = load_member(Path(tmp), name)
         val_probas = {n: m.predict_proba(X_val) for n, m in served.items()}
         test_probas = {n: m.predict_proba(X_test) for n, m in served.items()}
@@ -151,7 +166,12 @@ def train(options: TrainingOptions) -> dict[str, Any]:
         "fingerprint": fingerprint[:12],
     }
     report: dict[str, Any] = {
-        "data": {"source": source, "rows": int(len(X)), "features": len(schema.features), "classes": schema.classes},
+        "data": {
+            "source": source,
+            "rows": int(len(X)),
+            "features": len(schema.features),
+            "classes": schema.classes,
+        },
         "classic": {**classic_metrics, "fit_seconds": round(classic_seconds, 2)},
         "ensemble": {
             **ensemble_metrics,
@@ -168,7 +188,14 @@ def train(options: TrainingOptions) -> dict[str, Any]:
         from models import store
 
         report["classic"]["tag"] = store.save_classic(
-            classic, {**common_meta, "kind": "classic", "estimator": "LogisticRegression", "metrics": classic_metrics}, labels
+            classic,
+            {
+                **common_meta,
+                "kind": "classic",
+                "estimator": "LogisticRegression",
+                "metrics": classic_metrics,
+            },
+            labels,
         )
         report["ensemble"]["tag"] = store.save_ensemble(
             ensemble,

@@ -54,7 +54,9 @@ def train_quantized_network(
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    stop = tf.keras.callbacks.EarlyStopping(patience=5, restore_best_weights=True, monitor="val_loss")
+    stop = tf.keras.callbacks.EarlyStopping(
+        patience=5, restore_best_weights=True, monitor="val_loss"
+    )
     history = model.fit(
         X_train.astype(np.float32),
         y_train,

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import socket
-import sys
 import tempfile
 from pathlib import Path
 
@@ -53,20 +52,34 @@ def model_dir(home: Path, tag: str) -> Path:
     return path
 
 
-def write_settings(workdir: Path, port: int, model_path: Path, max_batch_size: int, max_batch_time: float,
-                   grpc_port: int | None = None, host: str = "127.0.0.1") -> Path:
+def write_settings(
+    workdir: Path,
+    port: int,
+    model_path: Path,
+    max_batch_size: int,
+    max_batch_time: float,
+    grpc_port: int | None = None,
+    host: str = "127.0.0.1",
+) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     settings = {
-        "debug": False, "host": host, "http_port": port, "grpc_port": grpc_port or free_port(),
-        "metrics_endpoint": None, "parallel_workers": 0, "load_models_at_startup": True,
-        "environments_dir": str(workdir / ".envs"), "metrics_dir": str(workdir / ".metrics"),
+        "debug": False,
+        "host": host,
+        "http_port": port,
+        "grpc_port": grpc_port or free_port(),
+        "metrics_endpoint": None,
+        "parallel_workers": 0,
+        "load_models_at_startup": True,
+        "environments_dir": str(workdir / ".envs"),
+        "metrics_dir": str(workdir / ".metrics"),
         "server_name": "mlserver-ensemble-baseline",
     }
     (workdir / "settings.json").write_text(json.dumps(settings, indent=1))
     model = {
         "name": "ensemble",
         "implementation": "loadtests.mlserver.runtime.EnsembleRuntime",
-        "max_batch_size": max_batch_size, "max_batch_time": max_batch_time,
+        "max_batch_size": max_batch_size,
+        "max_batch_time": max_batch_time,
         "parameters": {"uri": str(model_path), "version": model_path.name},
     }
     (workdir / "ensemble").mkdir(exist_ok=True)
@@ -80,28 +93,42 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, "1")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for key in [k for k in env if k.startswith("MLSERVER_")]:  # the written settings are the whole config
+    for key in [
+        k for k in env if k.startswith("MLSERVER_")
+    ]:  # the written settings are the whole config
         env.pop(key)
     return env
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.mlserver.launch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.mlserver.launch", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--bentoml-home", type=Path, help="model store (default: $BENTOML_HOME or ~/bentoml)")
+    parser.add_argument(
+        "--bentoml-home", type=Path, help="model store (default: $BENTOML_HOME or ~/bentoml)"
+    )
     parser.add_argument("--model", default="ensemble:latest")
-    parser.add_argument("--workdir", type=Path, help="where settings are written (default: a new temp dir)")
+    parser.add_argument(
+        "--workdir", type=Path, help="where settings are written (default: a new temp dir)"
+    )
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-batch-time", type=float, default=0.02, help="seconds (default 0.02)")
     args = parser.parse_args(argv)
 
     if not MLSERVER.exists():
         raise SystemExit(f"{MLSERVER} not found: run scripts/mlserver-venv.sh first")
-    home = (args.bentoml_home or Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")).expanduser().resolve()
+    home = (
+        (args.bentoml_home or Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml"))
+        .expanduser()
+        .resolve()
+    )
     path = model_dir(home, args.model)
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="mlserver-ensemble-"))).resolve()
-    write_settings(workdir, args.port, path, args.max_batch_size, args.max_batch_time, host=args.host)
+    write_settings(
+        workdir, args.port, path, args.max_batch_size, args.max_batch_time, host=args.host
+    )
     print(f"mlserver: {path} on http://{args.host}:{args.port} (settings in {workdir})", flush=True)
     os.chdir(ROOT)
     os.execve(str(MLSERVER), [str(MLSERVER), "start", str(workdir)], server_env())

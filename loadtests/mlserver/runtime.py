@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 from fastapi import Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.context import model_context
@@ -46,8 +45,10 @@ ALLOWED_KEYS = {"features", "user_id", "context"}
 
 
 def _invalid(message: str, fields: list[dict] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": "invalid_input", "message": message, "fields": fields or []}},
-                        status_code=422)
+    return JSONResponse(
+        {"error": {"code": "invalid_input", "message": message, "fields": fields or []}},
+        status_code=422,
+    )
 
 
 class EnsembleRuntime(MLModel):
@@ -62,8 +63,12 @@ class EnsembleRuntime(MLModel):
         from models.ensemble import EnsembleModel
 
         params = self.settings.parameters
-        directory = Path(params.uri if params and params.uri else os.environ["MLSERVER_ENSEMBLE_DIR"])
-        self.model_version = (params.version if params and params.version else None) or directory.name
+        directory = Path(
+            params.uri if params and params.uri else os.environ["MLSERVER_ENSEMBLE_DIR"]
+        )
+        self.model_version = (
+            params.version if params and params.version else None
+        ) or directory.name
         self.model = EnsembleModel.load(directory)
         self.model.enable_member_parallelism(2)
         self.member_paths = {name: m.path_kind for name, m in self.model.members.items()}
@@ -86,27 +91,38 @@ class EnsembleRuntime(MLModel):
         codes = NumpyCodec.decode_input(payload.inputs[0]).astype(np.float64, copy=False)
         loop = asyncio.get_running_loop()
         probabilities = await loop.run_in_executor(self._executor, self._predict_codes, codes)
-        return InferenceResponse(model_name=self.name, model_version=self.version,
-                                 outputs=[NumpyCodec.encode_output("probabilities", probabilities)])
+        return InferenceResponse(
+            model_name=self.name,
+            model_version=self.version,
+            outputs=[NumpyCodec.encode_output("probabilities", probabilities)],
+        )
 
     @custom_handler(rest_path="/classify/ensemble", rest_method="POST")
     async def classify(self, request: Request):
         from models.schema import SchemaValidationError
 
         if not self.ready:
-            return JSONResponse({"error": {"code": "not_ready", "message": "model is loading"}}, status_code=503)
+            return JSONResponse(
+                {"error": {"code": "not_ready", "message": "model is loading"}}, status_code=503
+            )
         try:
             body = await request.json()
         except ValueError as exc:
             return _invalid(f"body is not JSON: {exc}")
         if not isinstance(body, dict) or not isinstance(body.get("features"), dict):
-            return _invalid("body must be an object with a `features` object",
-                            [{"field": "features", "message": "required object"}])
+            return _invalid(
+                "body must be an object with a `features` object",
+                [{"field": "features", "message": "required object"}],
+            )
         extra = sorted(set(body) - ALLOWED_KEYS)
         if extra:
-            return _invalid(f"unknown field(s) {extra}", [{"field": k, "message": "extra field"} for k in extra])
+            return _invalid(
+                f"unknown field(s) {extra}", [{"field": k, "message": "extra field"} for k in extra]
+            )
         if body.get("user_id") is not None and not isinstance(body["user_id"], str):
-            return _invalid("user_id must be a string", [{"field": "user_id", "message": "must be a string"}])
+            return _invalid(
+                "user_id must be a string", [{"field": "user_id", "message": "must be a string"}]
+            )
         try:
             codes = self.model.schema.encode_rows([body["features"]], prefix="features")
         except SchemaValidationError as exc:
@@ -120,8 +136,12 @@ class EnsembleRuntime(MLModel):
         return {
             "label": classes[best],
             "probabilities": {c: float(p) for c, p in zip(classes, probabilities)},
-            "model": "ensemble", "model_version": self.model_version, "request_id": uuid.uuid4().hex,
-            "fallback": False, "cached": False, "reason": "direct",
+            "model": "ensemble",
+            "model_version": self.model_version,
+            "request_id": uuid.uuid4().hex,
+            "fallback": False,
+            "cached": False,
+            "reason": "direct",
         }
 
     @custom_handler(rest_path="/api/models", rest_method="GET")
@@ -131,8 +151,10 @@ class EnsembleRuntime(MLModel):
         if ready:
             entry["schema"] = self.model.schema.model_dump()
             entry["members"] = self.member_paths
-            entry["batching"] = {"max_batch_size": self.settings.max_batch_size,
-                                 "max_batch_time_s": self.settings.max_batch_time}
+            entry["batching"] = {
+                "max_batch_size": self.settings.max_batch_size,
+                "max_batch_time_s": self.settings.max_batch_time,
+            }
         return {"ensemble": entry}
 
     @custom_handler(rest_path="/readyz", rest_method="GET")
@@ -148,4 +170,5 @@ class EnsembleRuntime(MLModel):
         return PlainTextResponse(
             "# HELP ensemble_batch_rows Rows per predict call (one adaptive batch).\n"
             "# TYPE ensemble_batch_rows summary\n"
-            f"ensemble_batch_rows_sum {float(total)}\nensemble_batch_rows_count {float(count)}\n")
+            f"ensemble_batch_rows_sum {float(total)}\nensemble_batch_rows_count {float(count)}\n"
+        )

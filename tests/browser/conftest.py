@@ -20,8 +20,12 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
     if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium: apt-get install -y chromium chromium-driver (as .ci/run does)")
-    assert CHROMEDRIVER.exists(), "chromium is installed but /usr/bin/chromedriver is not: apt-get install -y chromium-driver"
+        pytest.skip(
+            "no /usr/bin/chromium: apt-get install -y chromium chromium-driver (as .ci/run does)"
+        )
+    assert CHROMEDRIVER.exists(), (
+        "chromium is installed but /usr/bin/chromedriver is not: apt-get install -y chromium-driver"
+    )
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
@@ -29,9 +33,19 @@ def browser() -> Iterator:
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     options = Options()
     options.binary_location = str(CHROMIUM)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=900,760", f"--user-data-dir={profile}"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=900,760",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors, read below
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -41,5 +55,3 @@ def browser() -> Iterator:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
-
-

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -29,7 +28,10 @@ def pref_server(trained_store) -> Iterator[Server]:
     srv = Server({"SERVING_USER_TOKEN_SECRET": SECRET}, flags=BASELINE_FLAGS).start()
     try:
         assert srv.wait_until(
-            lambda: httpx.get(f"{srv.url}/api/models", timeout=10).json()["ensemble"].get("routable"), timeout=60
+            lambda: (
+                httpx.get(f"{srv.url}/api/models", timeout=10).json()["ensemble"].get("routable")
+            ),
+            timeout=60,
         ), "the ensemble never became routable:\n" + srv.log()[-3000:]
         yield srv
     finally:
@@ -37,18 +39,24 @@ def pref_server(trained_store) -> Iterator[Server]:
 
 
 def classify(server: Server, row: dict, user_id: str) -> dict:
-    response = httpx.post(f"{server.url}/api/classify", json={"features": row, "user_id": user_id}, timeout=30)
+    response = httpx.post(
+        f"{server.url}/api/classify", json={"features": row, "user_id": user_id}, timeout=30
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
 
 def mint(server: Server, user_id: str) -> dict:
-    response = httpx.post(f"{server.url}/api/admin/users/{user_id}/token", headers=ADMIN, timeout=10)
+    response = httpx.post(
+        f"{server.url}/api/admin/users/{user_id}/token", headers=ADMIN, timeout=10
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
 
-def test_opting_in_on_the_settings_page_routes_the_user_to_the_ensemble(pref_server, browser, example_row):
+def test_opting_in_on_the_settings_page_routes_the_user_to_the_ensemble(
+    pref_server, browser, example_row
+):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -61,13 +69,20 @@ def test_opting_in_on_the_settings_page_routes_the_user_to_the_ensemble(pref_ser
     wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "auto")
     assert "token=" not in browser.current_url  # taken out of the address bar once read
     page = browser.find_element(By.TAG_NAME, "body").text
-    for text in ("Ensemble ML (beta)", "Classic", "Automatic (follow the rollout)", "slightly longer response times"):
+    for text in (
+        "Ensemble ML (beta)",
+        "Classic",
+        "Automatic (follow the rollout)",
+        "slightly longer response times",
+    ):
         assert text in page
     assert browser.find_element(By.ID, "model-auto").is_selected()
 
     browser.find_element(By.CSS_SELECTOR, "label:has(#model-ensemble)").click()
     browser.find_element(By.ID, "save").click()
-    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-saved") == "ensemble")
+    wait.until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-saved") == "ensemble"
+    )
     status = browser.find_element(By.ID, "status")
     assert status.text == "Saved: Ensemble ML (beta)." and "ok" in status.get_attribute("class")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +90,9 @@ def test_opting_in_on_the_settings_page_routes_the_user_to_the_ensemble(pref_ser
     assert SCREENSHOT.stat().st_size > 0
 
     browser.refresh()
-    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "ensemble")
+    wait.until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "ensemble"
+    )
     assert browser.find_element(By.ID, "model-ensemble").is_selected()
     assert not browser.find_element(By.ID, "model-classic").is_selected()
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
@@ -99,8 +116,12 @@ def test_the_preference_api_is_per_user(pref_server):
 
 def test_the_kill_switch_beats_the_preference(pref_server, example_row):
     token = mint(pref_server, "erin")["token"]
-    response = httpx.put(f"{pref_server.url}/api/users/erin/preference", json={"model": "ensemble"},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    response = httpx.put(
+        f"{pref_server.url}/api/users/erin/preference",
+        json={"model": "ensemble"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
     assert response.status_code == 200, response.text
     assert classify(pref_server, example_row, "erin")["reason"] == "preference"
 
@@ -110,7 +131,13 @@ def test_the_kill_switch_beats_the_preference(pref_server, example_row):
     assert httpx.put(flags_url, json=killed, headers=ADMIN, timeout=10).status_code == 200
     try:
         answer = classify(pref_server, example_row, "erin")
-        assert (answer["model"], answer["reason"], answer["fallback"]) == ("classic", "kill_switch", False)
+        assert (answer["model"], answer["reason"], answer["fallback"]) == (
+            "classic",
+            "kill_switch",
+            False,
+        )
     finally:
-        assert httpx.put(flags_url, json=BASELINE_FLAGS, headers=ADMIN, timeout=10).status_code == 200
+        assert (
+            httpx.put(flags_url, json=BASELINE_FLAGS, headers=ADMIN, timeout=10).status_code == 200
+        )
     assert classify(pref_server, example_row, "erin")["model"] == "ensemble"

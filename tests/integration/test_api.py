@@ -47,7 +47,13 @@ def test_health_endpoints_and_openapi(server):
     assert httpx.get(f"{server.url}/readyz").status_code == 200
     assert "router_rollout_percentage" in httpx.get(f"{server.url}/metrics").text
     paths = httpx.get(f"{server.url}/docs.json").json()["paths"]
-    for path in ("/api/classify", "/api/classify/batch", "/api/v1/classify/classic", "/api/v2/classify/ensemble", "/api/models"):
+    for path in (
+        "/api/classify",
+        "/api/classify/batch",
+        "/api/v1/classify/classic",
+        "/api/v2/classify/ensemble",
+        "/api/models",
+    ):
         assert path in paths
 
 
@@ -63,7 +69,12 @@ def test_classify_routes_to_classic_by_default(server, example_row):
 
 
 def test_header_and_allow_list_route_to_the_ensemble(server, example_row):
-    by_header = post(server, "/api/classify", {"features": example_row}, headers={"X-Model-Preference": "ensemble"})
+    by_header = post(
+        server,
+        "/api/classify",
+        {"features": example_row},
+        headers={"X-Model-Preference": "ensemble"},
+    )
     assert by_header.status_code == 200
     assert (by_header.json()["model"], by_header.json()["reason"]) == ("ensemble", "header")
     by_group = post(server, "/api/classify", {"features": example_row, "user_id": "beta_bob"})
@@ -72,7 +83,11 @@ def test_header_and_allow_list_route_to_the_ensemble(server, example_row):
 
 def test_batch_answers_every_instance_in_order(server, example_row):
     rows = varied_rows(example_row, 5)
-    batch = post(server, "/api/classify/batch", {"instances": [{"features": r} for r in rows], "user_id": "beta_bob"})
+    batch = post(
+        server,
+        "/api/classify/batch",
+        {"instances": [{"features": r} for r in rows], "user_id": "beta_bob"},
+    )
     assert batch.status_code == 200
     predictions = batch.json()["predictions"]
     assert len(predictions) == 5 and {p["model"] for p in predictions} == {"ensemble"}
@@ -82,9 +97,15 @@ def test_batch_answers_every_instance_in_order(server, example_row):
 
 
 def test_direct_endpoints_are_unrouted(server, example_row):
-    classic = post(server, "/api/v1/classify/classic", {"features": example_row, "user_id": "beta_bob"})
+    classic = post(
+        server, "/api/v1/classify/classic", {"features": example_row, "user_id": "beta_bob"}
+    )
     ensemble = post(server, "/api/v2/classify/ensemble", {"features": example_row})
-    assert (classic.status_code, classic.json()["model"], classic.json()["reason"]) == (200, "classic", "direct")
+    assert (classic.status_code, classic.json()["model"], classic.json()["reason"]) == (
+        200,
+        "classic",
+        "direct",
+    )
     assert (ensemble.status_code, ensemble.json()["model"]) == (200, "ensemble")
 
 
@@ -92,7 +113,10 @@ def test_predictions_over_http_equal_in_process(server, example_row):
     from models import store
 
     rows = varied_rows(example_row, 4)
-    for name, path in (("classic", "/api/v1/classify/classic"), ("ensemble", "/api/v2/classify/ensemble")):
+    for name, path in (
+        ("classic", "/api/v1/classify/classic"),
+        ("ensemble", "/api/v2/classify/ensemble"),
+    ):
         model, _ = store.load(f"{name}:latest")
         expected = model.predict_proba(model.schema.encode_rows(rows))
         for row, want in zip(rows, expected):
@@ -150,17 +174,30 @@ def test_bad_input_is_a_4xx_naming_the_field(server, example_row, make_body, sta
         (b"", {"content-type": "application/json"}, 422),
         (b'{"features": ', {"content-type": "application/json"}, 400),
         (b"NaN", {"content-type": "application/json"}, 400),
-        (b"--x\r\n", {"content-type": "multipart/form-data"}, 415),  # no boundary: plain BentoML says 500
+        (
+            b"--x\r\n",
+            {"content-type": "multipart/form-data"},
+            415,
+        ),  # no boundary: plain BentoML says 500
         (b"a=1", {"content-type": "application/x-www-form-urlencoded"}, 415),
         (b"x" * (3 * 1024 * 1024), {"content-type": "application/json"}, 413),
-        (b'{"features": {"region": "' + b"x" * (10 * 1024 * 1024) + b'"}}', {"content-type": "application/json"}, 413),
-        (b'{"features": {"age": {"a": [1, {"b": [null, [], {}]}]}, "income": [[["x"]]]}}',
-         {"content-type": "application/json"}, 422),  # nested garbage
+        (
+            b'{"features": {"region": "' + b"x" * (10 * 1024 * 1024) + b'"}}',
+            {"content-type": "application/json"},
+            413,
+        ),
+        (
+            b'{"features": {"age": {"a": [1, {"b": [null, [], {}]}]}, "income": [[["x"]]]}}',
+            {"content-type": "application/json"},
+            422,
+        ),  # nested garbage
         (b'[{"features": {}}]', {"content-type": "application/json"}, 400),  # a list, not an object
     ],
 )
 def test_malformed_requests_are_4xx(server, content, headers, status):
-    response = httpx.post(f"{server.url}/api/classify", content=content, headers=headers, timeout=30)
+    response = httpx.post(
+        f"{server.url}/api/classify", content=content, headers=headers, timeout=30
+    )
     assert response.status_code == status, response.text
     assert response.json()["error"]["message"]
 
@@ -168,7 +205,9 @@ def test_malformed_requests_are_4xx(server, content, headers, status):
 def test_non_finite_numbers_are_rejected(server, example_row):
     body = json.dumps({"features": {**example_row, "income": float("inf")}})  # the literal Infinity
     assert "Infinity" in body
-    response = httpx.post(f"{server.url}/api/classify", content=body, headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{server.url}/api/classify", content=body, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert response.json()["error"]["fields"][0]["field"] == "features.income"
 
@@ -176,7 +215,11 @@ def test_non_finite_numbers_are_rejected(server, example_row):
 def test_batch_limits(server, example_row):
     empty = post(server, "/api/classify/batch", {"instances": []})
     oversize = post(server, "/api/classify/batch", {"instances": [{"features": example_row}] * 257})
-    bad_row = post(server, "/api/classify/batch", {"instances": [{"features": example_row}, {"features": _with(example_row, age="x")}]})
+    bad_row = post(
+        server,
+        "/api/classify/batch",
+        {"instances": [{"features": example_row}, {"features": _with(example_row, age="x")}]},
+    )
     assert empty.status_code == 422 and oversize.status_code == 422
     assert bad_row.status_code == 422
     assert bad_row.json()["error"]["fields"][0]["field"] == "instances[1].features.age"
@@ -185,9 +228,11 @@ def test_batch_limits(server, example_row):
 def test_concurrent_ensemble_requests_are_batched(server, example_row):
     rows = varied_rows(example_row, 64)
     with ThreadPoolExecutor(max_workers=32) as pool:
-        responses = list(pool.map(lambda r: post(server, "/api/v2/classify/ensemble", {"features": r}), rows))
+        responses = list(
+            pool.map(lambda r: post(server, "/api/v2/classify/ensemble", {"features": r}), rows)
+        )
     assert all(r.status_code == 200 for r in responses)
-    # The router coalesces concurrent requests into shared calls (serving/coalesce.py), and the
+    # The router coalesces concurrent requests into shared calls (serving/routing/coalesce.py), and the
     # service's adaptive batching merges calls: either way a prediction call must hold several rows.
     for metric in ("router_ensemble_call_rows_bucket", "ensemble_batch_rows_bucket"):
         buckets = metric_values(server, metric)

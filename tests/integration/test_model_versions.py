@@ -30,8 +30,14 @@ class Traffic:
         with httpx.Client(timeout=10) as client:
             while not self._stop.is_set():
                 i = self.sent
-                response = client.post(f"{self.url}/api/classify", json={"features": {**self.row, "age": float(18 + i % 60)},
-                                       "user_id": f"swap-{i}"}, headers={"X-Model-Preference": "ensemble"})
+                response = client.post(
+                    f"{self.url}/api/classify",
+                    json={
+                        "features": {**self.row, "age": float(18 + i % 60)},
+                        "user_id": f"swap-{i}",
+                    },
+                    headers={"X-Model-Preference": "ensemble"},
+                )
                 self.sent += 1
                 if response.status_code != 200:
                     self.failures.append(response.status_code)
@@ -48,17 +54,26 @@ class Traffic:
 
 
 def swap(server, admin_headers, name: str, version: str) -> httpx.Response:
-    return httpx.post(f"{server.url}/api/admin/models/{name}/version", json={"version": version}, headers=admin_headers, timeout=60)
+    return httpx.post(
+        f"{server.url}/api/admin/models/{name}/version",
+        json={"version": version},
+        headers=admin_headers,
+        timeout=60,
+    )
 
 
 def served_version(server, name: str) -> str:
     return httpx.get(f"{server.url}/api/models", timeout=10).json()[name]["version"]
 
 
-def test_swap_and_roll_back_under_traffic_and_refuse_a_corrupt_version(server, admin_headers, example_row):
+def test_swap_and_roll_back_under_traffic_and_refuse_a_corrupt_version(
+    server, admin_headers, example_row
+):
     original = served_version(server, "ensemble")
     corrupt = clone_version(f"ensemble:{original}", corrupt=True)
-    newer = clone_version(f"ensemble:{original}")  # newest, so "latest" stays a good model for later tests
+    newer = clone_version(
+        f"ensemble:{original}"
+    )  # newest, so "latest" stays a good model for later tests
     with Traffic(server.url, example_row) as traffic:
         time.sleep(1)
         refused = swap(server, admin_headers, "ensemble", corrupt)
@@ -68,7 +83,9 @@ def test_swap_and_roll_back_under_traffic_and_refuse_a_corrupt_version(server, a
         assert swapped.status_code == 200, swapped.text
         assert served_version(server, "ensemble") == newer
         time.sleep(1)
-        back = swap(server, admin_headers, "ensemble", "previous")  # the version before `newer`: the corrupt one
+        back = swap(
+            server, admin_headers, "ensemble", "previous"
+        )  # the version before `newer`: the corrupt one
         assert back.status_code == 422 and served_version(server, "ensemble") == newer
         restored = swap(server, admin_headers, "ensemble", original)
         assert restored.status_code == 200, restored.text
@@ -82,7 +99,9 @@ def test_classic_version_swap_reaches_the_router_local_copy(server, admin_header
     before = served_version(server, "classic")
     newer = clone_version(f"classic:{before}")
     assert swap(server, admin_headers, "classic", newer).status_code == 200
-    routed = httpx.post(f"{server.url}/api/classify", json={"features": example_row, "user_id": "nobody"}).json()
+    routed = httpx.post(
+        f"{server.url}/api/classify", json={"features": example_row, "user_id": "nobody"}
+    ).json()
     assert (routed["model"], routed["model_version"]) == ("classic", newer)
     assert swap(server, admin_headers, "classic", "previous").json()["to"] == f"classic:{before}"
 
@@ -97,10 +116,17 @@ def _home_with(*names: str) -> Path:
 def test_missing_ensemble_model_serves_everything_on_classic(trained_store, example_row):
     srv = Server({"BENTOML_HOME": str(_home_with("classic"))}).start()
     try:
-        answer = httpx.post(f"{srv.url}/api/classify", json={"features": example_row}, headers={"X-Model-Preference": "ensemble"}).json()
+        answer = httpx.post(
+            f"{srv.url}/api/classify",
+            json={"features": example_row},
+            headers={"X-Model-Preference": "ensemble"},
+        ).json()
         assert (answer["model"], answer["fallback"]) == ("classic", True)
         models = httpx.get(f"{srv.url}/api/models").json()
-        assert models["ensemble"]["ready"] is False and "not in the model store" in models["ensemble"]["error"]
+        assert (
+            models["ensemble"]["ready"] is False
+            and "not in the model store" in models["ensemble"]["error"]
+        )
         assert httpx.get(f"{srv.url}/metrics").text.count("router_ensemble_ready 0.0") == 1
     finally:
         srv.stop()

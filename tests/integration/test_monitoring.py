@@ -29,20 +29,38 @@ def expressions() -> list[str]:
 
 def test_assets_parse_and_cover_the_key_signals():
     names = {m for e in expressions() for m in METRIC.findall(e)}
-    for needed in ("router_arm_latency_seconds_bucket", "router_fallbacks_total", "router_breaker_state",
-                   "router_shadow_agreement_total", "drift_detected", "rollout_decisions_total"):
+    for needed in (
+        "router_arm_latency_seconds_bucket",
+        "router_fallbacks_total",
+        "router_breaker_state",
+        "router_shadow_agreement_total",
+        "drift_detected",
+        "rollout_decisions_total",
+    ):
         assert needed in names
 
 
 def test_every_metric_in_the_assets_is_exported(server, set_flags, admin_headers, example_row):
     # Exercise the paths whose labelled series appear only once used.
     rows = varied_rows(example_row, 6, seed=301)
-    served = [post(server, "/api/classify", {"features": r, "user_id": "beta_bob"}).json() for r in rows[:3]]
+    served = [
+        post(server, "/api/classify", {"features": r, "user_id": "beta_bob"}).json()
+        for r in rows[:3]
+    ]
     post(server, "/api/classify", {"features": rows[3], "user_id": "someone-else"})
     post(server, "/api/classify", {"features": rows[3], "user_id": "someone-else"})  # a cache hit
     label = served[0]["label"]
-    assert post(server, "/api/feedback", {"request_id": served[0]["request_id"], "label": label}).status_code == 200
-    httpx.post(f"{server.url}/api/classify", content=b"x" * (3 * 1024 * 1024), headers={"content-type": "application/json"})
+    assert (
+        post(
+            server, "/api/feedback", {"request_id": served[0]["request_id"], "label": label}
+        ).status_code
+        == 200
+    )
+    httpx.post(
+        f"{server.url}/api/classify",
+        content=b"x" * (3 * 1024 * 1024),
+        headers={"content-type": "application/json"},
+    )
     flags = copy.deepcopy(BASELINE_FLAGS)
     flags["ensemble"]["shadow"] = {"enabled": True, "sample_rate": 1.0, "max_in_flight": 8}
     flags["rollout"] = {"enabled": True, "evaluation_interval_s": 0.1}
@@ -50,11 +68,23 @@ def test_every_metric_in_the_assets_is_exported(server, set_flags, admin_headers
     post(server, "/api/classify", {"features": rows[4], "user_id": "shadowed-user"})
     httpx.put(f"{server.url}/api/admin/faults", json={"error_rate": 1.0}, headers=admin_headers)
     post(server, "/api/classify", {"features": rows[5], "user_id": "beta_bob"})  # a fallback
-    assert httpx.post(f"{server.url}/api/admin/rollout/evaluate", headers=admin_headers).status_code == 200
+    assert (
+        httpx.post(f"{server.url}/api/admin/rollout/evaluate", headers=admin_headers).status_code
+        == 200
+    )
     httpx.get(f"{server.url}/api/status")  # refreshes drift and live-accuracy gauges
-    assert server.wait_until(lambda: "router_shadow_agreement_total" in httpx.get(f"{server.url}/metrics").text, timeout=10)
+    assert server.wait_until(
+        lambda: "router_shadow_agreement_total" in httpx.get(f"{server.url}/metrics").text,
+        timeout=10,
+    )
 
     exported = httpx.get(f"{server.url}/metrics").text
-    missing = sorted({m for e in expressions() for m in METRIC.findall(e)
-                      if not re.search(rf"^{m}[{{ ]", exported, re.MULTILINE)})
+    missing = sorted(
+        {
+            m
+            for e in expressions()
+            for m in METRIC.findall(e)
+            if not re.search(rf"^{m}[{{ ]", exported, re.MULTILINE)
+        }
+    )
     assert missing == [], f"used by the dashboard or alerts but not exported: {missing}"

@@ -21,7 +21,14 @@ HEAVY = ("tensorflow", "xgboost", "lightgbm", "catboost", "ai-edge-litert", "onn
 
 
 def run(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        args,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -33,18 +40,27 @@ def bentos(trained_store) -> dict[str, Path]:
     run(sys.executable, "-m", "deploy", "build", "--version", VERSION)
     import bentoml
 
-    return {name: Path(bentoml.bentos.get(f"{name}:{VERSION}").path) for name in
-            ("tabular-serving", "tabular-classic", "tabular-ensemble", "tabular-router")}
+    return {
+        name: Path(bentoml.bentos.get(f"{name}:{VERSION}").path)
+        for name in ("tabular-serving", "tabular-classic", "tabular-ensemble", "tabular-router")
+    }
 
 
 def requirements(bento: Path) -> set[str]:
     lines = (bento / "env" / "python" / "requirements.txt").read_text().splitlines()
-    return {line.split("==")[0].split("[")[0].strip().lower() for line in lines if line and not line.startswith("#")}
+    return {
+        line.split("==")[0].split("[")[0].strip().lower()
+        for line in lines
+        if line and not line.startswith("#")
+    }
 
 
 def service_models(bento: Path) -> dict[str, list[str]]:
     manifest = yaml.safe_load((bento / "bento.yaml").read_text())
-    return {s["name"]: [m["tag"].split(":")[0] for m in s.get("models", [])] for s in manifest["services"]}
+    return {
+        s["name"]: [m["tag"].split(":")[0] for m in s.get("models", [])]
+        for s in manifest["services"]
+    }
 
 
 def test_every_bento_has_a_dockerfile_and_the_intended_requirements(bentos):
@@ -56,7 +72,9 @@ def test_every_bento_has_a_dockerfile_and_the_intended_requirements(bentos):
         assert "bentoml" in reqs
     for slim in ("tabular-classic", "tabular-router"):
         assert not requirements(bentos[slim]) & set(HEAVY), slim
-    assert {"ai-edge-litert", "xgboost", "lightgbm", "catboost"} <= requirements(bentos["tabular-ensemble"])
+    assert {"ai-edge-litert", "xgboost", "lightgbm", "catboost"} <= requirements(
+        bentos["tabular-ensemble"]
+    )
 
 
 def test_bentos_carry_their_models(bentos):
@@ -64,7 +82,9 @@ def test_bentos_carry_their_models(bentos):
     assert full == {"router": ["classic"], "classic": ["classic"], "ensemble": ["ensemble"]}
     assert service_models(bentos["tabular-classic"]) == {"classic": ["classic"]}
     assert service_models(bentos["tabular-ensemble"]) == {"ensemble": ["ensemble"]}
-    router_models = {m for models in service_models(bentos["tabular-router"]).values() for m in models}
+    router_models = {
+        m for models in service_models(bentos["tabular-router"]).values() for m in models
+    }
     assert router_models == {"classic"}  # the ensemble is reached by URL: its model stays out
     export = bentos["tabular-serving"].parent.parent.parent / f"export-{VERSION}.bento"
     run(sys.executable, "-m", "bentoml", "export", f"tabular-serving:{VERSION}", str(export))
@@ -75,7 +95,11 @@ def test_bentos_carry_their_models(bentos):
 def test_full_bento_serves_classify(bentos, example_row):
     srv = Server({}, target=f"tabular-serving:{VERSION}").start()
     try:
-        response = httpx.post(f"{srv.url}/api/classify", json={"features": example_row}, headers={"X-Model-Preference": "ensemble"})
+        response = httpx.post(
+            f"{srv.url}/api/classify",
+            json={"features": example_row},
+            headers={"X-Model-Preference": "ensemble"},
+        )
         assert response.status_code == 200 and response.json()["model"] == "ensemble"
     finally:
         srv.stop()
@@ -96,16 +120,28 @@ def test_split_deployment_three_servers_and_ensemble_down(trained_store, example
     )
     classic = Server({"PYTHONPATH": f"{blocked}:{ROOT}"}, target="service:Classic").start()
     ensemble = Server({}, target="service:Ensemble").start()
-    router = Server({"SERVING_CLASSIC_URL": classic.url, "SERVING_ENSEMBLE_URL": ensemble.url}).start()
+    router = Server(
+        {"SERVING_CLASSIC_URL": classic.url, "SERVING_ENSEMBLE_URL": ensemble.url}
+    ).start()
     try:
-        routed = httpx.post(f"{router.url}/api/classify", json={"features": example_row}, headers={"X-Model-Preference": "ensemble"}).json()
+        routed = httpx.post(
+            f"{router.url}/api/classify",
+            json={"features": example_row},
+            headers={"X-Model-Preference": "ensemble"},
+        ).json()
         assert (routed["model"], routed["fallback"]) == ("ensemble", False)
-        direct = httpx.post(f"{router.url}/api/v1/classify/classic", json={"features": example_row}).json()
+        direct = httpx.post(
+            f"{router.url}/api/v1/classify/classic", json={"features": example_row}
+        ).json()
         assert direct["model"] == "classic"
         ensemble.stop()
         answers = [
-            httpx.post(f"{router.url}/api/classify", json={"features": {**example_row, "age": float(20 + i)}},
-                       headers={"X-Model-Preference": "ensemble"}, timeout=10)
+            httpx.post(
+                f"{router.url}/api/classify",
+                json={"features": {**example_row, "age": float(20 + i)}},
+                headers={"X-Model-Preference": "ensemble"},
+                timeout=10,
+            )
             for i in range(5)
         ]
         assert [a.status_code for a in answers] == [200] * 5
@@ -118,37 +154,89 @@ def test_split_deployment_three_servers_and_ensemble_down(trained_store, example
 @pytest.mark.parametrize(
     "argv, env, expected",
     [
-        (["build"], {}, ["bentoml build -f bentofile.yaml", "bentoml build -f deploy/bentofile.classic.yaml",
-                         "SERVING_CLASSIC_URL=http://tabular-classic SERVING_ENSEMBLE_URL=http://tabular-ensemble bentoml build -f deploy/bentofile.router.yaml"]),
-        (["push", "--version", "1.2.3"], {"ACR_NAME": "myacr"},
-         ["az acr login --name myacr", "bentoml containerize tabular-ensemble:1.2.3 -t myacr.azurecr.io/tabular-ensemble:1.2.3",
-          "docker push myacr.azurecr.io/tabular-classic:1.2.3"]),
-        (["apps", "--version", "1.2.3", "--mode", "create"],
-         {"ACR_NAME": "myacr", "AZURE_RESOURCE_GROUP": "rg", "CONTAINERAPPS_ENVIRONMENT": "env"},
-         ["az containerapp create --name tabular-classic --resource-group rg --image myacr.azurecr.io/tabular-classic:1.2.3 "
-          "--cpu 0.25 --memory 0.5Gi --min-replicas 0 --max-replicas 10",
-          "--name tabular-ensemble --resource-group rg --image myacr.azurecr.io/tabular-ensemble:1.2.3 --cpu 0.5 --memory 1Gi "
-          "--min-replicas 0 --max-replicas 2"]),
-        (["traffic", "--app", "tabular-ensemble", "--weights", "a=90,b=10"], {"AZURE_RESOURCE_GROUP": "rg"},
-         ["az containerapp ingress traffic set --name tabular-ensemble --resource-group rg --revision-weight a=90 b=10"]),
-        (["rollback", "--app", "tabular-ensemble"], {"AZURE_RESOURCE_GROUP": "rg"},
-         ["az containerapp revision list --name tabular-ensemble", "--revision-weight '<previous-revision>=100'"]),
+        (
+            ["build"],
+            {},
+            [
+                "bentoml build -f bentofile.yaml",
+                "bentoml build -f deploy/bentofile.classic.yaml",
+                "SERVING_CLASSIC_URL=http://tabular-classic SERVING_ENSEMBLE_URL=http://tabular-ensemble bentoml build -f deploy/bentofile.router.yaml",
+            ],
+        ),
+        (
+            ["push", "--version", "1.2.3"],
+            {"ACR_NAME": "myacr"},
+            [
+                "az acr login --name myacr",
+                "bentoml containerize tabular-ensemble:1.2.3 -t myacr.azurecr.io/tabular-ensemble:1.2.3",
+                "docker push myacr.azurecr.io/tabular-classic:1.2.3",
+            ],
+        ),
+        (
+            ["apps", "--version", "1.2.3", "--mode", "create"],
+            {"ACR_NAME": "myacr", "AZURE_RESOURCE_GROUP": "rg", "CONTAINERAPPS_ENVIRONMENT": "env"},
+            [
+                "az containerapp create --name tabular-classic --resource-group rg --image myacr.azurecr.io/tabular-classic:1.2.3 "
+                "--cpu 0.25 --memory 0.5Gi --min-replicas 0 --max-replicas 10",
+                "--name tabular-ensemble --resource-group rg --image myacr.azurecr.io/tabular-ensemble:1.2.3 --cpu 0.5 --memory 1Gi "
+                "--min-replicas 0 --max-replicas 2",
+            ],
+        ),
+        (
+            ["traffic", "--app", "tabular-ensemble", "--weights", "a=90,b=10"],
+            {"AZURE_RESOURCE_GROUP": "rg"},
+            [
+                "az containerapp ingress traffic set --name tabular-ensemble --resource-group rg --revision-weight a=90 b=10"
+            ],
+        ),
+        (
+            ["rollback", "--app", "tabular-ensemble"],
+            {"AZURE_RESOURCE_GROUP": "rg"},
+            [
+                "az containerapp revision list --name tabular-ensemble",
+                "--revision-weight '<previous-revision>=100'",
+            ],
+        ),
     ],
 )
 def test_deploy_dry_run_prints_the_exact_commands(argv, env, expected):
-    clean = {k: v for k, v in os.environ.items() if k not in ("ACR_NAME", "AZURE_RESOURCE_GROUP", "CONTAINERAPPS_ENVIRONMENT")}
-    result = subprocess.run([sys.executable, "-m", "deploy", *argv, "--dry-run"], cwd=ROOT, env={**clean, **env},
-                            capture_output=True, text=True, timeout=60)
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ACR_NAME", "AZURE_RESOURCE_GROUP", "CONTAINERAPPS_ENVIRONMENT")
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy", *argv, "--dry-run"],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     for fragment in expected:
         assert fragment in result.stdout, f"{fragment!r} not in:\n{result.stdout}"
 
 
 def test_deploy_refuses_without_variables_or_tools():
-    clean = {k: v for k, v in os.environ.items() if k not in ("ACR_NAME", "AZURE_RESOURCE_GROUP", "CONTAINERAPPS_ENVIRONMENT")}
-    missing_var = subprocess.run([sys.executable, "-m", "deploy", "push", "--dry-run"], cwd=ROOT, env=clean,
-                                 capture_output=True, text=True)
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ACR_NAME", "AZURE_RESOURCE_GROUP", "CONTAINERAPPS_ENVIRONMENT")
+    }
+    missing_var = subprocess.run(
+        [sys.executable, "-m", "deploy", "push", "--dry-run"],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+    )
     assert missing_var.returncode == 2 and "ACR_NAME" in missing_var.stderr
-    no_tools = subprocess.run([sys.executable, "-m", "deploy", "push"], cwd=ROOT, env={**clean, "ACR_NAME": "x", "PATH": "/nonexistent"},
-                              capture_output=True, text=True)
+    no_tools = subprocess.run(
+        [sys.executable, "-m", "deploy", "push"],
+        cwd=ROOT,
+        env={**clean, "ACR_NAME": "x", "PATH": "/nonexistent"},
+        capture_output=True,
+        text=True,
+    )
     assert no_tools.returncode == 2 and "missing tool" in no_tools.stderr

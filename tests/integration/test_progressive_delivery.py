@@ -17,7 +17,11 @@ from training.data import DEFAULT_TARGET, make_default_dataset
 pytestmark = pytest.mark.integration
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FAST_ROLLOUT = {
-    "ensemble": {"rollout_percentage": 10, "allowed_users": [], "shadow": {"enabled": True, "sample_rate": 1.0}},
+    "ensemble": {
+        "rollout_percentage": 10,
+        "allowed_users": [],
+        "shadow": {"enabled": True, "sample_rate": 1.0},
+    },
     "cache": {"enabled": False},
     "rollout": {
         "enabled": True,
@@ -28,8 +32,12 @@ FAST_ROLLOUT = {
         "evaluation_interval_s": 0.5,
         # CPU cost is measured honestly (the ensemble costs far more CPU than a linear model);
         # this test is about the controller, so the cost gate is opened wide.
-        "score": {"cost_increase_max": 1000, "cost_increase_target": 500, "min_labelled_samples": 40,
-                  "min_requests": 40},
+        "score": {
+            "cost_increase_max": 1000,
+            "cost_increase_target": 500,
+            "min_labelled_samples": 40,
+            "min_requests": 40,
+        },
     },
 }
 
@@ -37,7 +45,10 @@ FAST_ROLLOUT = {
 def labelled_rows(n: int, seed: int) -> list[tuple[dict, str]]:
     frame = make_default_dataset(n, seed=seed)
     labels = frame.pop(DEFAULT_TARGET)
-    rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in frame.to_dict("records")]
+    rows = [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+        for r in frame.to_dict("records")
+    ]
     return list(zip(rows, labels))
 
 
@@ -45,9 +56,14 @@ def drive(server: Server, rows, start: int = 0) -> int:
     """Classify each row as a different user and send its true label back; returns requests sent."""
     with httpx.Client(base_url=server.url, timeout=30) as client:
         for i, (row, label) in enumerate(rows):
-            answer = client.post("/api/classify", json={"features": row, "user_id": f"u{start + i}"})
+            answer = client.post(
+                "/api/classify", json={"features": row, "user_id": f"u{start + i}"}
+            )
             assert answer.status_code == 200, answer.text
-            feedback = client.post("/api/feedback", json={"request_id": answer.json()["request_id"], "label": label, "rating": 8})
+            feedback = client.post(
+                "/api/feedback",
+                json={"request_id": answer.json()["request_id"], "label": label, "rating": 8},
+            )
             assert feedback.status_code == 200, feedback.text
     return len(rows)
 
@@ -58,7 +74,11 @@ def status(server: Server) -> dict:
 
 @pytest.fixture
 def rollout_server(trained_store):
-    srv = Server({"SERVING_FAULTS_ENABLED": "true"}, flags=FAST_ROLLOUT, workdir=Path(tempfile.mkdtemp(prefix="rollout-"))).start()
+    srv = Server(
+        {"SERVING_FAULTS_ENABLED": "true"},
+        flags=FAST_ROLLOUT,
+        workdir=Path(tempfile.mkdtemp(prefix="rollout-")),
+    ).start()
     yield srv
     srv.stop()
 
@@ -81,18 +101,31 @@ def test_labelled_traffic_promotes_through_every_stage(rollout_server):
 
 def test_failing_ensemble_is_rolled_back_and_the_state_survives_a_restart(rollout_server):
     srv = rollout_server
-    assert httpx.put(f"{srv.url}/api/admin/faults", json={"error_rate": 1.0}, headers=ADMIN).status_code == 200
+    assert (
+        httpx.put(
+            f"{srv.url}/api/admin/faults", json={"error_rate": 1.0}, headers=ADMIN
+        ).status_code
+        == 200
+    )
     rows, sent = labelled_rows(1200, seed=11), 0
     deadline = time.monotonic() + 180
     while not status(srv)["rollout"]["state"]["rolled_back"] and time.monotonic() < deadline:
         sent += drive(srv, rows[sent % 1100 : sent % 1100 + 100], start=sent)
     state = status(srv)
     assert state["rollout"]["state"]["rolled_back"] and state["split"]["enabled"] is False
-    rollback = next(d for d in httpx.get(f"{srv.url}/api/admin/rollout/decisions", headers=ADMIN).json()["decisions"]
-                    if d["action"] == "rollback")
+    rollback = next(
+        d
+        for d in httpx.get(f"{srv.url}/api/admin/rollout/decisions", headers=ADMIN).json()[
+            "decisions"
+        ]
+        if d["action"] == "rollback"
+    )
     assert any("error" in reason for reason in rollback["reasons"]), rollback["reasons"]
-    answer = httpx.post(f"{srv.url}/api/classify", json={"features": rows[0][0], "user_id": "beta_bob"},
-                        headers={"X-Model-Preference": "ensemble"}).json()
+    answer = httpx.post(
+        f"{srv.url}/api/classify",
+        json={"features": rows[0][0], "user_id": "beta_bob"},
+        headers={"X-Model-Preference": "ensemble"},
+    ).json()
     assert (answer["model"], answer["reason"]) == ("classic", "kill_switch")
 
     labelled_before = state["arms"]["classic"]["labelled"]
@@ -101,6 +134,8 @@ def test_failing_ensemble_is_rolled_back_and_the_state_survives_a_restart(rollou
     try:
         after = status(restarted)
         assert after["rollout"]["state"]["rolled_back"] and after["split"]["enabled"] is False
-        assert after["arms"]["classic"]["labelled"] == labelled_before  # feedback joins replayed from the store
+        assert (
+            after["arms"]["classic"]["labelled"] == labelled_before
+        )  # feedback joins replayed from the store
     finally:
         restarted.stop()

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.integration
 def shared_database() -> str:
     base = os.environ.get("TEST_POSTGRES_URL")
     if not base:
-        pytest.skip("no PostgreSQL: install Debian's postgresql package (the test set-up starts it) or set TEST_POSTGRES_URL")
+        pytest.skip(
+            "no PostgreSQL: install Debian's postgresql package (the test set-up starts it) or set TEST_POSTGRES_URL"
+        )
     from sqlalchemy import create_engine, text
 
     name = f"replicas_{uuid.uuid4().hex[:8]}"
@@ -31,7 +33,9 @@ def shared_database() -> str:
 
 
 def stage(server: Server) -> float:
-    return httpx.get(f"{server.url}/api/status", timeout=10).json()["rollout"]["state"]["percentage"]
+    return httpx.get(f"{server.url}/api/status", timeout=10).json()["rollout"]["state"][
+        "percentage"
+    ]
 
 
 def split(server: Server) -> float:
@@ -51,8 +55,13 @@ def test_two_routers_share_one_rollout_stage(trained_store, shared_database):
         assert second.wait_until(lambda: stage(second) == 50 and split(second) == 50, timeout=15)
         rolled = httpx.post(f"{second.url}/api/admin/rollout/rollback", headers=ADMIN, timeout=30)
         assert rolled.status_code == 200
-        assert first.wait_until(lambda: httpx.get(f"{first.url}/api/status").json()["split"]["enabled"] is False, timeout=15)
-        decisions = httpx.get(f"{first.url}/api/admin/rollout/decisions", headers=ADMIN).json()["decisions"]
+        assert first.wait_until(
+            lambda: httpx.get(f"{first.url}/api/status").json()["split"]["enabled"] is False,
+            timeout=15,
+        )
+        decisions = httpx.get(f"{first.url}/api/admin/rollout/decisions", headers=ADMIN).json()[
+            "decisions"
+        ]
         actions = [d["action"] for d in decisions]  # newest first; holds are logged too
         assert actions[0] == "rollback" and "promote" in actions
     finally:

@@ -13,11 +13,39 @@ from models.schema import FeatureSchema
 SCHEMA = {
     "classes": ["high", "low", "medium"],
     "features": [
-        {"name": "age", "kind": "numeric", "min": 18.0, "max": 80.0, "mean": 48.7, "std": 17.9, "missing_rate": 0.0},
-        {"name": "income", "kind": "numeric", "min": 4730.13, "max": 393636.34, "mean": 46532.0, "std": 28129.4,
-         "missing_rate": 0.05},
-        {"name": "signal", "kind": "numeric", "min": -3.8, "max": 3.4, "mean": 0.0, "std": 1.0, "missing_rate": 0.0},
-        {"name": "region", "kind": "categorical", "categories": ["east", "north", "south"], "missing_rate": 0.1},
+        {
+            "name": "age",
+            "kind": "numeric",
+            "min": 18.0,
+            "max": 80.0,
+            "mean": 48.7,
+            "std": 17.9,
+            "missing_rate": 0.0,
+        },
+        {
+            "name": "income",
+            "kind": "numeric",
+            "min": 4730.13,
+            "max": 393636.34,
+            "mean": 46532.0,
+            "std": 28129.4,
+            "missing_rate": 0.05,
+        },
+        {
+            "name": "signal",
+            "kind": "numeric",
+            "min": -3.8,
+            "max": 3.4,
+            "mean": 0.0,
+            "std": 1.0,
+            "missing_rate": 0.0,
+        },
+        {
+            "name": "region",
+            "kind": "categorical",
+            "categories": ["east", "north", "south"],
+            "missing_rate": 0.1,
+        },
     ],
 }
 
@@ -46,54 +74,83 @@ def test_user_population_reuses_a_few_ids_heavily():
     assert picks.count(top) > 1000 and 2000 < len(set(picks)) < 10_000
 
 
-GOOD = {"label": "low", "probabilities": {"high": 0.1, "low": 0.7, "medium": 0.2}, "model": "classic",
-        "model_version": "v1", "request_id": "r1", "fallback": False, "cached": False, "reason": "split"}
+GOOD = {
+    "label": "low",
+    "probabilities": {"high": 0.1, "low": 0.7, "medium": 0.2},
+    "model": "classic",
+    "model_version": "v1",
+    "request_id": "r1",
+    "fallback": False,
+    "cached": False,
+    "reason": "split",
+}
 
 
-@pytest.mark.parametrize("change, expect_model, problem", [
-    ({"label": None}, None, "not in classes"),
-    ({"probabilities": {"high": 0.1, "low": 0.7}}, None, "keys"),
-    ({"probabilities": {"high": 0.3, "low": 0.7, "medium": 0.2}}, None, "sum to"),
-    ({"label": "high"}, None, "not the most probable"),
-    ({"model": "bert"}, None, "not in"),
-    ({}, "ensemble", "expected 'ensemble'"),
-    ({"model": "ensemble", "fallback": True}, None, "fallback"),
-])
+@pytest.mark.parametrize(
+    "change, expect_model, problem",
+    [
+        ({"label": None}, None, "not in classes"),
+        ({"probabilities": {"high": 0.1, "low": 0.7}}, None, "keys"),
+        ({"probabilities": {"high": 0.3, "low": 0.7, "medium": 0.2}}, None, "sum to"),
+        ({"label": "high"}, None, "not the most probable"),
+        ({"model": "bert"}, None, "not in"),
+        ({}, "ensemble", "expected 'ensemble'"),
+        ({"model": "ensemble", "fallback": True}, None, "fallback"),
+    ],
+)
 def test_check_prediction_catches_wrong_bodies(change, expect_model, problem):
     assert payloads.check_prediction(GOOD, SCHEMA["classes"]) is None
-    found = payloads.check_prediction({**GOOD, **change}, SCHEMA["classes"], expect_model=expect_model)
+    found = payloads.check_prediction(
+        {**GOOD, **change}, SCHEMA["classes"], expect_model=expect_model
+    )
     assert found and problem in found
     body = dict(GOOD)
     del body["request_id"]
     assert "missing" in payloads.check_prediction(body, SCHEMA["classes"])
-    assert payloads.check_batch({"predictions": [GOOD]}, 2, SCHEMA["classes"]) == "1 predictions for 2 instances"
+    assert (
+        payloads.check_batch({"predictions": [GOOD]}, 2, SCHEMA["classes"])
+        == "1 predictions for 2 instances"
+    )
 
 
-HEADER = ("Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
-          "Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%\n")
+HEADER = (
+    "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
+    "Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%\n"
+)
 
 
 def write_stats(path, rows):
-    path.write_text(HEADER + "".join(
-        f"{t},{n},{c},{f},{p50},{p50},1,{p99},100,{rps},0,{p50},{p50},{p50},{p50},{p95},{p95},{p99},{p99},{p99},{p99},{p99}\n"
-        for t, n, c, f, p50, p95, p99, rps in rows))
+    path.write_text(
+        HEADER
+        + "".join(
+            f"{t},{n},{c},{f},{p50},{p50},1,{p99},100,{rps},0,{p50},{p50},{p50},{p50},{p95},{p95},{p99},{p99},{p99},{p99},{p99}\n"
+            for t, n, c, f, p50, p95, p99, rps in rows
+        )
+    )
 
 
 def test_gate_passes_fails_and_refuses(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    write_stats(run / "locust_stats.csv", [
-        ("POST", "/api/v1/classify/classic", 1000, 2, 20, 60, 90, 50.0),
-        ("POST", "/api/v2/classify/ensemble", 500, 0, 150, 400, 700, 25.0),
-        ("", "Aggregated", 1500, 2, 30, 300, 600, 75.0),
-    ])
+    write_stats(
+        run / "locust_stats.csv",
+        [
+            ("POST", "/api/v1/classify/classic", 1000, 2, 20, 60, 90, 50.0),
+            ("POST", "/api/v2/classify/ensemble", 500, 0, 150, 400, 700, 25.0),
+            ("", "Aggregated", 1500, 2, 30, 300, 600, 75.0),
+        ],
+    )
     good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
-    good.write_text("defaults: {max_error_rate: 0.01}\nendpoints:\n  /api/v1/*: {p95_ms: 100}\n"
-                    "  /api/v2/classify/ensemble: {p95_ms: 500}\n  /api/feedback: {p95_ms: 1000}\n"
-                    "aggregated: {p95_ms: 1000, min_rps: 10}\n")
+    good.write_text(
+        "defaults: {max_error_rate: 0.01}\nendpoints:\n  /api/v1/*: {p95_ms: 100}\n"
+        "  /api/v2/classify/ensemble: {p95_ms: 500}\n  /api/feedback: {p95_ms: 1000}\n"
+        "aggregated: {p95_ms: 1000, min_rps: 10}\n"
+    )
     assert slo.check(run, good) == 0
     assert "not measured" in capsys.readouterr().out
-    bad.write_text("endpoints:\n  /api/v2/classify/ensemble: {p99_ms: 500}\naggregated: {min_rps: 100}\n")
+    bad.write_text(
+        "endpoints:\n  /api/v2/classify/ensemble: {p99_ms: 500}\naggregated: {min_rps: 100}\n"
+    )
     assert slo.check(run, bad) == 1
     out = capsys.readouterr().out
     assert out.count("MISS") == 2 and "FAIL" in out

@@ -21,21 +21,48 @@ pytestmark = pytest.mark.integration
 
 
 def loadtests(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "loadtests", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "loadtests", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
 def smoke_run(server, tmp_path_factory) -> Path:
     results = tmp_path_factory.mktemp("loadtests")
-    result = loadtests("run", "mixed", "--users", "7", "--spawn-rate", "7", "--duration", "15s", "--wait", "0.05-0.2",
-                       "--host", server.url, "--results", str(results), "--name", "smoke")
+    result = loadtests(
+        "run",
+        "mixed",
+        "--users",
+        "7",
+        "--spawn-rate",
+        "7",
+        "--duration",
+        "15s",
+        "--wait",
+        "0.05-0.2",
+        "--host",
+        server.url,
+        "--results",
+        str(results),
+        "--name",
+        "smoke",
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return results / "smoke"
 
 
 def test_mixed_run_passes_the_ci_slo(smoke_run):
-    for name in ("locust_stats.csv", "locust_failures.csv", "report.html", "run.json", "answers.json"):
+    for name in (
+        "locust_stats.csv",
+        "locust_failures.csv",
+        "report.html",
+        "run.json",
+        "answers.json",
+    ):
         assert (smoke_run / name).exists(), name
     stats = (smoke_run / "locust_stats.csv").read_text()
     for endpoint in ("/api/classify", "/api/v1/classify/classic", "/api/v2/classify/ensemble"):
@@ -50,7 +77,9 @@ def test_mixed_run_passes_the_ci_slo(smoke_run):
 
 def test_gate_fails_on_an_impossible_slo(smoke_run, tmp_path):
     impossible = tmp_path / "impossible.yaml"
-    impossible.write_text("endpoints:\n  /api/v1/classify/classic: {p50_ms: 0.001}\naggregated: {max_error_rate: 0.01}\n")
+    impossible.write_text(
+        "endpoints:\n  /api/v1/classify/classic: {p50_ms: 0.001}\naggregated: {max_error_rate: 0.01}\n"
+    )
     gate = loadtests("check", str(smoke_run), "--slo", str(impossible))
     assert gate.returncode == 1, gate.stdout + gate.stderr
     assert "MISS" in gate.stdout and "SLO gate: FAIL" in gate.stdout

@@ -12,8 +12,13 @@ from loadtests import soak
 MINUTE = 60.0
 
 
-def traffic(minutes: int = 10, rps: float = 20, p99_ms=lambda t: 100.0, seed: int = 1,
-            failures_at: tuple[float, ...] = ()) -> list[soak.RequestRecord]:
+def traffic(
+    minutes: int = 10,
+    rps: float = 20,
+    p99_ms=lambda t: 100.0,
+    seed: int = 1,
+    failures_at: tuple[float, ...] = (),
+) -> list[soak.RequestRecord]:
     """Requests at a fixed rate; latency uniform in [10, p99(t) / 0.99 ms] so the p99 is about p99(t)."""
     rng = random.Random(seed)
     out = []
@@ -26,7 +31,9 @@ def traffic(minutes: int = 10, rps: float = 20, p99_ms=lambda t: 100.0, seed: in
     return sorted(out)
 
 
-def memory(minutes: int = 10, leak_mb_per_min: float = 0.0, every_s: float = 5, seed: int = 2) -> list[dict]:
+def memory(
+    minutes: int = 10, leak_mb_per_min: float = 0.0, every_s: float = 5, seed: int = 2
+) -> list[dict]:
     """Samples of a router/classic/ensemble tree (plus one idle sample before the load), with noise."""
     rng = random.Random(seed)
     base = {"arbiter#": 60.0, "router#1": 300.0, "classic#1": 250.0, "ensemble#1": 700.0}
@@ -38,15 +45,28 @@ def memory(minutes: int = 10, leak_mb_per_min: float = 0.0, every_s: float = 5, 
         procs = {}
         for label, mb in base.items():
             leak = leak_mb_per_min * max(t, 0) / MINUTE if label == "router#1" else 0.0
-            procs[label] = {"pid": pids[label], "rss_mb": mb + warm + leak + rng.uniform(-1.5, 1.5),
-                            "fds": 30, "threads": 8, "cpu_s": t / 10}
-        samples.append({"t_s": t, "processes": procs, "total_rss_mb": sum(p["rss_mb"] for p in procs.values())})
+            procs[label] = {
+                "pid": pids[label],
+                "rss_mb": mb + warm + leak + rng.uniform(-1.5, 1.5),
+                "fds": 30,
+                "threads": 8,
+                "cpu_s": t / 10,
+            }
+        samples.append(
+            {"t_s": t, "processes": procs, "total_rss_mb": sum(p["rss_mb"] for p in procs.values())}
+        )
         t += every_s
     return samples
 
 
 def judge(requests, samples, **kw):
-    options = {"window_s": 60.0, "duration_s": 600.0, "max_p99_drift": 0.10, "max_rss_growth_mb": 50.0, "target_rps": 20}
+    options = {
+        "window_s": 60.0,
+        "duration_s": 600.0,
+        "max_p99_drift": 0.10,
+        "max_rss_growth_mb": 50.0,
+        "target_rps": 20,
+    }
     return soak.analyze(requests, samples, **{**options, **kw})
 
 
@@ -56,7 +76,9 @@ def test_flat_run_passes():
     assert result["verdict"]["passed"], result["verdict"]
     assert len(result["windows"]) == 10 and all(w["full"] for w in result["windows"])
     assert abs(result["p99_drift"]["drift"]) < 0.05
-    assert result["p99_drift"]["early_windows"] == [1, 2, 3] and result["p99_drift"]["late_windows"] == [7, 8, 9]
+    assert result["p99_drift"]["early_windows"] == [1, 2, 3] and result["p99_drift"][
+        "late_windows"
+    ] == [7, 8, 9]
     total = result["rss_mb"]["total"]
     assert abs(total["growth"]) < 10 and abs(total["slope_per_min"]) < 1
     assert result["warnings"] == []
@@ -69,7 +91,9 @@ def test_leak_fails_with_its_slope():
     assert failed == ["RSS growth, total (MB)"]
     router = result["rss_mb"]["router#1"]
     assert router["slope_per_min"] == pytest.approx(10, abs=0.5)
-    assert router["growth"] == pytest.approx(90, abs=5)  # baseline at the end of window 0 (t=60), last at t=600
+    assert router["growth"] == pytest.approx(
+        90, abs=5
+    )  # baseline at the end of window 0 (t=60), last at t=600
     assert result["rss_mb"]["classic#1"]["growth"] == pytest.approx(0, abs=4)
 
 
@@ -107,7 +131,9 @@ def test_a_slow_warmup_window_is_not_drift():
 
 
 def test_a_single_noisy_window_does_not_fail_the_median():
-    result = judge(traffic(p99_ms=lambda t: 200.0 if 480 <= t < 540 else 100.0), memory())  # window 8 only
+    result = judge(
+        traffic(p99_ms=lambda t: 200.0 if 480 <= t < 540 else 100.0), memory()
+    )  # window 8 only
     assert result["windows"][8]["p99_ms"] > 180
     assert result["verdict"]["passed"]
 
@@ -136,12 +162,19 @@ def test_problems_fail():
 
 # --------------------------------------------------------------------------- pieces
 def test_window_stats_counts_and_nearest_rank_percentiles():
-    requests = [(0.5 + i * 0.1, float(i + 1), True) for i in range(100)]  # 1..100 ms within [0, 10.5)
+    requests = [
+        (0.5 + i * 0.1, float(i + 1), True) for i in range(100)
+    ]  # 1..100 ms within [0, 10.5)
     requests += [(25.0, 7.0, False)]
     windows = soak.window_stats(requests, window_s=10, duration_s=25)
     assert [w["requests"] for w in windows] == [95, 5, 1]
     first = windows[0]
-    assert (first["p50_ms"], first["p95_ms"], first["p99_ms"], first["max_ms"]) == (48.0, 91.0, 95.0, 95.0)
+    assert (first["p50_ms"], first["p95_ms"], first["p99_ms"], first["max_ms"]) == (
+        48.0,
+        91.0,
+        95.0,
+        95.0,
+    )
     assert first["rps"] == 9.5 and first["failures"] == 0
     assert windows[2]["failures"] == 1 and windows[2]["seconds"] == 5 and not windows[2]["full"]
 
@@ -156,7 +189,14 @@ def test_short_last_window_is_kept_out_of_drift():
 
 
 def test_series_growth_baseline_slope_and_before_load():
-    points = [(-5.0, 90.0), (0.0, 100.0), (30.0, 110.0), (60.0, 120.0), (120.0, 122.0), (180.0, 124.0)]
+    points = [
+        (-5.0, 90.0),
+        (0.0, 100.0),
+        (30.0, 110.0),
+        (60.0, 120.0),
+        (120.0, 122.0),
+        (180.0, 124.0),
+    ]
     growth = soak.series_growth(points, baseline_t=60)
     assert growth["before_load"] == 90 and growth["baseline"] == 120 and growth["last"] == 124
     assert growth["growth"] == 4 and growth["slope_per_min"] == pytest.approx(2.0)
@@ -169,7 +209,9 @@ def test_percentile_edge_cases():
     assert soak.percentile([1, 2, 3, 4], 0.5) == 2
 
 
-@pytest.mark.parametrize("text, seconds", [("10m", 600), ("90s", 90), ("1m30s", 90), ("600", 600), ("1h", 3600)])
+@pytest.mark.parametrize(
+    "text, seconds", [("10m", 600), ("90s", 90), ("1m30s", 90), ("600", 600), ("1h", 3600)]
+)
 def test_parse_duration(text, seconds):
     assert soak.parse_duration(text) == seconds
 
@@ -190,20 +232,52 @@ def test_rate_from_the_knee():
 
 def test_process_roles_from_command_lines():
     py = "/work/main/.venv/bin/python"
-    worker = [py, "-m", "_bentoml_impl.worker.service", "service:Router", "--service-name", "ensemble", "--fd", "5",
-              "--worker-id", "1", "--args", "{}"]
+    worker = [
+        py,
+        "-m",
+        "_bentoml_impl.worker.service",
+        "service:Router",
+        "--service-name",
+        "ensemble",
+        "--fd",
+        "5",
+        "--worker-id",
+        "1",
+        "--args",
+        "{}",
+    ]
     assert soak.process_role(worker) == "ensemble#1"
-    assert soak.process_role([py, "-m", "bentoml", "serve", "service:Router", "--port", "3000"]) == "arbiter"
-    assert soak.process_role([py, "-c", "from multiprocessing.resource_tracker import main;main(7)"]) == "resource_tracker"
+    assert (
+        soak.process_role([py, "-m", "bentoml", "serve", "service:Router", "--port", "3000"])
+        == "arbiter"
+    )
+    assert (
+        soak.process_role([py, "-c", "from multiprocessing.resource_tracker import main;main(7)"])
+        == "resource_tracker"
+    )
     assert soak.process_role([], "zombie") == "zombie"
-    assert soak.label_processes([(30, "x"), (20, "x"), (10, "router#1")]) == {10: "router#1", 20: "x", 30: "x~2"}
+    assert soak.label_processes([(30, "x"), (20, "x"), (10, "router#1")]) == {
+        10: "router#1",
+        20: "x",
+        30: "x~2",
+    }
 
 
 def test_report_renders_every_window_and_process(tmp_path):
     result = judge(traffic(), memory(leak_mb_per_min=10))
-    meta = {"name": "soak-test", "command": "python -m loadtests.soak --rate 20", "rate": 20.0, "users": 20,
-            "classes": ["RoutedUser"], "duration_s": 600.0, "sample_interval_s": 5.0, "host": "http://127.0.0.1:1",
-            "served": True, "server_pid": 10, "pids": {"router#1": 11}}
+    meta = {
+        "name": "soak-test",
+        "command": "python -m loadtests.soak --rate 20",
+        "rate": 20.0,
+        "users": 20,
+        "classes": ["RoutedUser"],
+        "duration_s": 600.0,
+        "sample_interval_s": 5.0,
+        "host": "http://127.0.0.1:1",
+        "served": True,
+        "server_pid": 10,
+        "pids": {"router#1": 11},
+    }
     report = soak.render_report(meta, result)
     assert report.startswith("# Soak test soak-test: FAIL")
     assert "| 9 | 540-600 |" in report and "| router#1 | 11 |" in report and "**total**" in report
@@ -218,12 +292,26 @@ def test_reanalyze_reads_the_files_and_rewrites_the_report(tmp_path):
             f.write(f"{t0 + t:.4f},{ms:.2f},/api/classify,{int(ok)},\n")
         f.write("1800000001.0,12.0,/api/cl")  # a line cut by a kill is skipped
     (tmp_path / "locust_stats.csv").write_text(
-        "Type,Name,Request Count,Failure Count\n,Aggregated,900,1\n")  # Locust saw a failure the log did not
+        "Type,Name,Request Count,Failure Count\n,Aggregated,900,1\n"
+    )  # Locust saw a failure the log did not
     samples = [{**s, "epoch": t0 + s["t_s"]} for s in memory(minutes=3)]
-    meta = {"name": "x", "command": "python -m loadtests.soak --rate 5", "rate": 5.0, "users": 5,
-            "classes": ["RoutedUser"], "duration_s": 180.0, "window_s": 30.0, "sample_interval_s": 5.0,
-            "max_p99_drift": 0.1, "max_rss_growth_mb": 50.0, "host": "h", "served": False}
-    (tmp_path / "soak.json").write_text(__import__("json").dumps({"config": meta, "samples": samples}))
+    meta = {
+        "name": "x",
+        "command": "python -m loadtests.soak --rate 5",
+        "rate": 5.0,
+        "users": 5,
+        "classes": ["RoutedUser"],
+        "duration_s": 180.0,
+        "window_s": 30.0,
+        "sample_interval_s": 5.0,
+        "max_p99_drift": 0.1,
+        "max_rss_growth_mb": 50.0,
+        "host": "h",
+        "served": False,
+    }
+    (tmp_path / "soak.json").write_text(
+        __import__("json").dumps({"config": meta, "samples": samples})
+    )
     assert soak.main(["--reanalyze", str(tmp_path)]) == 1  # the one failure
     report = (tmp_path / "report.md").read_text()
     assert "| failed requests | 1 | 0 | **FAIL** |" in report and "| 5 | 150-180 | 150 |" in report

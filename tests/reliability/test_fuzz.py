@@ -20,17 +20,30 @@ def test_no_server_errors_and_schema_conformance(server):
     schema = schemathesis.openapi.from_url(f"{server.url}/docs.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     operations = [op for op in operations if PUBLIC.match(op.path)]
-    assert {op.path for op in operations} >= {"/api/classify", "/api/classify/batch", "/api/feedback"}
+    assert {op.path for op in operations} >= {
+        "/api/classify",
+        "/api/classify/batch",
+        "/api/feedback",
+    }
     seen: dict[str, set[int]] = {}
 
     for operation in operations:
+
         @hypothesis.given(case=operation.as_strategy())
-        @hypothesis.settings(max_examples=30, deadline=None, database=None,
-                             suppress_health_check=list(hypothesis.HealthCheck))
+        @hypothesis.settings(
+            max_examples=30,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(hypothesis.HealthCheck),
+        )
         def fuzz(case):
             response = case.call(base_url=server.url, timeout=30)
-            seen.setdefault(f"{operation.method.upper()} {operation.path}", set()).add(response.status_code)
-            assert response.status_code < 500, f"{case.method} {case.path} -> {response.status_code}: {response.text[:300]}"
+            seen.setdefault(f"{operation.method.upper()} {operation.path}", set()).add(
+                response.status_code
+            )
+            assert response.status_code < 500, (
+                f"{case.method} {case.path} -> {response.status_code}: {response.text[:300]}"
+            )
             if response.status_code < 300:
                 case.validate_response(response)
 

@@ -28,8 +28,12 @@ from tests.support import ADMIN_TOKEN, Server
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FLAGS = {
-    "ensemble": {"rollout_percentage": 50, "allowed_users": [], "deadline_ms": 300,
-                 "breaker": {"failure_threshold": 3, "reset_timeout_s": 2.0}},
+    "ensemble": {
+        "rollout_percentage": 50,
+        "allowed_users": [],
+        "deadline_ms": 300,
+        "breaker": {"failure_threshold": 3, "reset_timeout_s": 2.0},
+    },
     "cache": {"enabled": False},
 }
 
@@ -69,14 +73,25 @@ class Load:
 
     async def _one(self, client: httpx.AsyncClient, i: int, start: float) -> None:
         sent = time.monotonic()
-        body = {"features": {**self.row, "age": float(18 + i % 60), "income": 1000.0 + i}, "user_id": f"load-{i % 2000}"}
+        body = {
+            "features": {**self.row, "age": float(18 + i % 60), "income": 1000.0 + i},
+            "user_id": f"load-{i % 2000}",
+        }
         try:
             response = await client.post(f"{self.url}/api/classify", json=body)
         except httpx.HTTPError:
             self.results.append(Result(sent - start, 0, time.monotonic() - sent))
             return
         data = response.json() if response.status_code == 200 else {}
-        self.results.append(Result(sent - start, response.status_code, time.monotonic() - sent, data.get("model"), data.get("fallback")))
+        self.results.append(
+            Result(
+                sent - start,
+                response.status_code,
+                time.monotonic() - sent,
+                data.get("model"),
+                data.get("fallback"),
+            )
+        )
 
     def summary(self, since: float = 0.0, until: float = 1e9) -> dict:
         window = [r for r in self.results if since <= r.at < until]
@@ -101,7 +116,11 @@ def ensemble_worker(server: Server) -> psutil.Process:
 
 @pytest.fixture(scope="module")
 def reliable_server(trained_store):
-    srv = Server({"SERVING_FAULTS_ENABLED": "true"}, flags=FLAGS, workdir=Path(tempfile.mkdtemp(prefix="reliability-"))).start()
+    srv = Server(
+        {"SERVING_FAULTS_ENABLED": "true"},
+        flags=FLAGS,
+        workdir=Path(tempfile.mkdtemp(prefix="reliability-")),
+    ).start()
     yield srv
     srv.stop()
 
@@ -116,19 +135,37 @@ def test_ensemble_killed_under_load(reliable_server, example_row):
 
     load = Load(srv.url, example_row, rate=50, seconds=15)
     asyncio.run(load.run(during=kill))
-    before, after = load.summary(until=killed_at), load.summary(since=killed_at + 0.5, until=killed_at + 3)
+    before, after = (
+        load.summary(until=killed_at),
+        load.summary(since=killed_at + 0.5, until=killed_at + 3),
+    )
     print(f"\nkill: before={before}\n      right after={after}\n      whole run={load.summary()}")
     assert load.summary()["5xx_or_failed"] == 0 and load.summary()["non_2xx"] == 0
-    assert after["ensemble"] == 0 and after["fallbacks"] > 0  # meant for the ensemble, answered by classic
-    back = srv.wait_until(lambda: httpx.post(f"{srv.url}/api/classify", json={"features": {**example_row, "age": 77.7}},
-                                             headers={"X-Model-Preference": "ensemble"}, timeout=10).json()["model"] == "ensemble",
-                          timeout=60, interval=1)
+    assert (
+        after["ensemble"] == 0 and after["fallbacks"] > 0
+    )  # meant for the ensemble, answered by classic
+    back = srv.wait_until(
+        lambda: (
+            httpx.post(
+                f"{srv.url}/api/classify",
+                json={"features": {**example_row, "age": 77.7}},
+                headers={"X-Model-Preference": "ensemble"},
+                timeout=10,
+            ).json()["model"]
+            == "ensemble"
+        ),
+        timeout=60,
+        interval=1,
+    )
     assert back, "traffic did not return to the restarted ensemble"
 
 
 def test_slow_ensemble_answers_within_the_deadline(reliable_server, example_row):
     srv = reliable_server
-    assert httpx.put(f"{srv.url}/api/admin/faults", json={"delay_ms": 1500}, headers=ADMIN).status_code == 200
+    assert (
+        httpx.put(f"{srv.url}/api/admin/faults", json={"delay_ms": 1500}, headers=ADMIN).status_code
+        == 200
+    )
     try:
         load = Load(srv.url, example_row, rate=20, seconds=6)
         asyncio.run(load.run())
@@ -137,19 +174,32 @@ def test_slow_ensemble_answers_within_the_deadline(reliable_server, example_row)
     summary = load.summary()
     print(f"\nslow ensemble (1.5 s, deadline 300 ms): {summary}")
     assert summary["non_2xx"] == 0
-    assert max(r.seconds for r in load.results) < 0.3 + 0.7  # deadline + margin, never the full 1.5 s
+    assert (
+        max(r.seconds for r in load.results) < 0.3 + 0.7
+    )  # deadline + margin, never the full 1.5 s
     states = httpx.get(f"{srv.url}/metrics").text
     assert 'router_breaker_transitions_total{to="open"}' in states
-    assert srv.wait_until(lambda: httpx.post(f"{srv.url}/api/classify", json={"features": {**example_row, "age": 19.5}},
-                                             headers={"X-Model-Preference": "ensemble"}).json()["model"] == "ensemble", timeout=20)
+    assert srv.wait_until(
+        lambda: (
+            httpx.post(
+                f"{srv.url}/api/classify",
+                json={"features": {**example_row, "age": 19.5}},
+                headers={"X-Model-Preference": "ensemble"},
+            ).json()["model"]
+            == "ensemble"
+        ),
+        timeout=20,
+    )
     assert 'router_breaker_transitions_total{to="closed"}' in httpx.get(f"{srv.url}/metrics").text
 
 
 @pytest.fixture
 def small_server(trained_store):
     """A router that admits at most 24 requests at once."""
-    srv = Server({"SERVING_FAULTS_ENABLED": "true", "SERVING_MAX_IN_FLIGHT": "24"},
-                 flags={**FLAGS, "ensemble": {**FLAGS["ensemble"], "deadline_ms": 2000}}).start()
+    srv = Server(
+        {"SERVING_FAULTS_ENABLED": "true", "SERVING_MAX_IN_FLIGHT": "24"},
+        flags={**FLAGS, "ensemble": {**FLAGS["ensemble"], "deadline_ms": 2000}},
+    ).start()
     yield srv
     srv.stop()
 
@@ -161,10 +211,16 @@ def test_overload_is_refused_fast_and_health_stays_up(small_server, example_row)
     health: list[float] = []
 
     async def burst() -> None:
-        async with httpx.AsyncClient(timeout=15, limits=httpx.Limits(max_connections=200)) as client:
+        async with httpx.AsyncClient(
+            timeout=15, limits=httpx.Limits(max_connections=200)
+        ) as client:
+
             async def one(i: int) -> None:
-                r = await client.post(f"{srv.url}/api/classify", json={"features": {**example_row, "age": 30.0 + i / 1000}},
-                                      headers={"X-Model-Preference": "ensemble"})
+                r = await client.post(
+                    f"{srv.url}/api/classify",
+                    json={"features": {**example_row, "age": 30.0 + i / 1000}},
+                    headers={"X-Model-Preference": "ensemble"},
+                )
                 statuses.append(r.status_code)
                 if r.status_code == 503:
                     assert r.json()["error"]["code"] == "overloaded" and r.headers["retry-after"]
@@ -184,8 +240,10 @@ def test_overload_is_refused_fast_and_health_stays_up(small_server, example_row)
     prober.start()
     asyncio.run(burst())
     prober.join(timeout=60)
-    print(f"\noverload: 150 concurrent, limit 24: {statuses.count(200)} x 200, {statuses.count(503)} x 503, "
-          f"slowest health probe {max(health) * 1000:.0f} ms")
+    print(
+        f"\noverload: 150 concurrent, limit 24: {statuses.count(200)} x 200, {statuses.count(503)} x 503, "
+        f"slowest health probe {max(health) * 1000:.0f} ms"
+    )
     assert set(statuses) <= {200, 503} and statuses.count(503) > 0 and len(statuses) == 150
     assert len(health) == 9 and max(health) < 1.5
 
@@ -208,11 +266,19 @@ def test_hot_reload_under_load_drops_nothing(reliable_server, example_row):
 
 def test_graceful_shutdown_keeps_in_flight_requests_and_state(trained_store, example_row):
     workdir = Path(tempfile.mkdtemp(prefix="shutdown-"))
-    flags = {**FLAGS, "rollout": {"enabled": True, "min_labelled_samples": 100_000, "evaluation_interval_s": 1}}
+    flags = {
+        **FLAGS,
+        "rollout": {"enabled": True, "min_labelled_samples": 100_000, "evaluation_interval_s": 1},
+    }
     srv = Server({"SERVING_FAULTS_ENABLED": "true"}, flags=flags, workdir=workdir).start()
     httpx.post(f"{srv.url}/api/admin/rollout/promote", headers=ADMIN).raise_for_status()
-    answered = httpx.post(f"{srv.url}/api/classify", json={"features": example_row, "user_id": "keeper"}).json()
-    httpx.post(f"{srv.url}/api/feedback", json={"request_id": answered["request_id"], "label": answered["label"]}).raise_for_status()
+    answered = httpx.post(
+        f"{srv.url}/api/classify", json={"features": example_row, "user_id": "keeper"}
+    ).json()
+    httpx.post(
+        f"{srv.url}/api/feedback",
+        json={"request_id": answered["request_id"], "label": answered["label"]},
+    ).raise_for_status()
     httpx.put(f"{srv.url}/api/admin/faults", json={"delay_ms": 200}, headers=ADMIN)
 
     async def terminate(start: float) -> None:
@@ -224,7 +290,9 @@ def test_graceful_shutdown_keeps_in_flight_requests_and_state(trained_store, exa
     srv.process.wait(timeout=60)
     accepted = [r for r in load.results if r.at < 2.0]
     print(f"\nSIGTERM under load: before={load.summary(until=2.0)} after={load.summary(since=2.0)}")
-    assert accepted and all(r.status == 200 for r in accepted)  # requests in flight at SIGTERM completed
+    assert accepted and all(
+        r.status == 200 for r in accepted
+    )  # requests in flight at SIGTERM completed
     with sqlite3.connect(workdir / "state.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     restarted = Server({}, workdir=workdir).start()

@@ -71,6 +71,10 @@ def test_swap_to_another_version_and_refuse_bad_ones(classic, clones):
 def test_a_model_missing_from_the_store_is_not_ready_and_says_why():
     host = HostedModel("classic", "classic:nope", None)
     assert not host.ready and host.description() == {
-        "name": "classic", "tag": "classic:nope", "ready": False, "error": "model classic:nope is not in the model store"}
+        "name": "classic",
+        "tag": "classic:nope",
+        "ready": False,
+        "error": "model classic:nope is not in the model store",
+    }
     with pytest.raises(ModelUnavailable, match="not in the model store"):
         host.check(np.zeros((1, 24)))

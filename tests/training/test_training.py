@@ -18,7 +18,9 @@ def test_both_models_saved_with_metadata(trained_store):
     import bentoml
 
     for name in ("classic", "ensemble"):
-        stored = bentoml.models.get(trained_store[name]["tag"])  # not :latest: other tests add versions
+        stored = bentoml.models.get(
+            trained_store[name]["tag"]
+        )  # not :latest: other tests add versions
         meta = stored.info.metadata
         for key in ("schema", "classes", "metrics", "training", "libraries", "reference"):
             assert key in meta, f"{name} metadata lacks {key}"
@@ -40,7 +42,9 @@ def test_loaded_models_reproduce_the_metrics_measured_before_saving(trained_stor
     from training.evaluate import classification_metrics
 
     rows = bentoml.models.get(trained_store["classic"]["tag"]).info.metadata["training"]["rows"]
-    X, y, schema = data.prepare(data.make_default_dataset(rows, data.DEFAULT_SEED), data.DEFAULT_TARGET)
+    X, y, schema = data.prepare(
+        data.make_default_dataset(rows, data.DEFAULT_SEED), data.DEFAULT_TARGET
+    )
     split = data.split(X, y, data.DEFAULT_SEED)
     y_test = np.array([schema.classes.index(v) for v in split.y_test])
     codes = schema.encode_frame(split.X_test)
@@ -91,7 +95,9 @@ def _write(tmp_path: Path, name: str, frame: pd.DataFrame) -> Path:
 def _frame(n: int = 300) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     x = rng.normal(size=n)
-    return pd.DataFrame({"x": x, "colour": rng.choice(["red", "blue"], n), "label": np.where(x > 0, "pos", "neg")})
+    return pd.DataFrame(
+        {"x": x, "colour": rng.choice(["red", "blue"], n), "label": np.where(x > 0, "pos", "neg")}
+    )
 
 
 @pytest.mark.parametrize(
@@ -99,8 +105,12 @@ def _frame(n: int = 300) -> pd.DataFrame:
     [
         ("no_target.csv", _frame(), "missing", "target column 'missing' not found"),
         ("one_class.csv", _frame().assign(label="same"), "label", "single class"),
-        ("bad_values.csv", _frame().assign(x=lambda f: f.x.astype(object).where(f.index != 5, "oops")), "label",
-         "unparseable values"),
+        (
+            "bad_values.csv",
+            _frame().assign(x=lambda f: f.x.astype(object).where(f.index != 5, "oops")),
+            "label",
+            "unparseable values",
+        ),
         ("empty.csv", None, "label", "empty"),
         ("missing.csv", "absent", "label", "not found"),
     ],
@@ -122,12 +132,16 @@ def test_bad_data_gives_a_clear_error(tmp_path, name, frame, target, message):
 def test_users_own_parquet_data_trains(tmp_path):
     rng = np.random.default_rng(1)
     n = 1500
-    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.uniform(size=n), "city": rng.choice(["x", "y", "z"], n)})
+    frame = pd.DataFrame(
+        {"a": rng.normal(size=n), "b": rng.uniform(size=n), "city": rng.choice(["x", "y", "z"], n)}
+    )
     frame["y"] = np.where(frame.a + (frame.city == "x") > 0.5, "yes", "no")
     frame.loc[::37, "b"] = None
     path = _write(tmp_path, "own.parquet", frame)
     report = tmp_path / "report.json"
-    result = run_training("--data", str(path), "--target", "y", "--quick", "--no-save", "--report", str(report))
+    result = run_training(
+        "--data", str(path), "--target", "y", "--quick", "--no-save", "--report", str(report)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     import json
 

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from serving.app import create_app
-from serving.settings import ServingSettings
+from serving.config.settings import ServingSettings
+from serving.http.app import create_app
 from tests.unit.test_preferences import AppClient
 
 ADMIN_PATHS = ("/api/admin/flags", "/api/admin/shadow", "/api/admin/evaluation")

@@ -7,15 +7,24 @@ import asyncio
 import numpy as np
 import pytest
 
-from serving.arms import NOT_READY_AFTER, RemoteArm
+from serving.routing.arms import NOT_READY_AFTER, RemoteArm
 
 
 class Dropped(ConnectionError):
     """Stands in for aiohttp's ServerDisconnectedError (a pooled socket the server had closed)."""
 
 
-DESCRIPTION = {"name": "classic", "tag": "classic:v1", "ready": True, "classes": ["a", "b"],
-               "schema": {"features": [{"name": "x", "kind": "numeric"}], "target": "y", "classes": ["a", "b"]}}
+DESCRIPTION = {
+    "name": "classic",
+    "tag": "classic:v1",
+    "ready": True,
+    "classes": ["a", "b"],
+    "schema": {
+        "features": [{"name": "x", "kind": "numeric"}],
+        "target": "y",
+        "classes": ["a", "b"],
+    },
+}
 
 
 class Flaky:
@@ -32,7 +41,12 @@ class Flaky:
 
 
 def arm(predict=None, describe=None) -> RemoteArm:
-    return RemoteArm("classic", predict or Flaky([[0.5, 0.5]]), describe or Flaky(DESCRIPTION), retry_on=(Dropped,))
+    return RemoteArm(
+        "classic",
+        predict or Flaky([[0.5, 0.5]]),
+        describe or Flaky(DESCRIPTION),
+        retry_on=(Dropped,),
+    )
 
 
 def test_a_dropped_connection_during_a_health_refresh_is_retried_not_counted():
@@ -46,7 +60,9 @@ def test_a_dropped_connection_during_a_health_refresh_is_retried_not_counted():
 def test_refreshes_that_keep_failing_mark_the_arm_not_ready_then_a_success_restores_it():
     remote = arm()
     assert asyncio.run(remote.refresh()).ready
-    remote._describe = Flaky(DESCRIPTION, *[Dropped("down")] * (2 * NOT_READY_AFTER))  # each refresh: call + retry
+    remote._describe = Flaky(
+        DESCRIPTION, *[Dropped("down")] * (2 * NOT_READY_AFTER)
+    )  # each refresh: call + retry
     for _ in range(NOT_READY_AFTER):
         asyncio.run(remote.refresh())
     assert remote.failed_refreshes == NOT_READY_AFTER and not remote.info.ready

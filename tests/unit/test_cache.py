@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models.schema import FeatureSchema
-from serving.cache import PredictionCache
-from serving.config import CacheConfig
+from serving.config.flags import CacheConfig
+from serving.routing.cache import PredictionCache
 
 
 class FakeClock:
@@ -111,24 +111,39 @@ def test_rejects_invalid_limits(max_entries, ttl_s):
 
 
 def _schema() -> FeatureSchema:
-    frame = pd.DataFrame({"age": [30.0, 41.0, np.nan], "income": [1.5, 2.5, 3.5], "city": ["Delft", "Gouda", "Delft"]})
+    frame = pd.DataFrame(
+        {
+            "age": [30.0, 41.0, np.nan],
+            "income": [1.5, 2.5, 3.5],
+            "city": ["Delft", "Gouda", "Delft"],
+        }
+    )
     return FeatureSchema.infer(frame, ["no", "yes"])
 
 
 def test_key_is_the_encoded_row_so_order_and_int_float_spelling_do_not_matter():
-    codes = _schema().encode_rows([{"age": 30, "income": 1.5, "city": "Delft"},
-                                   {"city": "Delft", "income": 1.5, "age": 30.0}])
-    assert PredictionCache.make_key("ensemble", "v1", codes[0]) == PredictionCache.make_key("ensemble", "v1", codes[1])
+    codes = _schema().encode_rows(
+        [{"age": 30, "income": 1.5, "city": "Delft"}, {"city": "Delft", "income": 1.5, "age": 30.0}]
+    )
+    assert PredictionCache.make_key("ensemble", "v1", codes[0]) == PredictionCache.make_key(
+        "ensemble", "v1", codes[1]
+    )
 
 
 def test_key_depends_on_model_version_and_values():
-    codes = _schema().encode_rows([{"age": 30, "income": 1.5, "city": "Delft"},
-                                   {"age": 31, "income": 1.5, "city": "Delft"},
-                                   {"age": 30, "income": 1.5, "city": "Gouda"},
-                                   {"age": None, "income": 1.5, "city": "Delft"}])
-    keys = {PredictionCache.make_key("ensemble", "v1", codes[0]),
-            PredictionCache.make_key("ensemble", "v2", codes[0]),
-            PredictionCache.make_key("classic", "v1", codes[0])}
+    codes = _schema().encode_rows(
+        [
+            {"age": 30, "income": 1.5, "city": "Delft"},
+            {"age": 31, "income": 1.5, "city": "Delft"},
+            {"age": 30, "income": 1.5, "city": "Gouda"},
+            {"age": None, "income": 1.5, "city": "Delft"},
+        ]
+    )
+    keys = {
+        PredictionCache.make_key("ensemble", "v1", codes[0]),
+        PredictionCache.make_key("ensemble", "v2", codes[0]),
+        PredictionCache.make_key("classic", "v1", codes[0]),
+    }
     keys |= {PredictionCache.make_key("ensemble", "v1", row) for row in codes[1:]}
     assert len(keys) == 6
 

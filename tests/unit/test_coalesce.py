@@ -1,4 +1,4 @@
-"""Request coalescing (serving/coalesce.py): concurrent requests share calls, rows stay with their caller."""
+"""Request coalescing (serving/routing/coalesce.py): concurrent requests share calls, rows stay with their caller."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from serving.coalesce import Coalescer
+from serving.routing.coalesce import Coalescer
 
 
 class FakeService:
@@ -36,7 +36,10 @@ def test_requests_arriving_during_a_call_share_the_next_call_and_get_their_own_r
         return await asyncio.gather(*(coalescer(rows(i, 100 + i)) for i in range(10)))
 
     results = asyncio.run(main())
-    assert service.calls == [2, 18]  # the first goes alone at once; the other nine wait and go together
+    assert service.calls == [
+        2,
+        18,
+    ]  # the first goes alone at once; the other nine wait and go together
     for i, result in enumerate(results):
         np.testing.assert_array_equal(result, [[i, 2 * i], [100 + i, 2 * (100 + i)]])
     assert coalescer.calls == 2 and coalescer.requests == 10
@@ -53,7 +56,10 @@ def test_calls_hold_at_most_max_rows_and_at_most_max_in_flight_run_at_once():
     results = asyncio.run(main())
     assert [int(r[0, 0]) for r in results] == list(range(11))
     assert max(service.calls) <= 4 and sum(service.calls) == 11
-    assert service.calls[:2] == [1, 1]  # two calls start at once, then the queue drains 4 rows at a time
+    assert service.calls[:2] == [
+        1,
+        1,
+    ]  # two calls start at once, then the queue drains 4 rows at a time
     assert seen == service.calls
 
 
@@ -72,7 +78,9 @@ def test_a_caller_that_gave_up_is_not_sent():
         first = asyncio.create_task(coalescer(rows(1)))
         await asyncio.sleep(0)
         with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(coalescer(rows(2)), 0.01)  # waits behind the first call, then gives up
+            await asyncio.wait_for(
+                coalescer(rows(2)), 0.01
+            )  # waits behind the first call, then gives up
         third = asyncio.create_task(coalescer(rows(3)))
         return await first, await third
 

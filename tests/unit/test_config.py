@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from serving.config import (
+from serving.config.flags import (
     BreakerConfig,
     CacheConfig,
     EligibilityRule,

@@ -11,7 +11,8 @@ import pytest
 from scipy import stats
 
 from models.schema import FeatureSchema
-from serving.drift import RECONSTRUCTED_SAMPLE, DriftConfig, DriftMonitor, psi
+from serving.config.delivery import DriftConfig
+from serving.delivery.drift import RECONSTRUCTED_SAMPLE, DriftMonitor, psi
 from training.evaluate import reference_statistics
 
 

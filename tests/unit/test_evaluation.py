@@ -9,10 +9,10 @@ import pytest
 from pydantic import ValidationError
 from scipy import stats
 
-from serving.evaluation import (
+from serving.config.delivery import ScoreConfig
+from serving.delivery.evaluation import (
     ArmWindow,
     EvaluationWindows,
-    ScoreConfig,
     compare_accuracy,
     compare_latency,
     go_no_go,

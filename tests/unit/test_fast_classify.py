@@ -1,4 +1,4 @@
-"""The lean POST /api/classify path (serving/app.py RequestGuard + classify_fast): it must answer
+"""The lean POST /api/classify path (serving/http/app.py RequestGuard + classify_fast): it must answer
 exactly like the full FastAPI route, and hand everything but the happy path to that route."""
 
 from __future__ import annotations
@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from serving.app import RequestGuard, create_app
-from serving.settings import ServingSettings
 from test_preferences import AppClient, make_routed_core
+
+from serving.config.settings import ServingSettings
+from serving.http.app import RequestGuard, create_app
 
 CASES = [  # (body bytes, headers)
     (json.dumps({"features": {"x": 1.5}}), {}),
     (json.dumps({"features": {"x": 1.5}, "user_id": "vip"}), {}),
-    (json.dumps({"features": {"x": -3}, "user_id": "u1", "context": {"tier": "paid"}}), {"X-Model-Preference": "ensemble"}),
+    (
+        json.dumps({"features": {"x": -3}, "user_id": "u1", "context": {"tier": "paid"}}),
+        {"X-Model-Preference": "ensemble"},
+    ),
     (json.dumps({"features": {"x": 2}}), {"X-Model-Preference": " Classic "}),
     (json.dumps({"features": {"x": 2}}), {"X-Model-Preference": "gpt"}),  # bad header: 400
     (json.dumps({"features": {"x": "abc"}}), {}),  # not a number: 422 naming the field
@@ -59,19 +62,31 @@ def test_fast_path_answers_exactly_like_the_full_route(body, headers):
     fast, _ = app_with(True)
     full, _ = app_with(False)
     headers = {"content-type": "application/json", **headers}
-    assert answer(fast.post("/api/classify", content=body, headers=headers)) == \
-        answer(full.post("/api/classify", content=body, headers=headers))
+    assert answer(fast.post("/api/classify", content=body, headers=headers)) == answer(
+        full.post("/api/classify", content=body, headers=headers)
+    )
 
 
 def test_valid_requests_skip_the_full_route_and_invalid_ones_take_it():
     client, calls = app_with(True)
     ok = client.post("/api/classify", json={"features": {"x": 1.0}, "user_id": "vip"})
-    assert ok.status_code == 200 and ok.json()["model"] == "ensemble" and ok.json()["reason"] == "allow_list"
+    assert (
+        ok.status_code == 200
+        and ok.json()["model"] == "ensemble"
+        and ok.json()["reason"] == "allow_list"
+    )
     assert calls == []
-    schema_error = client.post("/api/classify", json={"features": {"x": "abc"}})  # the router core's 422
-    assert schema_error.status_code == 422 and schema_error.json()["error"]["fields"][0]["field"] == "features.x"
+    schema_error = client.post(
+        "/api/classify", json={"features": {"x": "abc"}}
+    )  # the router core's 422
+    assert (
+        schema_error.status_code == 422
+        and schema_error.json()["error"]["fields"][0]["field"] == "features.x"
+    )
     assert calls == []
-    bad = client.post("/api/classify", json={"features": {"x": 1.0}, "extra": 1})  # the body model's 422
+    bad = client.post(
+        "/api/classify", json={"features": {"x": 1.0}, "extra": 1}
+    )  # the body model's 422
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_input"
     assert calls == ["/api/classify"]
     client.post("/api/classify/batch", json={"instances": [{"features": {"x": 1.0}}]})
@@ -83,5 +98,7 @@ def test_oversize_bodies_are_refused_on_the_fast_path_too():
     app.state.core = make_routed_core()
     client = AppClient(app)
     big = json.dumps({"features": {"x": 1.0}, "user_id": "u" * 2000})
-    response = client.post("/api/classify", content=big, headers={"content-type": "application/json"})
+    response = client.post(
+        "/api/classify", content=big, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413

@@ -77,7 +77,11 @@ def _fit(name: str, X: np.ndarray, y: np.ndarray):
         from catboost import CatBoostClassifier
 
         model = CatBoostClassifier(
-            iterations=20, depth=4, thread_count=1, random_seed=seed, verbose=0,
+            iterations=20,
+            depth=4,
+            thread_count=1,
+            random_seed=seed,
+            verbose=0,
             allow_writing_files=False,
         )
         return model.fit(X, y)
@@ -130,7 +134,7 @@ def test_xgboost_uses_native_library_for_large_batches(saved):
     directory, X, _ = saved
     member = load_member(directory, "xgboost")
     assert isinstance(member, BatchSplitMember)
-    small, large = X[:member.native_from_rows - 1], X[:member.native_from_rows]
+    small, large = X[: member.native_from_rows - 1], X[: member.native_from_rows]
     diff = np.abs(member.predict_proba(small) - member.native.predict_proba(small)).max()
     assert diff <= TOLERANCE
     assert np.array_equal(member.predict_proba(large), member.native.predict_proba(large))
@@ -142,11 +146,16 @@ def test_catboost_small_batches_run_on_the_numpy_evaluator_and_match_catboost(sa
     assert isinstance(member, BatchSplitMember) and member.path_kind == "numpy"
     assert not fastpath.fast_path(directory, "catboost").exists()  # built at load: nothing stored
     native = member.native
-    for rows in (X[:1], X[7:8], X[:member.native_from_rows - 1], X):  # X has NaN in the 3-class case
+    for rows in (
+        X[:1],
+        X[7:8],
+        X[: member.native_from_rows - 1],
+        X,
+    ):  # X has NaN in the 3-class case
         got = member.fast.predict_proba(rows)
         assert got.shape == (len(rows), n_classes)
         assert np.abs(got - native.predict_proba(rows)).max() <= TOLERANCE
-    large = X[:member.native_from_rows]
+    large = X[: member.native_from_rows]
     assert np.array_equal(member.predict_proba(large), native.predict_proba(large))
     monkeypatch.setenv(fastpath.NATIVE_ENV, "catboost")
     assert load_member(directory, "catboost").path_kind == "native"
@@ -159,9 +168,13 @@ def test_catboost_models_the_evaluator_cannot_reproduce_stay_native():
     from models.members import CatBoostMember
 
     rng = np.random.default_rng(0)
-    frame = [[float(v), str(c)] for v, c in zip(rng.standard_normal(200), rng.choice(list("abc"), 200))]
+    frame = [
+        [float(v), str(c)] for v, c in zip(rng.standard_normal(200), rng.choice(list("abc"), 200))
+    ]
     y = rng.integers(0, 2, 200)
-    model = CatBoostClassifier(iterations=5, depth=3, verbose=0, allow_writing_files=False, thread_count=1)
+    model = CatBoostClassifier(
+        iterations=5, depth=3, verbose=0, allow_writing_files=False, thread_count=1
+    )
     model.fit(frame, y, cat_features=[1])
     with pytest.raises(oblivious.NotConvertible):
         oblivious.checked(CatBoostMember(model))

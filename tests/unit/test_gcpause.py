@@ -1,4 +1,4 @@
-"""Garbage-collector pauses (serving/gcpause.py): every collection observed once (outside the
+"""Garbage-collector pauses (serving/observability/gcpause.py): every collection observed once (outside the
 collector), freezing works."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import gc
 import threading
 
-from serving import gcpause
-from serving.live import Served
+from serving.delivery.live import Served
+from serving.observability import gcpause
 
 
 class FakeHistogram:
@@ -27,18 +27,27 @@ def test_each_collection_is_recorded_once_by_generation_and_observed_on_flush():
     histogram = FakeHistogram()
     pauses = gcpause.GcPauses(histogram).install()
     try:
-        gcpause.GcPauses(histogram).install().uninstall()  # a second recorder replaces, never stacks
+        gcpause.GcPauses(
+            histogram
+        ).install().uninstall()  # a second recorder replaces, never stacks
         pauses.install()
-        assert sum(isinstance(getattr(cb, "__self__", None), gcpause.GcPauses) for cb in gc.callbacks) == 1
+        assert (
+            sum(isinstance(getattr(cb, "__self__", None), gcpause.GcPauses) for cb in gc.callbacks)
+            == 1
+        )
         pauses.flush()
         histogram.seen.clear()
         gc.collect(2)
         assert histogram.seen == []  # nothing observed from inside the collector
         assert pauses.flush() >= 1
-        assert [g for g, _ in histogram.seen].count("2") == 1 and all(s >= 0 for _, s in histogram.seen)
+        assert [g for g, _ in histogram.seen].count("2") == 1 and all(
+            s >= 0 for _, s in histogram.seen
+        )
     finally:
         pauses.uninstall()
-    assert not any(isinstance(getattr(cb, "__self__", None), gcpause.GcPauses) for cb in gc.callbacks)
+    assert not any(
+        isinstance(getattr(cb, "__self__", None), gcpause.GcPauses) for cb in gc.callbacks
+    )
 
 
 def test_a_collection_inside_a_held_metric_lock_does_not_deadlock():
@@ -46,7 +55,9 @@ def test_a_collection_inside_a_held_metric_lock_does_not_deadlock():
     starts there must not try to observe into the same metric (the router hung on restart)."""
     from prometheus_client import CollectorRegistry, Histogram
 
-    histogram = Histogram("gc_pause_test_seconds", "test", ["generation"], registry=CollectorRegistry())
+    histogram = Histogram(
+        "gc_pause_test_seconds", "test", ["generation"], registry=CollectorRegistry()
+    )
     pauses = gcpause.GcPauses(histogram).install()
     try:
         for generation in ("0", "1", "2"):
@@ -76,7 +87,7 @@ def test_freezing_moves_live_objects_out_of_collections():
 
 
 def test_recent_predictions_are_not_tracked_by_the_collector():
-    from serving.live import RecentPredictions
+    from serving.delivery.live import RecentPredictions
 
     recent = RecentPredictions(max_entries=10, ttl_s=60.0, clock=lambda: 1000.0)
     recent.add("r1", Served("classic", "high", 1.5, 1000.0))

@@ -32,7 +32,12 @@ def frame() -> pd.DataFrame:
 def test_infer_kinds_ranges_and_categories(frame):
     schema = FeatureSchema.infer(frame, classes=["a", "b"])
     kinds = {f.name: f.kind for f in schema.features}
-    assert kinds == {"amount": "numeric", "count": "numeric", "city": "categorical", "flag": "categorical"}
+    assert kinds == {
+        "amount": "numeric",
+        "count": "numeric",
+        "city": "categorical",
+        "flag": "categorical",
+    }
     city = schema.features[2]
     assert city.categories == ["ams", "ber", "par"]
     assert schema.features[0].missing_rate == pytest.approx(frame.amount.isna().mean())
@@ -42,13 +47,22 @@ def test_infer_rejects_identifier_and_mostly_numeric_columns():
     with pytest.raises(ValueError, match="identifier"):
         FeatureSchema.infer(pd.DataFrame({"id": [f"u{i}" for i in range(500)]}), classes=["a"])
     with pytest.raises(ValueError, match="unparseable"):
-        FeatureSchema.infer(pd.DataFrame({"v": [str(i) for i in range(100)] + ["n/a"]}), classes=["a"])
+        FeatureSchema.infer(
+            pd.DataFrame({"v": [str(i) for i in range(100)] + ["n/a"]}), classes=["a"]
+        )
 
 
 def test_encode_rows_matches_encode_frame(frame):
     schema = FeatureSchema.infer(frame, classes=["a"])
     rows = [
-        {k: (None if isinstance(v, float) and math.isnan(v) else (v.item() if hasattr(v, "item") else v)) for k, v in r.items()}
+        {
+            k: (
+                None
+                if isinstance(v, float) and math.isnan(v)
+                else (v.item() if hasattr(v, "item") else v)
+            )
+            for k, v in r.items()
+        }
         for r in frame.head(20).to_dict("records")
     ]
     np.testing.assert_array_equal(schema.encode_rows(rows), schema.encode_frame(frame.head(20)))
@@ -70,7 +84,9 @@ def test_encode_rows_names_each_bad_field(frame, change, field, message):
     row = {**schema.example(), **change}
     with pytest.raises(SchemaValidationError) as err:
         schema.encode_rows([row], prefix="features")
-    assert [(e.field, message in e.message) for e in err.value.errors] == [(f"features.{field}", True)]
+    assert [(e.field, message in e.message) for e in err.value.errors] == [
+        (f"features.{field}", True)
+    ]
 
 
 def test_missing_features_are_errors_and_null_is_missing(frame):
@@ -104,9 +120,13 @@ def test_classic_fast_path_equals_scikit_learn(frame):
     X = pre.transform(codes)
     y = np.arange(len(frame)) % 3
     lr = LogisticRegression(max_iter=500).fit(X, y)
-    np.testing.assert_allclose(ClassicModel(schema, pre, lr).predict_proba(codes), lr.predict_proba(X), atol=1e-6)
+    np.testing.assert_allclose(
+        ClassicModel(schema, pre, lr).predict_proba(codes), lr.predict_proba(X), atol=1e-6
+    )
     binary = LogisticRegression(max_iter=500).fit(X, y % 2)
-    np.testing.assert_allclose(ClassicModel(schema, pre, binary).predict_proba(codes), binary.predict_proba(X), atol=1e-6)
+    np.testing.assert_allclose(
+        ClassicModel(schema, pre, binary).predict_proba(codes), binary.predict_proba(X), atol=1e-6
+    )
 
 
 def test_fit_weights_prefers_the_informative_member():

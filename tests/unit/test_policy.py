@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from serving.config import FlagConfig, parse_flag_config
-from serving.policy import (
+from serving.config.flags import FlagConfig, parse_flag_config
+from serving.routing.policy import (
     PRECEDENCE,
     Decision,
     Health,

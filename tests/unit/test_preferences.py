@@ -9,11 +9,16 @@ import hmac
 import threading
 from types import SimpleNamespace
 
-import pytest
 import httpx
+import pytest
 
-from serving.preferences import PreferenceCache, sign_user_token, valid_user_id, verify_user_token
-from serving.state import StateStore
+from serving.delivery.state import StateStore
+from serving.routing.preferences import (
+    PreferenceCache,
+    sign_user_token,
+    valid_user_id,
+    verify_user_token,
+)
 
 SECRET = "unit-test-secret-0123456789"
 
@@ -81,7 +86,12 @@ def test_a_fresh_snapshot_answers_users_it_has_never_seen_without_a_store_read()
     store.data.update(alice="ensemble", bob="classic")
     cache = PreferenceCache(store, ttl_s=2.0, clock=clock)
     assert cache.sync() and store.reads == 1
-    assert [cache.get(u) for u in ("alice", "bob", "carol", "dave")] == ["ensemble", "classic", None, None]
+    assert [cache.get(u) for u in ("alice", "bob", "carol", "dave")] == [
+        "ensemble",
+        "classic",
+        None,
+        None,
+    ]
     assert store.reads == 1  # four users, one query in all
     store.data["carol"] = "ensemble"  # another replica's write
     assert cache.get("carol") is None  # not yet: within the sync period
@@ -95,7 +105,9 @@ def test_a_stale_snapshot_falls_back_to_per_user_reads_and_writes_update_it():
     cache.sync()
     cache.set("erin", "classic")
     assert cache.get("erin") == "classic"
-    clock.now += 2.5  # the per-user entry expired; the snapshot (2.5 s old) still answers, with the write
+    clock.now += (
+        2.5  # the per-user entry expired; the snapshot (2.5 s old) still answers, with the write
+    )
     assert cache.get("erin") == "classic" and store.reads == 1
     clock.now += 10  # syncs stopped: the snapshot is too old to trust
     assert cache.get("zoe") is None and store.reads == 2  # read the store for zoe
@@ -168,7 +180,10 @@ def test_two_replicas_on_one_database_agree_within_the_ttl(tmp_path):
     store_a = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     store_b = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     clock = FakeClock()
-    a, b = PreferenceCache(store_a, ttl_s=2.0, clock=clock), PreferenceCache(store_b, ttl_s=2.0, clock=clock)
+    a, b = (
+        PreferenceCache(store_a, ttl_s=2.0, clock=clock),
+        PreferenceCache(store_b, ttl_s=2.0, clock=clock),
+    )
     assert b.get("alice") is None
     a.set("alice", "ensemble")
     assert a.get("alice") == "ensemble"
@@ -176,7 +191,9 @@ def test_two_replicas_on_one_database_agree_within_the_ttl(tmp_path):
     clock.now += 2.01
     assert b.get("alice") == "ensemble"
     # and the choice survives a restart (a new store and cache on the same file)
-    assert PreferenceCache(StateStore(f"sqlite:///{tmp_path / 'state.db'}")).get("alice") == "ensemble"
+    assert (
+        PreferenceCache(StateStore(f"sqlite:///{tmp_path / 'state.db'}")).get("alice") == "ensemble"
+    )
 
 
 def test_store_errors_keep_the_last_value_instead_of_failing_routing():
@@ -189,7 +206,9 @@ def test_store_errors_keep_the_last_value_instead_of_failing_routing():
     assert cache.get("alice") == "ensemble"  # stale but safe
     assert cache.get("bob") is None  # never seen: follow the rollout
     reads = store.reads
-    assert cache.get("bob") is None and store.reads == reads  # the failure is cached, not retried per request
+    assert (
+        cache.get("bob") is None and store.reads == reads
+    )  # the failure is cached, not retried per request
     with pytest.raises(ConnectionError):
         cache.refresh("alice")  # the explicit read (settings page) reports it
 
@@ -255,7 +274,9 @@ class AppClient:
     def request(self, method: str, url: str, **kwargs) -> httpx.Response:
         async def send():
             transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://testserver"
+            ) as client:
                 return await client.request(method, url, **kwargs)
 
         return asyncio.run(send())
@@ -271,8 +292,8 @@ class AppClient:
 
 
 def make_client(secret: str | None = SECRET) -> tuple[TestClient, PreferenceCache]:
-    from serving.app import create_app
-    from serving.settings import ServingSettings
+    from serving.config.settings import ServingSettings
+    from serving.http.app import create_app
 
     settings = ServingSettings(admin_token="admin-token", user_token_secret=secret)
     app = create_app(settings)
@@ -287,9 +308,17 @@ def auth(user: str) -> dict[str, str]:
 
 def test_a_user_reads_and_writes_their_own_preference():
     client, cache = make_client()
-    assert client.get("/api/users/alice/preference", headers=auth("alice")).json() == {"user_id": "alice", "model": "auto"}
-    response = client.put("/api/users/alice/preference", json={"model": "ensemble"}, headers=auth("alice"))
-    assert response.status_code == 200 and response.json() == {"user_id": "alice", "model": "ensemble"}
+    assert client.get("/api/users/alice/preference", headers=auth("alice")).json() == {
+        "user_id": "alice",
+        "model": "auto",
+    }
+    response = client.put(
+        "/api/users/alice/preference", json={"model": "ensemble"}, headers=auth("alice")
+    )
+    assert response.status_code == 200 and response.json() == {
+        "user_id": "alice",
+        "model": "ensemble",
+    }
     assert cache.get("alice") == "ensemble" and cache.store.get_preference("alice") == "ensemble"
     token = {"X-User-Token": sign_user_token(SECRET, "alice")}
     assert client.get("/api/users/alice/preference", headers=token).json()["model"] == "ensemble"
@@ -303,10 +332,19 @@ def test_preference_routes_need_the_users_own_token():
     assert missing.status_code == 401 and missing.json()["error"]["code"] == "unauthorized"
     assert missing.headers["WWW-Authenticate"] == "Bearer"
     assert client.put("/api/users/alice/preference", json={"model": "ensemble"}).status_code == 401
-    other = client.put("/api/users/alice/preference", json={"model": "ensemble"}, headers=auth("bob"))
+    other = client.put(
+        "/api/users/alice/preference", json={"model": "ensemble"}, headers=auth("bob")
+    )
     assert other.status_code == 403 and other.json()["error"]["code"] == "forbidden"
-    assert client.get("/api/users/alice/preference", headers={"Authorization": "Bearer nonsense"}).status_code == 403
-    admin = client.get("/api/users/alice/preference", headers={"Authorization": "Bearer admin-token"})
+    assert (
+        client.get(
+            "/api/users/alice/preference", headers={"Authorization": "Bearer nonsense"}
+        ).status_code
+        == 403
+    )
+    admin = client.get(
+        "/api/users/alice/preference", headers={"Authorization": "Bearer admin-token"}
+    )
     assert admin.status_code == 403  # the admin token is not a user token
     assert cache.store.get_preference("alice") is None
 
@@ -315,24 +353,41 @@ def test_malformed_user_ids_and_values_are_4xx_json():
     client, _ = make_client()
     bad_id = client.get("/api/users/bad%20id/preference", headers=auth("alice"))
     assert bad_id.status_code == 422 and bad_id.json()["error"]["fields"][0]["field"] == "user_id"
-    assert client.get(f"/api/users/{'x' * 129}/preference", headers=auth("alice")).status_code == 422
+    assert (
+        client.get(f"/api/users/{'x' * 129}/preference", headers=auth("alice")).status_code == 422
+    )
     for body in ({"model": "fastest"}, {"model": None}, {}, {"model": "ensemble", "extra": 1}):
         response = client.put("/api/users/alice/preference", json=body, headers=auth("alice"))
         assert response.status_code == 422, body
         assert response.json()["error"]["code"] == "invalid_input"
-    not_json = client.put("/api/users/alice/preference", content=b"{", headers={**auth("alice"), "Content-Type": "application/json"})
+    not_json = client.put(
+        "/api/users/alice/preference",
+        content=b"{",
+        headers={**auth("alice"), "Content-Type": "application/json"},
+    )
     assert not_json.status_code == 400 and not_json.json()["error"]["code"] == "bad_request"
-    form = client.put("/api/users/alice/preference", content=b"model=ensemble",
-                      headers={**auth("alice"), "Content-Type": "application/x-www-form-urlencoded"})
+    form = client.put(
+        "/api/users/alice/preference",
+        content=b"model=ensemble",
+        headers={**auth("alice"), "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert form.status_code == 415
 
 
 def test_without_a_secret_the_routes_say_how_to_enable_them():
     client, _ = make_client(secret=None)
     response = client.get("/api/users/alice/preference", headers=auth("alice"))
-    assert response.status_code == 403 and "SERVING_USER_TOKEN_SECRET" in response.json()["error"]["message"]
-    minted = client.post("/api/admin/users/alice/token", headers={"Authorization": "Bearer admin-token"})
-    assert minted.status_code == 403 and "SERVING_USER_TOKEN_SECRET" in minted.json()["error"]["message"]
+    assert (
+        response.status_code == 403
+        and "SERVING_USER_TOKEN_SECRET" in response.json()["error"]["message"]
+    )
+    minted = client.post(
+        "/api/admin/users/alice/token", headers={"Authorization": "Bearer admin-token"}
+    )
+    assert (
+        minted.status_code == 403
+        and "SERVING_USER_TOKEN_SECRET" in minted.json()["error"]["message"]
+    )
 
 
 def test_a_short_secret_is_refused_at_start_up():
@@ -344,32 +399,55 @@ def test_admins_mint_user_tokens():
     client, _ = make_client()
     assert client.post("/api/admin/users/alice/token").status_code == 401
     assert client.post("/api/admin/users/alice/token", headers=auth("alice")).status_code == 403
-    minted = client.post("/api/admin/users/alice/token", headers={"Authorization": "Bearer admin-token"})
+    minted = client.post(
+        "/api/admin/users/alice/token", headers={"Authorization": "Bearer admin-token"}
+    )
     assert minted.status_code == 200
     body = minted.json()
     assert body["token"] == sign_user_token(SECRET, "alice")
     assert body["settings_url"] == f"/settings?user_id=alice&token={body['token']}"
-    assert client.post("/api/admin/users/a%20b/token", headers={"Authorization": "Bearer admin-token"}).status_code == 422
+    assert (
+        client.post(
+            "/api/admin/users/a%20b/token", headers={"Authorization": "Bearer admin-token"}
+        ).status_code
+        == 422
+    )
 
 
 def test_settings_page_is_served_with_a_strict_policy():
     client, _ = make_client()
-    page = client.get("/settings", params={"user_id": "alice", "token": sign_user_token(SECRET, "alice")})
+    page = client.get(
+        "/settings", params={"user_id": "alice", "token": sign_user_token(SECRET, "alice")}
+    )
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    for text in ("Ensemble ML (beta)", "Classic", "Automatic (follow the rollout)", "slightly longer response times"):
+    for text in (
+        "Ensemble ML (beta)",
+        "Classic",
+        "Automatic (follow the rollout)",
+        "slightly longer response times",
+    ):
         assert text in page.text
-    assert page.headers["Referrer-Policy"] == "no-referrer" and page.headers["Cache-Control"] == "no-store"
+    assert (
+        page.headers["Referrer-Policy"] == "no-referrer"
+        and page.headers["Cache-Control"] == "no-store"
+    )
     csp = page.headers["Content-Security-Policy"]
-    assert "script-src 'sha256-" in csp and "connect-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert (
+        "script-src 'sha256-" in csp
+        and "connect-src 'self'" in csp
+        and "frame-ancestors 'none'" in csp
+    )
 
 
 def test_routes_answer_404_when_the_router_has_no_preference_store():
-    from serving.app import create_app
-    from serving.settings import ServingSettings
+    from serving.config.settings import ServingSettings
+    from serving.http.app import create_app
 
     app = create_app(ServingSettings(user_token_secret=SECRET))
     app.state.core = SimpleNamespace(preferences=None)
-    assert AppClient(app).get("/api/users/alice/preference", headers=auth("alice")).status_code == 404
+    assert (
+        AppClient(app).get("/api/users/alice/preference", headers=auth("alice")).status_code == 404
+    )
 
 
 # ---------------------------------------------------------------------- routing by preference
@@ -378,9 +456,9 @@ def make_routed_core(**ensemble_flags):
     import numpy as np
 
     from models.schema import Feature, FeatureSchema
-    from serving.arms import ArmInfo
-    from serving.config import parse_flag_config
-    from serving.router import RouterCore
+    from serving.config.flags import parse_flag_config
+    from serving.routing.arms import ArmInfo
+    from serving.routing.core import RouterCore
 
     schema = FeatureSchema(features=[Feature(name="x", kind="numeric")], classes=["no", "yes"])
 
@@ -395,7 +473,9 @@ def make_routed_core(**ensemble_flags):
         async def refresh(self):
             return self.info
 
-    flags = parse_flag_config({"ensemble": {"rollout_percentage": 0, "allowed_users": ["vip"], **ensemble_flags}})
+    flags = parse_flag_config(
+        {"ensemble": {"rollout_percentage": 0, "allowed_users": ["vip"], **ensemble_flags}}
+    )
     core = RouterCore(Arm("classic", [0.8, 0.2]), Arm("ensemble", [0.3, 0.7]), flags)
     core.preferences = PreferenceCache(CountingStore(), clock=FakeClock())
     return core
@@ -407,13 +487,23 @@ def classify(core, user_id, header=None):
 
 def test_the_router_honours_a_stored_preference_below_the_header():
     core = make_routed_core()  # rollout 0%: alice would get classic
-    assert (classify(core, "alice")["model"], classify(core, "alice")["reason"]) == ("classic", "split")
+    assert (classify(core, "alice")["model"], classify(core, "alice")["reason"]) == (
+        "classic",
+        "split",
+    )
     core.preferences.set("alice", "ensemble")
     answer = classify(core, "alice")
-    assert (answer["model"], answer["reason"], answer["fallback"]) == ("ensemble", "preference", False)
+    assert (answer["model"], answer["reason"], answer["fallback"]) == (
+        "ensemble",
+        "preference",
+        False,
+    )
     assert classify(core, "alice", header="classic")["reason"] == "header"
     core.preferences.set("vip", "classic")  # opting out beats the allow-list
-    assert (classify(core, "vip")["model"], classify(core, "vip")["reason"]) == ("classic", "preference")
+    assert (classify(core, "vip")["model"], classify(core, "vip")["reason"]) == (
+        "classic",
+        "preference",
+    )
     core.preferences.set("alice", "auto")
     assert classify(core, "alice")["reason"] == "split"
 
@@ -422,4 +512,8 @@ def test_the_kill_switch_beats_the_preference():
     core = make_routed_core(enabled=False)
     core.preferences.set("alice", "ensemble")
     answer = classify(core, "alice")
-    assert (answer["model"], answer["reason"], answer["fallback"]) == ("classic", "kill_switch", False)
+    assert (answer["model"], answer["reason"], answer["fallback"]) == (
+        "classic",
+        "kill_switch",
+        False,
+    )

@@ -21,11 +21,20 @@ def test_every_file_pins_exact_versions_and_agrees_with_serving():
     serving = pins("serving.txt")
     for name in ("classic.txt", "training.txt", "dev.txt"):
         for package, version in pins(name).items():
-            assert serving.get(package, version) == version, f"{name} pins {package}=={version}, serving.txt {serving[package]}"
+            assert serving.get(package, version) == version, (
+                f"{name} pins {package}=={version}, serving.txt {serving[package]}"
+            )
 
 
 def test_classic_image_is_a_slim_subset_of_serving():
     classic, serving = pins("classic.txt"), pins("serving.txt")
     assert set(classic) <= set(serving)
-    assert not set(classic) & {"tensorflow-cpu", "xgboost", "lightgbm", "catboost", "ai-edge-litert", "onnxruntime"}
+    assert not set(classic) & {
+        "tensorflow-cpu",
+        "xgboost",
+        "lightgbm",
+        "catboost",
+        "ai-edge-litert",
+        "onnxruntime",
+    }
     assert "tensorflow-cpu" not in serving

@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from serving.config import BreakerConfig
-from serving.resilience import BreakerState, CircuitBreaker
+from serving.config.flags import BreakerConfig
+from serving.routing.breaker import BreakerState, CircuitBreaker
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from serving.evaluation import EvaluationWindows
-from serving.rollout import STATE_KEY, RolloutConfig, RolloutController, RolloutState
-from serving.state import StateStore
+from serving.config.delivery import RolloutConfig
+from serving.delivery.evaluation import EvaluationWindows
+from serving.delivery.rollout import STATE_KEY, RolloutController, RolloutState
+from serving.delivery.state import StateStore
 
 
 class FakeClock:

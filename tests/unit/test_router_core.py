@@ -13,14 +13,17 @@ import pytest
 import yaml
 
 from models.schema import Feature, FeatureSchema
-from serving.arms import ArmInfo
-from serving.config import FlagConfigError, parse_flag_config
+from serving.config.flags import FlagConfigError, parse_flag_config
 from serving.errors import InvalidInput
-from serving.resilience import BreakerState
-from serving.router import RouterCore
+from serving.routing.arms import ArmInfo
+from serving.routing.breaker import BreakerState
+from serving.routing.core import RouterCore
 
 SCHEMA = FeatureSchema(
-    features=[Feature(name="x", kind="numeric"), Feature(name="colour", kind="categorical", categories=["blue", "red"])],
+    features=[
+        Feature(name="x", kind="numeric"),
+        Feature(name="colour", kind="categorical", categories=["blue", "red"]),
+    ],
     classes=["no", "yes"],
 )
 ROW = {"x": 1.0, "colour": "red"}
@@ -122,10 +125,14 @@ def test_cache_hit_is_reported_and_skips_the_model():
 
 
 def test_shadow_compares_without_changing_the_answer_and_stays_bounded():
-    core, classic, ensemble = make_core(shadow={"enabled": True, "sample_rate": 1.0, "max_in_flight": 2})
+    core, classic, ensemble = make_core(
+        shadow={"enabled": True, "sample_rate": 1.0, "max_in_flight": 2}
+    )
 
     async def go():
-        answers = [(await core.classify([{**ROW, "x": float(i)}], user_id=f"u{i}"))[0] for i in range(5)]
+        answers = [
+            (await core.classify([{**ROW, "x": float(i)}], user_id=f"u{i}"))[0] for i in range(5)
+        ]
         await core.shadow.drain()
         return answers
 

@@ -16,7 +16,7 @@ import threading
 import numpy as np
 import pytest
 
-from serving.state import (
+from serving.delivery.state import (
     StateStore,
     decisions_table,
     feedback_table,

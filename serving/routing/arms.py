@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from functools import cached_property
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,9 @@ class ArmInfo:
         return hashlib.sha256(self.schema.model_dump_json().encode()).hexdigest()[:16]
 
 
-def describe_model(name: str, tag: str, model: Any, metadata: dict[str, Any], ready: bool = True) -> dict[str, Any]:
+def describe_model(
+    name: str, tag: str, model: Any, metadata: dict[str, Any], ready: bool = True
+) -> dict[str, Any]:
     """The JSON description a model service returns from its `describe` API."""
     out: dict[str, Any] = {
         "name": name,
@@ -143,7 +145,12 @@ class RemoteArm:
         except Exception as exc:  # unreachable, starting, crashed: "not ready" once it persists
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             self.failed_refreshes += 1
-            log.warning("%s: health refresh failed (%d in a row): %s", self.name, self.failed_refreshes, self.last_error)
+            log.warning(
+                "%s: health refresh failed (%d in a row): %s",
+                self.name,
+                self.failed_refreshes,
+                self.last_error,
+            )
             if self.info is not None and self.failed_refreshes >= NOT_READY_AFTER:
                 self.info.ready = False
         return self.info

@@ -30,8 +30,13 @@ class Coalescer:
     each caller gets exactly the rows of its own request back.
     """
 
-    def __init__(self, call: Call, max_rows: int = 64, max_in_flight: int = 2,
-                 observe: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        call: Call,
+        max_rows: int = 64,
+        max_in_flight: int = 2,
+        observe: Callable[[int], None] | None = None,
+    ):
         if max_rows < 1 or max_in_flight < 1:
             raise ValueError("max_rows and max_in_flight must be >= 1")
         self.call = call
@@ -90,16 +95,20 @@ class Coalescer:
             self.calls += 1
             result = np.asarray(await self.call(codes))
             if result.shape[0] != codes.shape[0]:
-                raise RuntimeError(f"the service answered {result.shape[0]} rows for {codes.shape[0]}")
+                raise RuntimeError(
+                    f"the service answered {result.shape[0]} rows for {codes.shape[0]}"
+                )
             start = 0
             for rows, future in batch:
                 if not future.done():
-                    future.set_result(result[start:start + len(rows)])
+                    future.set_result(result[start : start + len(rows)])
                 start += len(rows)
         except BaseException as exc:  # noqa: BLE001 - every waiter must hear of it, cancellation included
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("call cancelled"))
+                    future.set_exception(
+                        exc if isinstance(exc, Exception) else RuntimeError("call cancelled")
+                    )
             if not isinstance(exc, Exception):
                 raise
         finally:

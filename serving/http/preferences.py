@@ -7,7 +7,7 @@
 | `POST /api/admin/users/{user_id}/token` | admin | mint the user's token (and their settings page link) |
 | `GET /settings?user_id=...&token=...` | anyone | the settings page (it calls the two user routes) |
 
-User tokens are HMAC-SHA256 of the user id under `SERVING_USER_TOKEN_SECRET` (serving/preferences.py
+User tokens are HMAC-SHA256 of the user id under `SERVING_USER_TOKEN_SECRET` (serving/routing/preferences.py
 explains the choice); while the secret is unset the user routes and minting answer 403.
 Writes go through the router's `PreferenceCache` (`router.preferences`), so the router routes by
 a new choice at once, and other replicas within the cache's TTL.
@@ -28,7 +28,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from serving.errors import Forbidden, InvalidInput, NotFound, Unauthorized
-from serving.preferences import (
+from serving.routing.preferences import (
     MIN_SECRET_LENGTH,
     USER_ID_MAX_LENGTH,
     PreferenceCache,
@@ -61,7 +61,9 @@ class PreferenceOut(BaseModel):
 class UserToken(BaseModel):
     user_id: str
     token: str
-    settings_url: str = Field(description="Relative link to the user's settings page, token included")
+    settings_url: str = Field(
+        description="Relative link to the user's settings page, token included"
+    )
 
 
 def _preferences(request: Request) -> PreferenceCache:
@@ -85,16 +87,20 @@ UserIdPath = Annotated[str, Depends(_user_id)]
 def create_preferences_router(settings: Any, require_admin) -> APIRouter:
     """The preference routes; `settings.user_token_secret` (a SecretStr, or None) enables them.
 
-    `require_admin` is the app's admin dependency (serving/app.py). When `settings` has no
+    `require_admin` is the app's admin dependency (serving/http/app.py). When `settings` has no
     `user_token_secret` attribute, the secret is read from the environment (PreferenceSettings).
     """
     secret: SecretStr | None = (
-        settings.user_token_secret if hasattr(settings, "user_token_secret") else PreferenceSettings().user_token_secret
+        settings.user_token_secret
+        if hasattr(settings, "user_token_secret")
+        else PreferenceSettings().user_token_secret
     )
     if secret is not None and not secret.get_secret_value():
         secret = None  # SERVING_USER_TOKEN_SECRET="" means unset
     if secret is not None and len(secret.get_secret_value()) < MIN_SECRET_LENGTH:
-        raise ValueError(f"SERVING_USER_TOKEN_SECRET must be at least {MIN_SECRET_LENGTH} characters")
+        raise ValueError(
+            f"SERVING_USER_TOKEN_SECRET must be at least {MIN_SECRET_LENGTH} characters"
+        )
 
     page = SETTINGS_PAGE.read_bytes()
     page_headers = {
@@ -116,7 +122,9 @@ def create_preferences_router(settings: Any, require_admin) -> APIRouter:
         if not token and authorization and authorization.lower().startswith("bearer "):
             token = authorization[7:]
         if not token or not token.strip():
-            raise Unauthorized("missing user token: send 'Authorization: Bearer <token>' or 'X-User-Token: <token>'")
+            raise Unauthorized(
+                "missing user token: send 'Authorization: Bearer <token>' or 'X-User-Token: <token>'"
+            )
         if not verify_user_token(secret, user_id, token):
             raise Forbidden(f"the token is not valid for user {user_id!r}")
         return user_id
@@ -124,25 +132,42 @@ def create_preferences_router(settings: Any, require_admin) -> APIRouter:
     User = Annotated[str, Depends(require_user)]
     router = APIRouter()
 
-    @router.get("/api/users/{user_id}/preference", response_model=PreferenceOut, tags=["preferences"],
-                summary="The user's model choice ('auto' = follow the rollout)")
+    @router.get(
+        "/api/users/{user_id}/preference",
+        response_model=PreferenceOut,
+        tags=["preferences"],
+        summary="The user's model choice ('auto' = follow the rollout)",
+    )
     async def get_preference(user_id: User, cache: Preferences) -> Any:
         model = await asyncio.to_thread(cache.refresh, user_id)
         return {"user_id": user_id, "model": model or "auto"}
 
-    @router.put("/api/users/{user_id}/preference", response_model=PreferenceOut, tags=["preferences"],
-                summary="Choose the ensemble (beta), classic, or auto (follow the rollout)")
+    @router.put(
+        "/api/users/{user_id}/preference",
+        response_model=PreferenceOut,
+        tags=["preferences"],
+        summary="Choose the ensemble (beta), classic, or auto (follow the rollout)",
+    )
     async def put_preference(body: PreferenceUpdate, user_id: User, cache: Preferences) -> Any:
         await asyncio.to_thread(cache.set, user_id, body.model)
         return {"user_id": user_id, "model": body.model}
 
-    @router.post("/api/admin/users/{user_id}/token", response_model=UserToken, tags=["admin"],
-                 dependencies=[Depends(require_admin)], summary="Mint a user's preference token")
+    @router.post(
+        "/api/admin/users/{user_id}/token",
+        response_model=UserToken,
+        tags=["admin"],
+        dependencies=[Depends(require_admin)],
+        summary="Mint a user's preference token",
+    )
     async def mint_token(user_id: UserIdPath) -> Any:
         if secret is None:
             raise Forbidden(DISABLED)
         token = sign_user_token(secret, user_id)
-        return {"user_id": user_id, "token": token, "settings_url": "/settings?" + urlencode({"user_id": user_id, "token": token})}
+        return {
+            "user_id": user_id,
+            "token": token,
+            "settings_url": "/settings?" + urlencode({"user_id": user_id, "token": token}),
+        }
 
     @router.get("/settings", include_in_schema=False)
     async def settings_page() -> Response:
@@ -153,9 +178,17 @@ def create_preferences_router(settings: Any, require_admin) -> APIRouter:
 
 def _content_security_policy(page: bytes) -> str:
     """Only this page's own inline script and style run; it talks to this origin only, unframed."""
+
     def hashes(tag: str) -> str:
         bodies = re.findall(rf"<{tag}>(.*?)</{tag}>".encode(), page, flags=re.S)
-        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b).digest()).decode()}'" for b in bodies) or "'none'"
+        return (
+            " ".join(
+                f"'sha256-{base64.b64encode(hashlib.sha256(b).digest()).decode()}'" for b in bodies
+            )
+            or "'none'"
+        )
 
-    return (f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
-            "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    return (
+        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
+        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )

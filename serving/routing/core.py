@@ -1,6 +1,6 @@
 """The router core: validate -> decide -> (cache) -> call the arm -> fall back -> shadow -> answer.
 
-Free of BentoML and HTTP: arms are objects with `predict`/`refresh` (serving/arms.py), so the
+Free of BentoML and HTTP: arms are objects with `predict`/`refresh` (serving/routing/arms.py), so the
 whole flow runs in unit tests with in-process models. The ensemble is called under a deadline
 and a circuit breaker; whatever happens to it, a routed request is answered by classic.
 """
@@ -24,15 +24,21 @@ import numpy as np
 import yaml
 
 from models.schema import SchemaValidationError
-from serving import metrics
-from serving.arms import ArmInfo, LocalArm, describe_model, info_from_description
-from serving.cache import PredictionCache
-from serving.config import FlagConfig, FlagConfigError, dump_flag_config, load_flag_config, parse_flag_config
+from serving.config.flags import (
+    FlagConfig,
+    FlagConfigError,
+    dump_flag_config,
+    load_flag_config,
+    parse_flag_config,
+)
 from serving.errors import ArmUnavailable, InvalidInput
 from serving.errors import NotFound as NotFoundError
-from serving.policy import Decision, Health, Reason, RequestContext, decide, explain
-from serving.resilience import BreakerState, CircuitBreaker
-from serving.shadow import ShadowMirror
+from serving.observability import metrics
+from serving.routing.arms import ArmInfo, LocalArm, describe_model, info_from_description
+from serving.routing.breaker import BreakerState, CircuitBreaker
+from serving.routing.cache import PredictionCache
+from serving.routing.policy import Decision, Health, Reason, RequestContext, decide, explain
+from serving.routing.shadow import ShadowMirror
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +83,7 @@ class RouterCore:
         self.fault_setter = fault_setter
         self.live = live
         self.preferences = preferences
-        """PreferenceCache of users' stored model choices (serving/preferences.py), or None."""
+        """PreferenceCache of users' stored model choices (serving/routing/preferences.py), or None."""
         self.model_loaders = model_loaders or {}
         if live is not None:
             flags = live.governed_flags(flags) or flags
@@ -108,7 +114,12 @@ class RouterCore:
         self.shadow.config = cfg.ensemble.shadow
         self._export_flag_gauges()
         metrics.FLAG_RELOADS.labels(source=source, result="applied").inc()
-        log.info("flags applied from %s: rollout %.1f%%, enabled=%s", source, cfg.ensemble.rollout_percentage, cfg.ensemble.enabled)
+        log.info(
+            "flags applied from %s: rollout %.1f%%, enabled=%s",
+            source,
+            cfg.ensemble.rollout_percentage,
+            cfg.ensemble.enabled,
+        )
 
     def update_flags(self, data: Mapping[str, Any] | None) -> FlagConfig:
         """Validate a new config (admin API), persist it to the flag file, apply it.
@@ -136,7 +147,9 @@ class RouterCore:
             cfg = load_flag_config(self.flags_path)
         except FlagConfigError as exc:
             metrics.FLAG_RELOADS.labels(source="file", result="rejected").inc()
-            log.error("flag file %s rejected, keeping the config in force: %s", self.flags_path, exc)
+            log.error(
+                "flag file %s rejected, keeping the config in force: %s", self.flags_path, exc
+            )
             return False
         self.apply_flags(cfg, "file")
         return True
@@ -166,14 +179,23 @@ class RouterCore:
         info = self.ensemble.info
         if info is None or not info.ready:
             return False
-        loaded = len(info.details.get("members", {})) if "members" in info.details else self.ensemble_min_members
+        loaded = (
+            len(info.details.get("members", {}))
+            if "members" in info.details
+            else self.ensemble_min_members
+        )
         return loaded >= self.ensemble_min_members
 
     def health(self) -> Health:
-        return Health(ensemble_ready=self.ensemble_ready(), breaker_open=self.breaker.state == BreakerState.OPEN)
+        return Health(
+            ensemble_ready=self.ensemble_ready(),
+            breaker_open=self.breaker.state == BreakerState.OPEN,
+        )
 
     async def refresh_health(self) -> None:
-        await asyncio.gather(self.ensemble.refresh(), self.classic.refresh(), self.classic_direct.refresh())
+        await asyncio.gather(
+            self.ensemble.refresh(), self.classic.refresh(), self.classic_direct.refresh()
+        )
         metrics.ENSEMBLE_READY.set(1 if self.ensemble_ready() else 0)
 
     def rollout_tick(self, force: bool = False) -> dict[str, Any] | None:
@@ -208,8 +230,12 @@ class RouterCore:
             current = [v["version"] for v in stored]
             if version == "latest":
                 tag = stored[0]["tag"]
-            elif arm.info.version not in current or current.index(arm.info.version) + 1 >= len(current):
-                raise NotFoundError(f"no version of {name} older than {arm.info.version} in the model store")
+            elif arm.info.version not in current or current.index(arm.info.version) + 1 >= len(
+                current
+            ):
+                raise NotFoundError(
+                    f"no version of {name} older than {arm.info.version} in the model store"
+                )
             else:
                 tag = stored[current.index(arm.info.version) + 1]["tag"]
         try:
@@ -230,7 +256,8 @@ class RouterCore:
             return info.schema.encode_rows(rows, prefix=prefix)
         except SchemaValidationError as exc:
             raise InvalidInput(
-                f"{len(exc.errors)} invalid field(s): {exc}", fields=[e.model_dump() for e in exc.errors]
+                f"{len(exc.errors)} invalid field(s): {exc}",
+                fields=[e.model_dump() for e in exc.errors],
             ) from None
 
     def context(
@@ -245,7 +272,9 @@ class RouterCore:
         if user_id:
             key = user_id  # the policy buckets by user id; no need to hash the features
         else:
-            key = hashlib.sha256(json.dumps(rows[0], sort_keys=True, default=str).encode()).hexdigest()[:16]
+            key = hashlib.sha256(
+                json.dumps(rows[0], sort_keys=True, default=str).encode()
+            ).hexdigest()[:16]
         return RequestContext(
             user_id=user_id,
             request_key=key,
@@ -269,7 +298,9 @@ class RouterCore:
         classic_info = self._require(self.classic)
         codes = self.encode(classic_info, rows, prefix)  # bad input is a 422 whatever the arm
         if user_preference is None and user_id and self.preferences is not None:
-            user_preference = await self.preferences.aget(user_id)  # memory; a store read once per TTL
+            user_preference = await self.preferences.aget(
+                user_id
+            )  # memory; a store read once per TTL
         ctx = self.context(rows, user_id, header, attributes, user_preference)
         decision = decide(ctx, self._flags, self.health())
         metrics.DECISIONS.labels(reason=decision.reason.value).inc()
@@ -294,14 +325,16 @@ class RouterCore:
             self._mirror(codes, answer, [p["request_id"] for p in out])
         return out
 
-    async def classify_direct(self, arm_name: str, rows: Sequence[Mapping[str, Any]], prefix: str = "features") -> list[dict[str, Any]]:
+    async def classify_direct(
+        self, arm_name: str, rows: Sequence[Mapping[str, Any]], prefix: str = "features"
+    ) -> list[dict[str, Any]]:
         """Unrouted call to one arm's service; no fallback (the caller asked for this model)."""
         arm = self.ensemble if arm_name == "ensemble" else self.classic_direct
         info = self._require(arm)
         codes = self.encode(info, rows, prefix)
         try:
             answer = await self._predict(arm, info, rows, codes, timeout_s=30.0, use_cache=False)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ArmUnavailable(f"{arm_name} did not answer in time") from None
         except Exception as exc:
             log.warning("direct %s call failed: %s: %s", arm_name, type(exc).__name__, exc)
@@ -309,10 +342,22 @@ class RouterCore:
         decision = Decision(arm_name, Reason.HEADER, fallback=False, bucket=None)  # type: ignore[arg-type]
         return self._render(answer, decision, f"direct_{arm_name}", reason="direct")
 
-    def explain(self, user_id: str | None, header: str | None = None, attributes: Mapping[str, str] | None = None) -> dict[str, Any]:
-        preference = self.preferences.get(user_id) if self.preferences is not None and user_id else None
-        ctx = RequestContext(user_id=user_id, request_key=user_id or "anonymous", header_preference=header,
-                             user_preference=preference, attributes=dict(attributes or {}))
+    def explain(
+        self,
+        user_id: str | None,
+        header: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        preference = (
+            self.preferences.get(user_id) if self.preferences is not None and user_id else None
+        )
+        ctx = RequestContext(
+            user_id=user_id,
+            request_key=user_id or "anonymous",
+            header_preference=header,
+            user_preference=preference,
+            attributes=dict(attributes or {}),
+        )
         return explain(ctx, self._flags, self.health())
 
     # ------------------------------------------------------------------ internals
@@ -322,7 +367,9 @@ class RouterCore:
             raise ArmUnavailable(f"the {arm.name} model is not ready")
         return info
 
-    async def _try_ensemble(self, rows, codes: np.ndarray, classic_info: ArmInfo) -> tuple[Answer | None, bool]:
+    async def _try_ensemble(
+        self, rows, codes: np.ndarray, classic_info: ArmInfo
+    ) -> tuple[Answer | None, bool]:
         """(the ensemble's answer, False), or (None, whether the ensemble failed) when classic must answer."""
         info = self.ensemble.info
         if info is None:
@@ -337,7 +384,7 @@ class RouterCore:
         deadline = self._flags.ensemble.deadline_ms / 1000.0
         try:
             answer = await self._predict(self.ensemble, info, rows, codes, timeout_s=deadline)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.breaker.record_failure()
             return self._fell_back("timeout", failed=True)
         except Exception as exc:
@@ -353,10 +400,20 @@ class RouterCore:
         return None, failed
 
     async def _predict(
-        self, arm, info: ArmInfo, rows, codes: np.ndarray, timeout_s: float | None = None, use_cache: bool = True
+        self,
+        arm,
+        info: ArmInfo,
+        rows,
+        codes: np.ndarray,
+        timeout_s: float | None = None,
+        use_cache: bool = True,
     ) -> Answer:
         use_cache = use_cache and self.cache.max_entries > 0
-        keys = [PredictionCache.make_key(arm.name, info.version, row) for row in codes] if use_cache else []
+        keys = (
+            [PredictionCache.make_key(arm.name, info.version, row) for row in codes]
+            if use_cache
+            else []
+        )
         found = [self.cache.get(k) for k in keys] if keys else [None] * len(rows)
         missing = [i for i, p in enumerate(found) if p is None]
         cached = [p is not None for p in found]
@@ -387,12 +444,22 @@ class RouterCore:
         on_result = None
         if self.live is not None:
             on_result = lambda probs, seconds: self.live.record_shadow(request_ids, probs, seconds)  # noqa: E731
-        self.shadow.maybe_mirror(self.ensemble.predict, codes, answer.probabilities, answer.info.schema.classes, on_result)
+        self.shadow.maybe_mirror(
+            self.ensemble.predict,
+            codes,
+            answer.probabilities,
+            answer.info.schema.classes,
+            on_result,
+        )
 
-    def _render(self, answer: Answer, decision: Decision, endpoint: str, reason: str | None = None) -> list[dict[str, Any]]:
+    def _render(
+        self, answer: Answer, decision: Decision, endpoint: str, reason: str | None = None
+    ) -> list[dict[str, Any]]:
         classes = answer.info.schema.classes
         outcome = "fallback" if answer.fallback else "ok"
-        metrics.REQUESTS.labels(endpoint=endpoint, arm=answer.arm, outcome=outcome).inc(len(answer.cached))
+        metrics.REQUESTS.labels(endpoint=endpoint, arm=answer.arm, outcome=outcome).inc(
+            len(answer.cached)
+        )
         out = []
         for probs, cached in zip(answer.probabilities, answer.cached):
             out.append(

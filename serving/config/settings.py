@@ -29,7 +29,7 @@ class ServingSettings(BaseSettings):
     """Bearer token for /api/admin/*; admin endpoints are disabled when unset."""
     user_token_secret: SecretStr | None = None
     """Shared secret (16+ characters) that signs user tokens (HMAC-SHA256) for the preference API
-    and settings page; /api/users/*/preference answers 403 while unset (serving/preferences.py)."""
+    and settings page; /api/users/*/preference answers 403 while unset (serving/routing/preferences.py)."""
     preference_ttl_s: float = Field(2.0, ge=0)
     """How long a router caches a user's model preference: other replicas see a change within this."""
     classic_local: bool = True
@@ -48,7 +48,7 @@ class ServingSettings(BaseSettings):
     """Answer valid POST /api/classify requests on a lean path past FastAPI's routing and dependency
     machinery (same validation and response model; every error still goes through the full route)."""
     gc_freeze: bool = True
-    """Freeze the router's start-up objects out of garbage collection (serving/gcpause.py)."""
+    """Freeze the router's start-up objects out of garbage collection (serving/observability/gcpause.py)."""
     access_log: bool = False
     """BentoML's per-request access log (off: it costs throughput)."""
     tracing: bool = False
@@ -65,7 +65,7 @@ class ServingSettings(BaseSettings):
     """Adaptive batching: most rows per ensemble call."""
     ensemble_coalesce_max_rows: int = Field(64, ge=0)
     """Router side: concurrent routed requests share one call to the ensemble service, up to this
-    many rows (serving/coalesce.py); 0 sends one call per request."""
+    many rows (serving/routing/coalesce.py); 0 sends one call per request."""
     ensemble_coalesce_in_flight: int = Field(1, ge=1)
     """Router side: ensemble calls in flight at once; requests arriving meanwhile join the next call
     (1 measured best: bigger calls, 2.0 vs 3.3 ms of ensemble-worker CPU per request at 16 users)."""

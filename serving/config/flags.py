@@ -15,29 +15,17 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from serving.drift import DriftConfig
-from serving.rollout import RolloutConfig
+from serving.config.base import StrictModel
+from serving.config.delivery import DriftConfig, RolloutConfig
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
-class _Strict(BaseModel):
-    """Shared settings: unknown keys are errors, field docstrings become descriptions."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        use_attribute_docstrings=True,
-        validate_by_name=True,
-        validate_by_alias=True,
-        validate_assignment=True,
-    )
-
-
-class ShadowConfig(_Strict):
+class ShadowConfig(StrictModel):
     """Mirror a sample of classic traffic to the ensemble without ever delaying the answer."""
 
     enabled: bool = False
@@ -48,7 +36,7 @@ class ShadowConfig(_Strict):
     """Shadow calls allowed at once; beyond it copies are dropped, never queued."""
 
 
-class BreakerConfig(_Strict):
+class BreakerConfig(StrictModel):
     """When to stop calling a failing ensemble and when to try it again."""
 
     failure_threshold: int = Field(5, ge=1)
@@ -59,7 +47,7 @@ class BreakerConfig(_Strict):
     """Probe calls allowed at once while half-open."""
 
 
-class CacheConfig(_Strict):
+class CacheConfig(StrictModel):
     """The router's prediction cache."""
 
     enabled: bool = True
@@ -70,7 +58,7 @@ class CacheConfig(_Strict):
     """Seconds an entry stays valid."""
 
 
-class TimeWindow(_Strict):
+class TimeWindow(StrictModel):
     """Weekly opening hours in one time zone, e.g. weekdays 08:00-18:00 Europe/Amsterdam.
 
     The window includes `from` and excludes `to`. When `from` is later than `to` the window runs
@@ -135,7 +123,7 @@ def _clock_time(hh_mm: str) -> time:
     return time(int(hours), int(minutes))
 
 
-class EligibilityRule(_Strict):
+class EligibilityRule(StrictModel):
     """One condition a request must meet to enter the percentage split.
 
     Either an attribute rule (`attribute` + `in`) or a `time_window`, never both.
@@ -160,7 +148,7 @@ class EligibilityRule(_Strict):
         return self
 
 
-class EnsembleFlag(_Strict):
+class EnsembleFlag(StrictModel):
     """Who gets the ensemble, and what protects them when it misbehaves."""
 
     enabled: bool = True
@@ -185,7 +173,7 @@ class EnsembleFlag(_Strict):
     """Conditions that must all hold before the percentage split applies."""
 
 
-class EvaluationConfig(_Strict):
+class EvaluationConfig(StrictModel):
     """Live evaluation: windows, feedback joins and the price of a vCPU-second."""
 
     window_s: float = Field(3600.0, gt=0)
@@ -200,7 +188,7 @@ class EvaluationConfig(_Strict):
     """Price of one vCPU-second (Azure Container Apps list price, USD), for cost per request."""
 
 
-class FlagConfig(_Strict):
+class FlagConfig(StrictModel):
     """The whole flag file."""
 
     flag: str = Field("ensemble", min_length=1)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
-from serving.config import BreakerConfig
+from serving.config.flags import BreakerConfig
 
 
 class BreakerState(StrEnum):

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serving import metrics
-from serving.config import ShadowConfig
+from serving.config.flags import ShadowConfig
+from serving.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,9 @@ class ShadowStats:
     errors: int = 0
     by_label: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
 
-    def record(self, classes: list[str], served: np.ndarray, shadow: np.ndarray, seconds: float) -> None:
+    def record(
+        self, classes: list[str], served: np.ndarray, shadow: np.ndarray, seconds: float
+    ) -> None:
         served_labels = served.argmax(axis=1)
         shadow_labels = shadow.argmax(axis=1)
         diffs = np.abs(served - shadow).mean(axis=1)
@@ -57,11 +59,14 @@ class ShadowStats:
             "compared": self.compared,
             "label_agreement_rate": round(self.agreed / n, 5) if self.compared else None,
             "mean_abs_probability_diff": round(self.abs_diff_sum / n, 6) if self.compared else None,
-            "mean_shadow_latency_ms": round(1000 * self.latency_sum / n, 3) if self.compared else None,
+            "mean_shadow_latency_ms": round(1000 * self.latency_sum / n, 3)
+            if self.compared
+            else None,
             "dropped": self.dropped,
             "errors": self.errors,
             "by_label": {
-                label: {"compared": c, "agreement_rate": round(a / c, 5)} for label, (c, a) in sorted(self.by_label.items())
+                label: {"compared": c, "agreement_rate": round(a / c, 5)}
+                for label, (c, a) in sorted(self.by_label.items())
             },
         }
 
@@ -97,12 +102,16 @@ class ShadowMirror:
             self.stats.dropped += 1
             metrics.SHADOW.labels(outcome="dropped").inc()
             return False
-        task = asyncio.get_running_loop().create_task(self._run(predict, codes, served, classes, on_result))
+        task = asyncio.get_running_loop().create_task(
+            self._run(predict, codes, served, classes, on_result)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
 
-    async def _run(self, predict, codes: np.ndarray, served: np.ndarray, classes: list[str], on_result=None) -> None:
+    async def _run(
+        self, predict, codes: np.ndarray, served: np.ndarray, classes: list[str], on_result=None
+    ) -> None:
         start = time.perf_counter()
         try:
             shadow = np.asarray(await predict(codes), dtype=np.float64)

@@ -27,7 +27,9 @@ class GcPauses:
 
     def __init__(self, histogram: Any, max_pending: int = 10_000) -> None:
         self.histogram = histogram
-        self._pending: deque[tuple[int, float]] = deque(maxlen=max_pending)  # append/popleft: thread-safe
+        self._pending: deque[tuple[int, float]] = deque(
+            maxlen=max_pending
+        )  # append/popleft: thread-safe
         self._started = 0.0
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
@@ -40,7 +42,9 @@ class GcPauses:
 
     def install(self) -> GcPauses:
         """Start recording (once per process: a second recorder replaces the first)."""
-        gc.callbacks[:] = [cb for cb in gc.callbacks if not isinstance(getattr(cb, "__self__", None), GcPauses)]
+        gc.callbacks[:] = [
+            cb for cb in gc.callbacks if not isinstance(getattr(cb, "__self__", None), GcPauses)
+        ]
         gc.callbacks.append(self._callback)
         return self
 

@@ -28,14 +28,16 @@ class ClassifyRequest(Instance):
     user_id: str | None = UserId
     context: dict[str, str] = Field(
         default_factory=dict,
-        description="Request attributes for eligibility rules, e.g. {\"tier\": \"paid\", \"region\": \"westeurope\"}.",
+        description='Request attributes for eligibility rules, e.g. {"tier": "paid", "region": "westeurope"}.',
     )
 
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    instances: list[Instance] = Field(min_length=1, description="Rows to classify, answered in order.")
+    instances: list[Instance] = Field(
+        min_length=1, description="Rows to classify, answered in order."
+    )
     user_id: str | None = UserId
     context: dict[str, str] = Field(default_factory=dict)
 
@@ -48,7 +50,9 @@ class Prediction(BaseModel):
     request_id: str
     fallback: bool = Field(description="True when the ensemble was meant but classic answered.")
     cached: bool = False
-    reason: str = Field(description="The routing rule that chose the model (split, header, allow_list, ...).")
+    reason: str = Field(
+        description="The routing rule that chose the model (split, header, allow_list, ...)."
+    )
 
 
 class BatchPrediction(BaseModel):
@@ -58,9 +62,13 @@ class BatchPrediction(BaseModel):
 class Feedback(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    request_id: str = Field(min_length=1, max_length=64, description="The request_id of a served prediction.")
+    request_id: str = Field(
+        min_length=1, max_length=64, description="The request_id of a served prediction."
+    )
     label: str = Field(min_length=1, max_length=200, description="The true class.")
-    rating: int | None = Field(default=None, ge=1, le=10, description="Optional user satisfaction, 1..10.")
+    rating: int | None = Field(
+        default=None, ge=1, le=10, description="Optional user satisfaction, 1..10."
+    )
 
 
 class FeedbackBatch(BaseModel):

@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 Model = Literal["classic", "ensemble", "auto"]
 MODELS: tuple[str, ...] = ("classic", "ensemble", "auto")
 USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@\-]+$")
-"""Same rule as serving/api_models.py `UserId`: 1..128 of letters, digits, _ . : @ -."""
+"""Same rule as serving/http/schemas.py `UserId`: 1..128 of letters, digits, _ . : @ -."""
 USER_ID_MAX_LENGTH = 128
 MIN_SECRET_LENGTH = 16
 TOKEN_VERSION = "v1"
@@ -93,7 +93,9 @@ def sign_user_token(secret: str | bytes | SecretStr, user_id: str) -> str:
     """The token for `user_id`: url-safe base64 (no padding) of HMAC-SHA256(secret, "v1:" + id)."""
     if not valid_user_id(user_id):
         raise ValueError(f"invalid user id {user_id!r}")
-    mac = hmac.new(_secret_bytes(secret), f"{TOKEN_VERSION}:{user_id}".encode(), hashlib.sha256).digest()
+    mac = hmac.new(
+        _secret_bytes(secret), f"{TOKEN_VERSION}:{user_id}".encode(), hashlib.sha256
+    ).digest()
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
@@ -106,7 +108,7 @@ def verify_user_token(secret: str | bytes | SecretStr, user_id: str, token: str 
 
 
 class PreferenceStore(Protocol):
-    """What the cache needs of serving.state.StateStore."""
+    """What the cache needs of serving.delivery.state.StateStore."""
 
     def get_preference(self, user_id: str) -> str | None: ...
 
@@ -182,7 +184,11 @@ class PreferenceCache:
             stored = self.store.all_preferences(self.max_entries)
         except Exception as exc:
             self.errors += 1
-            log.warning("preference snapshot failed (%s: %s); per-user reads until it works", type(exc).__name__, exc)
+            log.warning(
+                "preference snapshot failed (%s: %s); per-user reads until it works",
+                type(exc).__name__,
+                exc,
+            )
             return False
         with self._lock:
             if stored is None:  # too many to hold: per-user reads
@@ -191,7 +197,9 @@ class PreferenceCache:
             snapshot = {user: model for user, model in stored.items() if model in MODELS}
             for user, (value, _, seq) in self._entries.items():
                 if seq > seq_before and value is not None:
-                    snapshot[user] = value  # a `set` landed while we read: it is newer than our read
+                    snapshot[user] = (
+                        value  # a `set` landed while we read: it is newer than our read
+                    )
             self._snapshot, self._snapshot_at = snapshot, self._clock()
         return True
 
@@ -243,8 +251,14 @@ class PreferenceCache:
                 stale = self._entries.get(user_id)
                 value = stale[0] if stale is not None else None
                 self._put(user_id, value, stale[2] if stale is not None else 0)
-            log.warning("preference read for %r failed (%s: %s); using %r for %.1fs",
-                        user_id, type(exc).__name__, exc, value, self.ttl_s)
+            log.warning(
+                "preference read for %r failed (%s: %s); using %r for %.1fs",
+                user_id,
+                type(exc).__name__,
+                exc,
+                value,
+                self.ttl_s,
+            )
             return value
         if value not in MODELS:
             value = None  # an unknown stored value must not break routing

@@ -1,6 +1,6 @@
 """Live evaluation in the router: served predictions, feedback joins, windows, drift, rollout.
 
-Glue between the router core and the pure parts (serving/evaluation.py, rollout.py, drift.py,
+Glue between the router core and the pure parts (serving/delivery/evaluation.py, rollout.py, drift.py,
 state.py). It keeps the last predictions in memory (bounded, with a TTL) so that ground-truth
 feedback can be joined to what was served; joins are persisted, so the label windows survive a
 restart. With `rollout.enabled`, the controller owns the ensemble's rollout percentage and the
@@ -19,13 +19,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from serving import metrics
-from serving.config import FlagConfig
-from serving.drift import DriftMonitor
+from serving.config.flags import FlagConfig
+from serving.delivery.drift import DriftMonitor
+from serving.delivery.evaluation import EvaluationWindows, go_no_go
+from serving.delivery.rollout import RolloutController
+from serving.delivery.state import StateStore
 from serving.errors import InvalidInput, NotFound
-from serving.evaluation import EvaluationWindows, go_no_go
-from serving.rollout import RolloutController
-from serving.state import StateStore
+from serving.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class Served(NamedTuple):
 
     RecentPredictions keeps it as a plain tuple of atomic values, which CPython's collector stops
     tracking (it untracks exact tuples only, not NamedTuples): the ~100k kept then add nothing to
-    the full collections that pause the router (serving/gcpause.py)."""
+    the full collections that pause the router (serving/observability/gcpause.py)."""
 
     arm: str
     label: str
@@ -78,14 +78,22 @@ class RecentPredictions:
 class LiveEvaluation:
     """Windows per arm, feedback joins, drift and the rollout controller for one router process."""
 
-    def __init__(self, store: StateStore, flags: FlagConfig, drift: DriftMonitor | None, classes: Sequence[str],
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        store: StateStore,
+        flags: FlagConfig,
+        drift: DriftMonitor | None,
+        classes: Sequence[str],
+        clock: Callable[[], float] = time.time,
+    ):
         self.store = store
         self.drift = drift
         self.classes = list(classes)
         self._clock = clock
         self.configure(flags, initial=True)
-        replayed = self.windows.replay_feedback(self.store.feedback_since(clock() - flags.evaluation.window_s))
+        replayed = self.windows.replay_feedback(
+            self.store.feedback_since(clock() - flags.evaluation.window_s)
+        )
         if replayed:
             log.info("live evaluation: replayed %d stored feedback labels", replayed)
         self._last_evaluation = 0.0
@@ -94,8 +102,12 @@ class LiveEvaluation:
         """Apply (re)loaded flags: window sizes, price, rollout and drift policy."""
         ev = flags.evaluation
         if initial:
-            self.windows = EvaluationWindows(max_events=ev.max_events, max_age_s=ev.window_s,
-                                             price_per_vcpu_second=ev.price_per_vcpu_second, clock=self._clock)
+            self.windows = EvaluationWindows(
+                max_events=ev.max_events,
+                max_age_s=ev.window_s,
+                price_per_vcpu_second=ev.price_per_vcpu_second,
+                clock=self._clock,
+            )
             self.recent = RecentPredictions(ev.max_tracked_requests, ev.feedback_ttl_s, self._clock)
             self.controller = RolloutController(flags.rollout, self.store, clock=self._clock)
         else:
@@ -107,8 +119,13 @@ class LiveEvaluation:
         self.flags = flags
 
     # ------------------------------------------------------------------ traffic
-    def record(self, predictions: list[dict[str, Any]], latency_ms: float | None, cpu_seconds: float | None,
-               ensemble_error: bool = False) -> None:
+    def record(
+        self,
+        predictions: list[dict[str, Any]],
+        latency_ms: float | None,
+        cpu_seconds: float | None,
+        ensemble_error: bool = False,
+    ) -> None:
         """Count one answered request (all rows answered by one arm) and remember each prediction."""
         first = predictions[0]
         arm, cached, fallback = first["model"], first["cached"], first["fallback"]
@@ -117,10 +134,14 @@ class LiveEvaluation:
         per_row_cpu = None if cpu_seconds is None else cpu_seconds / len(predictions)
         now = self._clock()
         for p in predictions:
-            self.windows.record_request(arm, None if cached else latency_ms, cached=cached, cpu_seconds=per_row_cpu)
+            self.windows.record_request(
+                arm, None if cached else latency_ms, cached=cached, cpu_seconds=per_row_cpu
+            )
             self.recent.add(p["request_id"], Served(arm, p["label"], latency_ms, now))
 
-    def record_shadow(self, request_ids: Sequence[str], probabilities: np.ndarray, seconds: float) -> None:
+    def record_shadow(
+        self, request_ids: Sequence[str], probabilities: np.ndarray, seconds: float
+    ) -> None:
         labels = [self.classes[int(i)] for i in np.argmax(probabilities, axis=1)]
         for request_id, label in zip(request_ids, labels):
             served = self.recent.get(request_id)
@@ -136,14 +157,25 @@ class LiveEvaluation:
     def feedback(self, request_id: str, label: str, rating: int | None = None) -> dict[str, Any]:
         """Join a true label (and optional 1..10 rating) to a served prediction; idempotent."""
         if label not in self.classes:
-            raise InvalidInput(f"unknown label {label!r}; expected one of {self.classes}",
-                               fields=[{"field": "label", "message": "not a class of the model"}])
+            raise InvalidInput(
+                f"unknown label {label!r}; expected one of {self.classes}",
+                fields=[{"field": "label", "message": "not a class of the model"}],
+            )
         served = self.recent.get(request_id)
         if served is None:
-            raise NotFound(f"unknown or expired request_id {request_id!r} (feedback is accepted for "
-                           f"{self.flags.evaluation.feedback_ttl_s:.0f} s after the prediction, on the replica that served it)")
+            raise NotFound(
+                f"unknown or expired request_id {request_id!r} (feedback is accepted for "
+                f"{self.flags.evaluation.feedback_ttl_s:.0f} s after the prediction, on the replica that served it)"
+            )
         stored = self.store.record_feedback(
-            request_id, served.arm, served.label, label, rating, served.latency_ms, served.shadow_label, served.created_at
+            request_id,
+            served.arm,
+            served.label,
+            label,
+            rating,
+            served.latency_ms,
+            served.shadow_label,
+            served.created_at,
         )
         correct = served.label == label
         if stored:
@@ -151,17 +183,29 @@ class LiveEvaluation:
             if served.shadow_label is not None:
                 self.windows.record_label("shadow", served.shadow_label == label)
             metrics.FEEDBACK.labels(arm=served.arm, correct=str(correct).lower()).inc()
-        return {"request_id": request_id, "status": "recorded" if stored else "duplicate", "arm": served.arm,
-                "predicted": served.label, "correct": correct}
+        return {
+            "request_id": request_id,
+            "status": "recorded" if stored else "duplicate",
+            "arm": served.arm,
+            "predicted": served.label,
+            "correct": correct,
+        }
 
     # ------------------------------------------------------------------ evaluation and rollout
     def drift_report(self) -> dict[str, Any]:
         if self.drift is None:
-            return {"enough_data": False, "drifted": False, "features": {}, "note": "no reference statistics"}
+            return {
+                "enough_data": False,
+                "drifted": False,
+                "features": {},
+                "note": "no reference statistics",
+            }
         report = self.drift.report()
         for name, feature in report.get("features", {}).items():
             psi = feature.get("psi")
-            metrics.DRIFT_PSI.labels(feature=name).set(math.nan if psi is None else psi)  # NaN: not enough data
+            metrics.DRIFT_PSI.labels(feature=name).set(
+                math.nan if psi is None else psi
+            )  # NaN: not enough data
         metrics.DRIFT_DETECTED.set(1 if report.get("drifted") else 0)
         return report
 
@@ -177,8 +221,11 @@ class LiveEvaluation:
             "arms": snapshot,
             "comparison": self.windows.compare(),
             "go_no_go": score,
-            "rollout": {"config": self.flags.rollout.model_dump(), "state": self.controller.state.to_dict(),
-                        "automatic": self.flags.rollout.enabled},
+            "rollout": {
+                "config": self.flags.rollout.model_dump(),
+                "state": self.controller.state.to_dict(),
+                "automatic": self.flags.rollout.enabled,
+            },
             "last_decision": self.controller.last_decision,
         }
 
@@ -207,7 +254,12 @@ class LiveEvaluation:
         state = self.controller.state
         metrics.ROLLOUT_STAGE.set(state.percentage)
         enabled = not state.rolled_back
-        if flags.ensemble.rollout_percentage == state.percentage and flags.ensemble.enabled == enabled:
+        if (
+            flags.ensemble.rollout_percentage == state.percentage
+            and flags.ensemble.enabled == enabled
+        ):
             return None
-        ensemble = flags.ensemble.model_copy(update={"rollout_percentage": state.percentage, "enabled": enabled})
+        ensemble = flags.ensemble.model_copy(
+            update={"rollout_percentage": state.percentage, "enabled": enabled}
+        )
         return flags.model_copy(update={"ensemble": ensemble})

@@ -24,22 +24,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import stats
+
+from serving.config.delivery import ScoreConfig
 
 ARMS: tuple[str, ...] = ("classic", "ensemble", "shadow")
 """The arms the windows track by default."""
 
 DEFAULT_PRICE_PER_VCPU_SECOND = 0.04048 / 3600
 """USD per vCPU-second (an on-demand container vCPU-hour of 0.04048 USD); set your own."""
-
-
-class _Strict(BaseModel):
-    """Unknown keys are errors; field docstrings become descriptions."""
-
-    model_config = ConfigDict(
-        extra="forbid", use_attribute_docstrings=True, validate_assignment=True
-    )
 
 
 # ---------------------------------------------------------------------------- windows
@@ -417,82 +410,6 @@ def compare_latency(
 
 
 # ---------------------------------------------------------------------------- go / no-go
-class ScoreConfig(_Strict):
-    """How live metrics turn into a 0..1 go/no-go score, and the gates a rollout must pass.
-
-    Each term is normalised linearly to 0..1 between its "zero" point and its "one" point and
-    clipped (value at or beyond the minimum -> 0, at or beyond the target -> 1):
-
-    - accuracy: relative improvement of the ensemble over classic,
-      (acc_ensemble - acc_classic) / acc_classic; 0 at `accuracy_improvement_min`, 1 at
-      `accuracy_improvement_target`.
-    - satisfaction: the ensemble's mean rating / 10; 0 at `satisfaction_min`, 1 at
-      `satisfaction_target`.
-    - cost: relative increase of CPU seconds per request over classic,
-      cpu_ensemble / cpu_classic - 1; 0 at `cost_increase_max`, 1 at `cost_increase_target`
-      (lower is better: the line runs downhill).
-    - stability: the ensemble's success rate, 1 - error_rate; 0 at `stability_min`, 1 at
-      `stability_target`.
-
-    The score is the weighted mean of the terms that have data (weights renormalised over them;
-    satisfaction needs ratings, cost needs CPU measurements on both arms). Accuracy and stability
-    must have data, else the verdict is "not enough data".
-    """
-
-    weight_accuracy: float = Field(0.4, ge=0)
-    """Weight of the accuracy term."""
-    weight_satisfaction: float = Field(0.3, ge=0)
-    """Weight of the user-satisfaction term."""
-    weight_cost: float = Field(0.2, ge=0)
-    """Weight of the cost term."""
-    weight_stability: float = Field(0.1, ge=0)
-    """Weight of the stability (success rate) term."""
-    accuracy_improvement_min: float = 0.10
-    """Relative accuracy improvement over classic that scores 0, and the gate's minimum."""
-    accuracy_improvement_target: float = 0.15
-    """Relative accuracy improvement over classic that scores 1."""
-    satisfaction_min: float = Field(0.6, ge=0, le=1)
-    """Mean rating / 10 that scores 0, and the gate's minimum (when there are ratings)."""
-    satisfaction_target: float = Field(0.8, ge=0, le=1)
-    """Mean rating / 10 that scores 1."""
-    cost_increase_max: float = 1.0
-    """Relative CPU cost increase over classic that scores 0; the gate requires less than this."""
-    cost_increase_target: float = 0.5
-    """Relative CPU cost increase over classic that scores 1 (and anything cheaper)."""
-    stability_min: float = Field(0.99, ge=0, le=1)
-    """Success rate (1 - error rate) that scores 0, and the gate's minimum."""
-    stability_target: float = Field(0.999, ge=0, le=1)
-    """Success rate that scores 1."""
-    proceed_threshold: float = Field(0.75, ge=0, le=1)
-    """Weighted score at or above which the verdict is "proceed" (all gates passing)."""
-    min_labelled_samples: int = Field(200, ge=1)
-    """Labelled predictions each of classic and the ensemble need before scoring."""
-    min_requests: int = Field(200, ge=1)
-    """Requests the ensemble needs before its stability counts."""
-    include_shadow_labels: bool = True
-    """Judge the ensemble's accuracy on its own labels plus its shadow predictions' labels."""
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ScoreConfig:
-        if self.accuracy_improvement_target <= self.accuracy_improvement_min:
-            raise ValueError("accuracy_improvement_target must be above accuracy_improvement_min")
-        if self.satisfaction_target <= self.satisfaction_min:
-            raise ValueError("satisfaction_target must be above satisfaction_min")
-        if self.cost_increase_target >= self.cost_increase_max:
-            raise ValueError("cost_increase_target must be below cost_increase_max")
-        if self.stability_target <= self.stability_min:
-            raise ValueError("stability_target must be above stability_min")
-        if (
-            self.weight_accuracy
-            + self.weight_satisfaction
-            + self.weight_cost
-            + self.weight_stability
-            <= 0
-        ):
-            raise ValueError("at least one weight must be positive")
-        return self
-
-
 def normalise(value: float, zero_at: float, one_at: float) -> float:
     """Linear 0..1 score: 0 at `zero_at`, 1 at `one_at`, clipped (works in either direction)."""
     if one_at == zero_at:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import mmh3
 
-from serving.config import EligibilityRule, EnsembleFlag, FlagConfig
+from serving.config.flags import EligibilityRule, EnsembleFlag, FlagConfig
 
 Arm = Literal["classic", "ensemble"]
 ARMS: tuple[Arm, ...] = ("classic", "ensemble")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.config import CacheConfig
+from serving.config.flags import CacheConfig
 
 
 class PredictionCache:

@@ -30,58 +30,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from serving.evaluation import ScoreConfig, candidate_accuracy, compare_accuracy, go_no_go
-from serving.state import StateStore
+from serving.config.delivery import RolloutConfig
+from serving.delivery.evaluation import candidate_accuracy, compare_accuracy, go_no_go
+from serving.delivery.state import StateStore
 
 STATE_KEY = "rollout"
 """The store key holding the rollout state."""
 
 ACTIONS = ("promote", "hold", "rollback", "none")
 """Actions `evaluate` can return (manual operations also log "pause" and "resume")."""
-
-
-class RolloutConfig(BaseModel):
-    """The progressive-rollout policy."""
-
-    model_config = ConfigDict(
-        extra="forbid", use_attribute_docstrings=True, validate_assignment=True
-    )
-
-    schedule: list[float] = Field(
-        default_factory=lambda: [10.0, 25.0, 50.0, 75.0, 100.0], min_length=1
-    )
-    """Ensemble traffic percentages of the stages, strictly increasing, each in (0, 100]."""
-    min_stage_seconds: float = Field(300.0, ge=0)
-    """Time a stage must last before it can be promoted."""
-    min_labelled_samples: int = Field(200, ge=1)
-    """Labelled predictions per arm needed before accuracy may trigger a rollback or a promotion."""
-    min_request_samples: int = Field(200, ge=1)
-    """Requests (latency samples) per arm needed before latency or errors may trigger anything."""
-    max_accuracy_drop: float = Field(0.05, ge=0, le=1)
-    """Roll back when ensemble accuracy is more than this (absolute) below classic's."""
-    max_p95_increase_ms: float = Field(100.0, ge=0)
-    """Roll back when the ensemble's p95 latency exceeds classic's by more than this."""
-    max_error_rate: float = Field(0.02, ge=0, le=1)
-    """Roll back when the ensemble's error rate is above this."""
-    evaluation_interval_s: float = Field(30.0, gt=0)
-    """How often the caller should run `evaluate` (the controller itself never schedules)."""
-    enabled: bool = False
-    """Automatic promotion; off by default (rollback triggers still act when it is off)."""
-    score: ScoreConfig = Field(default_factory=ScoreConfig)
-    """The go/no-go score that must clear its threshold before a promotion."""
-
-    @field_validator("schedule")
-    @classmethod
-    def _increasing(cls, schedule: list[float]) -> list[float]:
-        for value in schedule:
-            if not 0 < value <= 100:
-                raise ValueError(f"every stage must be in (0, 100], got {value}")
-        for before, after in zip(schedule, schedule[1:], strict=False):
-            if after <= before:
-                raise ValueError(f"stages must increase strictly, got {before} then {after}")
-        return schedule
 
 
 @dataclass(frozen=True)

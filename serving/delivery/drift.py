@@ -39,8 +39,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
+
+from serving.config.delivery import DriftConfig
 
 RECONSTRUCTED_SAMPLE = 10_000
 """Points of the reference sample rebuilt from the 101 quantiles for the two-sample KS test."""
@@ -50,23 +51,6 @@ PSI_FLOOR = 1e-4
 
 MIN_EXPECTED = 5.0
 """Categories expected fewer times than this are pooled for the chi-squared test."""
-
-
-class DriftConfig(BaseModel):
-    """How the drift monitor windows and judges live inputs."""
-
-    model_config = ConfigDict(
-        extra="forbid", use_attribute_docstrings=True, validate_assignment=True
-    )
-
-    window: int = Field(2000, ge=1)
-    """Live rows kept (a sliding window of the most recent rows)."""
-    min_samples: int = Field(200, ge=1)
-    """Rows (and, for a test, present values) needed before a feature is judged."""
-    psi_threshold: float = Field(0.2, gt=0)
-    """PSI above which a feature drifts (0.1-0.2 is a moderate shift, above 0.2 a major one)."""
-    alpha: float = Field(0.01, gt=0, lt=1)
-    """False discovery rate for the per-feature tests, after Benjamini-Hochberg adjustment."""
 
 
 class DriftMonitor:

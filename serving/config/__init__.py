@@ -1,0 +1,1 @@
+"""Flags and settings: pydantic models validated at load; imports nothing else of serving."""
