@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_preferences import AppClient, make_routed_core
 
 from serving.config.settings import ServingSettings
 from serving.http.app import RequestGuard, create_app
+from tests.unit.routing.test_preferences import AppClient, make_routed_core
 
 CASES = [  # (body bytes, headers)
     (json.dumps({"features": {"x": 1.5}}), {}),
