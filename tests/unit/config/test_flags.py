@@ -21,7 +21,7 @@ from serving.config.flags import (
     parse_flag_config,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 EXAMPLE = """
 ensemble:
