@@ -26,6 +26,7 @@ from serving.delivery.rollout import RolloutController
 from serving.delivery.state import StateStore
 from serving.errors import InvalidInput, NotFound
 from serving.observability import metrics
+from serving.results import RoutedPrediction
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +122,14 @@ class LiveEvaluation:
     # ------------------------------------------------------------------ traffic
     def record(
         self,
-        predictions: list[dict[str, Any]],
+        predictions: Sequence[RoutedPrediction],
         latency_ms: float | None,
         cpu_seconds: float | None,
         ensemble_error: bool = False,
     ) -> None:
         """Count one answered request (all rows answered by one arm) and remember each prediction."""
         first = predictions[0]
-        arm, cached, fallback = first["model"], first["cached"], first["fallback"]
+        arm, cached, fallback = first.model, first.cached, first.fallback
         if ensemble_error or fallback:
             self.windows.record_request("ensemble", None, error=ensemble_error, fallback=True)
         per_row_cpu = None if cpu_seconds is None else cpu_seconds / len(predictions)
@@ -137,7 +138,7 @@ class LiveEvaluation:
             self.windows.record_request(
                 arm, None if cached else latency_ms, cached=cached, cpu_seconds=per_row_cpu
             )
-            self.recent.add(p["request_id"], Served(arm, p["label"], latency_ms, now))
+            self.recent.add(p.request_id, Served(arm, p.label, latency_ms, now))
 
     def record_shadow(
         self, request_ids: Sequence[str], probabilities: np.ndarray, seconds: float
@@ -252,7 +253,7 @@ class LiveEvaluation:
         if not flags.rollout.enabled:
             return None
         state = self.controller.state
-        metrics.ROLLOUT_STAGE.set(state.percentage)
+        metrics.ROLLOUT_STAGE.set(state.percentage / 100)  # exported as a 0..1 ratio
         enabled = not state.rolled_back
         if (
             flags.ensemble.rollout_percentage == state.percentage

@@ -160,7 +160,7 @@ def create_app(settings: ServingSettings) -> FastAPI:
             header=preference(x_model_preference),
             attributes=body.context,
         )
-        return out[0]
+        return Prediction.of(out[0])
 
     async def classify_fast(body: bytes, headers: dict[str, str]) -> bytes | None:
         """POST /api/classify without FastAPI's per-request machinery (profiled: a third of the router's
@@ -178,7 +178,7 @@ def create_app(settings: ServingSettings) -> FastAPI:
             header=header,
             attributes=body_model.context,
         )
-        return Prediction.model_validate(out[0]).model_dump_json().encode()
+        return Prediction.of(out[0]).model_dump_json().encode()
 
     if settings.fast_classify:
         fast_routes["/api/classify"] = classify_fast
@@ -210,7 +210,7 @@ def create_app(settings: ServingSettings) -> FastAPI:
             endpoint="classify_batch",
             prefix="instances",
         )
-        return {"predictions": out}
+        return BatchPrediction(predictions=[Prediction.of(p) for p in out])
 
     @app.post(
         "/api/v1/classify/classic",
@@ -219,7 +219,7 @@ def create_app(settings: ServingSettings) -> FastAPI:
         summary="Classic model, unrouted",
     )
     async def classify_classic(body: ClassifyRequest, router: Core) -> Any:
-        return (await router.classify_direct("classic", [body.features]))[0]
+        return Prediction.of((await router.classify_direct("classic", [body.features]))[0])
 
     @app.post(
         "/api/v2/classify/ensemble",
@@ -228,7 +228,7 @@ def create_app(settings: ServingSettings) -> FastAPI:
         summary="Ensemble model, unrouted",
     )
     async def classify_ensemble(body: ClassifyRequest, router: Core) -> Any:
-        return (await router.classify_direct("ensemble", [body.features]))[0]
+        return Prediction.of((await router.classify_direct("ensemble", [body.features]))[0])
 
     # ---------------------------------------------------------------- live evaluation
     def live_of(router: RouterCore):

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serving.results import RoutedPrediction
+
 UserId = Field(
     default=None,
     min_length=1,
@@ -43,6 +45,10 @@ class BatchRequest(BaseModel):
 
 
 class Prediction(BaseModel):
+    """One answered row, as served (built from the core's `RoutedPrediction` at the edge)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     label: str
     probabilities: dict[str, float]
     model: Literal["classic", "ensemble"]
@@ -53,6 +59,11 @@ class Prediction(BaseModel):
     reason: str = Field(
         description="The routing rule that chose the model (split, header, allow_list, ...)."
     )
+
+
+    @classmethod
+    def of(cls, routed: RoutedPrediction) -> Prediction:
+        return cls.model_validate(routed, from_attributes=True)
 
 
 class BatchPrediction(BaseModel):

@@ -7,6 +7,7 @@ in-process models and the BentoML wiring plugs in remote services.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -97,6 +98,30 @@ class LocalArm:
         return self.info
 
 
+class ArmCallError(Exception):
+    """A model service failed a call; `cause` is the fallback metric's label."""
+
+    cause = "error"
+
+
+class ArmOverloaded(ArmCallError):
+    """The service refused the call for load (HTTP 503 or 429): it is up, but busy."""
+
+    cause = "overloaded"
+
+
+OVERLOAD_STATUSES = frozenset({429, 503})
+
+
+def arm_error(exc: Exception) -> ArmCallError:
+    """Classify a client exception by its HTTP status (BentoML's `error_code`), never its text."""
+    status = getattr(exc, "error_code", None)
+    kind = (
+        ArmOverloaded if status is not None and int(status) in OVERLOAD_STATUSES else ArmCallError
+    )
+    return kind(f"{type(exc).__name__}: {exc}")
+
+
 class RemoteArm:
     """A model service reached through BentoML's client (its own process or container)."""
 
@@ -129,7 +154,13 @@ class RemoteArm:
             return await call(*args)
 
     async def predict(self, codes: np.ndarray) -> np.ndarray:
-        return np.asarray(await self._call(self._predict, codes), dtype=np.float64)
+        try:
+            result = await self._call(self._predict, codes)
+        except (TimeoutError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise arm_error(exc) from exc
+        return np.asarray(result, dtype=np.float64)
 
     async def refresh(self) -> ArmInfo | None:
         """Ask the service to describe itself; on failure keep the last info but mark it not ready."""

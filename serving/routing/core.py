@@ -34,10 +34,17 @@ from serving.config.flags import (
 from serving.errors import ArmUnavailable, InvalidInput
 from serving.errors import NotFound as NotFoundError
 from serving.observability import metrics
-from serving.routing.arms import ArmInfo, LocalArm, describe_model, info_from_description
+from serving.results import RoutedPrediction
+from serving.routing.arms import (
+    ArmCallError,
+    ArmInfo,
+    LocalArm,
+    describe_model,
+    info_from_description,
+)
 from serving.routing.breaker import BreakerState, CircuitBreaker
 from serving.routing.cache import PredictionCache
-from serving.routing.policy import Decision, Health, Reason, RequestContext, decide, explain
+from serving.routing.policy import Health, RequestContext, decide, explain
 from serving.routing.shadow import ShadowMirror
 
 log = logging.getLogger(__name__)
@@ -161,7 +168,7 @@ class RouterCore:
             return None
 
     def _export_flag_gauges(self) -> None:
-        metrics.ROLLOUT_PERCENTAGE.set(self._flags.ensemble.rollout_percentage)
+        metrics.ROLLOUT_PERCENTAGE.set(self._flags.ensemble.rollout_percentage / 100)  # 0..1
         metrics.ENSEMBLE_ENABLED.set(1 if self._flags.ensemble.enabled else 0)
 
     def _on_breaker_change(self, old: BreakerState, new: BreakerState) -> None:
@@ -293,7 +300,7 @@ class RouterCore:
         user_preference: str | None = None,
         endpoint: str = "classify",
         prefix: str = "features",
-    ) -> list[dict[str, Any]]:
+    ) -> list[RoutedPrediction]:
         """Route one request (one or more rows, one user) and answer every row."""
         classic_info = self._require(self.classic)
         codes = self.encode(classic_info, rows, prefix)  # bad input is a 422 whatever the arm
@@ -316,18 +323,18 @@ class RouterCore:
             answer = await self._predict(self.classic, classic_info, rows, codes)
             answer.fallback = decision.fallback or decision.arm == "ensemble"
             shadow = decision.arm == "classic" and not decision.fallback
-        out = self._render(answer, decision, endpoint)
+        out = self._render(answer, decision.reason.value, endpoint)
         if self.live is not None:
             self.live.observe_inputs(codes)
             latency_ms = None if answer.latency_s is None else answer.latency_s * 1000.0
             self.live.record(out, latency_ms, answer.cpu_seconds, ensemble_error=ensemble_error)
         if shadow:
-            self._mirror(codes, answer, [p["request_id"] for p in out])
+            self._mirror(codes, answer, [p.request_id for p in out])
         return out
 
     async def classify_direct(
         self, arm_name: str, rows: Sequence[Mapping[str, Any]], prefix: str = "features"
-    ) -> list[dict[str, Any]]:
+    ) -> list[RoutedPrediction]:
         """Unrouted call to one arm's service; no fallback (the caller asked for this model)."""
         arm = self.ensemble if arm_name == "ensemble" else self.classic_direct
         info = self._require(arm)
@@ -339,8 +346,7 @@ class RouterCore:
         except Exception as exc:
             log.warning("direct %s call failed: %s: %s", arm_name, type(exc).__name__, exc)
             raise ArmUnavailable(f"{arm_name} failed: {type(exc).__name__}") from None
-        decision = Decision(arm_name, Reason.HEADER, fallback=False, bucket=None)  # type: ignore[arg-type]
-        return self._render(answer, decision, f"direct_{arm_name}", reason="direct")
+        return self._render(answer, "direct", f"direct_{arm_name}")
 
     def explain(
         self,
@@ -389,7 +395,7 @@ class RouterCore:
             return self._fell_back("timeout", failed=True)
         except Exception as exc:
             self.breaker.record_failure()
-            cause = "overloaded" if "503" in str(exc) or "overload" in str(exc).lower() else "error"
+            cause = exc.cause if isinstance(exc, ArmCallError) else "error"
             log.warning("ensemble call failed (%s): %s", cause, exc)
             return self._fell_back(cause, failed=True)
         self.breaker.record_success()
@@ -452,29 +458,25 @@ class RouterCore:
             on_result,
         )
 
-    def _render(
-        self, answer: Answer, decision: Decision, endpoint: str, reason: str | None = None
-    ) -> list[dict[str, Any]]:
+    def _render(self, answer: Answer, reason: str, endpoint: str) -> list[RoutedPrediction]:
         classes = answer.info.schema.classes
         outcome = "fallback" if answer.fallback else "ok"
         metrics.REQUESTS.labels(endpoint=endpoint, arm=answer.arm, outcome=outcome).inc(
             len(answer.cached)
         )
-        out = []
-        for probs, cached in zip(answer.probabilities, answer.cached):
-            out.append(
-                {
-                    "label": classes[int(np.argmax(probs))],
-                    "probabilities": {c: float(p) for c, p in zip(classes, probs)},
-                    "model": answer.arm,
-                    "model_version": answer.info.version,
-                    "request_id": uuid.uuid4().hex,
-                    "fallback": answer.fallback,
-                    "cached": cached,
-                    "reason": reason or decision.reason.value,
-                }
+        return [
+            RoutedPrediction(
+                label=classes[int(np.argmax(probs))],
+                probabilities={c: float(p) for c, p in zip(classes, probs, strict=True)},
+                model=answer.arm,
+                model_version=answer.info.version,
+                request_id=uuid.uuid4().hex,
+                fallback=answer.fallback,
+                cached=cached,
+                reason=reason,
             )
-        return out
+            for probs, cached in zip(answer.probabilities, answer.cached, strict=True)
+        ]
 
     def flags_document(self) -> dict[str, Any]:
         return dump_flag_config(self._flags)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from http import HTTPStatus
 
 import numpy as np
 import pytest
 
-from serving.routing.arms import NOT_READY_AFTER, RemoteArm
+from serving.routing.arms import NOT_READY_AFTER, ArmCallError, ArmOverloaded, RemoteArm
 
 
 class Dropped(ConnectionError):
@@ -74,6 +75,31 @@ def test_predict_retries_once_on_a_dropped_connection_and_not_on_other_errors():
     assert np.allclose(asyncio.run(arm(predict=predict).predict(np.zeros((1, 1)))), [[0.25, 0.75]])
     assert predict.calls == 2
     broken = Flaky([[0.25, 0.75]], ValueError("bad model"))
-    with pytest.raises(ValueError):
+    with pytest.raises(ArmCallError) as failed:
         asyncio.run(arm(predict=broken).predict(np.zeros((1, 1))))
-    assert broken.calls == 1
+    assert broken.calls == 1 and failed.value.cause == "error"
+
+
+class StatusError(Exception):
+    """Like BentoML's client exceptions: the HTTP status in `error_code`."""
+
+    def __init__(self, message: str, error_code: HTTPStatus):
+        super().__init__(message)
+        self.error_code = error_code
+
+
+@pytest.mark.parametrize(
+    ("status", "cause"),
+    [
+        (HTTPStatus.SERVICE_UNAVAILABLE, "overloaded"),
+        (HTTPStatus.TOO_MANY_REQUESTS, "overloaded"),
+        (HTTPStatus.INTERNAL_SERVER_ERROR, "error"),
+    ],
+)
+def test_failures_are_classified_by_status_not_by_message(status, cause):
+    # the message says 503 either way: only the status decides
+    predict = Flaky([[0.25, 0.75]], StatusError("upstream said 503 overload", status))
+    with pytest.raises(ArmCallError) as failed:
+        asyncio.run(arm(predict=predict).predict(np.zeros((1, 1))))
+    assert failed.value.cause == cause
+    assert isinstance(failed.value, ArmOverloaded) == (cause == "overloaded")

@@ -487,32 +487,32 @@ def classify(core, user_id, header=None):
 
 def test_the_router_honours_a_stored_preference_below_the_header():
     core = make_routed_core()  # rollout 0%: alice would get classic
-    assert (classify(core, "alice")["model"], classify(core, "alice")["reason"]) == (
+    assert (classify(core, "alice").model, classify(core, "alice").reason) == (
         "classic",
         "split",
     )
     core.preferences.set("alice", "ensemble")
     answer = classify(core, "alice")
-    assert (answer["model"], answer["reason"], answer["fallback"]) == (
+    assert (answer.model, answer.reason, answer.fallback) == (
         "ensemble",
         "preference",
         False,
     )
-    assert classify(core, "alice", header="classic")["reason"] == "header"
+    assert classify(core, "alice", header="classic").reason == "header"
     core.preferences.set("vip", "classic")  # opting out beats the allow-list
-    assert (classify(core, "vip")["model"], classify(core, "vip")["reason"]) == (
+    assert (classify(core, "vip").model, classify(core, "vip").reason) == (
         "classic",
         "preference",
     )
     core.preferences.set("alice", "auto")
-    assert classify(core, "alice")["reason"] == "split"
+    assert classify(core, "alice").reason == "split"
 
 
 def test_the_kill_switch_beats_the_preference():
     core = make_routed_core(enabled=False)
     core.preferences.set("alice", "ensemble")
     answer = classify(core, "alice")
-    assert (answer["model"], answer["reason"], answer["fallback"]) == (
+    assert (answer.model, answer.reason, answer.fallback) == (
         "classic",
         "kill_switch",
         False,

@@ -78,9 +78,9 @@ def run(coro):
 
 def test_split_and_allow_list():
     core, classic, ensemble = make_core()
-    assert run(core.classify([ROW], user_id="anyone"))[0]["model"] == "classic"
+    assert run(core.classify([ROW], user_id="anyone"))[0].model == "classic"
     answer = run(core.classify([ROW], user_id="vip"))[0]
-    assert (answer["model"], answer["label"], answer["reason"]) == ("ensemble", "yes", "allow_list")
+    assert (answer.model, answer.label, answer.reason) == ("ensemble", "yes", "allow_list")
 
 
 def test_invalid_rows_are_rejected_before_routing():
@@ -95,33 +95,33 @@ def test_failing_ensemble_falls_back_to_classic_then_breaker_opens():
     core, classic, ensemble = make_core()
     ensemble.fail = True
     answers = [run(core.classify([{**ROW, "x": float(i)}], user_id="vip"))[0] for i in range(4)]
-    assert all(a["model"] == "classic" and a["fallback"] for a in answers)
+    assert all(a.model == "classic" and a.fallback for a in answers)
     assert ensemble.calls == 2  # threshold 2: the breaker opened, later requests skip the ensemble
     assert core.breaker.state == BreakerState.OPEN
-    assert answers[-1]["reason"] == "breaker_open"
+    assert answers[-1].reason == "breaker_open"
 
 
 def test_slow_ensemble_misses_its_deadline_and_classic_answers():
     core, classic, ensemble = make_core()
     ensemble.delay_s = 1.0
     answer = run(asyncio.wait_for(core.classify([ROW], user_id="vip"), timeout=0.5))[0]
-    assert answer["model"] == "classic" and answer["fallback"] is True
+    assert answer.model == "classic" and answer.fallback is True
 
 
 def test_kill_switch_and_header():
     core, classic, ensemble = make_core(enabled=False)
-    assert run(core.classify([ROW], user_id="vip", header="ensemble"))[0]["reason"] == "kill_switch"
+    assert run(core.classify([ROW], user_id="vip", header="ensemble"))[0].reason == "kill_switch"
     core, classic, ensemble = make_core()
-    assert run(core.classify([ROW], user_id="vip", header="classic"))[0]["model"] == "classic"
+    assert run(core.classify([ROW], user_id="vip", header="classic"))[0].model == "classic"
 
 
 def test_cache_hit_is_reported_and_skips_the_model():
     core, classic, ensemble = make_core()
     first = run(core.classify([ROW], user_id="vip"))[0]
     second = run(core.classify([dict(reversed(list(ROW.items())))], user_id="vip"))[0]
-    assert (first["cached"], second["cached"]) == (False, True)
+    assert (first.cached, second.cached) == (False, True)
     assert ensemble.calls == 1
-    assert second["probabilities"] == first["probabilities"]
+    assert second.probabilities == first.probabilities
 
 
 def test_shadow_compares_without_changing_the_answer_and_stays_bounded():
@@ -137,7 +137,7 @@ def test_shadow_compares_without_changing_the_answer_and_stays_bounded():
         return answers
 
     answers = run(go())
-    assert {a["model"] for a in answers} == {"classic"}
+    assert {a.model for a in answers} == {"classic"}
     summary = core.shadow.stats.summary()
     # The stub answers without yielding, so the copies pile up: two run, three are dropped.
     assert (summary["compared"], summary["dropped"]) == (2, 3)
@@ -177,5 +177,5 @@ def test_unready_ensemble_routes_to_classic_with_fallback():
     core, classic, ensemble = make_core()
     ensemble.info.ready = False
     answer = run(core.classify([ROW], user_id="vip"))[0]
-    assert (answer["model"], answer["fallback"], answer["reason"]) == ("classic", True, "unhealthy")
+    assert (answer.model, answer.fallback, answer.reason) == ("classic", True, "unhealthy")
     assert ensemble.calls == 0
