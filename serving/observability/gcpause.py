@@ -4,8 +4,9 @@ A full (generation 2) collection walks every tracked object of the process while
 waits. A router holds a lot of them: BentoML, FastAPI and pydantic at import, plus its own
 long-lived tables (recent predictions for feedback joins, the prediction cache, the rolling
 windows). `gc.freeze()` after start-up moves the import-time objects out of every future
-collection, and `GcPauses` exports each pause to Prometheus so a long one shows up as a number
-rather than as an unexplained tail latency (or as ensemble deadlines missed by a stalled loop).
+collection, and `GcPauses` exports each pause to Prometheus (`tabular_gc_pause_seconds`, see
+serving/observability/metrics.py) so a long one shows up as a number rather than as an unexplained
+tail latency (or as ensemble deadlines missed by a stalled loop).
 
 The collector's callback runs wherever a collection happens to start: possibly inside
 prometheus_client while it holds its (non-reentrant) value lock, which in multiprocess mode is one

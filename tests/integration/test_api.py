@@ -45,7 +45,7 @@ def varied_rows(example: dict, n: int, seed: int = 7) -> list[dict]:
 def test_health_endpoints_and_openapi(server):
     assert httpx.get(f"{server.url}/livez").status_code == 200
     assert httpx.get(f"{server.url}/readyz").status_code == 200
-    assert "router_rollout_percentage" in httpx.get(f"{server.url}/metrics").text
+    assert "tabular_router_rollout_ratio" in httpx.get(f"{server.url}/metrics").text
     paths = httpx.get(f"{server.url}/docs.json").json()["paths"]
     for path in (
         "/api/classify",
@@ -234,7 +234,10 @@ def test_concurrent_ensemble_requests_are_batched(server, example_row):
     assert all(r.status_code == 200 for r in responses)
     # The router coalesces concurrent requests into shared calls (serving/routing/coalesce.py), and the
     # service's adaptive batching merges calls: either way a prediction call must hold several rows.
-    for metric in ("router_ensemble_call_rows_bucket", "ensemble_batch_rows_bucket"):
+    for metric in (
+        "tabular_router_ensemble_call_rows_bucket",
+        "tabular_ensemble_batch_rows_bucket",
+    ):
         buckets = metric_values(server, metric)
         single = sum(v for k, v in buckets.items() if 'le="1.0"' in k)
         total = sum(v for k, v in buckets.items() if 'le="+Inf"' in k)

@@ -127,7 +127,7 @@ def test_missing_ensemble_model_serves_everything_on_classic(trained_store, exam
             models["ensemble"]["ready"] is False
             and "not in the model store" in models["ensemble"]["error"]
         )
-        assert httpx.get(f"{srv.url}/metrics").text.count("router_ensemble_ready 0.0") == 1
+        assert httpx.get(f"{srv.url}/metrics").text.count("tabular_router_ensemble_ready 0.0") == 1
     finally:
         srv.stop()
 

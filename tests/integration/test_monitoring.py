@@ -16,7 +16,7 @@ from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
 MONITORING = ROOT / "deploy" / "monitoring"
-METRIC = re.compile(r"\b((?:router|ensemble|bentoml|rollout|drift|live)_[a-z0-9_]+)")
+METRIC = re.compile(r"\b((?:tabular|bentoml)_[a-z0-9_]+)")
 
 
 def expressions() -> list[str]:
@@ -30,12 +30,12 @@ def expressions() -> list[str]:
 def test_assets_parse_and_cover_the_key_signals():
     names = {m for e in expressions() for m in METRIC.findall(e)}
     for needed in (
-        "router_arm_latency_seconds_bucket",
-        "router_fallbacks_total",
-        "router_breaker_state",
-        "router_shadow_agreement_total",
-        "drift_detected",
-        "rollout_decisions_total",
+        "tabular_router_arm_latency_seconds_bucket",
+        "tabular_router_fallbacks_total",
+        "tabular_router_breaker_state",
+        "tabular_router_shadow_agreement_total",
+        "tabular_drift_detected",
+        "tabular_rollout_decisions_total",
     ):
         assert needed in names
 
@@ -74,7 +74,7 @@ def test_every_metric_in_the_assets_is_exported(server, set_flags, admin_headers
     )
     httpx.get(f"{server.url}/api/status")  # refreshes drift and live-accuracy gauges
     assert server.wait_until(
-        lambda: "router_shadow_agreement_total" in httpx.get(f"{server.url}/metrics").text,
+        lambda: "tabular_router_shadow_agreement_total" in httpx.get(f"{server.url}/metrics").text,
         timeout=10,
     )
 

@@ -37,7 +37,7 @@ def test_failing_ensemble_falls_back_then_breaker_opens_and_recovers(
     server, set_flags, admin_headers, example_row
 ):
     assert set_flags(BASELINE_FLAGS).status_code == 200
-    errors_before = metric(server, 'router_fallbacks_total{cause="error"}')
+    errors_before = metric(server, 'tabular_router_fallbacks_total{cause="error"}')
     set_faults(server, admin_headers, error_rate=1.0)
     answers = [
         post(server, "/api/classify", {"features": r, "user_id": "beta_bob"})
@@ -48,8 +48,8 @@ def test_failing_ensemble_falls_back_then_breaker_opens_and_recovers(
     assert answers[-1].json()["reason"] == "breaker_open"
     # At most the breaker threshold (3) calls reach the failing ensemble; earlier tests may have left
     # consecutive failures on the count, so fewer can suffice.
-    assert 1 <= metric(server, 'router_fallbacks_total{cause="error"}') - errors_before <= 3
-    assert metric(server, "router_breaker_state") == 2
+    assert 1 <= metric(server, 'tabular_router_fallbacks_total{cause="error"}') - errors_before <= 3
+    assert metric(server, "tabular_router_breaker_state") == 2
 
     set_faults(server, admin_headers, error_rate=0.0)
     rows = iter(varied_rows(example_row, 200, seed=102))
@@ -62,12 +62,12 @@ def test_failing_ensemble_falls_back_then_breaker_opens_and_recovers(
         ),
         timeout=15,
     ), "traffic did not return to the ensemble after the cool-down"
-    assert metric(server, "router_breaker_state") == 0
+    assert metric(server, "tabular_router_breaker_state") == 0
 
 
 def test_slow_ensemble_is_cut_off_at_the_deadline(server, set_flags, admin_headers, example_row):
     assert set_flags(with_flags(deadline_ms=200)).status_code == 200
-    timeouts_before = metric(server, 'router_fallbacks_total{cause="timeout"}')
+    timeouts_before = metric(server, 'tabular_router_fallbacks_total{cause="timeout"}')
     set_faults(server, admin_headers, delay_ms=1500)
     for row in varied_rows(example_row, 3, seed=103):
         start = time.perf_counter()
@@ -76,7 +76,7 @@ def test_slow_ensemble_is_cut_off_at_the_deadline(server, set_flags, admin_heade
         assert answer.status_code == 200 and answer.json()["fallback"] is True
         assert elapsed < 0.2 + 0.5, f"answer took {elapsed:.2f}s with a 200 ms deadline"
     assert (
-        metric(server, 'router_fallbacks_total{cause="timeout"}') > timeouts_before
+        metric(server, 'tabular_router_fallbacks_total{cause="timeout"}') > timeouts_before
     )  # then the breaker may open
 
 
@@ -97,7 +97,7 @@ def test_hot_reload_from_file_moves_the_sticky_split(server, set_flags, example_
         for percentage in (10, 50):
             server.flags_path.write_text(yaml.safe_dump(with_flags(rollout_percentage=percentage)))
             assert server.wait_until(
-                lambda: routed("probe-user") is not None and _rollout(server) == percentage,
+                lambda: routed("probe-user") is not None and _rollout(server) == percentage / 100,
                 timeout=10,
             )
             on_ensemble = {u for u in users if routed(u) == "ensemble"}
@@ -109,7 +109,7 @@ def test_hot_reload_from_file_moves_the_sticky_split(server, set_flags, example_
 
 
 def _rollout(server) -> float:
-    return metric(server, "router_rollout_percentage")
+    return metric(server, "tabular_router_rollout_ratio")
 
 
 def test_bad_flag_config_is_rejected_and_the_old_one_kept(server, set_flags, admin_headers):
@@ -167,17 +167,17 @@ def test_shadow_mode_compares_while_classic_answers(server, set_flags, admin_hea
     assert server.wait_until(lambda: compared() >= 10, timeout=15)
     stats = httpx.get(f"{server.url}/api/admin/shadow", headers=admin_headers).json()
     assert 0 <= stats["label_agreement_rate"] <= 1 and stats["mean_shadow_latency_ms"] > 0
-    assert metric_values(server, "router_shadow_agreement_total")
+    assert metric_values(server, "tabular_router_shadow_agreement_total")
 
 
 def test_repeated_query_is_served_from_cache(server, example_row):
     row = {**example_row, "age": 77.0, "income": 12345.0}
     first = post(server, "/api/classify", {"features": row, "user_id": "beta_bob"}).json()
-    hits_before = metric(server, 'router_cache_total{result="hit"}')
+    hits_before = metric(server, 'tabular_router_cache_lookups_total{result="hit"}')
     second = post(server, "/api/classify", {"features": row, "user_id": "beta_bob"}).json()
     assert (first["cached"], second["cached"]) == (False, True)
     assert second["probabilities"] == first["probabilities"] and second["model"] == "ensemble"
-    assert metric(server, 'router_cache_total{result="hit"}') == hits_before + 1
+    assert metric(server, 'tabular_router_cache_lookups_total{result="hit"}') == hits_before + 1
 
 
 def test_kill_switch_beats_header_and_allow_list(server, set_flags, example_row):

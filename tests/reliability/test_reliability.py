@@ -178,7 +178,7 @@ def test_slow_ensemble_answers_within_the_deadline(reliable_server, example_row)
         max(r.seconds for r in load.results) < 0.3 + 0.7
     )  # deadline + margin, never the full 1.5 s
     states = httpx.get(f"{srv.url}/metrics").text
-    assert 'router_breaker_transitions_total{to="open"}' in states
+    assert 'tabular_router_breaker_transitions_total{to="open"}' in states
     assert srv.wait_until(
         lambda: (
             httpx.post(
@@ -190,7 +190,10 @@ def test_slow_ensemble_answers_within_the_deadline(reliable_server, example_row)
         ),
         timeout=20,
     )
-    assert 'router_breaker_transitions_total{to="closed"}' in httpx.get(f"{srv.url}/metrics").text
+    assert (
+        'tabular_router_breaker_transitions_total{to="closed"}'
+        in httpx.get(f"{srv.url}/metrics").text
+    )
 
 
 @pytest.fixture
