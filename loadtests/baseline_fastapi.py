@@ -56,7 +56,7 @@ def create_app(
         best = int(probabilities.argmax())
         return {
             "label": classes[best],
-            "probabilities": {c: float(p) for c, p in zip(classes, probabilities)},
+            "probabilities": {c: float(p) for c, p in zip(classes, probabilities, strict=True)},
             "model": name,
             "model_version": version,
             "request_id": uuid.uuid4().hex,

@@ -41,7 +41,6 @@ import json
 import os
 import platform
 import resource
-import signal
 import statistics
 import subprocess
 import sys
@@ -52,8 +51,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from loadtests.common import (
+    ROOT,
+    exit_on_sigterm,
+    free_port,
+    git_commit,
+    locust_stats_row,
+    parse_duration,
+    temp_dir,
+    with_root_on_pythonpath,
+)
 from loadtests.runner import locust_command
-from loadtests.server import ROOT, ServerProcess, free_port, store_has_models, temp_dir, train_quick
+from loadtests.server import ServerProcess, store_has_models, train_quick
 from models.fastpath import NATIVE_ENV
 
 BENCH_LOCUSTFILE = ROOT / "loadtests" / "bench_locustfile.py"
@@ -208,17 +217,6 @@ class Measurement:
     @property
     def error_rate(self) -> float:
         return self.failures / self.requests if self.requests else 1.0
-
-
-def parse_duration(text: str) -> float:
-    total, number = 0.0, ""
-    for ch in text.strip():
-        if ch.isdigit() or ch == ".":
-            number += ch
-        else:
-            total += float(number or 0) * {"s": 1, "m": 60, "h": 3600}[ch]
-            number = ""
-    return total + float(number or 0)
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -387,14 +385,6 @@ class Monitor:
         return (self.batch1[0] - self.batch0[0]) / (self.batch1[1] - self.batch0[1])
 
 
-def read_row(stats_csv: Path, name: str) -> dict[str, str] | None:
-    with open(stats_csv, newline="") as f:
-        for record in csv.DictReader(f):
-            if record["Name"] == name:
-                return record
-    return None
-
-
 def measure(
     server: ServerProcess, target: Target, users: int, duration: float, out: Path
 ) -> Measurement:
@@ -408,7 +398,7 @@ def measure(
         "LOADTEST_BENCH_MODEL": target.model,
         "LOADTEST_SEED": str(1000 + users),
         "LOADTEST_OUTPUT_DIR": str(run_dir),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": with_root_on_pythonpath(os.environ),
     }
     env.pop("LOADTEST_SHAPE", None)
     command = locust_command(
@@ -432,7 +422,7 @@ def measure(
             command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=duration + 120
         ).returncode
     cpu1, rusage1 = server.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    row = read_row(run_dir / "locust_stats.csv", target.path) if rc == 0 else None
+    row = locust_stats_row(run_dir / "locust_stats.csv", target.path) if rc == 0 else None
     notes = [] if rc == 0 else [f"locust exit code {rc}"]
     if row is None:
         return Measurement(
@@ -735,7 +725,7 @@ def chart(results: dict[str, list[Measurement]], budgets: dict[str, float], path
 
     targets = {t.key: t for t in TARGETS}
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    for ax, model in zip(axes, ("classic", "ensemble")):
+    for ax, model in zip(axes, ("classic", "ensemble"), strict=True):
         for key, runs in results.items():
             if targets[key].model != model:
                 continue
@@ -814,9 +804,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--_inprocess", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    signal.signal(
-        signal.SIGTERM, lambda *_: sys.exit(143)
-    )  # run the finally blocks: stop the servers
+    exit_on_sigterm()  # run the finally blocks: stop the servers
     if args._inprocess:
         args._inprocess.write_text(json.dumps(inprocess(), indent=2))
         return 0
@@ -851,10 +839,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    duration = parse_duration(args.duration)
-    ladder = (
-        parse_duration(args.ladder_duration) if args.ladder_duration else max(5.0, duration / 2)
-    )
+    try:
+        duration = parse_duration(args.duration)
+        ladder = (
+            parse_duration(args.ladder_duration) if args.ladder_duration else max(5.0, duration / 2)
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     levels = sorted({int(x) for x in args.levels.split(",") if x.strip()} | {args.users})
     budgets = {"classic": args.budget_classic_ms, "ensemble": args.budget_ensemble_ms}
     out = (args.results / f"benchmark-{datetime.now():%Y%m%d-%H%M%S}").resolve()
@@ -905,16 +896,7 @@ def main(argv: list[str] | None = None) -> int:
         meta["skipped"] = {key: ".venv-mlserver missing" for key in skipped}
     if "mlserver" in servers:
         meta["mlserver"] = mlserver_version()
-    try:
-        meta["commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
+    meta["commit"] = git_commit()
 
     inproc = None
     if "a" in parts:

@@ -62,7 +62,7 @@ class RowGenerator:
     def row(self) -> dict[str, Any]:
         rng = self.rng
         out: dict[str, Any] = {}
-        for feature, draw in zip(self.features, self._draw):
+        for feature, draw in zip(self.features, self._draw, strict=True):
             rate = feature.get("missing_rate") or 0.0
             out[feature["name"]] = None if rate and rng.random() < rate else draw()
         return out

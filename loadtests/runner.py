@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,15 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-from loadtests.server import ROOT, ServerProcess, store_has_models, temp_dir, train_quick
+from loadtests.common import (
+    ROOT,
+    exit_on_sigterm,
+    git_commit,
+    parse_env_pairs,
+    temp_dir,
+    with_root_on_pythonpath,
+)
+from loadtests.server import ServerProcess, store_has_models, train_quick
 
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 ALL_USERS = ["RoutedUser", "ClassicDirectUser", "EnsembleDirectUser", "BatchUser", "FeedbackUser"]
@@ -119,20 +126,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("locust_args", nargs="*", help="after --: extra Locust arguments")
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _models(host: str) -> dict:
     try:
         with urllib.request.urlopen(host.rstrip("/") + "/api/models", timeout=10) as response:  # noqa: S310
@@ -194,9 +187,7 @@ def run(args: argparse.Namespace) -> int:
     out = (args.results / name).resolve()
 
     server: ServerProcess | None = None
-    signal.signal(
-        signal.SIGTERM, lambda *_: sys.exit(143)
-    )  # run the finally block: stop the server
+    exit_on_sigterm()  # run the finally block: stop the server
     host = args.host or "http://127.0.0.1:3000"
     if args.serve:
         overrides: dict[str, str] = {}
@@ -214,12 +205,11 @@ def run(args: argparse.Namespace) -> int:
             home = temp_dir("loadtest-home-")
             train_quick(home, {**os.environ, **overrides})
             overrides["BENTOML_HOME"] = str(home)
-        for item in args.server_env:
-            key, sep, value = item.partition("=")
-            if not sep:
-                print(f"--server-env {item!r}: expected KEY=VALUE", file=sys.stderr)
-                return 2
-            overrides[key] = value
+        try:
+            overrides.update(parse_env_pairs(args.server_env))
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
         out.mkdir(parents=True, exist_ok=True)
         server = ServerProcess.bentoml(out, env=overrides, flags=args.flags, name="server")
         print(f"starting bentoml serve on {server.url} (log: {server.log_path}) ...", flush=True)
@@ -233,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         "LOADTEST_OUTPUT_DIR": str(out),
         "LOADTEST_WAIT": args.wait,
         "LOADTEST_SHAPE": shape,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": with_root_on_pythonpath(os.environ),
     }
     for option, var in (
         (args.step_users, "LOADTEST_STEP_USERS"),
@@ -256,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
         "host": host,
         "served_by_runner": bool(server),
         "server_env": args.server_env,
-        "commit": _git_commit(),
+        "commit": git_commit(),
         "models": _models(host),
         "command": command,
         "started": datetime.now().isoformat(timespec="seconds"),

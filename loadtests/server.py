@@ -1,7 +1,7 @@
 """Start and stop a server under test: `bentoml serve service:Router`, or any command with /readyz.
 
-Like tests/support.py's Server, but without touching this process's environment (importing
-tests.support points BENTOML_HOME at a temp dir), and usable for the FastAPI baseline too.
+ServerProcess never touches this process's environment and serves any command with /readyz (the
+FastAPI and MLServer baselines too); tests/support.py's Server builds on it for the test suite.
 """
 
 from __future__ import annotations
@@ -9,22 +9,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from loadtests.common import ROOT, bentoml_home, free_port
 
 
 def _proc_table() -> dict[int, tuple[int, float]]:
@@ -69,11 +61,7 @@ def isolated_home(path: Path, store: str | None = None) -> Path:
     `bentoml serve` wipes and reuses `$BENTOML_HOME/prometheus_multiproc_dir`, so two servers on one
     home clobber each other's metrics (and read each other's samples); a home per server keeps
     /metrics right while every server still serves the same stored models."""
-    store_home = (
-        Path(store or os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
-        .expanduser()
-        .resolve()
-    )
+    store_home = bentoml_home(store)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     link = path / "models"
@@ -282,7 +270,3 @@ class ServerProcess:
 
     def __exit__(self, *_exc) -> None:
         self.stop()
-
-
-def temp_dir(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))

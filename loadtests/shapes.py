@@ -28,26 +28,14 @@ from typing import Any
 
 from locust import LoadTestShape
 
+from loadtests.common import histogram_percentile
+
 log = logging.getLogger("loadtests.shapes")
 
 
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
     return float(value) if value not in (None, "") else default
-
-
-def percentile(histogram: dict[int, int], q: float) -> float | None:
-    """The q-quantile (0..1) of a {rounded ms: count} histogram, as Locust rounds response times."""
-    total = sum(histogram.values())
-    if total == 0:
-        return None
-    rank = q * total
-    seen = 0
-    for value in sorted(histogram):
-        seen += histogram[value]
-        if seen >= rank:
-            return float(value)
-    return float(max(histogram))
 
 
 class Window:
@@ -77,9 +65,9 @@ class Window:
             "rps": round(n / seconds, 1),
             "goodput": round((n - f) / seconds, 1),
             "error_rate": round(f / n, 4) if n else None,
-            "p50_ms": percentile(histogram, 0.50),
-            "p95_ms": percentile(histogram, 0.95),
-            "p99_ms": percentile(histogram, 0.99),
+            "p50_ms": histogram_percentile(histogram, 0.50),
+            "p95_ms": histogram_percentile(histogram, 0.95),
+            "p99_ms": histogram_percentile(histogram, 0.99),
         }
 
 

@@ -14,7 +14,8 @@ own Prometheus server off (it would take port 8082; the runtime serves its batch
 only in the main process); debug logging off; max_batch_size 64, max_batch_time 0.02 s.
 One thread per member library (OMP_NUM_THREADS=1 etc., as our services run them); the model's fast
 paths as in our services, unless SERVING_NATIVE_MEMBERS is set in the environment (`1`: native).
-Stdlib only: runs under either venv.
+Stdlib only (loadtests.common included): runs under either venv, from the repository's root
+(`python -m`, as the benchmark starts it: cwd ROOT, so `loadtests` is importable).
 """
 
 from __future__ import annotations
@@ -22,19 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from loadtests.common import ROOT, bentoml_home, free_port, temp_dir, with_root_on_pythonpath
+
 VENV = ROOT / ".venv-mlserver"
 MLSERVER = VENV / "bin" / "mlserver"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def model_dir(home: Path, tag: str) -> Path:
@@ -89,7 +83,7 @@ def write_settings(
 
 def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = with_root_on_pythonpath(env)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, "1")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -119,13 +113,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if not MLSERVER.exists():
         raise SystemExit(f"{MLSERVER} not found: run scripts/mlserver-venv.sh first")
-    home = (
-        (args.bentoml_home or Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml"))
-        .expanduser()
-        .resolve()
-    )
+    home = bentoml_home(args.bentoml_home)
     path = model_dir(home, args.model)
-    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="mlserver-ensemble-"))).resolve()
+    workdir = (args.workdir or temp_dir("mlserver-ensemble-")).resolve()
     write_settings(
         workdir, args.port, path, args.max_batch_size, args.max_batch_time, host=args.host
     )

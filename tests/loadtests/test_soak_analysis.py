@@ -1,13 +1,16 @@
-"""The soak test's analysis on synthetic data, without a server or Locust: windows and percentiles,
-p99 drift, memory growth and slope, and the verdict (flat passes; a leak, an error, a drift fail)."""
+"""The soak test's analysis on synthetic data, without a server or Locust: windows and
+percentiles, p99 drift, memory growth and slope, and the verdict (flat passes; a leak, an error,
+a drift fail); the process labels, the report and --reanalyze."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 
-from loadtests import soak
+import loadtests.soak.__main__ as cli
+from loadtests.soak import analysis, report, sampling
 
 MINUTE = 60.0
 
@@ -18,8 +21,9 @@ def traffic(
     p99_ms=lambda t: 100.0,
     seed: int = 1,
     failures_at: tuple[float, ...] = (),
-) -> list[soak.RequestRecord]:
-    """Requests at a fixed rate; latency uniform in [10, p99(t) / 0.99 ms] so the p99 is about p99(t)."""
+) -> list[analysis.RequestRecord]:
+    """Requests at a fixed rate; latency uniform in [10, p99(t) / 0.99 ms], so the p99 is about
+    p99(t)."""
     rng = random.Random(seed)
     out = []
     n = int(minutes * MINUTE * rps)
@@ -34,7 +38,8 @@ def traffic(
 def memory(
     minutes: int = 10, leak_mb_per_min: float = 0.0, every_s: float = 5, seed: int = 2
 ) -> list[dict]:
-    """Samples of a router/classic/ensemble tree (plus one idle sample before the load), with noise."""
+    """Samples of a router/classic/ensemble tree (plus one idle sample before the load), with
+    noise."""
     rng = random.Random(seed)
     base = {"arbiter#": 60.0, "router#1": 300.0, "classic#1": 250.0, "ensemble#1": 700.0}
     pids = {"arbiter#": 10, "router#1": 11, "classic#1": 12, "ensemble#1": 13}
@@ -67,7 +72,7 @@ def judge(requests, samples, **kw):
         "max_rss_growth_mb": 50.0,
         "target_rps": 20,
     }
-    return soak.analyze(requests, samples, **{**options, **kw})
+    return analysis.analyze(requests, samples, **{**options, **kw})
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -166,7 +171,7 @@ def test_window_stats_counts_and_nearest_rank_percentiles():
         (0.5 + i * 0.1, float(i + 1), True) for i in range(100)
     ]  # 1..100 ms within [0, 10.5)
     requests += [(25.0, 7.0, False)]
-    windows = soak.window_stats(requests, window_s=10, duration_s=25)
+    windows = analysis.window_stats(requests, window_s=10, duration_s=25)
     assert [w["requests"] for w in windows] == [95, 5, 1]
     first = windows[0]
     assert (first["p50_ms"], first["p95_ms"], first["p99_ms"], first["max_ms"]) == (
@@ -181,8 +186,8 @@ def test_window_stats_counts_and_nearest_rank_percentiles():
 
 def test_short_last_window_is_kept_out_of_drift():
     requests = [(t * 0.05, 100.0 if t * 0.05 < 80 else 500.0, True) for t in range(int(90 / 0.05))]
-    windows = soak.window_stats(requests, window_s=20, duration_s=90)
-    drift = soak.p99_drift(windows)
+    windows = analysis.window_stats(requests, window_s=20, duration_s=90)
+    drift = analysis.p99_drift(windows)
     assert [w["full"] for w in windows] == [True, True, True, True, False]
     assert drift["k"] == 1 and drift["early_windows"] == [1] and drift["late_windows"] == [3]
     assert drift["drift"] == 0
@@ -197,37 +202,19 @@ def test_series_growth_baseline_slope_and_before_load():
         (120.0, 122.0),
         (180.0, 124.0),
     ]
-    growth = soak.series_growth(points, baseline_t=60)
+    growth = analysis.series_growth(points, baseline_t=60)
     assert growth["before_load"] == 90 and growth["baseline"] == 120 and growth["last"] == 124
     assert growth["growth"] == 4 and growth["slope_per_min"] == pytest.approx(2.0)
-    assert soak.slope_per_min([(0, 1), (60, 2)]) is None
-
-
-def test_percentile_edge_cases():
-    assert soak.percentile([], 0.99) is None
-    assert soak.percentile([5.0], 0.99) == 5.0
-    assert soak.percentile([1, 2, 3, 4], 0.5) == 2
-
-
-@pytest.mark.parametrize(
-    "text, seconds", [("10m", 600), ("90s", 90), ("1m30s", 90), ("600", 600), ("1h", 3600)]
-)
-def test_parse_duration(text, seconds):
-    assert soak.parse_duration(text) == seconds
-
-
-def test_parse_duration_rejects_junk():
-    with pytest.raises(ValueError):
-        soak.parse_duration("10 minutes")
+    assert analysis.slope_per_min([(0, 1), (60, 2)]) is None
 
 
 def test_rate_from_the_knee():
-    assert soak.resolve_rate(None, 40, 0.7) == pytest.approx(28)
-    assert soak.resolve_rate(30, None) == 30
+    assert cli.resolve_rate(None, 40, 0.7) == pytest.approx(28)
+    assert cli.resolve_rate(30, None) == 30
     for bad in ((None, None), (30, 40), (0, None)):
         with pytest.raises(ValueError):
-            soak.resolve_rate(*bad)
-    assert soak.default_users(28) == 28 and soak.default_users(1.5) == 4
+            cli.resolve_rate(*bad)
+    assert cli.default_users(28) == 28 and cli.default_users(1.5) == 4
 
 
 def test_process_roles_from_command_lines():
@@ -246,17 +233,15 @@ def test_process_roles_from_command_lines():
         "--args",
         "{}",
     ]
-    assert soak.process_role(worker) == "ensemble#1"
+    assert sampling.process_role(worker) == "ensemble#1"
     assert (
-        soak.process_role([py, "-m", "bentoml", "serve", "service:Router", "--port", "3000"])
+        sampling.process_role([py, "-m", "bentoml", "serve", "service:Router", "--port", "3000"])
         == "arbiter"
     )
-    assert (
-        soak.process_role([py, "-c", "from multiprocessing.resource_tracker import main;main(7)"])
-        == "resource_tracker"
-    )
-    assert soak.process_role([], "zombie") == "zombie"
-    assert soak.label_processes([(30, "x"), (20, "x"), (10, "router#1")]) == {
+    tracker = "from multiprocessing.resource_tracker import main;main(7)"
+    assert sampling.process_role([py, "-c", tracker]) == "resource_tracker"
+    assert sampling.process_role([], "zombie") == "zombie"
+    assert sampling.label_processes([(30, "x"), (20, "x"), (10, "router#1")]) == {
         10: "router#1",
         20: "x",
         30: "x~2",
@@ -278,10 +263,11 @@ def test_report_renders_every_window_and_process(tmp_path):
         "server_pid": 10,
         "pids": {"router#1": 11},
     }
-    report = soak.render_report(meta, result)
-    assert report.startswith("# Soak test soak-test: FAIL")
-    assert "| 9 | 540-600 |" in report and "| router#1 | 11 |" in report and "**total**" in report
-    soak.plot(result, memory(), tmp_path / "soak.png")
+    markdown = report.render_report(meta, result)
+    assert markdown.startswith("# Soak test soak-test: FAIL")
+    assert "| 9 | 540-600 |" in markdown and "| router#1 | 11 |" in markdown
+    assert "**total**" in markdown
+    report.plot(result, memory(), tmp_path / "soak.png")
     assert (tmp_path / "soak.png").stat().st_size > 10_000
 
 
@@ -309,10 +295,9 @@ def test_reanalyze_reads_the_files_and_rewrites_the_report(tmp_path):
         "host": "h",
         "served": False,
     }
-    (tmp_path / "soak.json").write_text(
-        __import__("json").dumps({"config": meta, "samples": samples})
-    )
-    assert soak.main(["--reanalyze", str(tmp_path)]) == 1  # the one failure
-    report = (tmp_path / "report.md").read_text()
-    assert "| failed requests | 1 | 0 | **FAIL** |" in report and "| 5 | 150-180 | 150 |" in report
+    (tmp_path / "soak.json").write_text(json.dumps({"config": meta, "samples": samples}))
+    assert cli.main(["--reanalyze", str(tmp_path)]) == 1  # the one failure
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| failed requests | 1 | 0 | **FAIL** |" in markdown
+    assert "| 5 | 150-180 | 150 |" in markdown
     assert (tmp_path / "soak.png").exists()

@@ -1,9 +1,9 @@
-"""The soak test's Locust file (run by `python -m loadtests.soak`): the load tests' user classes at a
-fixed arrival rate, plus a log of every request so per-window percentiles are exact.
+"""The soak test's Locust file (run by `python -m loadtests.soak`): the load tests' user classes at
+a fixed arrival rate, plus a log of every request so per-window percentiles are exact.
 
-    SOAK_RATE_PER_USER   task runs per second per user (Locust's constant_throughput); the soak sets
-                         it to rate / users, so the total is the target rate while latency stays
-                         below users / rate seconds
+    SOAK_RATE_PER_USER   task runs per second per user (Locust's constant_throughput); the soak
+                         sets it to rate / users, so the total is the target rate while latency
+                         stays below users / rate seconds
     SOAK_REQUESTS_CSV    where to append one row per request:
                          start_epoch_s,response_ms,name,ok,error
 
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run by Locust as a file: make `loadtests` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 os.environ["LOADTEST_SHAPE"] = "none"  # before the import: the soak is a plain fixed-rate run
 
@@ -37,6 +37,7 @@ from loadtests.locustfile import (  # noqa: F401 (Locust picks the user classes 
 _RATE = float(os.environ.get("SOAK_RATE_PER_USER", "1"))
 for _cls in (BatchUser, ClassicDirectUser, EnsembleDirectUser, FeedbackUser, RoutedUser):
     _cls.wait_time = constant_throughput(_RATE)
+del _cls  # not a user class of its own for Locust (it picks every User it finds)
 
 
 class _RequestLog:
