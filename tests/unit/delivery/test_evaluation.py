@@ -19,14 +19,7 @@ from serving.delivery.evaluation import (
     normalise,
     wilson_interval,
 )
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import FakeClock
 
 
 # ---------------------------------------------------------------------------- ArmWindow

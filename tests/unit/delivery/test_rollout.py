@@ -9,22 +9,12 @@ from serving.config.delivery import RolloutConfig
 from serving.delivery.evaluation import EvaluationWindows
 from serving.delivery.rollout import STATE_KEY, RolloutController, RolloutState
 from serving.delivery.state import StateStore
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.clock import FakeClock
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1_700_000_000.0)
 
 
 @pytest.fixture

@@ -9,19 +9,12 @@ from hypothesis import strategies as st
 from models.schema import FeatureSchema
 from serving.config.flags import CacheConfig
 from serving.routing.cache import PredictionCache
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import FakeClock
 
 
 @pytest.fixture
 def clock():
-    return FakeClock()
+    return FakeClock(0.0)
 
 
 def test_get_returns_what_put_stored_and_counts(clock):

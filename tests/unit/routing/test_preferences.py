@@ -19,16 +19,9 @@ from serving.routing.preferences import (
     valid_user_id,
     verify_user_token,
 )
+from tests.clock import FakeClock
 
 SECRET = "unit-test-secret-0123456789"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingStore:
