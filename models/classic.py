@@ -12,14 +12,9 @@ from pathlib import Path
 import joblib
 import numpy as np
 
+from models.links import softmax
 from models.preprocessing import TabularPreprocessor
 from models.schema import FeatureSchema
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    return z / z.sum(axis=1, keepdims=True)
 
 
 class ClassicModel:

@@ -152,7 +152,7 @@ class EnsembleModel:
         ordered = [probas[n] for n in self.members]
         if self.combiner == "stacking":
             # The stacker's arithmetic in numpy: scikit-learn's predict_proba costs ~0.3 ms per call.
-            from models.classic import softmax
+            from models.links import softmax
 
             coef = np.atleast_2d(self.stacker.coef_)
             logits = stack_features(ordered) @ coef.T + self.stacker.intercept_

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from models.links import probabilities, softmax
+
 log = logging.getLogger(__name__)
 
 NATIVE_ENV = "SERVING_NATIVE_MEMBERS"
@@ -488,12 +490,8 @@ class OnnxTreeMember:
             return raw
         raw = raw + self._base
         if self._transform == "logistic":
-            p = 1.0 / (1.0 + np.exp(-self._scale * raw[:, 0]))
-            return np.column_stack([1.0 - p, p])
-        z = raw - raw.max(axis=1, keepdims=True)
-        np.exp(z, out=z)
-        z /= z.sum(axis=1, keepdims=True)
-        return z
+            return probabilities(raw[:, :1], logistic_scale=self._scale)
+        return softmax(raw)
 
 
 def load_fast(directory: Path, name: str) -> OnnxTreeMember | None:

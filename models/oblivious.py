@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from models.links import probabilities
+
 TOLERANCE = 1e-5
 
 
@@ -103,14 +105,7 @@ class ObliviousTrees:
         return self.leaf_values[self._trees, leaf].sum(axis=1) * self.scale + self.bias
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        raw = self.raw(X)
-        if raw.shape[1] == 1:  # binary Logloss: one logit
-            p = 1.0 / (1.0 + np.exp(-raw[:, 0]))
-            return np.column_stack([1.0 - p, p])
-        z = raw - raw.max(axis=1, keepdims=True)
-        np.exp(z, out=z)
-        z /= z.sum(axis=1, keepdims=True)
-        return z
+        return probabilities(self.raw(X))  # binary Logloss: one logit; multiclass: softmax
 
     def probe_rows(self, rows: int = 512, seed: int = 0) -> np.ndarray:
         """float32 rows whose values sit on, just above and just below the borders of each feature."""

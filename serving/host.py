@@ -8,6 +8,7 @@ unit tests load, swap and refuse versions against a real model store without a s
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from models import store
+from serving.observability import metrics
 from serving.routing.arms import describe_model
 
 log = logging.getLogger(__name__)
@@ -124,3 +126,42 @@ class HostedModel:
         self.cpu_seconds += time.thread_time() - start
         self.rows_served += len(codes)
         return probabilities
+
+
+def instrument_ensemble(model: Any) -> None:
+    """Per-member metrics and member threads, after every load or version swap of the ensemble."""
+    model.enable_member_parallelism(2)  # members on both cores for batches of 32+ rows
+    model.observer = lambda member, seconds: metrics.MEMBER_LATENCY.labels(member=member).observe(
+        seconds
+    )
+    for member, weight in model.weights.items():
+        metrics.MEMBER_WEIGHT.labels(member=member).set(weight)
+    metrics.ENSEMBLE_DEGRADED.set(1 if model.degraded else 0)
+
+
+class FaultInjector:
+    """Test-only faults for a model service: a delay and an error rate on every prediction."""
+
+    def __init__(self, enabled: bool, rng: random.Random | None = None):
+        self.enabled = enabled
+        self.delay_s = 0.0
+        self.error_rate = 0.0
+        self._rng = rng or random.Random()
+
+    def configure(self, delay_ms: float = 0.0, error_rate: float = 0.0) -> dict[str, float]:
+        if not self.enabled:
+            raise FaultsDisabled("fault injection is disabled")
+        self.delay_s = max(delay_ms, 0.0) / 1000.0
+        self.error_rate = min(max(error_rate, 0.0), 1.0)
+        return {"delay_ms": delay_ms, "error_rate": self.error_rate}
+
+    def apply(self) -> None:
+        """Sleep and/or fail as configured (a no-op unless a test turned faults on)."""
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.error_rate and self._rng.random() < self.error_rate:
+            raise RuntimeError("injected fault")
+
+
+class FaultsDisabled(ValueError):
+    """Fault injection was asked for while SERVING_FAULTS_ENABLED is off."""

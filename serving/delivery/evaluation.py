@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -488,84 +489,18 @@ def go_no_go(
         result["verdict"] = "not enough data"
         return result
 
+    values = _term_values(acc_c, acc_e, inputs)
     terms: dict[str, dict] = {}
-    # accuracy: relative improvement over classic
-    if acc_c and acc_c > 0:
-        improvement = (acc_e - acc_c) / acc_c
-    else:  # classic never right: any correct ensemble answer is an unbounded improvement
-        improvement = math.inf if acc_e and acc_e > 0 else 0.0
-    terms["accuracy"] = _term(
-        improvement if math.isfinite(improvement) else None,
-        config.accuracy_improvement_min,
-        config.accuracy_improvement_target,
-        config.weight_accuracy,
-        score=1.0
-        if math.isinf(improvement)
-        else normalise(
-            improvement, config.accuracy_improvement_min, config.accuracy_improvement_target
-        ),
-        margin=None if math.isinf(improvement) else improvement - config.accuracy_improvement_min,
-        unit="relative improvement over classic",
-    )
-    if improvement < config.accuracy_improvement_min:
-        result["failed_gates"].append(
-            _gate("accuracy_improvement", improvement, config.accuracy_improvement_min, ">=")
-        )
-
-    satisfaction = ensemble.get("satisfaction")
-    if satisfaction is None:
-        result["missing"].append("satisfaction")
-    else:
-        terms["satisfaction"] = _term(
-            satisfaction,
-            config.satisfaction_min,
-            config.satisfaction_target,
-            config.weight_satisfaction,
-            score=normalise(satisfaction, config.satisfaction_min, config.satisfaction_target),
-            margin=satisfaction - config.satisfaction_min,
-            unit="mean rating / 10",
-        )
-        if satisfaction < config.satisfaction_min:
+    for term in SCORE_TERMS:
+        value = values[term.name]
+        if value is None:
+            result["missing"].append(term.name)
+            continue
+        terms[term.name], passed = term.judge(value, config)
+        if not passed:
             result["failed_gates"].append(
-                _gate("satisfaction", satisfaction, config.satisfaction_min, ">=")
+                _gate(term.gate, value, getattr(config, term.minimum), term.rule)
             )
-
-    cpu_c, cpu_e = (
-        inputs["classic_cpu_seconds_per_request"],
-        inputs["ensemble_cpu_seconds_per_request"],
-    )
-    if cpu_c is None or cpu_e is None or cpu_c <= 0:
-        result["missing"].append("cost")
-    else:
-        increase = cpu_e / cpu_c - 1.0
-        terms["cost"] = _term(
-            increase,
-            config.cost_increase_max,
-            config.cost_increase_target,
-            config.weight_cost,
-            score=normalise(increase, config.cost_increase_max, config.cost_increase_target),
-            margin=config.cost_increase_max - increase,
-            unit="relative CPU cost increase over classic",
-        )
-        if increase >= config.cost_increase_max:
-            result["failed_gates"].append(
-                _gate("cost_increase", increase, config.cost_increase_max, "<")
-            )
-
-    success = inputs["ensemble_success_rate"]
-    success = 1.0 if success is None else float(success)
-    terms["stability"] = _term(
-        success,
-        config.stability_min,
-        config.stability_target,
-        config.weight_stability,
-        score=normalise(success, config.stability_min, config.stability_target),
-        margin=success - config.stability_min,
-        unit="success rate",
-    )
-    if success < config.stability_min:
-        result["failed_gates"].append(_gate("stability", success, config.stability_min, ">="))
-
     total_weight = sum(t["weight"] for t in terms.values())
     score = (
         sum(t["weight"] * t["score"] for t in terms.values()) / total_weight
@@ -582,15 +517,98 @@ def go_no_go(
     return result
 
 
-def _term(value, minimum, target, weight, *, score, margin, unit) -> dict:
+@dataclass(frozen=True)
+class ScoreTerm:
+    """One row of the go/no-go table: which config fields bound it and which way is better."""
+
+    name: str
+    gate: str
+    unit: str
+    minimum: str
+    """ScoreConfig field scoring 0 and bounding the gate (for cost: the maximum allowed)."""
+    target: str
+    """ScoreConfig field scoring 1."""
+    weight: str
+    lower_is_better: bool = False
+
+    @property
+    def rule(self) -> str:
+        return "<" if self.lower_is_better else ">="
+
+    def judge(self, value: float, config: ScoreConfig) -> tuple[dict, bool]:
+        """The term's report (value, threshold, target, margin, weight, 0..1 score) and whether
+        its gate passes; an infinite value (classic never right) scores 1 and shows as None."""
+        minimum, target = getattr(config, self.minimum), getattr(config, self.target)
+        margin = minimum - value if self.lower_is_better else value - minimum
+        passed = value < minimum if self.lower_is_better else value >= minimum
+        finite = math.isfinite(value)
+        report = {
+            "value": value if finite else None,
+            "threshold": minimum,
+            "target": target,
+            "margin": margin if finite else None,
+            "weight": getattr(config, self.weight),
+            "score": normalise(value, minimum, target) if finite else float(value > 0),
+            "unit": self.unit,
+        }
+        return report, passed
+
+
+SCORE_TERMS: tuple[ScoreTerm, ...] = (
+    ScoreTerm(
+        "accuracy",
+        "accuracy_improvement",
+        "relative improvement over classic",
+        "accuracy_improvement_min",
+        "accuracy_improvement_target",
+        "weight_accuracy",
+    ),
+    ScoreTerm(
+        "satisfaction",
+        "satisfaction",
+        "mean rating / 10",
+        "satisfaction_min",
+        "satisfaction_target",
+        "weight_satisfaction",
+    ),
+    ScoreTerm(
+        "cost",
+        "cost_increase",
+        "relative CPU cost increase over classic",
+        "cost_increase_max",
+        "cost_increase_target",
+        "weight_cost",
+        lower_is_better=True,
+    ),
+    ScoreTerm(
+        "stability",
+        "stability",
+        "success rate",
+        "stability_min",
+        "stability_target",
+        "weight_stability",
+    ),
+)
+"""The go/no-go score's terms, in report order."""
+
+
+def _term_values(
+    acc_c: float | None, acc_e: float | None, inputs: Mapping[str, Any]
+) -> dict[str, float | None]:
+    """Each term's raw value from the inputs; None when the term has no data."""
+    if acc_c and acc_c > 0:
+        improvement = (acc_e - acc_c) / acc_c
+    else:  # classic never right: any correct ensemble answer is an unbounded improvement
+        improvement = math.inf if acc_e and acc_e > 0 else 0.0
+    cpu_c = inputs["classic_cpu_seconds_per_request"]
+    cpu_e = inputs["ensemble_cpu_seconds_per_request"]
+    cost = None if cpu_c is None or cpu_e is None or cpu_c <= 0 else cpu_e / cpu_c - 1.0
+    success = inputs["ensemble_success_rate"]
     return {
-        "value": value,
-        "threshold": minimum,
-        "target": target,
-        "margin": margin,
-        "weight": weight,
-        "score": score,
-        "unit": unit,
+        "accuracy": improvement,
+        "satisfaction": inputs["ensemble_satisfaction"],
+        "cost": cost,
+        "stability": 1.0 if success is None else float(success),
     }
 
 

@@ -1,0 +1,161 @@
+"""The one composition root: settings + the model services' calls -> a running router core.
+
+service.py hands over what only BentoML can give (awaitable calls to the classic and ensemble
+services, and the classic model's store tag); everything else is built here, so the wiring is
+readable in one place and testable without BentoML. Background work (health polls, flag reloads,
+the rollout tick, preference syncs) lives here too: the service only starts and stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models import store
+from serving.config.flags import FlagConfig, FlagConfigError, load_flag_config
+from serving.config.settings import ServingSettings
+from serving.delivery.drift import DriftMonitor
+from serving.delivery.live import LiveEvaluation
+from serving.delivery.state import StateStore
+from serving.observability import gcpause, metrics
+from serving.routing.arms import LocalArm, RemoteArm, describe_model, info_from_description
+from serving.routing.coalesce import Coalescer
+from serving.routing.core import RouterCore
+from serving.routing.preferences import PreferenceCache
+
+log = logging.getLogger(__name__)
+
+Call = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class ServiceCalls:
+    """Awaitable calls to one model service's APIs (in this process or over HTTP)."""
+
+    predict: Callable[[np.ndarray], Awaitable[Any]]
+    describe: Callable[[], Awaitable[dict[str, Any]]]
+    load_version: Callable[[str], Awaitable[dict[str, Any]]]
+    set_fault: Call | None = None
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the BentoML layer provides: both model services and the errors worth one retry."""
+
+    classic: ServiceCalls
+    ensemble: ServiceCalls
+    retry_on: tuple[type[BaseException], ...] = ()
+    classic_tag: str | None = None
+    """The stored classic model's tag, when this process has a model store holding it."""
+
+
+def load_flags(settings: ServingSettings) -> FlagConfig:
+    """The flag file, validated; defaults when there is none. A broken file refuses to start."""
+    try:
+        return load_flag_config(settings.flags_path)
+    except FlagConfigError as exc:
+        if settings.flags_path.exists():
+            raise  # a broken file at start-up is an operator error: refuse to start
+        log.warning("no flag file at %s; using defaults (%s)", settings.flags_path, exc)
+        return FlagConfig()
+
+
+def build_router_core(settings: ServingSettings, services: Services) -> RouterCore:
+    """Arms (remote, coalesced, or the classic model in this process), live evaluation with drift,
+    preferences, and the router core over them."""
+    flags = load_flags(settings)
+    classic_direct = RemoteArm(
+        "classic", services.classic.predict, services.classic.describe, services.retry_on
+    )
+    ensemble_call = services.ensemble.predict
+    if settings.ensemble_coalesce_max_rows > 0:  # concurrent requests share calls
+        ensemble_call = Coalescer(
+            ensemble_call,
+            settings.ensemble_coalesce_max_rows,
+            settings.ensemble_coalesce_in_flight,
+            observe=metrics.ENSEMBLE_CALL_ROWS.observe,
+        )
+    ensemble = RemoteArm("ensemble", ensemble_call, services.ensemble.describe, services.retry_on)
+    classic = classic_direct
+    state = StateStore(settings.state_url)
+    live = None
+    if services.classic_tag is not None:
+        model, stored = store.load(services.classic_tag)
+        if settings.classic_local:
+            description = describe_model("classic", str(stored.tag), model, stored.info.metadata)
+            classic = LocalArm("classic", model, info_from_description(description))
+        reference = stored.info.metadata.get("reference", {})
+        drift = DriftMonitor(model.schema.features, reference, flags.drift) if reference else None
+        live = LiveEvaluation(state, flags, drift, model.schema.classes)
+    set_fault = services.ensemble.set_fault
+    return RouterCore(
+        classic,
+        ensemble,
+        flags,
+        classic_direct=classic_direct,
+        flags_path=settings.flags_path,
+        ensemble_min_members=settings.ensemble_min_members,
+        fault_setter=set_fault,
+        live=live,
+        preferences=PreferenceCache(state, ttl_s=settings.preference_ttl_s),
+        model_loaders={
+            "classic": services.classic.load_version,
+            "ensemble": services.ensemble.load_version,
+        },
+    )
+
+
+@dataclass
+class BackgroundWork:
+    """The router's periodic jobs, each in its own loop that survives a failing round."""
+
+    core: RouterCore
+    settings: ServingSettings
+    tasks: list[asyncio.Task] = field(default_factory=list)
+    gc_pauses: gcpause.GcPauses = field(default_factory=lambda: gcpause.GcPauses(metrics.GC_PAUSE))
+
+    async def start(self) -> None:
+        self.gc_pauses.install()
+        if self.settings.gc_freeze:
+            frozen = gcpause.freeze_startup_objects()
+            log.info("gc: %d start-up objects frozen out of collections", frozen)
+        await self.core.refresh_health()
+        jobs: list[tuple[float, Callable[[], Awaitable[Any]]]] = [
+            (self.settings.health_poll_s, self.core.refresh_health),
+            (self.settings.flags_poll_s, self._reload_flags),
+            (1.0, self._rollout_tick),
+        ]
+        if self.settings.preference_ttl_s > 0:  # preferences routed without a read per request
+            sync = self.core.preferences.sync
+            await asyncio.to_thread(sync)
+            jobs.append((self.settings.preference_ttl_s, lambda: asyncio.to_thread(sync)))
+        self.tasks = [asyncio.create_task(_every(seconds, job)) for seconds, job in jobs]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        self.gc_pauses.uninstall()
+        await self.core.shadow.drain()
+
+    async def _reload_flags(self) -> None:
+        self.core.reload_flags_if_changed()
+
+    async def _rollout_tick(self) -> None:
+        self.gc_pauses.flush()  # observed here, never from the collector's callback (gcpause.py)
+        if self.core.live is not None:
+            await asyncio.to_thread(self.core.live.tick)  # store I/O off the event loop
+            self.core.sync_rollout()
+
+
+async def _every(seconds: float, job: Callable[[], Awaitable[Any]]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await job()
+        except Exception:  # a background hiccup must not kill the loop
+            log.exception("background job failed")
