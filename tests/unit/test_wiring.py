@@ -1,0 +1,72 @@
+"""The composition root without BentoML: services given as plain async calls."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import yaml
+
+from models.schema import Feature, FeatureSchema
+from serving.config.settings import ServingSettings
+from serving.routing.arms import RemoteArm
+from serving.routing.coalesce import Coalescer
+from serving.wiring import ServiceCalls, Services, build_router_core
+
+SCHEMA = FeatureSchema(
+    features=[Feature(name="x", kind="numeric")],
+    classes=["no", "yes"],
+)
+
+
+def fake_service(name: str, probs: list[float], calls: list[str]) -> ServiceCalls:
+    async def predict(codes):
+        calls.append(name)
+        return np.tile(probs, (len(codes), 1))
+
+    async def describe():
+        return {"name": name, "tag": f"{name}:v1", "schema": SCHEMA.model_dump(), "ready": True}
+
+    async def load_version(tag):
+        return {"tag": tag}
+
+    return ServiceCalls(predict=predict, describe=describe, load_version=load_version)
+
+
+def test_core_from_settings_and_services(tmp_path):
+    flags = tmp_path / "flags.yaml"
+    flags.write_text(yaml.safe_dump({"ensemble": {"rollout_percentage": 100}}))
+    settings = ServingSettings(flags_path=flags, state_url=f"sqlite:///{tmp_path}/state.db")
+    calls: list[str] = []
+    services = Services(
+        classic=fake_service("classic", [0.9, 0.1], calls),
+        ensemble=fake_service("ensemble", [0.2, 0.8], calls),
+    )
+    core = build_router_core(settings, services)
+    # no classic model in this process: classic is the remote service, no live evaluation
+    assert isinstance(core.classic, RemoteArm) and core.classic is core.classic_direct
+    assert core.live is None and core.flags.ensemble.rollout_percentage == 100
+    assert isinstance(core.ensemble._predict, Coalescer)  # coalescing on by default
+
+    async def routed():
+        await core.refresh_health()
+        return await core.classify([{"x": 1.0}], user_id="someone")
+
+    answer = asyncio.run(routed())[0]
+    assert (answer.model, answer.label, answer.fallback) == ("ensemble", "yes", False)
+    assert calls == ["ensemble"]
+
+
+def test_coalescing_off_calls_the_service_directly(tmp_path):
+    settings = ServingSettings(
+        flags_path=tmp_path / "missing.yaml",  # no file: default flags
+        state_url=f"sqlite:///{tmp_path}/state.db",
+        ensemble_coalesce_max_rows=0,
+    )
+    services = Services(
+        classic=fake_service("classic", [0.9, 0.1], []),
+        ensemble=fake_service("ensemble", [0.2, 0.8], []),
+    )
+    core = build_router_core(settings, services)
+    assert core.ensemble._predict is services.ensemble.predict
+    assert core.model_loaders["ensemble"] is services.ensemble.load_version
