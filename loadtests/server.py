@@ -6,6 +6,7 @@ FastAPI and MLServer baselines too); tests/support.py's Server builds on it for 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from loadtests.common import ROOT, bentoml_home, free_port
@@ -55,19 +57,23 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(table[p][1] for p in descendants(pid) if p in table)
 
 
-def isolated_home(path: Path, store: str | None = None) -> Path:
-    """A BentoML home of its own whose `models` is the real store's (a symlink).
+def isolated_home(
+    path: Path, store: str | os.PathLike[str] | None = None, parts: tuple[str, ...] = ("models",)
+) -> Path:
+    """A BentoML home of its own whose `models` (and any other of `parts`, e.g. "bentos") are the
+    real store's (symlinks; the store is `store`, else $BENTOML_HOME, else ~/bentoml).
 
-    `bentoml serve` wipes and reuses `$BENTOML_HOME/prometheus_multiproc_dir`, so two servers on one
-    home clobber each other's metrics (and read each other's samples); a home per server keeps
+    `bentoml serve` wipes and reuses `$BENTOML_HOME/prometheus_multiproc_dir`, so two servers on
+    one home clobber each other's metrics (and read each other's samples); a home per server keeps
     /metrics right while every server still serves the same stored models."""
     store_home = bentoml_home(store)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    link = path / "models"
-    if not link.exists():
-        (store_home / "models").mkdir(parents=True, exist_ok=True)
-        link.symlink_to(store_home / "models", target_is_directory=True)
+    for part in parts:
+        link = path / part
+        if not link.exists():
+            (store_home / part).mkdir(parents=True, exist_ok=True)
+            link.symlink_to(store_home / part, target_is_directory=True)
     return path.resolve()
 
 
@@ -97,7 +103,8 @@ def train_quick(home: Path, env: dict[str, str]) -> None:
 
 def stop_server(process: subprocess.Popen | None, timeout: float = 30) -> None:
     """SIGTERM a server started in its own session (graceful shutdown), SIGKILL it after `timeout`,
-    then SIGKILL any worker that outlived its arbiter (BentoML's workers run in sessions of their own)."""
+    then SIGKILL any worker that outlived its arbiter (BentoML's workers run in sessions of their
+    own)."""
     if process is None or process.poll() is not None:
         return
     tree = descendants(process.pid)
@@ -114,9 +121,29 @@ def stop_server(process: subprocess.Popen | None, timeout: float = 30) -> None:
             pass
 
 
+def bentoml_serve_command(target: str, port: int) -> list[str]:
+    """`bentoml serve TARGET` on 127.0.0.1:port (a service such as "service:Router" or a Bento tag),
+    run by this interpreter."""
+    return [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
 class ServerProcess:
-    """A subprocess serving HTTP on 127.0.0.1:port, ready when GET /readyz answers 200; `models` are the
-    ones /api/models must report ready (wait_models): both for our graph, just the ensemble for MLServer."""
+    """A subprocess serving HTTP on 127.0.0.1:port, ready when GET /readyz answers 200; `models` are
+    the ones /api/models must report ready (wait_models): both for our graph, just the ensemble for
+    MLServer. Started in a session of its own; stop() ends its whole process tree."""
+
+    stop_timeout: float = 30
+    """Seconds stop() gives the server to shut down gracefully before SIGKILL."""
 
     def __init__(
         self,
@@ -148,9 +175,10 @@ class ServerProcess:
         name: str = "bentoml",
         service: str = "service:Router",
     ) -> ServerProcess:
-        """`bentoml serve service:Router` with its own copy of the flag file, its own state store and its
-        own BentoML home over the shared model store (admin writes, rollout state and Prometheus files
-        stay in workdir; `env` may override the state store; env["BENTOML_HOME"] names the store)."""
+        """`bentoml serve service:Router` with its own copy of the flag file, its own state store
+        and its own BentoML home over the shared model store (admin writes, rollout state and
+        Prometheus files stay in workdir; `env` may override the state store; env["BENTOML_HOME"]
+        names the store)."""
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         flags_copy = workdir / f"{name}-flags.yaml"
@@ -168,49 +196,38 @@ class ServerProcess:
             "TF_CPP_MIN_LOG_LEVEL": "3",
             **(env or {}),
         }
-        command = [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            service,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
+        command = bentoml_serve_command(service, port)
         return cls(command, port, full_env, workdir / f"{name}.log", name)
 
     def start(self, timeout: float = 180) -> ServerProcess:
+        """Start the command (its output appended to log_path) and wait until /readyz answers 200;
+        RuntimeError (with the log's tail) if it exits first or is not ready within `timeout`."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            self.command,
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                self.command,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
                     f"{self.name} exited with {self.process.returncode}:\n{self.log()[-3000:]}"
                 )
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:  # noqa: S310
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
+            if self._ready(timeout=2):
+                return self
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log()[-3000:]}")
 
     def start_retrying(self, attempts: int = 3, timeout: float = 180) -> ServerProcess:
-        """start(), again if the process exits before it is ready (on a shared machine something else
-        may stop it: a clean exit 0 during start-up is a SIGTERM from outside, not a crash of ours)."""
+        """start(), again if the process exits before it is ready (on a shared machine something
+        else may stop it: a clean exit 0 during start-up is a SIGTERM from outside, not a crash of
+        ours)."""
         for attempt in range(1, attempts + 1):
             try:
                 return self.start(timeout)
@@ -224,36 +241,49 @@ class ServerProcess:
                 self.stop()
         raise AssertionError("unreachable")
 
+    def _ready(self, timeout: float) -> bool:
+        """GET /readyz answers 200."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=timeout) as response:  # noqa: S310
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
     def alive(self) -> bool:
         """Running and answering /readyz with 200."""
         if self.process is None or self.process.poll() is not None:
             return False
-        try:
-            with urllib.request.urlopen(f"{self.url}/readyz", timeout=5) as response:  # noqa: S310
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return self._ready(timeout=5)
 
     def restart(self, timeout: float = 180) -> ServerProcess:
         """Stop what is left of the server and start it again on the same port."""
         self.stop()
         return self.start_retrying(timeout=timeout)
 
-    def wait_models(self, timeout: float = 120) -> bool:
-        """Wait until /api/models says self.models are ready (the ensemble loads after /readyz)."""
-        import json
-
+    def wait_until(
+        self, predicate: Callable[[], object], timeout: float = 20, interval: float = 0.2
+    ) -> bool:
+        """Poll `predicate` every `interval` seconds until it is true (True) or `timeout` seconds
+        pass (False)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/models", timeout=5) as response:  # noqa: S310
-                    models = json.loads(response.read())
-                if all((models.get(m) or {}).get("ready") for m in self.models):
-                    return True
-            except (urllib.error.URLError, OSError, ValueError):
-                pass
-            time.sleep(0.5)
+            if predicate():
+                return True
+            time.sleep(interval)
         return False
+
+    def models_ready(self) -> bool:
+        """/api/models says self.models are ready."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/models", timeout=5) as response:  # noqa: S310
+                models = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+        return all((models.get(m) or {}).get("ready") for m in self.models)
+
+    def wait_models(self, timeout: float = 120) -> bool:
+        """Wait until /api/models says self.models are ready (the ensemble loads after /readyz)."""
+        return self.wait_until(self.models_ready, timeout=timeout, interval=0.5)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -263,7 +293,7 @@ class ServerProcess:
         return tree_cpu_seconds(self.process.pid) if self.process else 0.0
 
     def stop(self) -> None:
-        stop_server(self.process)
+        stop_server(self.process, timeout=self.stop_timeout)
 
     def __enter__(self) -> ServerProcess:
         return self.start()

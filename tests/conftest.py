@@ -72,7 +72,8 @@ BASELINE_FLAGS = {
 
 @pytest.fixture(scope="session")
 def server(trained_store) -> Iterator[Server]:
-    """The full graph (router + classic + ensemble) with fault injection enabled, shared by the session."""
+    """The full graph (router + classic + ensemble) with fault injection enabled, shared by the
+    session."""
     srv = Server({"SERVING_FAULTS_ENABLED": "true"}, flags=BASELINE_FLAGS).start()
     yield srv
     srv.stop()
@@ -80,7 +81,8 @@ def server(trained_store) -> Iterator[Server]:
 
 @pytest.fixture
 def set_flags(server, admin_headers):
-    """PUT a flag config for one test; the baseline (and no injected faults) is restored afterwards."""
+    """PUT a flag config for one test; the baseline (and no injected faults) is restored
+    afterwards."""
     import httpx
 
     def put(config: dict) -> httpx.Response:

@@ -1,20 +1,20 @@
 """Test support shared by conftest and test modules: the isolated BentoML home, the training CLI,
-and a real `bentoml serve` subprocess. Imported once (as tests.support), so the home is set once.
+a real `bentoml serve` subprocess (on loadtests.server.ServerProcess) and a throwaway PostgreSQL.
+Imported once (as tests.support), so the home is set once.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-HOME = Path(os.environ.get("TESTS_BENTOML_HOME") or tempfile.mkdtemp(prefix="bentoml-home-"))
+from loadtests.common import ROOT, free_port, temp_dir
+from loadtests.server import ServerProcess, bentoml_serve_command, isolated_home
+
+HOME = Path(os.environ.get("TESTS_BENTOML_HOME") or temp_dir("bentoml-home-"))
 os.environ["TESTS_BENTOML_HOME"] = str(HOME)
 os.environ["BENTOML_HOME"] = str(HOME)
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
@@ -37,14 +37,14 @@ def run_training(
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Server(ServerProcess):
+    """A real `bentoml serve` subprocess (the router graph by default) on a loopback port, set up
+    for the tests: its workdir holds flags.yaml (from `flags`, else config/flags.yaml; a server
+    started again on the same workdir keeps its flags and state), state.db, serve.log and its own
+    BentoML home over the test store's models and bentos (unless `env` names a BENTOML_HOME).
+    Starting, readiness, stop, restart and wait_until are loadtests.server.ServerProcess's."""
 
-
-class Server:
-    """A real `bentoml serve` subprocess (the router graph by default) on a loopback port."""
+    stop_timeout = 20
 
     def __init__(
         self,
@@ -54,29 +54,22 @@ class Server:
         target: str = "service:Router",
     ):
         self.target = target  # a service ("service:Classic") or a built Bento tag
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="serve-"))
+        self.workdir = workdir or temp_dir("serve-")
         self.flags_path = self.workdir / "flags.yaml"
         if flags is not None:
             import yaml
 
             self.flags_path.write_text(yaml.safe_dump(flags))
-        elif (
-            not self.flags_path.exists()
-        ):  # a restart in the same workdir keeps its flags and state
+        elif not self.flags_path.exists():
             shutil.copy(ROOT / "config" / "flags.yaml", self.flags_path)
-        self.log_path = self.workdir / "serve.log"
         # Each server gets its own BentoML home (the store's models and bentos linked in): `bentoml
-        # serve` clears $BENTOML_HOME/prometheus_multiproc_dir at start, which would wipe the metrics
-        # of another server running on the same home.
+        # serve` clears $BENTOML_HOME/prometheus_multiproc_dir at start, which would wipe the
+        # metrics of another server running on the same home.
         own_home = self.workdir / "bentoml-home"
-        if "BENTOML_HOME" not in env and not own_home.exists():
-            own_home.mkdir()
-            for part in ("models", "bentos"):
-                (HOME / part).mkdir(exist_ok=True)
-                (own_home / part).symlink_to(HOME / part)
-        self.env = {
+        if "BENTOML_HOME" not in env:
+            own_home = isolated_home(own_home, HOME, parts=("models", "bentos"))
+        port = free_port()
+        full_env = {
             **os.environ,
             "SERVING_FLAGS_PATH": str(self.flags_path),
             "SERVING_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -86,60 +79,17 @@ class Server:
             "BENTOML_HOME": str(own_home),
             **env,
         }
-        self.process: subprocess.Popen | None = None
+        super().__init__(
+            bentoml_serve_command(target, port),
+            port,
+            full_env,
+            self.workdir / "serve.log",
+            name="bentoml serve",
+        )
 
     def start(self, timeout: float = 90) -> Server:
-        import httpx
-
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bentoml",
-                "serve",
-                self.target,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"bentoml serve exited with {self.process.returncode}:\n{self.log()[-4000:]}"
-                )
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"server not ready after {timeout}s:\n{self.log()[-4000:]}")
-
-    def wait_until(self, predicate, timeout: float = 20, interval: float = 0.2) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(interval)
-        return False
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        from loadtests.server import stop_server
-
-        stop_server(self.process, timeout=20)
+        super().start(timeout)
+        return self
 
 
 class Postgres:
@@ -164,7 +114,7 @@ class Postgres:
         )
 
     def start(self) -> str:
-        self.dir = Path(tempfile.mkdtemp(prefix="pg-"))
+        self.dir = temp_dir("pg-")
         shutil.chown(self.dir, "postgres", "postgres")
         port = free_port()
         data = self.dir / "data"
@@ -209,7 +159,8 @@ class Postgres:
 
 
 def clone_version(tag: str, corrupt: bool = False) -> str:
-    """A new stored version of the model `tag` with the same files (or a broken weights/estimator file)."""
+    """A new stored version of the model `tag` with the same files (or a broken weights/estimator
+    file)."""
     import bentoml
 
     source = bentoml.models.get(tag)
