@@ -206,36 +206,39 @@ class ApiUser(FastHttpUser):
             return data
 
 
-class ClassicDirectUser(ApiUser):
+class DirectUser(ApiUser):
+    """A model service directly (no router, no fallback): every answer must come from
+    `expect_model`, at `endpoint`."""
+
+    abstract = True
+    endpoint = ""
+    expect_model = ""
+
+    @task
+    def classify_direct(self) -> None:
+        body = self.post_json(
+            self.endpoint,
+            {"features": self.rows.row()},
+            check=lambda b: payloads.check_prediction(
+                b, Shared.classes, expect_model=self.expect_model
+            ),
+        )
+        if body:
+            _record(body)
+
+
+class ClassicDirectUser(DirectUser):
     """The classic service directly: every answer must come from classic."""
 
     weight = 2
-
-    @task
-    def classify_classic(self) -> None:
-        body = self.post_json(
-            "/api/v1/classify/classic",
-            {"features": self.rows.row()},
-            check=lambda b: payloads.check_prediction(b, Shared.classes, expect_model="classic"),
-        )
-        if body:
-            _record(body)
+    endpoint, expect_model = "/api/v1/classify/classic", "classic"
 
 
-class EnsembleDirectUser(ApiUser):
+class EnsembleDirectUser(DirectUser):
     """The ensemble service directly (no fallback): every answer must come from the ensemble."""
 
     weight = 1
-
-    @task
-    def classify_ensemble(self) -> None:
-        body = self.post_json(
-            "/api/v2/classify/ensemble",
-            {"features": self.rows.row()},
-            check=lambda b: payloads.check_prediction(b, Shared.classes, expect_model="ensemble"),
-        )
-        if body:
-            _record(body)
+    endpoint, expect_model = "/api/v2/classify/ensemble", "ensemble"
 
 
 class RoutedUser(ApiUser):

@@ -22,18 +22,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ADMIN_TOKEN = "test-admin-token"
 
 
-def run_training(
-    *args: str, home: Path = HOME, timeout: float = 600
+def run_module(
+    module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """Run the real CLI (`python -m training ...`) against a BentoML home."""
-    env = {**os.environ, "BENTOML_HOME": str(home)}
+    """Run `python -m MODULE ARGS...` from the repository's root, its output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "training", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def run_training(
+    *args: str, home: Path = HOME, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run the real CLI (`python -m training ...`) against a BentoML home."""
+    return run_module(
+        "training", *args, env={**os.environ, "BENTOML_HOME": str(home)}, timeout=timeout
     )
 
 

@@ -1,5 +1,6 @@
-"""Load-test building blocks without a server: generated rows fit the schema, bad answers are caught,
-the SLO gate passes and fails on the right figures. (No Locust import: it monkey-patches the process.)"""
+"""Load-test building blocks without a server: generated rows fit the schema, bad answers are
+caught, the SLO gate passes and fails on the right figures. (No Locust import: it monkey-patches the
+process.)"""
 
 from __future__ import annotations
 
@@ -114,8 +115,9 @@ def test_check_prediction_catches_wrong_bodies(change, expect_model, problem):
 
 
 HEADER = (
-    "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
-    "Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%\n"
+    "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,"
+    "Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,"
+    "50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%\n"
 )
 
 

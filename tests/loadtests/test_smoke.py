@@ -1,33 +1,26 @@
 """Load-test smoke: the Locust suite runs headless against a real server and the SLO gate judges it.
 
 Uses the session `server` (a real `bentoml serve` of the quick models, tests/conftest.py). Runs
-`python -m loadtests run mixed` for a few seconds with seven users (the first seven Locust spawns cover every class of the mix), then the gate with the
-generous CI targets (must pass) and with an impossible target (must fail), so the gate is known
-to be able to fail. About 30 s.
+`python -m loadtests run mixed` for a few seconds with seven users (the first seven Locust spawns
+cover every class of the mix), then the gate with the generous CI targets (must pass) and with an
+impossible target (must fail), so the gate is known to be able to fail. About 30 s.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT
+from tests.support import ROOT, run_module
 
 pytestmark = pytest.mark.integration
 
 
 def loadtests(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "loadtests", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_module("loadtests", *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +71,8 @@ def test_mixed_run_passes_the_ci_slo(smoke_run):
 def test_gate_fails_on_an_impossible_slo(smoke_run, tmp_path):
     impossible = tmp_path / "impossible.yaml"
     impossible.write_text(
-        "endpoints:\n  /api/v1/classify/classic: {p50_ms: 0.001}\naggregated: {max_error_rate: 0.01}\n"
+        "endpoints:\n  /api/v1/classify/classic: {p50_ms: 0.001}\n"
+        "aggregated: {max_error_rate: 0.01}\n"
     )
     gate = loadtests("check", str(smoke_run), "--slo", str(impossible))
     assert gate.returncode == 1, gate.stdout + gate.stderr
