@@ -29,7 +29,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -44,8 +44,10 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
     insert,
+    inspect,
     select,
     update,
 )
@@ -78,6 +80,8 @@ feedback_table = Table(
     Column("latency_ms", Float, nullable=True),
     Column("shadow_predicted", String(200), nullable=True),
     Column("created_at", Float, nullable=False, index=True),
+    Column("replica", String(100), nullable=True),
+    Column("model_version", String(200), nullable=True),
 )
 
 decisions_table = Table(
@@ -95,7 +99,48 @@ preferences_table = Table(
     Column("user_id", String(200), primary_key=True),
     Column("model", String(20), nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("change", Integer, nullable=True, index=True),
 )
+
+leases_table = Table(
+    "serving_leases",
+    _metadata,
+    Column("name", String(100), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("term", Integer, nullable=False),
+)
+
+requests_table = Table(
+    "serving_requests",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", Float, nullable=False, index=True),
+    Column("arm", String(50), nullable=False),
+    Column("latency_ms", Float, nullable=True),
+    Column("cpu_seconds", Float, nullable=True),
+    Column("error", Integer, nullable=False),
+    Column("fallback", Integer, nullable=False),
+    Column("cached", Integer, nullable=False),
+    Column("replica", String(100), nullable=False),
+)
+
+shadow_table = Table(
+    "serving_shadow",
+    _metadata,
+    Column("request_id", String(200), primary_key=True),
+    Column("label", String(200), nullable=False),
+    Column("created_at", Float, nullable=False, index=True),
+)
+
+PREFERENCE_CHANGE_KEY = "preferences.change"
+"""The kv counter that numbers preference writes, so replicas fetch only what changed."""
+
+_ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "serving_preferences": {"change": "INTEGER"},
+    "serving_feedback": {"replica": "VARCHAR(100)", "model_version": "VARCHAR(200)"},
+}
+"""Nullable columns added after a table first shipped: created on stores made before them."""
 
 
 class StateStore:
@@ -132,6 +177,17 @@ class StateStore:
             _configure_sqlite(self._engine)
         with self._guard():
             _metadata.create_all(self._engine)
+            self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Older stores lack the nullable columns added since: add them (a one-step migration)."""
+        with self._engine.connect() as conn, conn.begin():
+            existing = inspect(conn)
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {c["name"] for c in existing.get_columns(table)}
+                for name, sql_type in columns.items():
+                    if name not in have:
+                        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
 
     # ------------------------------------------------------------------ plumbing
     def _guard(self):
@@ -248,10 +304,169 @@ class StateStore:
         except IntegrityError:  # another process inserted the key first
             return False
 
+    def set_if_version(self, key: str, expected_version: int, value: Any) -> int | None:
+        """Write `value` under `key` only if its stored version is `expected_version` (0: missing).
+
+        Returns the new version, or None when another writer got there first (a stale write: the
+        HTTP layer answers 409). The optimistic-concurrency step behind `If-Match`.
+        """
+        text = _dumps(value)
+        now = time.time()
+        try:
+            with self._write() as conn:
+                row = conn.execute(
+                    select(kv_table.c.version).where(kv_table.c.key == key).with_for_update()
+                ).first()
+                current = 0 if row is None else int(row.version)
+                if current != int(expected_version):
+                    return None
+                if row is None:
+                    conn.execute(
+                        insert(kv_table).values(key=key, value=text, version=1, updated_at=now)
+                    )
+                    return 1
+                conn.execute(
+                    update(kv_table)
+                    .where(kv_table.c.key == key, kv_table.c.version == current)
+                    .values(value=text, version=current + 1, updated_at=now)
+                )
+                return current + 1
+        except IntegrityError:  # another process inserted the key first
+            return None
+
+    def version_of(self, key: str) -> int:
+        """The version of `key` alone (0 when missing): a one-column read for change polling."""
+        with self._read() as conn:
+            row = conn.execute(select(kv_table.c.version).where(kv_table.c.key == key)).first()
+        return 0 if row is None else int(row.version)
+
     def delete(self, key: str) -> None:
         """Remove `key` (no error when it is missing)."""
         with self._write() as conn:
             conn.execute(kv_table.delete().where(kv_table.c.key == key))
+
+    # ------------------------------------------------------------------ leases
+    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> int | None:
+        """Take or renew the lease `name` for `holder` until now + `ttl_s`.
+
+        Returns the lease's term (a fencing number that grows at every change of holder) when
+        `holder` holds it after the call, None when another holder's lease has not expired. One
+        transaction with the row locked (`FOR UPDATE`; SQLite's `BEGIN IMMEDIATE`), so two
+        replicas racing for an expired lease cannot both win.
+        """
+        now = time.time()
+        try:
+            with self._write() as conn:
+                row = conn.execute(
+                    select(leases_table).where(leases_table.c.name == name).with_for_update()
+                ).first()
+                if row is None:
+                    conn.execute(
+                        insert(leases_table).values(
+                            name=name, holder=holder, expires_at=now + ttl_s, term=1
+                        )
+                    )
+                    return 1
+                if row.holder != holder and row.expires_at > now:
+                    return None
+                term = int(row.term) if row.holder == holder else int(row.term) + 1
+                conn.execute(
+                    update(leases_table)
+                    .where(leases_table.c.name == name)
+                    .values(holder=holder, expires_at=now + ttl_s, term=term)
+                )
+                return term
+        except IntegrityError:  # another replica created the lease first
+            return None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up at once (graceful shutdown), if `holder` has it."""
+        with self._write() as conn:
+            conn.execute(
+                update(leases_table)
+                .where(leases_table.c.name == name, leases_table.c.holder == holder)
+                .values(expires_at=0.0)
+            )
+
+    def lease(self, name: str) -> dict | None:
+        """{holder, expires_at, term} of the lease, or None when it was never taken."""
+        with self._read() as conn:
+            row = conn.execute(select(leases_table).where(leases_table.c.name == name)).first()
+        return None if row is None else dict(row._mapping)
+
+    # ------------------------------------------------------------------ request outcomes
+    def record_requests(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append answered requests (arm, latency_ms, cpu_seconds, error, fallback, cached,
+        created_at, replica) in one transaction: replicas flush these in small batches, so the
+        evaluation sums every replica's traffic."""
+        if not rows:
+            return
+        values = [
+            {
+                "created_at": float(r["created_at"]),
+                "arm": str(r["arm"]),
+                "latency_ms": _finite_or_none(r.get("latency_ms")),
+                "cpu_seconds": _finite_or_none(r.get("cpu_seconds")),
+                "error": int(bool(r.get("error"))),
+                "fallback": int(bool(r.get("fallback"))),
+                "cached": int(bool(r.get("cached"))),
+                "replica": str(r.get("replica", ""))[:100],
+            }
+            for r in rows
+        ]
+        with self._write() as conn:
+            conn.execute(insert(requests_table), values)
+
+    def requests_since(self, since: float, per_arm_limit: int) -> list[dict]:
+        """The newest `per_arm_limit` requests of each arm created at or after `since`, oldest
+        first (what the evaluation windows hold)."""
+        with self._read() as conn:
+            arms = conn.execute(
+                select(requests_table.c.arm)
+                .where(requests_table.c.created_at >= float(since))
+                .distinct()
+            ).all()
+            out: list[dict] = []
+            for (arm,) in arms:
+                rows = conn.execute(
+                    select(requests_table)
+                    .where(requests_table.c.arm == arm, requests_table.c.created_at >= float(since))
+                    .order_by(requests_table.c.id.desc())
+                    .limit(int(per_arm_limit))
+                ).mappings()
+                out.extend(dict(r) for r in rows)
+        out.sort(key=lambda r: (r["created_at"], r["id"]))
+        return out
+
+    def record_shadow_labels(self, items: Sequence[tuple[str, str, float]]) -> None:
+        """(request_id, shadow label, created_at) of shadow predictions, for joins on any replica."""
+        if not items:
+            return
+        rows = [{"request_id": i, "label": lab, "created_at": float(t)} for i, lab, t in items]
+        with self._write() as conn:
+            statement = self._dialect_insert(shadow_table)
+            if statement is not None:
+                conn.execute(statement.on_conflict_do_nothing(index_elements=["request_id"]), rows)
+            else:
+                conn.execute(insert(shadow_table), rows)
+
+    def shadow_label(self, request_id: str) -> str | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(shadow_table.c.label).where(shadow_table.c.request_id == request_id)
+            ).first()
+        return None if row is None else str(row.label)
+
+    def prune(self, before: float) -> int:
+        """Delete request outcomes and shadow labels older than `before`; returns rows deleted."""
+        with self._write() as conn:
+            deleted = conn.execute(
+                delete(requests_table).where(requests_table.c.created_at < float(before))
+            ).rowcount
+            deleted += conn.execute(
+                delete(shadow_table).where(shadow_table.c.created_at < float(before))
+            ).rowcount
+        return int(deleted or 0)
 
     # ------------------------------------------------------------------ feedback
     def record_feedback(
@@ -264,6 +479,8 @@ class StateStore:
         latency_ms: float | None,
         shadow_predicted: str | None,
         created_at: float,
+        replica: str | None = None,
+        model_version: str | None = None,
     ) -> bool:
         """Store the true label (and optional 1..10 rating) for one answered request.
 
@@ -281,6 +498,8 @@ class StateStore:
             "latency_ms": _finite_or_none(latency_ms),
             "shadow_predicted": None if shadow_predicted is None else str(shadow_predicted),
             "created_at": float(created_at),
+            "replica": None if replica is None else str(replica)[:100],
+            "model_version": None if model_version is None else str(model_version)[:200],
         }
         try:
             with self._write() as conn:
@@ -372,13 +591,38 @@ class StateStore:
             raise ValueError(f"model must be one of {PREFERENCE_MODELS}, got {model!r}")
         now = time.time()
         with self._write() as conn:
+            change = self._next_change(conn, now)
             self._upsert(
                 conn,
                 preferences_table,
-                {"user_id": str(user_id), "model": model, "updated_at": now},
+                {"user_id": str(user_id), "model": model, "updated_at": now, "change": change},
                 key="user_id",
-                changes={"model": model, "updated_at": now},
+                changes={"model": model, "updated_at": now, "change": change},
             )
+
+    def _next_change(self, conn: Connection, now: float) -> int:
+        """Bump the preference change counter inside the caller's transaction (the row stays
+        locked until commit, so change numbers are committed in order)."""
+        statement = self._dialect_insert(kv_table)
+        values = {"key": PREFERENCE_CHANGE_KEY, "value": "null", "version": 1, "updated_at": now}
+        if statement is not None:  # one atomic upsert: concurrent first writers cannot collide
+            bumped = statement.values(**values).on_conflict_do_update(
+                index_elements=["key"],
+                set_={"version": kv_table.c.version + 1, "updated_at": now},
+            )
+            return int(conn.execute(bumped.returning(kv_table.c.version)).scalar_one())
+        self._upsert(
+            conn,
+            kv_table,
+            values,
+            key="key",
+            changes={"version": kv_table.c.version + 1, "updated_at": now},
+        )
+        return int(
+            conn.execute(
+                select(kv_table.c.version).where(kv_table.c.key == PREFERENCE_CHANGE_KEY)
+            ).scalar_one()
+        )
 
     def get_preference(self, user_id: str) -> str | None:
         """The user's stored model choice, or None when they never chose."""
@@ -395,6 +639,36 @@ class StateStore:
                 select(preferences_table.c.user_id, preferences_table.c.model).limit(limit + 1)
             ).all()
         return None if len(rows) > limit else {str(r.user_id): str(r.model) for r in rows}
+
+    def preference_snapshot(self, limit: int) -> tuple[dict[str, str] | None, int]:
+        """Every stored choice (None past `limit`) and the change number it is current to."""
+        with self._read() as conn:
+            change = conn.execute(
+                select(kv_table.c.version).where(kv_table.c.key == PREFERENCE_CHANGE_KEY)
+            ).scalar()
+            rows = conn.execute(
+                select(preferences_table.c.user_id, preferences_table.c.model).limit(limit + 1)
+            ).all()
+        found = None if len(rows) > limit else {str(r.user_id): str(r.model) for r in rows}
+        return found, int(change or 0)
+
+    def preference_changes(self, since: int, limit: int) -> tuple[dict[str, str] | None, int]:
+        """Choices written after change number `since` (None when more than `limit`: reload all)
+        and the newest change number: the incremental sync every replica runs."""
+        with self._read() as conn:
+            change = conn.execute(
+                select(kv_table.c.version).where(kv_table.c.key == PREFERENCE_CHANGE_KEY)
+            ).scalar()
+            change = int(change or 0)
+            if change <= since:
+                return {}, change
+            rows = conn.execute(
+                select(preferences_table.c.user_id, preferences_table.c.model)
+                .where(preferences_table.c.change > int(since))
+                .limit(limit + 1)
+            ).all()
+        found = None if len(rows) > limit else {str(r.user_id): str(r.model) for r in rows}
+        return found, change
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:

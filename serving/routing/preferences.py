@@ -37,9 +37,6 @@ read. Past `max_entries` stored choices the snapshot is dropped and per-user rea
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import logging
 import re
 import threading
@@ -51,6 +48,9 @@ from typing import Literal, Protocol
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from serving import tokens
+from serving.tokens import MIN_SECRET_LENGTH  # noqa: F401  (re-exported for callers)
+
 log = logging.getLogger(__name__)
 
 Model = Literal["classic", "ensemble", "auto"]
@@ -58,7 +58,6 @@ MODELS: tuple[str, ...] = ("classic", "ensemble", "auto")
 USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@\-]+$")
 """Same rule as serving/http/schemas.py `UserId`: 1..128 of letters, digits, _ . : @ -."""
 USER_ID_MAX_LENGTH = 128
-MIN_SECRET_LENGTH = 16
 TOKEN_VERSION = "v1"
 
 
@@ -79,24 +78,12 @@ def valid_user_id(user_id: object) -> bool:
     )
 
 
-def _secret_bytes(secret: str | bytes | SecretStr) -> bytes:
-    if isinstance(secret, SecretStr):
-        secret = secret.get_secret_value()
-    if isinstance(secret, str):
-        secret = secret.encode()
-    if len(secret) < MIN_SECRET_LENGTH:
-        raise ValueError(f"the user token secret must be at least {MIN_SECRET_LENGTH} characters")
-    return secret
-
-
 def sign_user_token(secret: str | bytes | SecretStr, user_id: str) -> str:
     """The token for `user_id`: url-safe base64 (no padding) of HMAC-SHA256(secret, "v1:" + id)."""
     if not valid_user_id(user_id):
         raise ValueError(f"invalid user id {user_id!r}")
-    mac = hmac.new(
-        _secret_bytes(secret), f"{TOKEN_VERSION}:{user_id}".encode(), hashlib.sha256
-    ).digest()
-    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    key = tokens.secret_bytes(secret, "user token secret")
+    return tokens.b64encode(tokens.mac(key, f"{TOKEN_VERSION}:{user_id}".encode()))
 
 
 def verify_user_token(secret: str | bytes | SecretStr, user_id: str, token: str | None) -> bool:
@@ -104,7 +91,7 @@ def verify_user_token(secret: str | bytes | SecretStr, user_id: str, token: str 
     if not token or not valid_user_id(user_id):
         return False
     expected = sign_user_token(secret, user_id)
-    return hmac.compare_digest(token.strip().encode(), expected.encode())
+    return tokens.same(token.strip(), expected)
 
 
 class PreferenceStore(Protocol):
