@@ -1,0 +1,65 @@
+"""The decision webhook: Slack-compatible body, retries with back-off, gives up, never blocks."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from serving.delivery.notify import Notifier, post_json, slack_message
+
+ROLLBACK = {"action": "rollback", "reasons": ["accuracy dropped"], "state": {"percentage": 25.0}}
+
+
+def test_message_names_the_action_stage_and_reasons():
+    body = slack_message(ROLLBACK)
+    assert "rollback" in body["text"] and "25.0%" in body["text"]
+    assert "accuracy dropped" in body["text"] and body["decision"]["action"] == "rollback"
+
+
+def test_retries_with_backoff_then_delivers_once():
+    attempts, sleeps = [], []
+
+    def flaky(url, body):
+        attempts.append(body)
+        if len(attempts) < 3:
+            raise ConnectionError("down")
+
+    notifier = Notifier("http://hook", send=flaky, sleep=sleeps.append, first_backoff_s=0.5)
+    assert notifier.announce(ROLLBACK)
+    notifier.drain()
+    assert len(attempts) == 3 and sleeps == [0.5, 1.0]
+    assert (notifier.sent, notifier.failed) == (1, 0)
+
+
+def test_gives_up_after_max_attempts_and_skips_unannounced_actions():
+    def down(url, body):
+        raise ConnectionError("down")
+
+    notifier = Notifier("http://hook", send=down, sleep=lambda s: None, max_attempts=3)
+    assert not notifier.announce({"action": "none"})
+    assert notifier.announce(ROLLBACK)
+    notifier.drain()
+    assert (notifier.sent, notifier.failed) == (0, 1)
+    assert not Notifier(None).announce(ROLLBACK)  # no URL: disabled
+
+
+def test_post_json_reaches_a_real_local_receiver():
+    received = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    post_json(f"http://127.0.0.1:{server.server_port}/hook", slack_message(ROLLBACK))
+    thread.join(5)
+    server.server_close()
+    assert received and received[0]["decision"]["action"] == "rollback"
