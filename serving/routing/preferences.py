@@ -29,9 +29,10 @@ choice at once and other replicas within `ttl_s`.
 
 Most users never choose, and most requests come from users not seen in the last `ttl_s`, so a
 per-user cache alone still reads the store on nearly every request (profiled: a tenth of the
-router's CPU). `sync()`, run every `ttl_s` by the router, loads the whole (small) preferences table
-in one query; while that snapshot is fresh, a user missing from it has no preference and costs no
-read. Past `max_entries` stored choices the snapshot is dropped and per-user reads take over.
+router's CPU). `sync()`, run every `ttl_s` by the router, loads the whole preferences table once,
+then only the choices written since (each write is numbered); while that snapshot is fresh, a user
+missing from it has no preference and costs no read. Past `max_entries` stored choices the
+snapshot is dropped and per-user reads take over.
 """
 
 from __future__ import annotations
@@ -101,7 +102,9 @@ class PreferenceStore(Protocol):
 
     def set_preference(self, user_id: str, model: str) -> None: ...
 
-    def all_preferences(self, limit: int) -> dict[str, str] | None: ...
+    def preference_snapshot(self, limit: int) -> tuple[dict[str, str] | None, int]: ...
+
+    def preference_changes(self, since: int, limit: int) -> tuple[dict[str, str] | None, int]: ...
 
 
 class PreferenceCache:
@@ -134,6 +137,7 @@ class PreferenceCache:
         self._seq = 0
         self._snapshot: dict[str, str] | None = None  # every stored choice, as of _snapshot_at
         self._snapshot_at = float("-inf")
+        self._change: int | None = None  # the store's preference change number the snapshot has
         self.hits = 0
         self.misses = 0
         self.errors = 0
@@ -164,30 +168,44 @@ class PreferenceCache:
         return 3 * self.ttl_s
 
     def sync(self) -> bool:
-        """Load every stored choice in one query (see the module docstring); False when not possible."""
+        """Bring the snapshot up to date (see the module docstring); False when not possible.
+
+        The first sync loads every stored choice in one query; later ones fetch only the choices
+        written since the change number last seen (`StateStore.preference_changes`), so a sync
+        costs one indexed query whatever the table's size.
+        """
         with self._lock:
             seq_before = self._seq
+            incremental = self._snapshot is not None and self._change is not None
+            since = self._change or 0
         try:
-            stored = self.store.all_preferences(self.max_entries)
+            if incremental:
+                found, change = self.store.preference_changes(since, self.max_entries)
+                if found is None:  # too many changes at once: reload everything
+                    incremental = False
+            if not incremental:
+                found, change = self.store.preference_snapshot(self.max_entries)
         except Exception as exc:
             self.errors += 1
             log.warning(
-                "preference snapshot failed (%s: %s); per-user reads until it works",
+                "preference sync failed (%s: %s); per-user reads until it works",
                 type(exc).__name__,
                 exc,
             )
             return False
         with self._lock:
-            if stored is None:  # too many to hold: per-user reads
-                self._snapshot = None
+            if found is None:  # too many to hold: per-user reads
+                self._snapshot, self._change = None, None
                 return False
-            snapshot = {user: model for user, model in stored.items() if model in MODELS}
+            snapshot = self._snapshot if incremental and self._snapshot is not None else {}
+            snapshot.update((user, model) for user, model in found.items() if model in MODELS)
             for user, (value, _, seq) in self._entries.items():
                 if seq > seq_before and value is not None:
-                    snapshot[user] = (
-                        value  # a `set` landed while we read: it is newer than our read
-                    )
-            self._snapshot, self._snapshot_at = snapshot, self._clock()
+                    snapshot[user] = value  # a `set` landed while we read: newer than our read
+            if len(snapshot) > self.max_entries:
+                self._snapshot, self._change = None, None
+                return False
+            self._snapshot, self._snapshot_at, self._change = snapshot, self._clock(), change
         return True
 
     def get(self, user_id: str | None) -> str | None:
@@ -222,7 +240,7 @@ class PreferenceCache:
                 self._entries.clear()
             else:
                 self._entries.pop(user_id, None)
-            self._snapshot = None  # until the next sync
+            self._snapshot, self._change = None, None  # until the next sync
 
     # ------------------------------------------------------------------ internals
     def _load(self, user_id: str, raise_errors: bool = False) -> str | None:

@@ -29,7 +29,9 @@ class CountingStore:
 
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
+        self.changed: dict[str, int] = {}  # user -> change number of their last write
         self.reads = 0
+        self.rows_read = 0
         self.fail = False
 
     def get_preference(self, user_id: str) -> str | None:
@@ -40,12 +42,21 @@ class CountingStore:
 
     def set_preference(self, user_id: str, model: str) -> None:
         self.data[user_id] = model
+        self.changed[user_id] = max(self.changed.values(), default=0) + 1
 
-    def all_preferences(self, limit: int) -> dict[str, str] | None:
+    def _read(self, users: list[str], limit: int) -> tuple[dict[str, str] | None, int]:
         self.reads += 1
         if self.fail:
             raise ConnectionError("database is down")
-        return None if len(self.data) > limit else dict(self.data)
+        self.rows_read += len(users)
+        found = None if len(users) > limit else {u: self.data[u] for u in users}
+        return found, max(self.changed.values(), default=0)
+
+    def preference_snapshot(self, limit: int) -> tuple[dict[str, str] | None, int]:
+        return self._read(list(self.data), limit)
+
+    def preference_changes(self, since: int, limit: int) -> tuple[dict[str, str] | None, int]:
+        return self._read([u for u, c in self.changed.items() if c > since], limit)
 
 
 # ---------------------------------------------------------------------- tokens
@@ -76,7 +87,8 @@ def test_tokens_refuse_short_secrets_and_malformed_user_ids():
 # ---------------------------------------------------------------------- cache
 def test_a_fresh_snapshot_answers_users_it_has_never_seen_without_a_store_read():
     store, clock = CountingStore(), FakeClock()
-    store.data.update(alice="ensemble", bob="classic")
+    store.set_preference("alice", "ensemble")
+    store.set_preference("bob", "classic")
     cache = PreferenceCache(store, ttl_s=2.0, clock=clock)
     assert cache.sync() and store.reads == 1
     assert [cache.get(u) for u in ("alice", "bob", "carol", "dave")] == [
@@ -86,10 +98,23 @@ def test_a_fresh_snapshot_answers_users_it_has_never_seen_without_a_store_read()
         None,
     ]
     assert store.reads == 1  # four users, one query in all
-    store.data["carol"] = "ensemble"  # another replica's write
+    store.set_preference("carol", "ensemble")  # another replica's write
     assert cache.get("carol") is None  # not yet: within the sync period
     cache.sync()
     assert cache.get("carol") == "ensemble"
+
+
+def test_syncs_after_the_first_fetch_only_what_changed():
+    store, clock = CountingStore(), FakeClock()
+    for i in range(50):
+        store.set_preference(f"u{i}", "ensemble")
+    cache = PreferenceCache(store, ttl_s=2.0, clock=clock)
+    assert cache.sync() and store.rows_read == 50
+    store.set_preference("u7", "classic")  # two writes by other replicas
+    store.set_preference("new", "auto")
+    assert cache.sync() and store.rows_read == 52  # the two changed rows, not the table
+    assert (cache.get("u7"), cache.get("new"), cache.get("u8")) == ("classic", "auto", "ensemble")
+    assert cache.sync() and store.rows_read == 52  # nothing changed: nothing read
 
 
 def test_a_stale_snapshot_falls_back_to_per_user_reads_and_writes_update_it():
@@ -108,7 +133,8 @@ def test_a_stale_snapshot_falls_back_to_per_user_reads_and_writes_update_it():
 
 def test_snapshot_gives_way_to_per_user_reads_past_max_entries_and_survives_a_failing_store():
     store, clock = CountingStore(), FakeClock()
-    store.data.update({f"u{i}": "ensemble" for i in range(5)})
+    for i in range(5):
+        store.set_preference(f"u{i}", "ensemble")
     cache = PreferenceCache(store, ttl_s=2.0, max_entries=3, clock=clock)
     assert not cache.sync()
     reads = store.reads
