@@ -310,7 +310,7 @@ class AppClient:
         return self.request("POST", url, **kwargs)
 
 
-def make_client(secret: str | None = SECRET) -> tuple[TestClient, PreferenceCache]:
+def make_client(secret: str | None = SECRET) -> tuple[AppClient, PreferenceCache]:
     from serving.config.settings import ServingSettings
     from serving.http.app import create_app
 
