@@ -1,4 +1,4 @@
-"""Side-by-side benchmark on one machine, in one run: in-process models, BentoML serving, FastAPI and MLServer baselines.
+"""Side-by-side benchmark, one machine, one run: in-process models, BentoML, FastAPI, MLServer.
 
     python -m loadtests.benchmark [--duration 20s] [--users 16] [--levels 1,4,16,32]
                                   [--bentoml-home DIR | --train-quick] [--only a,b,c,d,e]
@@ -9,27 +9,30 @@
 (c) classic through the router (/api/classify + X-Model-Preference: classic, answered in the router
     process: SERVING_CLASSIC_LOCAL=true) vs classic direct (/api/v1/classify/classic, one hop to the
     classic service);
-(d) a plain FastAPI + uvicorn server calling the same models in process (loadtests/baseline_fastapi.py);
-(e) the routed ensemble (/api/classify + X-Model-Preference: ensemble: router -> ensemble service with
-    adaptive batching, members on their fast paths) against
-      - the same graph with the native member libraries (a second `bentoml serve service:Router` with
-        SERVING_NATIVE_MEMBERS=1; every other configuration runs with the variable empty: fast paths),
+(d) a plain FastAPI + uvicorn server calling the same models in process
+    (loadtests/baseline_fastapi.py);
+(e) the routed ensemble (/api/classify + X-Model-Preference: ensemble: router -> ensemble service
+    with adaptive batching, members on their fast paths) against
+      - the same graph with the native member libraries (a second `bentoml serve service:Router`
+        with SERVING_NATIVE_MEMBERS=1; every other configuration runs with the variable empty:
+        fast paths),
       - the FastAPI baseline of (d), and
-      - MLServer 1.7.1 with adaptive batching (max 64 rows, 20 ms window, parallel_workers 0) serving
-        the same stored ensemble through the same model code (loadtests/mlserver/: a custom
-        POST /classify/ensemble handler that validates like ours and goes through MLServer's batcher;
-        its own venv .venv-mlserver from scripts/mlserver-venv.sh; skipped with a note when missing);
-    and the routed classic against the FastAPI classic. Goal: routed ensemble goodput >= 2x MLServer's
-    at the fixed load with p99 <= 110 ms and no errors (the report says met / not met).
+      - MLServer 1.7.1 with adaptive batching (max 64 rows, 20 ms window, parallel_workers 0)
+        serving the same stored ensemble through the same model code (loadtests/mlserver/: a
+        custom POST /classify/ensemble handler that validates like ours and goes through
+        MLServer's batcher; its own venv .venv-mlserver from scripts/mlserver-venv.sh; skipped
+        with a note when missing);
+    and the routed classic against the FastAPI classic. Goal: routed ensemble goodput >= 2x
+    MLServer's at the fixed load with p99 <= 110 ms and no errors (the report says met / not met).
 
-Every served configuration is driven by closed-loop Locust users (no think time, one distinct row per
-request) at each --levels user count, --duration at the fixed load (--users) and half of it at the
-other levels. Reported: goodput (successful responses/s) at a p99 budget — the highest goodput among
-the levels tried whose p99 is within the budget (classic 100 ms, ensemble 500 ms) and errors < 1 % —
-and p50/p95/p99/error % at the fixed load, with ratios; server CPU per request; the ensemble's mean
-rows per batch (BentoML's and MLServer's); a latency vs throughput chart. Output:
-results/benchmark-<timestamp>/ (report.md, results.json, latency.png, runs/, server logs, mlserver/
-settings). Locust runs on the same cores as the servers: compare ratios, not absolutes.
+Every served configuration is driven by closed-loop Locust users (no think time, one distinct row
+per request) at each --levels user count, --duration at the fixed load (--users) and half of it at
+the other levels. Reported: goodput (successful responses/s) at a p99 budget — the highest goodput
+among the levels tried whose p99 is within the budget (classic 100 ms, ensemble 500 ms) and errors
+< 1 % — and p50/p95/p99/error % at the fixed load, with ratios; server CPU per request; the
+ensemble's mean rows per batch (BentoML's and MLServer's); a latency vs throughput chart. Output:
+results/benchmark-<timestamp>/ (report.md, results.json, latency.png, runs/, server logs,
+mlserver/ settings). Locust runs on the same cores as the servers: compare ratios, not absolutes.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from loadtests.common import (
     free_port,
     git_commit,
     locust_stats_row,
+    markdown_row,
     parse_duration,
     temp_dir,
     with_root_on_pythonpath,
@@ -193,7 +197,8 @@ COMPARISONS = [  # part, what, A, B (ratio = A / B)
     ("e", "classic: routed vs FastAPI baseline", "classic_routed", "fastapi_classic"),
 ]
 E_TARGET = {"goodput_ratio": 2.0, "p99_ms": 110.0, "errors": 0}
-"""Part (e)'s goal: routed ensemble goodput >= 2x MLServer's at the fixed load, with p99 <= 110 ms and no errors."""
+"""Part (e)'s goal: routed ensemble goodput >= 2x MLServer's at the fixed load, with p99 <= 110 ms
+and no errors."""
 MLSERVER_VENV = ROOT / ".venv-mlserver"
 
 
@@ -225,7 +230,8 @@ def _fmt_duration(seconds: float) -> str:
 
 # --------------------------------------------------------------------------- (a) in process
 def inprocess(repeat_b1: int = 300, repeat_b64: int = 60, rows: int = 4096) -> dict[str, Any]:
-    """Median and p99 ms per predict_proba call at batch 1 and 64, each call on rows not seen before."""
+    """Median and p99 ms per predict_proba call at batch 1 and 64, each call on rows not seen
+    before."""
     import random
 
     import numpy as np
@@ -322,8 +328,8 @@ def warm_up(url: str, target: Target, n: int = 40) -> None:
 
 
 class Monitor:
-    """Around a run against the BentoML graph: the ensemble's batch-size histogram from /metrics before
-    and after, and (only after a run with failures) what /api/models says about the arms.
+    """Around a run against the BentoML graph: the ensemble's batch-size histogram from /metrics
+    before and after, and (only after a run with failures) what /api/models says about the arms.
 
     /api/models is not polled during the run: it lists the model store synchronously in the router's
     event loop (about 0.3 s per call here), so polling it would stall the traffic being measured."""
@@ -369,9 +375,11 @@ class Monitor:
             entry = models.get(name) or {}
             error = entry.get("error") or entry.get("last_error")
             if entry and (not entry.get("ready", True) or error):
-                self.problems[
-                    f"after the run /api/models says {name} ready={entry.get('ready')}: {str(error)[:160]}"
-                ] = 1
+                problem = (
+                    f"after the run /api/models says {name} ready={entry.get('ready')}: "
+                    f"{str(error)[:160]}"
+                )
+                self.problems[problem] = 1
 
     def __enter__(self) -> Monitor:
         return self
@@ -529,8 +537,9 @@ def render(
         f"# Benchmark {meta['started']}",
         "",
         f"Command: `{meta['command']}`  ",
-        f"Machine: {meta['machine']}; load average (1/5/15 min) {meta['load_average_start']} at start, "
-        f"{meta.get('load_average_end')} at end; models {meta['models']}; commit {meta.get('commit') or '?'}  ",
+        f"Machine: {meta['machine']}; load average (1/5/15 min) {meta['load_average_start']} at "
+        f"start, {meta.get('load_average_end')} at end; models {meta['models']}; "
+        f"commit {meta.get('commit') or '?'}  ",
         f"Load: closed-loop Locust users (no think time, distinct rows), levels {meta['levels']}, "
         f"{meta['duration_s']:.0f} s at the fixed load ({fixed_users} users), "
         f"{meta['ladder_s']:.0f} s at the other levels. Locust shares the cores with the servers: "
@@ -558,16 +567,29 @@ def render(
         ]
         for t in inproc["timings"]:
             lines.append(
-                f"| {t['model']} | {t['batch']} | {t['median_ms']:.3f} | {t['p99_ms']:.3f} | {_f(t['rows_per_s'])} |"
+                markdown_row(
+                    t["model"],
+                    t["batch"],
+                    f"{t['median_ms']:.3f}",
+                    f"{t['p99_ms']:.3f}",
+                    _f(t["rows_per_s"]),
+                )
             )
         tm = {(t["model"], t["batch"]): t for t in inproc["timings"]}
         if ("classic", 1) in tm and ("ensemble", 1) in tm:
+            per_call = {
+                b: _ratio(tm["ensemble", b]["median_ms"], tm["classic", b]["median_ms"])
+                for b in (1, 64)
+            }
+            by_batching = {
+                m: _ratio(tm[m, 64]["rows_per_s"], tm[m, 1]["rows_per_s"])
+                for m in ("classic", "ensemble")
+            }
             lines += [
                 "",
-                f"Ensemble / classic time per call: batch 1 {_ratio(tm[('ensemble', 1)]['median_ms'], tm[('classic', 1)]['median_ms'])}, "
-                f"batch 64 {_ratio(tm[('ensemble', 64)]['median_ms'], tm[('classic', 64)]['median_ms'])}. "
-                f"Rows/s gained by batching 64 rows: classic {_ratio(tm[('classic', 64)]['rows_per_s'], tm[('classic', 1)]['rows_per_s'])}, "
-                f"ensemble {_ratio(tm[('ensemble', 64)]['rows_per_s'], tm[('ensemble', 1)]['rows_per_s'])}.",
+                f"Ensemble / classic time per call: batch 1 {per_call[1]}, "
+                f"batch 64 {per_call[64]}. Rows/s gained by batching 64 rows: "
+                f"classic {by_batching['classic']}, ensemble {by_batching['ensemble']}.",
             ]
         lines.append("")
     targets = {t.key: t for t in TARGETS}
@@ -581,10 +603,21 @@ def render(
         lines += [
             f"## Served: goodput at the p99 budget, latency at {fixed_users} users",
             "",
-            f"Budget: p99 ≤ {budgets['classic']:.0f} ms (classic), ≤ {budgets['ensemble']:.0f} ms (ensemble), errors < 1 %. "
+            f"Budget: p99 ≤ {budgets['classic']:.0f} ms (classic), "
+            f"≤ {budgets['ensemble']:.0f} ms (ensemble), errors < 1 %. "
             "Goodput = successful responses/s.",
             "",
-            f"| configuration | endpoint | goodput @ p99 budget (users) | goodput @{fixed_users} | p50 | p95 | p99 | errors | server CPU ms/req |",
+            markdown_row(
+                "configuration",
+                "endpoint",
+                "goodput @ p99 budget (users)",
+                f"goodput @{fixed_users}",
+                "p50",
+                "p95",
+                "p99",
+                "errors",
+                "server CPU ms/req",
+            ),
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for key, s in summary.items():
@@ -592,9 +625,17 @@ def render(
             at_budget = f"{best.goodput:,.0f}/s ({best.users})" if best else "none within budget"
             if fixed:
                 lines.append(
-                    f"| {t.label} | `{t.path}`{' + header' if t.header else ''} | {at_budget} | {fixed.goodput:,.0f}/s | "
-                    f"{_f(fixed.p50_ms)} ms | {_f(fixed.p95_ms)} ms | {_f(fixed.p99_ms)} ms | {fixed.error_rate:.2%} | "
-                    f"{_f(fixed.server_cpu_ms_per_req, 2)} |"
+                    markdown_row(
+                        t.label,
+                        f"`{t.path}`{' + header' if t.header else ''}",
+                        at_budget,
+                        f"{fixed.goodput:,.0f}/s",
+                        f"{_f(fixed.p50_ms)} ms",
+                        f"{_f(fixed.p95_ms)} ms",
+                        f"{_f(fixed.p99_ms)} ms",
+                        f"{fixed.error_rate:.2%}",
+                        _f(fixed.server_cpu_ms_per_req, 2),
+                    )
                 )
             else:
                 lines.append(f"| {t.label} | `{t.path}` | {at_budget} | – | – | – | – | – | – |")
@@ -602,7 +643,15 @@ def render(
             "",
             "### Ratios (A / B)",
             "",
-            f"| part | comparison | goodput @ budget | goodput @{fixed_users} | p50 @{fixed_users} | p99 @{fixed_users} | server CPU/req |",
+            markdown_row(
+                "part",
+                "comparison",
+                "goodput @ budget",
+                f"goodput @{fixed_users}",
+                f"p50 @{fixed_users}",
+                f"p99 @{fixed_users}",
+                "server CPU/req",
+            ),
             "|---|---|---|---|---|---|---|",
         ]
         rows: list[tuple[list[str], str, str, str]] = []  # a pair listed by several parts: one row
@@ -617,10 +666,18 @@ def render(
         for row_parts, what, a, b in rows:
             sa, sb = summary[a], summary[b]
             fa, fb = sa["fixed"], sb["fixed"]
+            best_a = sa["best"].goodput if sa["best"] else None
+            best_b = sb["best"].goodput if sb["best"] else None
             lines.append(
-                f"| ({', '.join(row_parts)}) | {what} | {_ratio(sa['best'].goodput if sa['best'] else None, sb['best'].goodput if sb['best'] else None)} | "
-                f"{_ratio(fa and fa.goodput, fb and fb.goodput)} | {_ratio(fa and fa.p50_ms, fb and fb.p50_ms)} | "
-                f"{_ratio(fa and fa.p99_ms, fb and fb.p99_ms)} | {_ratio(fa and fa.server_cpu_ms_per_req, fb and fb.server_cpu_ms_per_req)} |"
+                markdown_row(
+                    f"({', '.join(row_parts)})",
+                    what,
+                    _ratio(best_a, best_b),
+                    _ratio(fa and fa.goodput, fb and fb.goodput),
+                    _ratio(fa and fa.p50_ms, fb and fb.p50_ms),
+                    _ratio(fa and fa.p99_ms, fb and fb.p99_ms),
+                    _ratio(fa and fa.server_cpu_ms_per_req, fb and fb.server_cpu_ms_per_req),
+                )
             )
         lines += [
             "",
@@ -631,21 +688,48 @@ def render(
         lines += [
             "### Every run",
             "",
-            "| configuration | users | s | requests | goodput | p50 | p95 | p99 | errors | server CPU ms/req | ensemble rows/batch | Locust CPU s | notes |",
+            markdown_row(
+                "configuration",
+                "users",
+                "s",
+                "requests",
+                "goodput",
+                "p50",
+                "p95",
+                "p99",
+                "errors",
+                "server CPU ms/req",
+                "ensemble rows/batch",
+                "Locust CPU s",
+                "notes",
+            ),
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for key, runs in results.items():
             for m in runs:
                 lines.append(
-                    f"| {key} | {m.users} | {m.seconds:.0f} | {m.requests} | {m.goodput:,.1f} | {_f(m.p50_ms)} | "
-                    f"{_f(m.p95_ms)} | {_f(m.p99_ms)} | {m.error_rate:.2%} | {_f(m.server_cpu_ms_per_req, 2)} | "
-                    f"{_f(m.ensemble_batch_rows, 1)} | {m.client_cpu_s:.1f} | {'; '.join(m.notes)} |"
+                    markdown_row(
+                        key,
+                        m.users,
+                        f"{m.seconds:.0f}",
+                        m.requests,
+                        f"{m.goodput:,.1f}",
+                        _f(m.p50_ms),
+                        _f(m.p95_ms),
+                        _f(m.p99_ms),
+                        f"{m.error_rate:.2%}",
+                        _f(m.server_cpu_ms_per_req, 2),
+                        _f(m.ensemble_batch_rows, 1),
+                        f"{m.client_cpu_s:.1f}",
+                        "; ".join(m.notes),
+                    )
                 )
     return "\n".join(lines) + "\n"
 
 
 def goal_e(summary: dict[str, dict[str, Any]], fixed_users: int) -> list[str]:
-    """Part (e)'s verdict: routed ensemble vs MLServer (and FastAPI, the native graph) at the fixed load."""
+    """Part (e)'s verdict: routed ensemble vs MLServer (and FastAPI, the native graph) at the fixed
+    load."""
     routed = (summary.get("ensemble_routed") or {}).get("fixed")
     if routed is None:
         return []
@@ -656,7 +740,8 @@ def goal_e(summary: dict[str, dict[str, Any]], fixed_users: int) -> list[str]:
             return f"{label.rstrip(':')}: not run"
         batch = f", {m.ensemble_batch_rows:.1f} rows/batch" if m.ensemble_batch_rows else ""
         return (
-            f"{label} {m.goodput:,.0f}/s, p50 {_f(m.p50_ms)} / p95 {_f(m.p95_ms)} / p99 {_f(m.p99_ms)} ms, "
+            f"{label} {m.goodput:,.0f}/s, "
+            f"p50 {_f(m.p50_ms)} / p95 {_f(m.p95_ms)} / p99 {_f(m.p99_ms)} ms, "
             f"{m.failures} error(s) ({m.error_rate:.2%}){batch}"
         )
 
@@ -679,14 +764,16 @@ def goal_e(summary: dict[str, dict[str, Any]], fixed_users: int) -> list[str]:
             and routed.failures <= E_TARGET["errors"]
         )
         lines += [
-            f"Goodput routed / MLServer: **{ratio:.2f}×** at p99 {_f(routed.p99_ms)} ms (routed) vs "
-            f"{_f(mls.p99_ms)} ms (MLServer), {routed.failures} routed error(s). Goal ≥ {E_TARGET['goodput_ratio']:.0f}× "
-            f"at p99 ≤ {E_TARGET['p99_ms']:.0f} ms with {E_TARGET['errors']} errors: **{'met' if met else 'not met'}**.",
+            f"Goodput routed / MLServer: **{ratio:.2f}×** at p99 {_f(routed.p99_ms)} ms "
+            f"(routed) vs {_f(mls.p99_ms)} ms (MLServer), {routed.failures} routed error(s). "
+            f"Goal ≥ {E_TARGET['goodput_ratio']:.0f}× at p99 ≤ {E_TARGET['p99_ms']:.0f} ms with "
+            f"{E_TARGET['errors']} errors: **{'met' if met else 'not met'}**.",
             "",
         ]
     else:
         lines += [
-            "Goodput routed / MLServer: – (MLServer not run: create .venv-mlserver with scripts/mlserver-venv.sh).",
+            "Goodput routed / MLServer: – (MLServer not run: create .venv-mlserver with "
+            "scripts/mlserver-venv.sh).",
             "",
         ]
     return lines
@@ -813,8 +900,9 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, BENTOML_DO_NOT_TRACK="true", TF_CPP_MIN_LOG_LEVEL="3")
     if env.get(NATIVE_ENV):
         print(
-            f"note: {NATIVE_ENV}={env[NATIVE_ENV]} in the environment is ignored: every configuration uses the "
-            "fast paths except ensemble_routed_native (part e), which sets it to 1",
+            f"note: {NATIVE_ENV}={env[NATIVE_ENV]} in the environment is ignored: every "
+            "configuration uses the fast paths except ensemble_routed_native (part e), which sets "
+            "it to 1",
             flush=True,
         )
     env[NATIVE_ENV] = ""  # the fast paths everywhere (empty = not forced); bentoml-native sets "1"
@@ -823,8 +911,8 @@ def main(argv: list[str] | None = None) -> int:
     if not store_has_models(env):
         if not args.train_quick:
             print(
-                "no classic/ensemble models in the store: pass --bentoml-home, train (python -m training), "
-                "or add --train-quick",
+                "no classic/ensemble models in the store: pass --bentoml-home, "
+                "train (python -m training), or add --train-quick",
                 file=sys.stderr,
             )
             return 2
@@ -833,9 +921,9 @@ def main(argv: list[str] | None = None) -> int:
         env["BENTOML_HOME"] = str(home)
 
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
-    if parts - set(PARTS) - {"a"}:
+    if unknown := parts - set(PARTS) - {"a"}:
         print(
-            f"unknown part(s) {sorted(parts - set(PARTS) - {'a'})}; parts are a, {', '.join(PARTS)}",
+            f"unknown part(s) {sorted(unknown)}; parts are a, {', '.join(PARTS)}",
             file=sys.stderr,
         )
         return 2
@@ -875,8 +963,9 @@ def main(argv: list[str] | None = None) -> int:
         + ("a" in parts) * 40
     )
     print(
-        f"benchmark -> {out}\n  parts {sorted(parts)}, levels {levels}, {duration:.0f}s at {args.users} users, "
-        f"{ladder:.0f}s elsewhere; about {estimate / 60:.1f} min",
+        f"benchmark -> {out}\n  parts {sorted(parts)}, levels {levels}, "
+        f"{duration:.0f}s at {args.users} users, {ladder:.0f}s elsewhere; "
+        f"about {estimate / 60:.1f} min",
         flush=True,
     )
 
@@ -884,7 +973,8 @@ def main(argv: list[str] | None = None) -> int:
         "started": datetime.now().isoformat(timespec="seconds"),
         "command": "python -m loadtests.benchmark "
         + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}",
+        "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}",
         "levels": levels,
         "duration_s": duration,
         "ladder_s": ladder,
@@ -993,8 +1083,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 results[target.key].append(m)
                 print(
-                    f"  {target.key:<22} {users:>3} users: {m.goodput:8.1f}/s  p50 {_f(m.p50_ms):>5}  "
-                    f"p99 {_f(m.p99_ms):>6} ms  errors {m.error_rate:.2%}  server CPU {_f(m.server_cpu_ms_per_req, 2)} ms/req"
+                    f"  {target.key:<22} {users:>3} users: {m.goodput:8.1f}/s  "
+                    f"p50 {_f(m.p50_ms):>5}  p99 {_f(m.p99_ms):>6} ms  errors {m.error_rate:.2%}  "
+                    f"server CPU {_f(m.server_cpu_ms_per_req, 2)} ms/req"
                     + (f"  {m.ensemble_batch_rows} rows/batch" if m.ensemble_batch_rows else "")
                     + (f"  {m.notes}" if m.notes else ""),
                     flush=True,

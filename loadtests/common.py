@@ -137,3 +137,8 @@ def locust_stats_row(stats_csv: Path, name: str) -> dict[str, str] | None:
             if row.get("Name") == name:
                 return row
     return None
+
+
+def markdown_row(*cells: object) -> str:
+    """A row of a markdown table: | a | b | c |."""
+    return "| " + " | ".join(str(c) for c in cells) + " |"

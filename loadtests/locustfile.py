@@ -121,7 +121,8 @@ def _summary(environment, **_kwargs) -> None:
         "fallback_share": round(Shared.arms["fallback"] / total, 4) if total else None,
         "cached_share": round(Shared.arms["cached"] / total, 4) if total else None,
         "distinct_routed_users": len(Shared.user_arms),
-        "users_on_both_arms": switched,  # > 0 means the split was not sticky (or flags changed mid-run)
+        # > 0 means the split was not sticky (or the flags changed during the run)
+        "users_on_both_arms": switched,
         "feedback_available": Shared.feedback_available,
         "feedback_message": Shared.feedback_message or None,
         "seed": Shared.seed,
@@ -286,9 +287,9 @@ class BatchUser(ApiUser):
 
 
 class FeedbackUser(ApiUser):
-    """Classify, then send a label for that request_id to POST /api/feedback (70 % confirm, 30 % correct;
-    half with a 1..10 rating). The answer must be for that request, `recorded` (or `duplicate`), with
-    the served label as `predicted` and `correct` telling whether it matches.
+    """Classify, then send a label for that request_id to POST /api/feedback (70 % confirm, 30 %
+    correct; half with a 1..10 rating). The answer must be for that request, `recorded` (or
+    `duplicate`), with the served label as `predicted` and `correct` telling whether it matches.
 
     Until the server has the endpoint (POST /api/feedback answers 404/405), the class logs why and
     stops its users; a run of FeedbackUser alone then ends at once and is reported as skipped.
@@ -336,9 +337,10 @@ class FeedbackUser(ApiUser):
             )
             if status in (404, 405):
                 Shared.feedback_message = (
-                    f"FeedbackUser skipped: POST /api/feedback answered {status} for a fresh request_id - this "
-                    "server has no (working) feedback endpoint; FeedbackUser users stop themselves and send no "
-                    f"traffic. Server said: {str(answer)[:200]}"
+                    f"FeedbackUser skipped: POST /api/feedback answered {status} for a fresh "
+                    "request_id - this server has no (working) feedback endpoint; FeedbackUser "
+                    "users stop themselves and send no traffic. Server said: "
+                    f"{str(answer)[:200]}"
                 )
             else:
                 return True

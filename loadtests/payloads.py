@@ -41,7 +41,8 @@ def fetch_models(host: str, timeout: float = 10.0) -> dict[str, Any]:
 
 
 def schema_from_models(models: Mapping[str, Any]) -> dict[str, Any]:
-    """The feature schema ({features, classes}) of the served classic model (the router's schema)."""
+    """The feature schema ({features, classes}) of the served classic model (the router's
+    schema)."""
     for name in ("classic", "ensemble"):
         schema = (models.get(name) or {}).get("schema")
         if schema and schema.get("features") and schema.get("classes"):
@@ -131,7 +132,8 @@ class UserPopulation:
         return self.ids[bisect.bisect_left(self._cumulative, rng.random() * self._total)]
 
     def tier(self, user_id: str) -> str:
-        """A stable request attribute per user (for eligibility rules): 70 % free, 25 % paid, 5 % enterprise."""
+        """A stable request attribute per user (for eligibility rules): 70 % free, 25 % paid, 5 %
+        enterprise."""
         bucket = int(user_id[-5:]) % 20 if user_id[-5:].isdigit() else 0
         return "enterprise" if bucket == 0 else "paid" if bucket <= 5 else "free"
 
@@ -157,7 +159,8 @@ def check_prediction(
     if label not in classes:
         return f"label {label!r} not in classes {list(classes)}"
     if not isinstance(probabilities, Mapping) or set(probabilities) != set(classes):
-        return f"probabilities keys {sorted(probabilities) if isinstance(probabilities, Mapping) else probabilities!r} != classes {sorted(classes)}"
+        keys = sorted(probabilities) if isinstance(probabilities, Mapping) else probabilities
+        return f"probabilities keys {keys!r} != classes {sorted(classes)}"
     values = list(probabilities.values())
     if not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in values

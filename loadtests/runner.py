@@ -1,8 +1,8 @@
-"""`python -m loadtests run SCENARIO`: run Locust headless against a server, results in results/<run>/.
+"""`python -m loadtests run SCENARIO`: Locust headless against a server, results in results/<run>/.
 
     python -m loadtests run mixed --users 20 --duration 60s --host http://127.0.0.1:3000
     python -m loadtests run step --users 64 --duration 3m --serve --check
-    python -m loadtests run routed --users 8 --duration 30s --serve --bentoml-home /tmp/home --train-quick
+    python -m loadtests run routed -u 8 --duration 30s --serve --bentoml-home /tmp/h --train-quick
 
 Writes <results>/<YYYYmmdd-HHMMSS>-<scenario>/ with Locust's CSVs (locust_stats.csv,
 locust_stats_history.csv, locust_failures.csv, locust_exceptions.csv), report.html, locust.log,
@@ -195,9 +195,9 @@ def run(args: argparse.Namespace) -> int:
             overrides["BENTOML_HOME"] = str(args.bentoml_home.resolve())
         if not store_has_models({**os.environ, **overrides}):
             if not args.train_quick:
+                store = overrides.get("BENTOML_HOME", os.environ.get("BENTOML_HOME", "~/bentoml"))
                 print(
-                    f"no classic/ensemble models in the store "
-                    f"({overrides.get('BENTOML_HOME', os.environ.get('BENTOML_HOME', '~/bentoml'))}): train them "
+                    f"no classic/ensemble models in the store ({store}): train them "
                     "(python -m training [--quick]), pass --bentoml-home, or add --train-quick",
                     file=sys.stderr,
                 )
@@ -276,7 +276,8 @@ def run(args: argparse.Namespace) -> int:
             if server.process.poll() is not None:
                 meta["server_exit_code"] = server.process.returncode
                 print(
-                    f"warning: the server exited during the run (code {server.process.returncode}); see {server.log_path}",
+                    "warning: the server exited during the run "
+                    f"(code {server.process.returncode}); see {server.log_path}",
                     file=sys.stderr,
                 )
             server.stop()

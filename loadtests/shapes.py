@@ -39,7 +39,8 @@ def _env_float(name: str, default: float) -> float:
 
 
 class Window:
-    """Aggregated stats between two moments of a run, from differences of Locust's running totals."""
+    """Aggregated stats between two moments of a run, from differences of Locust's running
+    totals."""
 
     def __init__(self, runner) -> None:
         self.runner = runner

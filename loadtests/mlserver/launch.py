@@ -1,7 +1,8 @@
-"""Start MLServer 1.7.1 on the stored ensemble, with adaptive batching (the benchmark's baseline, part e).
+"""Start MLServer 1.7.1 on the stored ensemble, with adaptive batching (the benchmark's part e).
 
-    python -m loadtests.mlserver.launch --port 8090 [--bentoml-home DIR] [--model ensemble:latest]
-                                        [--workdir DIR] [--max-batch-size 64] [--max-batch-time 0.02]
+    python -m loadtests.mlserver.launch --port 8090 [--bentoml-home DIR]
+                                        [--model ensemble:latest] [--workdir DIR]
+                                        [--max-batch-size 64] [--max-batch-time 0.02]
 
 Resolves the stored model's directory ($BENTOML_HOME/models/ensemble/<version>/, `latest` naming the
 version; BENTOML_HOME defaults to ~/bentoml) without importing bentoml, writes settings.json and

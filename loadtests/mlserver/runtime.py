@@ -1,17 +1,19 @@
 """The stored ensemble as an MLServer 1.7.1 runtime, with MLServer's adaptive batching.
 
-Runs inside .venv-mlserver (scripts/mlserver-venv.sh), started by `python -m loadtests.mlserver.launch`,
-which writes the settings: parameters.uri = the stored model's directory
-($BENTOML_HOME/models/ensemble/<version>/), parameters.version = <version>; max_batch_size 64,
-max_batch_time 0.02 s, parallel_workers 0. The model is loaded by path with the same code as our
-services (`models.ensemble.EnsembleModel.load`): no bentoml import here. Fast paths as in our
-services; SERVING_NATIVE_MEMBERS=1 in the environment gives the native libraries.
+Runs inside .venv-mlserver (scripts/mlserver-venv.sh), started by
+`python -m loadtests.mlserver.launch`, which writes the settings: parameters.uri = the stored
+model's directory ($BENTOML_HOME/models/ensemble/<version>/), parameters.version = <version>;
+max_batch_size 64, max_batch_time 0.02 s, parallel_workers 0. The model is loaded by path with
+the same code as our services (`models.ensemble.EnsembleModel.load`): no bentoml import here.
+Fast paths as in our services; SERVING_NATIVE_MEMBERS=1 in the environment gives the native
+libraries.
 
 Endpoints (custom REST handlers on MLServer's HTTP port, next to the V2 protocol's /v2/...):
 - POST /classify/ensemble: our JSON body (`{"features": {...}, "user_id": ...}`), validated and
-  encoded by the model's `schema.encode_rows` (422 naming the field, like loadtests/baseline_fastapi.py),
-  sent through MLServer's adaptive batcher as a V2 InferenceRequest (one FP64 row), answered in
-  the shape of our API (label, probabilities, model, model_version, request_id, fallback, cached, reason).
+  encoded by the model's `schema.encode_rows` (422 naming the field, like
+  loadtests/baseline_fastapi.py), sent through MLServer's adaptive batcher as a V2
+  InferenceRequest (one FP64 row), answered in the shape of our API (label, probabilities, model,
+  model_version, request_id, fallback, cached, reason).
   The batcher wraps `self.predict` only when the server runs with parallel_workers=0 (with
   inference workers the handler would run in the main process, where the model is not loaded),
   and it logs metrics under the model's name, hence `model_context(self.settings)` around the call.
@@ -135,7 +137,8 @@ class EnsembleRuntime(MLModel):
         best = int(probabilities.argmax())
         return {
             "label": classes[best],
-            "probabilities": {c: float(p) for c, p in zip(classes, probabilities)},
+            # no strict=: .venv-mlserver may run a Python older than 3.10
+            "probabilities": {c: float(p) for c, p in zip(classes, probabilities)},  # noqa: B905
             "model": "ensemble",
             "model_version": self.model_version,
             "request_id": uuid.uuid4().hex,

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from loadtests.common import locust_stats_row
+from loadtests.common import locust_stats_row, markdown_row
 from loadtests.soak.analysis import RequestRecord, metric_series
 
 
@@ -60,11 +60,6 @@ def fmt(value: Any, spec: str = ".0f", none: str = "-") -> str:
     return none if value is None else format(value, spec)
 
 
-def _row(*cells: Any) -> str:
-    """A markdown table row."""
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
 def render_report(meta: Mapping[str, Any], result: Mapping[str, Any]) -> str:
     """report.md: verdict, command, per-window table, memory per process, definitions."""
     v = result["verdict"]
@@ -95,8 +90,8 @@ def render_report(meta: Mapping[str, Any], result: Mapping[str, Any]) -> str:
         "",
         "## Verdict",
         "",
-        _row("check", "value", "limit", "result"),
-        _row("---", "---", "---", "---"),
+        markdown_row("check", "value", "limit", "result"),
+        markdown_row("---", "---", "---", "---"),
     ]
     for check in v["checks"]:
         value = check["value"]
@@ -108,7 +103,7 @@ def render_report(meta: Mapping[str, Any], result: Mapping[str, Any]) -> str:
             )
         detail = f" ({check['detail']})" if check.get("detail") else ""
         lines.append(
-            _row(
+            markdown_row(
                 check["check"],
                 f"{fmt(value, '')}{detail}",
                 check["limit"],
@@ -125,7 +120,7 @@ def render_report(meta: Mapping[str, Any], result: Mapping[str, Any]) -> str:
         "",
         "## Windows",
         "",
-        _row(
+        markdown_row(
             "window",
             "from-to (s)",
             "requests",
@@ -138,7 +133,7 @@ def render_report(meta: Mapping[str, Any], result: Mapping[str, Any]) -> str:
             "RSS total MB",
             "note",
         ),
-        _row("---:", "---", *["---:"] * 8, "---"),
+        markdown_row("---:", "---", *["---:"] * 8, "---"),
     ]
     for w in result["windows"]:
         notes = []
@@ -151,7 +146,7 @@ def render_report(meta: Mapping[str, Any], result: Mapping[str, Any]) -> str:
         if w["index"] in drift["late_windows"]:
             notes.append("late")
         lines.append(
-            _row(
+            markdown_row(
                 w["index"],
                 f"{w['start_s']:.0f}-{w['end_s']:.0f}",
                 w["requests"],
@@ -170,7 +165,7 @@ def render_report(meta: Mapping[str, Any], result: Mapping[str, Any]) -> str:
         "## Memory per process (baseline: last sample at or before "
         f"t = {result['memory_baseline_t_s']:.0f} s)",
         "",
-        _row(
+        markdown_row(
             "process",
             "pid",
             "RSS before load MB",
@@ -182,7 +177,7 @@ def render_report(meta: Mapping[str, Any], result: Mapping[str, Any]) -> str:
             "fds base -> last",
             "threads base -> last",
         ),
-        _row("---", *["---:"] * 7, "---", "---"),
+        markdown_row("---", *["---:"] * 7, "---", "---"),
     ]
     pids = meta.get("pids", {})
     labels = [label for label in result["rss_mb"] if label != "total"] + ["total"]
@@ -190,7 +185,7 @@ def render_report(meta: Mapping[str, Any], result: Mapping[str, Any]) -> str:
         rss = result["rss_mb"][label]
         fds, threads = result["fds"].get(label), result["threads"].get(label)
         lines.append(
-            _row(
+            markdown_row(
                 "**total**" if label == "total" else label,
                 pids.get(label, ""),
                 fmt(rss["before_load"], ".1f"),
