@@ -1,1 +1,1 @@
-"""The HTTP edge: app factory, one APIRouter module per area, request/response schemas, middleware."""
+"""The HTTP edge: app factory, one APIRouter module per area, schemas, errors, middleware."""

@@ -1,14 +1,15 @@
-"""HTTP routes of the opt-in beta: a user's model preference, its settings page, admin token minting.
+"""Routes of the opt-in beta: a user's model preference, its settings page, user token minting.
 
 | method & path | who | what |
 | --- | --- | --- |
-| `GET /api/users/{user_id}/preference` | that user (token) | {"user_id", "model"}; "auto" when never chosen |
-| `PUT /api/users/{user_id}/preference` | that user (token) | body {"model": "ensemble" or "classic" or "auto"} |
-| `POST /api/admin/users/{user_id}/token` | admin | mint the user's token (and their settings page link) |
-| `GET /settings?user_id=...&token=...` | anyone | the settings page (it calls the two user routes) |
+| `GET /api/users/{user_id}/preference` | the user (token) | {"user_id", "model"}; "auto" if unset |
+| `PUT /api/users/{user_id}/preference` | the user (token) | body {"model": ensemble/classic/auto} |
+| `POST /api/admin/users/{user_id}/token` | admin | mint the user's token (and settings link) |
+| `GET /settings?user_id=...&token=...` | anyone | the settings page (calls the two user routes) |
 
-User tokens are HMAC-SHA256 of the user id under `SERVING_USER_TOKEN_SECRET` (serving/routing/preferences.py
-explains the choice); while the secret is unset the user routes and minting answer 403.
+User tokens are HMAC-SHA256 of the user id under `SERVING_USER_TOKEN_SECRET`
+(serving/routing/preferences.py explains the choice; serving/http/auth.py checks them); while the
+secret is unset the user routes and minting answer 403.
 Writes go through the router's `PreferenceCache` (`router.preferences`), so the router routes by
 a new choice at once, and other replicas within the cache's TTL.
 """
@@ -23,26 +24,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from serving.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from serving.errors import Forbidden, NotFound
+from serving.http.auth import USER_TOKENS_DISABLED, user_token_dependency
+from serving.http.dependencies import UserIdPath
+from serving.http.errors import BODY, responses
 from serving.routing.preferences import (
     MIN_SECRET_LENGTH,
-    USER_ID_MAX_LENGTH,
     PreferenceCache,
     PreferenceSettings,
     sign_user_token,
-    valid_user_id,
-    verify_user_token,
 )
 
 SETTINGS_PAGE = Path(__file__).parent / "static" / "settings.html"
-DISABLED = (
-    "user preferences are disabled: set SERVING_USER_TOKEN_SECRET (a random string of at least "
-    f"{MIN_SECRET_LENGTH} characters, shared with the backend that mints user tokens) on the router to enable them"
-)
 
 
 class PreferenceUpdate(BaseModel):
@@ -66,28 +63,25 @@ class UserToken(BaseModel):
     )
 
 
-def _preferences(request: Request) -> PreferenceCache:
+NO_STORE = "No preference store in this router"
+BAD_USER_ID = "user_id is not 1..128 of letters, digits, _ . : @ -"
+MINT_FORBIDDEN = "Wrong admin token, the admin API or user tokens are disabled"
+
+
+async def _preferences(request: Request) -> PreferenceCache:
     cache = getattr(getattr(request.app.state, "core", None), "preferences", None)
     if cache is None:
         raise NotFound("user preferences are not available in this router (no state store)")
     return cache
 
 
-def _user_id(user_id: str) -> str:
-    if not valid_user_id(user_id):
-        message = f"user_id must be 1..{USER_ID_MAX_LENGTH} characters: letters, digits, _ . : @ -"
-        raise InvalidInput(message, fields=[{"field": "user_id", "message": message}])
-    return user_id
-
-
 Preferences = Annotated[PreferenceCache, Depends(_preferences)]
-UserIdPath = Annotated[str, Depends(_user_id)]
 
 
 def create_preferences_router(settings: Any, require_admin) -> APIRouter:
     """The preference routes; `settings.user_token_secret` (a SecretStr, or None) enables them.
 
-    `require_admin` is the app's admin dependency (serving/http/app.py). When `settings` has no
+    `require_admin` is the admin dependency (serving/http/auth.py). When `settings` has no
     `user_token_secret` attribute, the secret is read from the environment (PreferenceSettings).
     """
     secret: SecretStr | None = (
@@ -110,26 +104,8 @@ def create_preferences_router(settings: Any, require_admin) -> APIRouter:
         "Content-Security-Policy": _content_security_policy(page),
     }
 
-    def require_user(
-        user_id: UserIdPath,
-        authorization: Annotated[str | None, Header()] = None,
-        x_user_token: Annotated[str | None, Header(alias="X-User-Token")] = None,
-    ) -> str:
-        """The path's user id, once the request's token proves it is that user."""
-        if secret is None:
-            raise Forbidden(DISABLED)
-        token = x_user_token
-        if not token and authorization and authorization.lower().startswith("bearer "):
-            token = authorization[7:]
-        if not token or not token.strip():
-            raise Unauthorized(
-                "missing user token: send 'Authorization: Bearer <token>' or 'X-User-Token: <token>'"
-            )
-        if not verify_user_token(secret, user_id, token):
-            raise Forbidden(f"the token is not valid for user {user_id!r}")
-        return user_id
-
-    User = Annotated[str, Depends(require_user)]
+    User = Annotated[str, Depends(user_token_dependency(secret))]
+    user_errors = responses(401, 403, 404, 422, 503, notes={404: NO_STORE, 422: BAD_USER_ID})
     router = APIRouter()
 
     @router.get(
@@ -137,6 +113,7 @@ def create_preferences_router(settings: Any, require_admin) -> APIRouter:
         response_model=PreferenceOut,
         tags=["preferences"],
         summary="The user's model choice ('auto' = follow the rollout)",
+        responses=user_errors,
     )
     async def get_preference(user_id: User, cache: Preferences) -> Any:
         model = await asyncio.to_thread(cache.refresh, user_id)
@@ -147,6 +124,7 @@ def create_preferences_router(settings: Any, require_admin) -> APIRouter:
         response_model=PreferenceOut,
         tags=["preferences"],
         summary="Choose the ensemble (beta), classic, or auto (follow the rollout)",
+        responses={**user_errors, **responses(*BODY, notes={422: BAD_USER_ID + "; or the body"})},
     )
     async def put_preference(body: PreferenceUpdate, user_id: User, cache: Preferences) -> Any:
         await asyncio.to_thread(cache.set, user_id, body.model)
@@ -158,10 +136,11 @@ def create_preferences_router(settings: Any, require_admin) -> APIRouter:
         tags=["admin"],
         dependencies=[Depends(require_admin)],
         summary="Mint a user's preference token",
+        responses=responses(*BODY, 401, 403, 503, notes={403: MINT_FORBIDDEN, 422: BAD_USER_ID}),
     )
     async def mint_token(user_id: UserIdPath) -> Any:
         if secret is None:
-            raise Forbidden(DISABLED)
+            raise Forbidden(USER_TOKENS_DISABLED)
         token = sign_user_token(secret, user_id)
         return {
             "user_id": user_id,
@@ -190,5 +169,6 @@ def _content_security_policy(page: bytes) -> str:
 
     return (
         f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
-        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
     )

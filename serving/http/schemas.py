@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serving.http.errors import ErrorDetail
 from serving.results import RoutedPrediction
 
 UserId = Field(
@@ -30,7 +31,8 @@ class ClassifyRequest(Instance):
     user_id: str | None = UserId
     context: dict[str, str] = Field(
         default_factory=dict,
-        description='Request attributes for eligibility rules, e.g. {"tier": "paid", "region": "westeurope"}.',
+        description="Request attributes for eligibility rules, e.g. "
+        '{"tier": "paid", "region": "westeurope"}.',
     )
 
 
@@ -60,7 +62,6 @@ class Prediction(BaseModel):
         description="The routing rule that chose the model (split, header, allow_list, ...)."
     )
 
-
     @classmethod
     def of(cls, routed: RoutedPrediction) -> Prediction:
         return cls.model_validate(routed, from_attributes=True)
@@ -86,3 +87,72 @@ class FeedbackBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[Feedback] = Field(min_length=1, max_length=1000)
+
+
+class FeedbackResult(BaseModel):
+    """A label joined to a served prediction (serving/delivery/live.py `feedback`)."""
+
+    request_id: str
+    status: Literal["recorded", "duplicate"] = Field(
+        description="duplicate: this request_id already had feedback (the call is idempotent)."
+    )
+    arm: str = Field(description="The model that served the prediction.")
+    predicted: str = Field(description="The label it answered.")
+    correct: bool
+
+
+class FeedbackItemError(BaseModel):
+    """One item of a feedback batch that could not be joined."""
+
+    request_id: str
+    status: Literal["error"]
+    error: ErrorDetail
+
+
+class FeedbackResults(BaseModel):
+    results: list[FeedbackResult | FeedbackItemError] = Field(description="One per item, in order.")
+
+
+class VersionRequest(BaseModel):
+    """Body of POST /api/admin/models/{name}/version (other keys are ignored)."""
+
+    version: str = Field(
+        min_length=1,
+        max_length=64,
+        description="'previous', 'latest' or a stored version (see GET /api/models, `versions`).",
+    )
+
+
+class VersionSwap(BaseModel):
+    """What a model service now serves (serving/host.py `HostedModel.swap`)."""
+
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
+    name: Literal["classic", "ensemble"]
+    from_: str | None = Field(alias="from", description="The tag served before (null: none).")
+    to: str = Field(description="The tag served now.")
+
+
+class LabelAgreement(BaseModel):
+    compared: int
+    agreement_rate: float
+
+
+class ShadowStats(BaseModel):
+    """Shadow-mode agreement (serving/routing/shadow.py `ShadowStats.summary`)."""
+
+    enabled: bool
+    in_flight: int
+    compared: int
+    label_agreement_rate: float | None
+    mean_abs_probability_diff: float | None
+    mean_shadow_latency_ms: float | None
+    dropped: int
+    errors: int
+    by_label: dict[str, LabelAgreement] = Field(description="By the label classic answered.")
+
+
+class DecisionLog(BaseModel):
+    decisions: list[dict[str, Any]] = Field(
+        description="Rollout decisions, newest first: each with its evidence, id and created_at."
+    )

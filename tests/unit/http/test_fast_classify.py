@@ -1,5 +1,5 @@
-"""The lean POST /api/classify path (serving/http/app.py RequestGuard + classify_fast): it must answer
-exactly like the full FastAPI route, and hand everything but the happy path to that route."""
+"""The lean POST /api/classify path (serving/http/middleware.py RequestGuard + classify.fast_route):
+it must answer exactly like the full FastAPI route, and hand everything but the happy path to it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import json
 import pytest
 
 from serving.config.settings import ServingSettings
-from serving.http.app import RequestGuard, create_app
+from serving.http.app import create_app
+from serving.http.middleware import RequestGuard
 from tests.unit.routing.test_preferences import AppClient, make_routed_core
 
 CASES = [  # (body bytes, headers)

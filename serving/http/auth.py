@@ -1,0 +1,90 @@
+"""Who may call what: the admin bearer token, and a user's own token for their preference.
+
+The schemes are FastAPI security dependencies with `auto_error=False`, so the OpenAPI document
+declares them (AdminToken; UserToken or UserBearer) while the checks here read the headers and
+answer with the API's own 401/403 bodies and messages.
+"""
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
+
+from serving.errors import Forbidden, Unauthorized
+from serving.http.dependencies import UserIdPath
+from serving.routing.preferences import MIN_SECRET_LENGTH, verify_user_token
+
+# No `from __future__ import annotations`: the user dependency is defined inside a function, and
+# FastAPI must see its parameter types at definition time.
+
+admin_bearer = HTTPBearer(
+    scheme_name="AdminToken",
+    description="`Authorization: Bearer <SERVING_ADMIN_TOKEN>`; the admin API answers 403 while "
+    "the server has no admin token.",
+    auto_error=False,
+)
+user_token_header = APIKeyHeader(
+    name="X-User-Token",
+    scheme_name="UserToken",
+    description="The user's own token (HMAC-SHA256 of the user id under "
+    "SERVING_USER_TOKEN_SECRET); minted by POST /api/admin/users/{user_id}/token.",
+    auto_error=False,
+)
+user_bearer = HTTPBearer(
+    scheme_name="UserBearer",
+    description="The user's own token sent as `Authorization: Bearer <token>` instead.",
+    auto_error=False,
+)
+USER_TOKENS_DISABLED = (
+    "user preferences are disabled: set SERVING_USER_TOKEN_SECRET (a random string of at least "
+    f"{MIN_SECRET_LENGTH} characters, shared with the backend that mints user tokens) on the "
+    "router to enable them"
+)
+AdminCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)]
+UserCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(user_bearer)]
+UserTokenHeader = Annotated[str | None, Depends(user_token_header)]
+
+
+async def require_admin(request: Request, _: AdminCredentials) -> None:
+    """403 while the server has no admin token, 401 without a bearer token, 403 when wrong."""
+    token: SecretStr | None = request.app.state.settings.admin_token
+    if token is None:
+        raise Forbidden("admin API is disabled: set SERVING_ADMIN_TOKEN on the server to enable it")
+    authorization = request.headers.get("authorization")
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise Unauthorized()
+    if not hmac.compare_digest(
+        authorization[7:].strip().encode(), token.get_secret_value().encode()
+    ):
+        raise Forbidden("invalid admin token")
+
+
+def user_token_dependency(secret: SecretStr | None) -> Callable[..., Awaitable[str]]:
+    """A dependency that returns the path's user id once the request's token proves it is that
+    user (403 while `secret` is None)."""
+
+    async def require_user(
+        user_id: UserIdPath,
+        request: Request,
+        x_user_token: UserTokenHeader,
+        _: UserCredentials,
+    ) -> str:
+        if secret is None:
+            raise Forbidden(USER_TOKENS_DISABLED)
+        token = x_user_token
+        authorization = request.headers.get("authorization")
+        if not token and authorization and authorization.lower().startswith("bearer "):
+            token = authorization[7:]
+        if not token or not token.strip():
+            raise Unauthorized(
+                "missing user token: send 'Authorization: Bearer <token>' or "
+                "'X-User-Token: <token>'"
+            )
+        if not verify_user_token(secret, user_id, token):
+            raise Forbidden(f"the token is not valid for user {user_id!r}")
+        return user_id
+
+    return require_user

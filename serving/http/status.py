@@ -1,0 +1,96 @@
+"""Status routes (no token): the rollout at a glance, the served models, the dashboard page."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+from serving.http.dependencies import Core
+from serving.http.errors import responses
+from serving.routing.core import RouterCore
+
+STATIC = Path(__file__).parent / "static"
+
+router = APIRouter(tags=["models"], responses=responses(503))
+
+
+@router.get(
+    "/api/status",
+    response_model=dict[str, Any],
+    summary="Rollout stage, gates, split, shadow agreement, drift, recent decisions",
+)
+async def status(core: Core) -> Any:
+    return await status_report(core)
+
+
+@router.get(
+    "/api/models",
+    response_model=dict[str, Any],
+    summary="Served models: versions, metadata, metrics, degraded state",
+)
+async def list_models(core: Core) -> Any:
+    return await models_report(core)
+
+
+@router.get("/dashboard", include_in_schema=False)
+async def dashboard() -> Any:
+    return FileResponse(STATIC / "dashboard.html", media_type="text/html")
+
+
+async def status_report(core: RouterCore) -> dict[str, Any]:
+    """What the dashboard shows: split, health, shadow, and with live evaluation the arms,
+    go/no-go, rollout stage, drift and the ten latest decisions."""
+    live = core.live
+    out: dict[str, Any] = {
+        "split": {
+            "enabled": core.flags.ensemble.enabled,
+            "rollout_percentage": core.flags.ensemble.rollout_percentage,
+        },
+        "ensemble_ready": core.ensemble_ready(),
+        "breaker": core.breaker.state.value,
+        "shadow": {"enabled": core.flags.ensemble.shadow.enabled, **core.shadow.stats.summary()},
+    }
+    if live is not None:
+        report = await asyncio.to_thread(live.report)
+        drift = await asyncio.to_thread(live.drift_report)
+        out.update(
+            arms=report["arms"],
+            go_no_go=report["go_no_go"],
+            rollout=report["rollout"],
+            drift={
+                "enough_data": drift.get("enough_data"),
+                "drifted": drift.get("drifted"),
+                "features_drifted": drift.get("features_drifted", []),
+            },
+            decisions=await asyncio.to_thread(live.store.decisions, 10),
+        )
+    return out
+
+
+async def models_report(core: RouterCore) -> dict[str, Any]:
+    """Both models as their services describe them, with health, breaker and stored versions."""
+    from models import store
+
+    out: dict[str, Any] = {}
+    for name, arm in (("classic", core.classic_direct), ("ensemble", core.ensemble)):
+        info = arm.info
+        entry: dict[str, Any] = info.details.copy() if info else {"name": name, "ready": False}
+        if info is not None:
+            entry["ready"] = info.ready
+        if getattr(arm, "last_error", None):
+            entry["error"] = arm.last_error
+        if name == "ensemble":
+            entry["routable"] = core.ensemble_ready()
+            entry["breaker"] = core.breaker.snapshot()
+        try:
+            entry["versions"] = await asyncio.to_thread(store.versions, name)  # a slow listing
+        except Exception:  # split deployment: the router may have no local model store
+            entry["versions"] = []
+        out[name] = entry
+    if core.classic is not core.classic_direct and core.classic.info is not None:
+        out["classic"]["router_local_version"] = core.classic.info.version
+    return out
