@@ -23,15 +23,13 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-from loadtests.common import (
-    ROOT,
-    exit_on_sigterm,
-    git_commit,
-    parse_env_pairs,
-    temp_dir,
-    with_root_on_pythonpath,
+from loadtests.common import ROOT, exit_on_sigterm, git_commit, with_root_on_pythonpath
+from loadtests.server import (
+    ServerProcess,
+    add_serve_arguments,
+    add_target_arguments,
+    serve_for_run,
 )
-from loadtests.server import ServerProcess, store_has_models, train_quick
 
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 ALL_USERS = ["RoutedUser", "ClassicDirectUser", "EnsembleDirectUser", "BatchUser", "FeedbackUser"]
@@ -75,31 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--spawn-rate", "-r", type=float, help="users started per second (default: all within 5 s)"
     )
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument("--host", help="URL of a running server (default http://127.0.0.1:3000)")
-    target.add_argument(
-        "--serve", action="store_true", help="start `bentoml serve service:Router` for the run"
-    )
-    parser.add_argument(
-        "--bentoml-home", type=Path, help="with --serve: the model store to serve from"
-    )
-    parser.add_argument(
-        "--train-quick",
-        action="store_true",
-        help="with --serve: if the store has no models, train quick ones into a temp store",
-    )
-    parser.add_argument(
-        "--flags",
-        type=Path,
-        help="with --serve: flag file to start from (copied; default config/flags.yaml)",
-    )
-    parser.add_argument(
-        "--server-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="with --serve: extra server environment, e.g. SERVING_ENSEMBLE_MAX_BATCH_SIZE=1",
-    )
+    add_target_arguments(parser)
+    add_serve_arguments(parser, train_quick=True)
     parser.add_argument("--classes", help="comma-separated user classes instead of the scenario's")
     parser.add_argument(
         "--wait",
@@ -190,31 +165,11 @@ def run(args: argparse.Namespace) -> int:
     exit_on_sigterm()  # run the finally block: stop the server
     host = args.host or "http://127.0.0.1:3000"
     if args.serve:
-        overrides: dict[str, str] = {}
-        if args.bentoml_home:
-            overrides["BENTOML_HOME"] = str(args.bentoml_home.resolve())
-        if not store_has_models({**os.environ, **overrides}):
-            if not args.train_quick:
-                store = overrides.get("BENTOML_HOME", os.environ.get("BENTOML_HOME", "~/bentoml"))
-                print(
-                    f"no classic/ensemble models in the store ({store}): train them "
-                    "(python -m training [--quick]), pass --bentoml-home, or add --train-quick",
-                    file=sys.stderr,
-                )
-                return 2
-            home = temp_dir("loadtest-home-")
-            train_quick(home, {**os.environ, **overrides})
-            overrides["BENTOML_HOME"] = str(home)
         try:
-            overrides.update(parse_env_pairs(args.server_env))
+            server = serve_for_run(args, out, models_timeout=120)
         except ValueError as exc:
             print(exc, file=sys.stderr)
             return 2
-        out.mkdir(parents=True, exist_ok=True)
-        server = ServerProcess.bentoml(out, env=overrides, flags=args.flags, name="server")
-        print(f"starting bentoml serve on {server.url} (log: {server.log_path}) ...", flush=True)
-        server.start_retrying()
-        server.wait_models(timeout=120)
         host = server.url
 
     out.mkdir(parents=True, exist_ok=True)

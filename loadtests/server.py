@@ -6,6 +6,7 @@ FastAPI and MLServer baselines too); tests/support.py's Server builds on it for 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from loadtests.common import ROOT, bentoml_home, free_port
+from loadtests.common import ROOT, bentoml_home, free_port, parse_env_pairs, temp_dir
 
 
 def _proc_table() -> dict[int, tuple[int, float]]:
@@ -300,3 +301,73 @@ class ServerProcess:
 
     def __exit__(self, *_exc) -> None:
         self.stop()
+
+
+# --------------------------------------------------------------------------- --host / --serve
+def add_target_arguments(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
+    """--host URL | --serve (the group is returned: a CLI may add other choices to it)."""
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--host", help="URL of a running server (default http://127.0.0.1:3000)")
+    target.add_argument(
+        "--serve", action="store_true", help="start `bentoml serve service:Router` for the run"
+    )
+    return target
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser, train_quick: bool = False) -> None:
+    """The options of --serve: --bentoml-home, [--train-quick,] --flags, --server-env."""
+    parser.add_argument(
+        "--bentoml-home", type=Path, help="with --serve: the model store to serve from"
+    )
+    if train_quick:
+        parser.add_argument(
+            "--train-quick",
+            action="store_true",
+            help="with --serve: if the store has no models, train quick ones into a temp store",
+        )
+    parser.add_argument(
+        "--flags",
+        type=Path,
+        help="with --serve: flag file to start from (copied; default config/flags.yaml)",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --serve: extra server environment, e.g. SERVING_ENSEMBLE_MAX_BATCH_SIZE=1",
+    )
+
+
+def serve_for_run(args: argparse.Namespace, out: Path, models_timeout: float) -> ServerProcess:
+    """--serve: `bentoml serve service:Router` for a run (add_serve_arguments' options), its files
+    in `out` (server.log, server-flags.yaml, server-home/, server-state.db), started (a few
+    attempts) and waited for until /api/models reports both models ready (a warning after
+    `models_timeout` seconds). ValueError, saying why, when the store has no models (and
+    --train-quick is not given) or a --server-env item is not KEY=VALUE; nothing is started then."""
+    overrides: dict[str, str] = {}
+    if args.bentoml_home:
+        overrides["BENTOML_HOME"] = str(args.bentoml_home.resolve())
+    if not store_has_models({**os.environ, **overrides}):
+        offers_training = hasattr(args, "train_quick")
+        if not getattr(args, "train_quick", False):
+            store = overrides.get("BENTOML_HOME", os.environ.get("BENTOML_HOME", "~/bentoml"))
+            raise ValueError(
+                f"no classic/ensemble models in the store ({store}): train them "
+                "(python -m training [--quick]), pass --bentoml-home"
+                + (", or add --train-quick" if offers_training else "")
+            )
+        home = temp_dir("loadtest-home-")
+        train_quick(home, {**os.environ, **overrides})
+        overrides["BENTOML_HOME"] = str(home)
+    overrides.update(parse_env_pairs(args.server_env))
+    out.mkdir(parents=True, exist_ok=True)
+    server = ServerProcess.bentoml(out, env=overrides, flags=args.flags, name="server")
+    print(f"starting bentoml serve on {server.url} (log: {server.log_path}) ...", flush=True)
+    server.start_retrying()
+    if not server.wait_models(timeout=models_timeout):
+        print(
+            f"warning: /api/models did not report both models ready within {models_timeout:.0f} s",
+            file=sys.stderr,
+        )
+    return server

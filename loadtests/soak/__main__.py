@@ -36,9 +36,14 @@ from loadtests.common import (
     ROOT,
     exit_on_sigterm,
     parse_duration,
-    parse_env_pairs,
     percentile,
     with_root_on_pythonpath,
+)
+from loadtests.server import (
+    ServerProcess,
+    add_serve_arguments,
+    add_target_arguments,
+    serve_for_run,
 )
 from loadtests.soak.analysis import analyze
 from loadtests.soak.report import fmt, read_locust_totals, read_requests, write_outputs
@@ -79,32 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[2:5]),
     )
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument("--host", help="URL of a running server (default http://127.0.0.1:3000)")
-    target.add_argument(
-        "--serve", action="store_true", help="start `bentoml serve service:Router` for the run"
-    )
+    target = add_target_arguments(parser)
     target.add_argument(
         "--reanalyze",
         type=Path,
         metavar="DIR",
         help="recompute the analysis and report of an earlier soak directory (no load)",
     )
-    parser.add_argument(
-        "--bentoml-home", type=Path, help="with --serve: the model store to serve from"
-    )
-    parser.add_argument(
-        "--flags",
-        type=Path,
-        help="with --serve: flag file to start from (default config/flags.yaml)",
-    )
-    parser.add_argument(
-        "--server-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="with --serve: server env",
-    )
+    add_serve_arguments(parser)
     parser.add_argument(
         "--server-pid",
         type=int,
@@ -224,7 +211,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     from loadtests import runner
-    from loadtests.server import ServerProcess, store_has_models
 
     exit_on_sigterm()  # run the finally blocks: stop Locust and the server
     server: ServerProcess | None = None
@@ -250,30 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         if args.serve:
-            overrides: dict[str, str] = {}
-            if args.bentoml_home:
-                overrides["BENTOML_HOME"] = str(args.bentoml_home.resolve())
-            if not store_has_models({**os.environ, **overrides}):
-                print(
-                    "no classic/ensemble models in the store: train them (python -m training) "
-                    "or pass --bentoml-home",
-                    file=sys.stderr,
-                )
-                return 2
             try:
-                overrides.update(parse_env_pairs(args.server_env))
+                server = serve_for_run(args, out, models_timeout=180)
             except ValueError as exc:
-                parser.error(str(exc))
-            server = ServerProcess.bentoml(out, env=overrides, flags=args.flags, name="server")
-            print(
-                f"starting bentoml serve on {server.url} (log: {server.log_path}) ...", flush=True
-            )
-            server.start_retrying()
-            if not server.wait_models(timeout=180):
-                print(
-                    "warning: /api/models did not report both models ready within 180 s",
-                    file=sys.stderr,
-                )
+                print(exc, file=sys.stderr)
+                return 2
             host, root_pid = server.url, server.process.pid
         else:
             port = (
