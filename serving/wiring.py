@@ -20,12 +20,15 @@ from models import store
 from serving.config.flags import FlagConfig, FlagConfigError, load_flag_config
 from serving.config.settings import ServingSettings
 from serving.delivery.drift import DriftMonitor
+from serving.delivery.lease import Lease, replica_id
 from serving.delivery.live import LiveEvaluation
+from serving.delivery.notify import Notifier
 from serving.delivery.state import StateStore
 from serving.observability import gcpause, metrics
 from serving.routing.arms import LocalArm, RemoteArm, describe_model, info_from_description
 from serving.routing.coalesce import Coalescer
 from serving.routing.core import RouterCore
+from serving.routing.flag_source import FlagSource
 from serving.routing.preferences import PreferenceCache
 
 log = logging.getLogger(__name__)
@@ -98,16 +101,20 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
         ensemble,
         flags,
         classic_direct=classic_direct,
-        flags_path=settings.flags_path,
+        flag_source=FlagSource(state, settings.flags_path),
         ensemble_min_members=settings.ensemble_min_members,
         fault_setter=set_fault,
         live=live,
         preferences=PreferenceCache(state, ttl_s=settings.preference_ttl_s),
+        notifier=Notifier(settings.webhook_url),
         model_loaders={
             "classic": services.classic.load_version,
             "ensemble": services.ensemble.load_version,
         },
     )
+
+
+CONTROLLER_LEASE = "rollout-controller"
 
 
 @dataclass
@@ -118,6 +125,14 @@ class BackgroundWork:
     settings: ServingSettings
     tasks: list[asyncio.Task] = field(default_factory=list)
     gc_pauses: gcpause.GcPauses = field(default_factory=lambda: gcpause.GcPauses(metrics.GC_PAUSE))
+    lease: Lease | None = None
+
+    def __post_init__(self) -> None:
+        if self.core.live is not None and self.lease is None:
+            holder = self.settings.replica_id or replica_id()
+            self.lease = Lease(
+                self.core.live.store, CONTROLLER_LEASE, holder, self.settings.lease_ttl_s
+            )
 
     async def start(self) -> None:
         self.gc_pauses.install()
@@ -141,15 +156,25 @@ class BackgroundWork:
             task.cancel()
         self.gc_pauses.uninstall()
         await self.core.shadow.drain()
+        if self.lease is not None:  # hand the controller over at once, not after the TTL
+            await asyncio.to_thread(self.lease.release)
 
     async def _reload_flags(self) -> None:
         self.core.reload_flags_if_changed()
 
     async def _rollout_tick(self) -> None:
+        """The lease holder evaluates (and announces what it decides); the others follow."""
         self.gc_pauses.flush()  # observed here, never from the collector's callback (gcpause.py)
-        if self.core.live is not None:
-            await asyncio.to_thread(self.core.live.tick)  # store I/O off the event loop
-            self.core.sync_rollout()
+        live = self.core.live
+        if live is None or self.lease is None:
+            return
+        if await asyncio.to_thread(self.lease.hold):  # store I/O off the event loop
+            decision = await asyncio.to_thread(live.tick)
+            if decision is not None and decision.get("logged"):  # holds: when reasons change
+                self.core.notifier.announce(decision)
+        else:
+            await asyncio.to_thread(live.controller.refresh)
+        self.core.sync_rollout()
 
 
 async def _every(seconds: float, job: Callable[[], Awaitable[Any]]) -> None:

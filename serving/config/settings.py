@@ -25,6 +25,20 @@ class ServingSettings(BaseSettings):
     state_url: str = "sqlite:///var/state.db"
     """Where rollout state, decisions, feedback joins and preferences persist: a SQLite file, or a
     shared PostgreSQL (postgresql+psycopg://user:password@host/db) for several router replicas."""
+    replica_id: str | None = None
+    """This replica's name in the shared state (leases, outcomes); default: hostname-pid."""
+    lease_ttl_s: float = Field(10.0, gt=0)
+    """How long the rollout controller's lease lasts unrenewed: a dead leader is replaced within
+    this (the holder renews it every second)."""
+    webhook_url: str | None = None
+    """Where the controller's replica posts rollout decisions (Slack-compatible JSON); unset: off."""
+    request_id_secret: SecretStr | None = None
+    """Signs request ids (feedback joins on any replica). Unset: a secret generated once and kept
+    in the state store, so replicas sharing a store share it."""
+    viewer_token: SecretStr | None = None
+    """Read-only operator token for /dashboard and /api/status (the admin token works too)."""
+    outcome_flush_s: float = Field(1.0, gt=0)
+    """How often a replica writes its answered requests to the shared store (small batches)."""
     admin_token: SecretStr | None = None
     """Bearer token for /api/admin/*; admin endpoints are disabled when unset."""
     user_token_secret: SecretStr | None = None

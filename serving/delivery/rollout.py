@@ -422,6 +422,7 @@ class RolloutController:
             "to": {"stage_index": new.stage_index, "percentage": new.percentage},
             "state": new.to_dict(),
             "evidence": evidence,
+            "logged": log,
         }
         if log:
             self.store.append_decision(decision)

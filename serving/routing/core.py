@@ -11,8 +11,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -21,16 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from models.schema import SchemaValidationError
 from serving.config.flags import (
     FlagConfig,
     FlagConfigError,
     dump_flag_config,
-    load_flag_config,
     parse_flag_config,
 )
+from serving.delivery.notify import Notifier
 from serving.errors import ArmUnavailable, InvalidInput
 from serving.errors import NotFound as NotFoundError
 from serving.observability import metrics
@@ -44,6 +41,7 @@ from serving.routing.arms import (
 )
 from serving.routing.breaker import BreakerState, CircuitBreaker
 from serving.routing.cache import PredictionCache
+from serving.routing.flag_source import FlagSource
 from serving.routing.policy import Health, RequestContext, decide, explain
 from serving.routing.shadow import ShadowMirror
 
@@ -76,26 +74,32 @@ class RouterCore:
         *,
         classic_direct=None,
         flags_path: Path | None = None,
+        flag_source: FlagSource | None = None,
         ensemble_min_members: int = 1,
         fault_setter=None,
         live=None,
         preferences=None,
         model_loaders=None,
+        notifier=None,
     ):
         self.classic = classic
         self.ensemble = ensemble
         self.classic_direct = classic_direct or classic
-        self.flags_path = flags_path
+        self.flag_source = flag_source or FlagSource(None, flags_path)
+        """Where flags come from: the shared store document, seeded from and watching the file."""
         self.ensemble_min_members = ensemble_min_members
         self.fault_setter = fault_setter
         self.live = live
         self.preferences = preferences
         """PreferenceCache of users' stored model choices (serving/routing/preferences.py), or None."""
         self.model_loaders = model_loaders or {}
+        self.notifier = notifier or Notifier(None)
+        """Announces rollout decisions to operators (serving/delivery/notify.py); off by default."""
+        flags = self.flag_source.initial(flags)
         if live is not None:
+            live.configure(flags)
             flags = live.governed_flags(flags) or flags
         self._flags = flags
-        self._flags_mtime: float | None = self._mtime()
         self.breaker = CircuitBreaker(flags.ensemble.breaker, on_change=self._on_breaker_change)
         metrics.BREAKER_STATE.set(_BREAKER_LEVEL[self.breaker.state])
         self.cache = PredictionCache.from_config(flags.cache)
@@ -128,44 +132,40 @@ class RouterCore:
             cfg.ensemble.enabled,
         )
 
-    def update_flags(self, data: Mapping[str, Any] | None) -> FlagConfig:
-        """Validate a new config (admin API), persist it to the flag file, apply it.
+    def update_flags(
+        self, data: Mapping[str, Any] | None, expected_version: int | None = None
+    ) -> FlagConfig:
+        """Validate a new config (admin API), store it for every replica, apply it here.
 
-        Raises FlagConfigError and keeps the config in force when `data` is invalid.
+        Raises FlagConfigError and keeps the config in force when `data` is invalid, and
+        StaleFlags when `expected_version` (the If-Match of the request) is not the stored one.
         """
         try:
             cfg = parse_flag_config(data)
         except FlagConfigError:
             metrics.FLAG_RELOADS.labels(source="api", result="rejected").inc()
             raise
-        if self.flags_path is not None:
-            _atomic_write_yaml(self.flags_path, dump_flag_config(cfg))
-            self._flags_mtime = self._mtime()
+        self.flag_source.write(cfg, expected_version)
         self.apply_flags(cfg, "api")
         return cfg
 
+    @property
+    def flags_version(self) -> int:
+        """Version of the stored flag document in force (0 without a store)."""
+        return self.flag_source.version
+
     def reload_flags_if_changed(self) -> bool:
-        """Hot reload from the flag file when it changed; a bad file is logged and ignored."""
-        mtime = self._mtime()
-        if mtime is None or mtime == self._flags_mtime:
-            return False
-        self._flags_mtime = mtime
+        """Apply a newer stored document or an edited flag file; a bad file is logged and ignored."""
         try:
-            cfg = load_flag_config(self.flags_path)
+            found = self.flag_source.poll()
         except FlagConfigError as exc:
             metrics.FLAG_RELOADS.labels(source="file", result="rejected").inc()
-            log.error(
-                "flag file %s rejected, keeping the config in force: %s", self.flags_path, exc
-            )
+            log.error("flag file rejected, keeping the config in force: %s", exc)
             return False
-        self.apply_flags(cfg, "file")
+        if found is None:
+            return False
+        self.apply_flags(*found)
         return True
-
-    def _mtime(self) -> float | None:
-        try:
-            return self.flags_path.stat().st_mtime_ns if self.flags_path else None
-        except OSError:
-            return None
 
     def _export_flag_gauges(self) -> None:
         metrics.ROLLOUT_PERCENTAGE.set(self._flags.ensemble.rollout_percentage / 100)  # 0..1
@@ -480,13 +480,3 @@ class RouterCore:
 
     def flags_document(self) -> dict[str, Any]:
         return dump_flag_config(self._flags)
-
-
-def _atomic_write_yaml(path: Path, data: dict[str, Any]) -> None:
-    """Write-then-rename, so a reader (or a crash) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        yaml.safe_dump(data, handle, sort_keys=False)
-    os.replace(tmp, path)

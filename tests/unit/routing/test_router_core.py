@@ -14,10 +14,12 @@ import yaml
 
 from models.schema import Feature, FeatureSchema
 from serving.config.flags import FlagConfigError, parse_flag_config
+from serving.delivery.state import StateStore
 from serving.errors import InvalidInput
 from serving.routing.arms import ArmInfo
 from serving.routing.breaker import BreakerState
 from serving.routing.core import RouterCore
+from serving.routing.flag_source import FlagSource, StaleFlags
 
 SCHEMA = FeatureSchema(
     features=[
@@ -52,7 +54,7 @@ class StubArm:
         return self.info
 
 
-def make_core(tmp_path=None, **ensemble_flags) -> tuple[RouterCore, StubArm, StubArm]:
+def make_core(tmp_path=None, store=None, **ensemble_flags) -> tuple[RouterCore, StubArm, StubArm]:
     flags = parse_flag_config(
         {
             "ensemble": {
@@ -69,7 +71,8 @@ def make_core(tmp_path=None, **ensemble_flags) -> tuple[RouterCore, StubArm, Stu
     if tmp_path is not None:
         path = tmp_path / "flags.yaml"
         path.write_text(yaml.safe_dump({"ensemble": {"rollout_percentage": 0}}))
-    return RouterCore(classic, ensemble, flags, flags_path=path), classic, ensemble
+    source = FlagSource(store, path)
+    return RouterCore(classic, ensemble, flags, flag_source=source), classic, ensemble
 
 
 def run(coro):
@@ -152,16 +155,39 @@ def test_bad_flag_update_keeps_the_old_config(tmp_path):
     assert core.flags.ensemble.rollout_percentage == 0
     core.update_flags({"ensemble": {"rollout_percentage": 50}})
     assert core.flags.ensemble.rollout_percentage == 50
-    assert yaml.safe_load(core.flags_path.read_text())["ensemble"]["rollout_percentage"] == 50
+    path = core.flag_source.path  # the shipped file is never rewritten
+    assert yaml.safe_load(path.read_text())["ensemble"]["rollout_percentage"] == 0
 
 
-def test_flag_file_hot_reload_ignores_a_broken_file(tmp_path):
-    core, _, _ = make_core(tmp_path)
-    core.flags_path.write_text(yaml.safe_dump({"ensemble": {"rollout_percentage": 25}}))
-    _touch_later(core.flags_path)
+def test_replicas_share_the_stored_flags_and_a_stale_write_is_refused(tmp_path):
+    store = StateStore(f"sqlite:///{tmp_path}/state.db")
+    first, _, _ = make_core(tmp_path, store=store)
+    second, _, _ = make_core(tmp_path, store=store)
+    assert first.flags_version == second.flags_version == 1  # seeded once, from the file's flags
+    first.update_flags({"ensemble": {"rollout_percentage": 30}})
+    assert first.flags_version == 2 and second.flags.ensemble.rollout_percentage == 0
+    assert second.reload_flags_if_changed()  # the background poll
+    assert second.flags.ensemble.rollout_percentage == 30 and second.flags_version == 2
+    with pytest.raises(StaleFlags):  # based on version 1: someone changed them since
+        second.update_flags({"ensemble": {"rollout_percentage": 99}}, expected_version=1)
+    assert second.flags.ensemble.rollout_percentage == 30
+    second.update_flags({"ensemble": {"rollout_percentage": 40}}, expected_version=2)
+    restarted, _, _ = make_core(tmp_path, store=store)  # the store wins over the seed file
+    assert restarted.flags.ensemble.rollout_percentage == 40
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_flag_file_hot_reload_ignores_a_broken_file(tmp_path, shared):
+    store = StateStore(f"sqlite:///{tmp_path}/state.db") if shared else None
+    core, _, _ = make_core(tmp_path, store=store)
+    path = core.flag_source.path
+    path.write_text(yaml.safe_dump({"ensemble": {"rollout_percentage": 25}}))
+    _touch_later(path)
     assert core.reload_flags_if_changed() and core.flags.ensemble.rollout_percentage == 25
-    core.flags_path.write_text("ensemble: {rollout_percentage: [oops")
-    _touch_later(core.flags_path)
+    if shared:  # an edited file reaches every replica through the store
+        assert store.get_versioned("flags")[0]["ensemble"]["rollout_percentage"] == 25
+    path.write_text("ensemble: {rollout_percentage: [oops")
+    _touch_later(path)
     assert not core.reload_flags_if_changed()
     assert core.flags.ensemble.rollout_percentage == 25
 
