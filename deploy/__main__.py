@@ -7,8 +7,10 @@ tool is not installed or a required variable is missing.
 
     python -m deploy build --dry-run
     ACR_NAME=myacr python -m deploy push --version 1.0.0 --dry-run
-    ACR_NAME=myacr AZURE_RESOURCE_GROUP=rg CONTAINERAPPS_ENVIRONMENT=env python -m deploy apps --version 1.0.0
-    AZURE_RESOURCE_GROUP=rg python -m deploy traffic --app tabular-ensemble --weights rev-a=90,rev-b=10
+    ACR_NAME=myacr AZURE_RESOURCE_GROUP=rg CONTAINERAPPS_ENVIRONMENT=env \\
+        python -m deploy apps --version 1.0.0
+    AZURE_RESOURCE_GROUP=rg python -m deploy traffic --app tabular-ensemble \\
+        --weights rev-a=90,rev-b=10
     AZURE_RESOURCE_GROUP=rg python -m deploy rollback --app tabular-ensemble
 """
 
@@ -25,6 +27,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from serving.config.delivery import CLASSIC_SIZE, ENSEMBLE_SIZE, ROUTER_SIZE, AppSize
+
 
 class App(BaseModel):
     """One container image and the Azure Container App that runs it."""
@@ -39,32 +43,34 @@ class App(BaseModel):
     env: dict[str, str] = {}
 
 
+def sized(size: AppSize) -> dict[str, object]:
+    """An app's size and replica range from the one source the cost model also prices
+    (serving/config/delivery.py; the flags' `cost.apps` defaults to the same)."""
+    return {
+        "cpu": size.cpu,
+        "memory": size.memory,
+        "min_replicas": size.min_replicas,
+        "max_replicas": size.max_replicas,
+    }
+
+
 APPS: dict[str, App] = {
     "tabular-classic": App(
         bentofile="deploy/bentofile.classic.yaml",
         bento="tabular-classic",
-        cpu=0.25,
-        memory="0.5Gi",
-        min_replicas=0,
-        max_replicas=10,
+        **sized(CLASSIC_SIZE),
         ingress="internal",
     ),
     "tabular-ensemble": App(
         bentofile="deploy/bentofile.ensemble.yaml",
         bento="tabular-ensemble",
-        cpu=0.5,
-        memory="1Gi",
-        min_replicas=0,
-        max_replicas=2,
+        **sized(ENSEMBLE_SIZE),
         ingress="internal",
     ),
     "tabular-router": App(
         bentofile="deploy/bentofile.router.yaml",
         bento="tabular-router",
-        cpu=0.5,
-        memory="1Gi",
-        min_replicas=1,
-        max_replicas=10,
+        **sized(ROUTER_SIZE),
         ingress="external",
         env={
             "SERVING_CLASSIC_URL": "http://tabular-classic",
@@ -133,7 +139,8 @@ def cmd_build(args, runner: Runner) -> None:
     runner.require_tools("bentoml")
     runner.run("bentoml", "build", "-f", FULL_BENTOFILE, "--version", args.version, ".")
     for name, app in APPS.items():
-        # The router image calls classic and ensemble by URL, so its Bento carries only the classic model.
+        # The router image calls classic and ensemble by URL, so its Bento carries only the
+        # classic model.
         env = app.env if name == "tabular-router" else None
         if runner.dry_run and env:
             print(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()), end=" ")

@@ -1,4 +1,4 @@
-"""Configuration of progressive delivery: the go/no-go score, the rollout schedule, drift."""
+"""Configuration of progressive delivery: the go/no-go score, the rollout schedule, drift, cost."""
 
 from __future__ import annotations
 
@@ -18,15 +18,17 @@ class ScoreConfig(StrictModel):
       `accuracy_improvement_target`.
     - satisfaction: the ensemble's mean rating / 10; 0 at `satisfaction_min`, 1 at
       `satisfaction_target`.
-    - cost: relative increase of CPU seconds per request over classic,
-      cpu_ensemble / cpu_classic - 1; 0 at `cost_increase_max`, 1 at `cost_increase_target`
-      (lower is better: the line runs downhill).
+    - cost: relative increase of the deployment's cost per served request with all traffic on the
+      ensemble over classic alone (serving/delivery/cost.py: router share + arm service, priced
+      per vCPU-second, GiB-second and request, plus standing replicas, at the observed traffic);
+      0 at `cost_increase_max`, 1 at `cost_increase_target` (lower is better: the line runs
+      downhill).
     - stability: the ensemble's success rate, 1 - error_rate; 0 at `stability_min`, 1 at
       `stability_target`.
 
     The score is the weighted mean of the terms that have data (weights renormalised over them;
-    satisfaction needs ratings, cost needs CPU measurements on both arms). Accuracy and stability
-    must have data, else the verdict is "not enough data".
+    satisfaction needs ratings, cost needs CPU measurements on both arms and observed traffic).
+    Accuracy and stability must have data, else the verdict is "not enough data".
     """
 
     weight_accuracy: float = Field(0.4, ge=0)
@@ -46,9 +48,10 @@ class ScoreConfig(StrictModel):
     satisfaction_target: float = Field(0.8, ge=0, le=1)
     """Mean rating / 10 that scores 1."""
     cost_increase_max: float = 1.0
-    """Relative CPU cost increase over classic that scores 0; the gate requires less than this."""
+    """Relative increase of the deployment's cost per request (100 % ensemble over classic alone)
+    that scores 0; the gate requires less than this."""
     cost_increase_target: float = 0.5
-    """Relative CPU cost increase over classic that scores 1 (and anything cheaper)."""
+    """Relative cost increase that scores 1 (and anything cheaper)."""
     stability_min: float = Field(0.99, ge=0, le=1)
     """Success rate (1 - error rate) that scores 0, and the gate's minimum."""
     stability_target: float = Field(0.999, ge=0, le=1)
@@ -132,3 +135,110 @@ class DriftConfig(StrictModel):
     """PSI above which a feature drifts (0.1-0.2 is a moderate shift, above 0.2 a major one)."""
     alpha: float = Field(0.01, gt=0, lt=1)
     """False discovery rate for the per-feature tests, after Benjamini-Hochberg adjustment."""
+
+
+# ---------------------------------------------------------------------------- cost
+class AppSize(StrictModel):
+    """One container app's size and replica range: what the platform bills per replica-second."""
+
+    cpu: float = Field(gt=0)
+    """vCPU allocated to each replica."""
+    memory_gib: float = Field(gt=0)
+    """Memory (GiB) allocated to each replica."""
+    min_replicas: int = Field(ge=0)
+    """Replicas kept running with no traffic (Container Apps bills them at the idle rates while
+    idle; an app with 0 scales to zero when it gets no traffic)."""
+    max_replicas: int = Field(ge=1)
+    """Most replicas the app scales out to."""
+
+    @model_validator(mode="after")
+    def _range(self) -> AppSize:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        return self
+
+    @property
+    def memory(self) -> str:
+        """The memory as Container Apps spells it (`--memory 0.5Gi`)."""
+        return f"{self.memory_gib:g}Gi"
+
+
+ROUTER_SIZE = AppSize(cpu=0.5, memory_gib=1.0, min_replicas=1, max_replicas=10)
+"""The router app as `python -m deploy apps` creates it (the one source of truth for both)."""
+CLASSIC_SIZE = AppSize(cpu=0.25, memory_gib=0.5, min_replicas=0, max_replicas=10)
+"""The classic model service app (the plan's size: 0.25 vCPU / 0.5 GiB, 0-10 replicas)."""
+ENSEMBLE_SIZE = AppSize(cpu=0.5, memory_gib=1.0, min_replicas=0, max_replicas=2)
+"""The ensemble service app (the plan's size: 0.5 vCPU / 1 GiB, 0-2 replicas)."""
+
+
+class DeploymentSizes(StrictModel):
+    """The three apps of the split deployment; defaults are the sizes `deploy/` deploys."""
+
+    router: AppSize = Field(default_factory=lambda: ROUTER_SIZE.model_copy())
+    """The router (entry point; answers classic in-process unless SERVING_CLASSIC_LOCAL=false)."""
+    classic: AppSize = Field(default_factory=lambda: CLASSIC_SIZE.model_copy())
+    """The classic model service."""
+    ensemble: AppSize = Field(default_factory=lambda: ENSEMBLE_SIZE.model_copy())
+    """The ensemble service (its seven members run inside it)."""
+
+
+class PriceTable(StrictModel):
+    """Prices of the Azure Container Apps consumption plan (pay-as-you-go list prices, USD).
+
+    Source: https://azure.microsoft.com/pricing/details/container-apps/ and "Billing in Azure
+    Container Apps" (https://learn.microsoft.com/azure/container-apps/billing, updated 2025-12-09),
+    read 2026-12-02. Set your region's and currency's prices here.
+    """
+
+    currency: str = Field("USD", min_length=1)
+    """Currency of every price below (and of every cost the report shows)."""
+    active_vcpu_second: float = Field(0.000024, ge=0)
+    """Price of one vCPU-second while a replica is active."""
+    active_gib_second: float = Field(0.000003, ge=0)
+    """Price of one GiB-second of memory while a replica is active."""
+    idle_vcpu_second: float = Field(0.000003, ge=0)
+    """Price of one vCPU-second while a replica is idle (only apps with min_replicas > 0)."""
+    idle_gib_second: float = Field(0.000003, ge=0)
+    """Price of one GiB-second while a replica is idle."""
+    per_million_requests: float = Field(0.40, ge=0)
+    """Price of a million HTTP requests from outside the environment (calls between the apps of
+    one environment are not billed)."""
+    free_grant: bool = False
+    """Subtract the monthly free grant below from the monthly projection (per subscription, so
+    off by default: other apps in the subscription may use it up)."""
+    free_vcpu_seconds: float = Field(180_000, ge=0)
+    """vCPU-seconds free per subscription and calendar month."""
+    free_gib_seconds: float = Field(360_000, ge=0)
+    """GiB-seconds free per subscription and calendar month."""
+    free_requests: float = Field(2_000_000, ge=0)
+    """Requests free per subscription and calendar month."""
+
+
+class PlanKpi(StrictModel):
+    """The users' plan's cost KPI row, shown beside the measured figures (not a gate)."""
+
+    classic_per_request: float = Field(0.0001, ge=0)
+    """What the plan expects classic to cost per request."""
+    ensemble_target_per_request: float = Field(0.0005, ge=0)
+    """The plan's target for the ensemble's cost per request."""
+    max_per_request: float = Field(0.001, gt=0)
+    """The plan's threshold: cost per request must stay below it."""
+
+
+class CostConfig(StrictModel):
+    """How the deployment's bill is modelled from what the router measures
+    (serving/delivery/cost.py has the definition)."""
+
+    prices: PriceTable = Field(default_factory=PriceTable)
+    """Price per vCPU-second, GiB-second and request."""
+    apps: DeploymentSizes = Field(default_factory=DeploymentSizes)
+    """Replica sizes and ranges of the router, classic and ensemble apps."""
+    utilisation: float = Field(1.0, gt=0, le=1)
+    """Share of a busy replica's vCPU the work really uses: 1.0 bills exactly the measured
+    CPU-seconds (a lower bound); 0.5 prices in headroom (a CPU-second keeps 2 vCPU-seconds busy)."""
+    seconds_per_month: float = Field(730 * 3600, gt=0)
+    """Seconds in the projected month (730 h, the month of Azure's pricing calculator)."""
+    requests_per_second: float | None = Field(None, gt=0)
+    """Traffic to project at; None uses the router's observed traffic over the evaluation window."""
+    plan: PlanKpi = Field(default_factory=PlanKpi)
+    """The plan's $/request KPI row."""

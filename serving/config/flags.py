@@ -18,7 +18,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from serving.config.base import StrictModel
-from serving.config.delivery import DriftConfig, RolloutConfig
+from serving.config.delivery import CostConfig, DriftConfig, RolloutConfig
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -174,7 +174,7 @@ class EnsembleFlag(StrictModel):
 
 
 class EvaluationConfig(StrictModel):
-    """Live evaluation: windows, feedback joins and the price of a vCPU-second."""
+    """Live evaluation: windows and feedback joins (prices are in the `cost` section)."""
 
     window_s: float = Field(3600.0, gt=0)
     """Age of the oldest request or label the rolling windows keep."""
@@ -184,8 +184,16 @@ class EvaluationConfig(StrictModel):
     """How long after a prediction its request id accepts feedback."""
     max_tracked_requests: int = Field(100_000, ge=100)
     """Most recent predictions kept in memory for feedback joins."""
-    price_per_vcpu_second: float = Field(0.000024, ge=0)
-    """Price of one vCPU-second (Azure Container Apps list price, USD), for cost per request."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "price_per_vcpu_second" in data:
+            raise ValueError(
+                "price_per_vcpu_second moved to the cost section: set "
+                "cost.prices.active_vcpu_second (and the other prices there)"
+            )
+        return data
 
 
 class FlagConfig(StrictModel):
@@ -203,6 +211,8 @@ class FlagConfig(StrictModel):
     """Progressive rollout: schedule, gates, automatic promotion and rollback."""
     drift: DriftConfig = Field(default_factory=DriftConfig)
     """Input drift detection against the training reference."""
+    cost: CostConfig = Field(default_factory=CostConfig)
+    """Prices and app sizes that turn measured CPU and traffic into the deployment's bill."""
 
 
 class FlagConfigError(ValueError):

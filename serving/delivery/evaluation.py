@@ -6,12 +6,13 @@ shadow call never delays an answer).
 
 - `ArmWindow`: a bounded rolling window (at most `max_events` events no older than `max_age_s`)
   of requests (latency, error, fallback, cache hit, CPU seconds) and labels (correct, rating).
-- `EvaluationWindows`: one window per arm, cost per request from CPU seconds.
+- `EvaluationWindows`: one window per arm.
 - `compare_accuracy`: difference of two proportions with a Newcombe hybrid-score interval
   (Wilson intervals combined, Newcombe 1998 method 10) and a pooled two-proportion z-test.
 - `compare_latency`: p95 difference and a two-sided Mann-Whitney U test.
 - `ScoreConfig` / `go_no_go`: a weighted 0..1 score from accuracy, satisfaction, cost and
-  stability, and the gates that must all pass before the rollout proceeds.
+  stability, and the gates that must all pass before the rollout proceeds. The cost term reads the
+  deployment's bill (serving/delivery/cost.py) from the snapshot's "cost" entry.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from serving.config.delivery import ScoreConfig
 ARMS: tuple[str, ...] = ("classic", "ensemble", "shadow")
 """The arms the windows track by default."""
 
-DEFAULT_PRICE_PER_VCPU_SECOND = 0.04048 / 3600
-"""USD per vCPU-second (an on-demand container vCPU-hour of 0.04048 USD); set your own."""
+COST_KEY = "cost"
+"""Snapshot entry (beside the arms) holding `serving.delivery.cost.cost_report(...)`."""
 
 
 # ---------------------------------------------------------------------------- windows
@@ -168,23 +169,16 @@ class ArmWindow:
 
 
 class EvaluationWindows:
-    """One `ArmWindow` per arm ("classic", "ensemble", "shadow"), plus cost per request.
-
-    Cost per request = `cpu_seconds_per_request` x `price_per_vcpu_second` (USD by default,
-    any currency you price in).
-    """
+    """One `ArmWindow` per arm ("classic", "ensemble", "shadow"); what a request costs is
+    serving/delivery/cost.py's business (it reads the arms' CPU from these windows)."""
 
     def __init__(
         self,
         arms: Sequence[str] = ARMS,
         max_events: int = 10_000,
         max_age_s: float = 3600.0,
-        price_per_vcpu_second: float = DEFAULT_PRICE_PER_VCPU_SECOND,
         clock: Callable[[], float] = time.time,
     ):
-        if price_per_vcpu_second < 0:
-            raise ValueError("price_per_vcpu_second must not be negative")
-        self.price_per_vcpu_second = float(price_per_vcpu_second)
         self.windows: dict[str, ArmWindow] = {
             arm: ArmWindow(max_events=max_events, max_age_s=max_age_s, clock=clock) for arm in arms
         }
@@ -238,14 +232,8 @@ class EvaluationWindows:
             window.clear()
 
     def snapshot(self) -> dict[str, dict]:
-        """{arm: ArmWindow.snapshot() plus `cost_per_request`} for every arm."""
-        out = {}
-        for arm, window in self.windows.items():
-            snap = window.snapshot()
-            cpu = snap["cpu_seconds_per_request"]
-            snap["cost_per_request"] = None if cpu is None else cpu * self.price_per_vcpu_second
-            out[arm] = snap
-        return out
+        """{arm: ArmWindow.snapshot()} for every arm."""
+        return {arm: window.snapshot() for arm, window in self.windows.items()}
 
     def compare(
         self,
@@ -436,14 +424,16 @@ def go_no_go(
     config: ScoreConfig | None = None,
     min_samples: int | None = None,
 ) -> dict:
-    """Score the ensemble against classic from an `EvaluationWindows.snapshot()`.
+    """Score the ensemble against classic from an `EvaluationWindows.snapshot()`, plus under
+    `COST_KEY` the deployment's bill (`serving.delivery.cost.cost_report`): the cost term is its
+    `increase_at_full_rollout` (missing without it).
 
     Returns every input, and per term its value, threshold (minimum) and target, margin (value -
     minimum; for cost, maximum - value, so positive is good), weight and 0..1 score; the weighted
     `score`; `failed_gates` (each {"gate", "value", "threshold", "rule"}); `missing` (terms left
-    out for lack of data); and `verdict`: "not enough data" (too few labels or requests),
-    "proceed" (no gate failed and score >= proceed_threshold) or "hold". `min_samples` overrides
-    `config.min_labelled_samples`.
+    out for lack of data); `cost` (the bill's figures behind the cost term); and `verdict`: "not
+    enough data" (too few labels or requests), "proceed" (no gate failed and score >=
+    proceed_threshold) or "hold". `min_samples` overrides `config.min_labelled_samples`.
     """
     config = config or ScoreConfig()
     min_labelled = config.min_labelled_samples if min_samples is None else int(min_samples)
@@ -453,6 +443,8 @@ def go_no_go(
     correct_e, n_e = candidate_accuracy(snapshot, config.include_shadow_labels)
     acc_c = correct_c / n_c if n_c else None
     acc_e = correct_e / n_e if n_e else None
+    cost = snapshot.get(COST_KEY) or {}
+    cost_inputs, cost_arms = cost.get("inputs") or {}, cost.get("arms") or {}
     inputs = {
         "classic_accuracy": acc_c,
         "classic_labelled": n_c,
@@ -462,8 +454,11 @@ def go_no_go(
         "ensemble_rated": ensemble.get("rated", 0),
         "classic_cpu_seconds_per_request": classic.get("cpu_seconds_per_request"),
         "ensemble_cpu_seconds_per_request": ensemble.get("cpu_seconds_per_request"),
-        "classic_cost_per_request": classic.get("cost_per_request"),
-        "ensemble_cost_per_request": ensemble.get("cost_per_request"),
+        "router_cpu_seconds_per_request": cost_inputs.get("router_cpu_seconds_per_request"),
+        "requests_per_second": cost_inputs.get("requests_per_second"),
+        "classic_cost_per_request": (cost_arms.get("classic") or {}).get("cost_per_request"),
+        "ensemble_cost_per_request": (cost_arms.get("ensemble") or {}).get("cost_per_request"),
+        "cost_increase": cost.get("increase_at_full_rollout"),
         "ensemble_requests": int(ensemble.get("count") or 0),
         "ensemble_success_rate": ensemble.get("success_rate"),
         "include_shadow_labels": config.include_shadow_labels,
@@ -476,6 +471,7 @@ def go_no_go(
         "failed_gates": [],
         "missing": [],
         "reasons": [],
+        "cost": cost_evidence(cost) if cost else None,
     }
     if n_c < min_labelled or n_e < min_labelled:
         result["reasons"].append(
@@ -574,7 +570,7 @@ SCORE_TERMS: tuple[ScoreTerm, ...] = (
     ScoreTerm(
         "cost",
         "cost_increase",
-        "relative CPU cost increase over classic",
+        "relative increase of the deployment's cost per request, 100 % ensemble vs classic alone",
         "cost_increase_max",
         "cost_increase_target",
         "weight_cost",
@@ -600,15 +596,50 @@ def _term_values(
         improvement = (acc_e - acc_c) / acc_c
     else:  # classic never right: any correct ensemble answer is an unbounded improvement
         improvement = math.inf if acc_e and acc_e > 0 else 0.0
-    cpu_c = inputs["classic_cpu_seconds_per_request"]
-    cpu_e = inputs["ensemble_cpu_seconds_per_request"]
-    cost = None if cpu_c is None or cpu_e is None or cpu_c <= 0 else cpu_e / cpu_c - 1.0
+    cost = inputs["cost_increase"]
     success = inputs["ensemble_success_rate"]
     return {
         "accuracy": improvement,
         "satisfaction": inputs["ensemble_satisfaction"],
         "cost": cost,
         "stability": 1.0 if success is None else float(success),
+    }
+
+
+def cost_evidence(cost: Mapping[str, Any]) -> dict[str, Any]:
+    """The figures of a `cost_report` that the go/no-go records with its verdict (and the status
+    page shows): inputs, $/request per arm and now, and each stage's bill, without the per-app
+    detail and the configuration (those are in the evaluation report)."""
+    stages = []
+    for stage in cost.get("stages") or []:
+        apps = stage.get("apps") or {}
+        stages.append(
+            {
+                "percentage": stage.get("percentage"),
+                "in_schedule": stage.get("in_schedule"),
+                "cost_per_request": stage.get("per_request"),
+                "monthly": stage.get("per_month"),
+                "increase": stage.get("increase"),
+                "replicas": {name: app.get("replicas") for name, app in apps.items()},
+            }
+        )
+    arms = {
+        arm: {
+            "cost_per_request": figures.get("cost_per_request"),
+            "monthly": figures.get("monthly"),
+            "work_cost_per_request": (figures.get("work") or {}).get("cost"),
+        }
+        for arm, figures in (cost.get("arms") or {}).items()
+    }
+    return {
+        "currency": cost.get("currency"),
+        "inputs": cost.get("inputs"),
+        "arms": arms,
+        "current": cost.get("current"),
+        "stages": stages,
+        "increase_at_full_rollout": cost.get("increase_at_full_rollout"),
+        "missing": cost.get("missing"),
+        "plan": cost.get("plan"),
     }
 
 

@@ -1,10 +1,15 @@
 """Live evaluation in the router: served predictions, feedback joins, windows, drift, rollout.
 
-Glue between the router core and the pure parts (serving/delivery/evaluation.py, rollout.py, drift.py,
-state.py). It keeps the last predictions in memory (bounded, with a TTL) so that ground-truth
-feedback can be joined to what was served; joins are persisted, so the label windows survive a
-restart. With `rollout.enabled`, the controller owns the ensemble's rollout percentage and the
-kill switch (a rollback disables the ensemble); otherwise it only reports.
+Glue between the router core and the pure parts (serving/delivery/evaluation.py, rollout.py,
+drift.py, state.py, cost.py). It keeps the last predictions in memory (bounded, with a TTL) so
+that ground-truth feedback can be joined to what was served; joins are persisted, so the label
+windows survive a restart. With `rollout.enabled`, the controller owns the ensemble's rollout
+percentage and the kill switch (a rollback disables the ensemble); otherwise it only reports.
+
+Cost: it samples the router process's CPU time (`time.process_time()`) with the number of
+predictions served at every tick and report, so the router's own CPU per served prediction and the
+observed traffic over the evaluation window feed the deployment's bill (serving/delivery/cost.py),
+which the go/no-go's cost term reads.
 """
 
 from __future__ import annotations
@@ -14,14 +19,16 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from serving.config.flags import FlagConfig
+from serving.config.settings import get_settings
+from serving.delivery.cost import CpuMeter, Usage, arm_cpu_per_served, cost_report
 from serving.delivery.drift import DriftMonitor
-from serving.delivery.evaluation import EvaluationWindows, go_no_go
+from serving.delivery.evaluation import COST_KEY, EvaluationWindows, go_no_go
 from serving.delivery.rollout import RolloutController
 from serving.delivery.state import StateStore
 from serving.errors import InvalidInput, NotFound
@@ -77,7 +84,13 @@ class RecentPredictions:
 
 
 class LiveEvaluation:
-    """Windows per arm, feedback joins, drift and the rollout controller for one router process."""
+    """Windows per arm, feedback joins, drift, cost and the rollout controller for one router
+    process.
+
+    `in_process_arms`: arms whose model runs in this process (their CPU is part of the process's
+    CPU time and is not the router's own work); None means classic when `SERVING_CLASSIC_LOCAL`
+    is on (the default), as serving/wiring.py builds it. `cpu_clock`: the process CPU time.
+    """
 
     def __init__(
         self,
@@ -86,12 +99,22 @@ class LiveEvaluation:
         drift: DriftMonitor | None,
         classes: Sequence[str],
         clock: Callable[[], float] = time.time,
+        *,
+        in_process_arms: Collection[str] | None = None,
+        cpu_clock: Callable[[], float] = time.process_time,
     ):
         self.store = store
         self.drift = drift
         self.classes = list(classes)
         self._clock = clock
+        self._cpu_clock = cpu_clock
+        if in_process_arms is None:
+            in_process_arms = ("classic",) if get_settings().classic_local else ()
+        self.in_process_arms = frozenset(in_process_arms)
+        self._served = 0  # predictions answered (written by the event loop only)
+        self._in_process_cpu = 0.0  # CPU seconds of models run in this process
         self.configure(flags, initial=True)
+        self.sample_usage()
         replayed = self.windows.replay_feedback(
             self.store.feedback_since(clock() - flags.evaluation.window_s)
         )
@@ -100,19 +123,18 @@ class LiveEvaluation:
         self._last_evaluation = 0.0
 
     def configure(self, flags: FlagConfig, initial: bool = False) -> None:
-        """Apply (re)loaded flags: window sizes, price, rollout and drift policy."""
+        """Apply (re)loaded flags: window sizes, rollout and drift policy (cost is read per
+        report from `flags.cost`)."""
         ev = flags.evaluation
         if initial:
             self.windows = EvaluationWindows(
-                max_events=ev.max_events,
-                max_age_s=ev.window_s,
-                price_per_vcpu_second=ev.price_per_vcpu_second,
-                clock=self._clock,
+                max_events=ev.max_events, max_age_s=ev.window_s, clock=self._clock
             )
             self.recent = RecentPredictions(ev.max_tracked_requests, ev.feedback_ttl_s, self._clock)
             self.controller = RolloutController(flags.rollout, self.store, clock=self._clock)
+            self.meter = CpuMeter(max_age_s=ev.window_s)
         else:
-            self.windows.price_per_vcpu_second = ev.price_per_vcpu_second
+            self.meter.max_age_s = ev.window_s
             self.recent.max_entries, self.recent.ttl_s = ev.max_tracked_requests, ev.feedback_ttl_s
             self.controller.config = flags.rollout
         if self.drift is not None:
@@ -127,12 +149,15 @@ class LiveEvaluation:
         cpu_seconds: float | None,
         ensemble_error: bool = False,
     ) -> None:
-        """Count one answered request (all rows answered by one arm) and remember each prediction."""
+        """Count one answered request (all rows answered by one arm), remember each prediction."""
         first = predictions[0]
         arm, cached, fallback = first.model, first.cached, first.fallback
         if ensemble_error or fallback:
             self.windows.record_request("ensemble", None, error=ensemble_error, fallback=True)
         per_row_cpu = None if cpu_seconds is None else cpu_seconds / len(predictions)
+        self._served += len(predictions)
+        if cpu_seconds is not None and arm in self.in_process_arms:
+            self._in_process_cpu += cpu_seconds
         now = self._clock()
         for p in predictions:
             self.windows.record_request(
@@ -144,7 +169,7 @@ class LiveEvaluation:
         self, request_ids: Sequence[str], probabilities: np.ndarray, seconds: float
     ) -> None:
         labels = [self.classes[int(i)] for i in np.argmax(probabilities, axis=1)]
-        for request_id, label in zip(request_ids, labels):
+        for request_id, label in zip(request_ids, labels, strict=False):
             served = self.recent.get(request_id)
             if served is not None:
                 self.recent.add(request_id, served._replace(shadow_label=label))
@@ -166,7 +191,8 @@ class LiveEvaluation:
         if served is None:
             raise NotFound(
                 f"unknown or expired request_id {request_id!r} (feedback is accepted for "
-                f"{self.flags.evaluation.feedback_ttl_s:.0f} s after the prediction, on the replica that served it)"
+                f"{self.flags.evaluation.feedback_ttl_s:.0f} s after the prediction, on the "
+                "replica that served it)"
             )
         stored = self.store.record_feedback(
             request_id,
@@ -210,16 +236,65 @@ class LiveEvaluation:
         metrics.DRIFT_DETECTED.set(1 if report.get("drifted") else 0)
         return report
 
+    # ------------------------------------------------------------------ cost
+    def sample_usage(self) -> None:
+        """Take one (time, process CPU, predictions served, in-process model CPU) sample."""
+        self.meter.add(self._clock(), self._cpu_clock(), self._served, self._in_process_cpu)
+
+    def usage(self, arms: dict[str, dict]) -> tuple[Usage, str]:
+        """What the bill is computed from: the meter's window and the arms' CPU, and where the
+        traffic figure comes from ("observed", or "assumed" from `cost.requests_per_second`)."""
+        reading = self.meter.reading()
+        assumed = self.flags.cost.requests_per_second
+        rate = assumed if assumed is not None else reading and reading.requests_per_second
+        shadow = self.flags.ensemble.shadow
+        usage = Usage(
+            requests_per_second=rate or None,
+            router_cpu_seconds_per_request=reading and reading.router_cpu_seconds_per_request,
+            classic_cpu_seconds_per_request=arm_cpu_per_served(arms.get("classic") or {}),
+            ensemble_cpu_seconds_per_request=arm_cpu_per_served(arms.get("ensemble") or {}),
+            classic_in_router="classic" in self.in_process_arms,
+            shadow_rate=shadow.sample_rate if shadow.enabled else 0.0,
+        )
+        return usage, "observed" if assumed is None else "assumed"
+
+    def current_percentage(self) -> float:
+        """The ensemble's traffic share in force (the controller's when it governs the flags)."""
+        if self.flags.rollout.enabled:
+            state = self.controller.state
+            return 0.0 if state.rolled_back else state.percentage
+        ensemble = self.flags.ensemble
+        return ensemble.rollout_percentage if ensemble.enabled else 0.0
+
+    def snapshot(self) -> dict[str, dict]:
+        """The arms' windows plus, under "cost", the deployment's bill (what go_no_go reads)."""
+        self.sample_usage()
+        arms = self.windows.snapshot()
+        usage, source = self.usage(arms)
+        window_s = (reading := self.meter.reading()) and reading.seconds
+        cost = cost_report(
+            usage,
+            self.flags.cost,
+            self.flags.rollout.schedule,
+            self.current_percentage(),
+            requests_source=source,
+        )
+        cost["inputs"]["window_s"] = window_s
+        return {**arms, COST_KEY: cost}
+
+    # ------------------------------------------------------------------ report
     def report(self) -> dict[str, Any]:
         """Every input of the go/no-go decision, its threshold and margin, and the verdict."""
-        snapshot = self.windows.snapshot()
+        snapshot = self.snapshot()
+        arms = {arm: snap for arm, snap in snapshot.items() if arm != COST_KEY}
         score = go_no_go(snapshot, self.flags.rollout.score)
         metrics.GO_NO_GO_SCORE.set(math.nan if score.get("score") is None else score["score"])
-        for arm, snap in snapshot.items():
+        for arm, snap in arms.items():
             if snap.get("accuracy") is not None:
                 metrics.LIVE_ACCURACY.labels(arm=arm).set(snap["accuracy"])
         return {
-            "arms": snapshot,
+            "arms": arms,
+            "cost": snapshot[COST_KEY],
             "comparison": self.windows.compare(),
             "go_no_go": score,
             "rollout": {
@@ -231,7 +306,9 @@ class LiveEvaluation:
         }
 
     def tick(self, force: bool = False) -> dict[str, Any] | None:
-        """One rollout evaluation, at most every `evaluation_interval_s` (only when automatic)."""
+        """One rollout evaluation, at most every `evaluation_interval_s` (only when automatic);
+        every call samples the router's CPU for the cost figures."""
+        self.sample_usage()
         self.controller.refresh()
         if not self.flags.rollout.enabled:
             return None
@@ -240,7 +317,7 @@ class LiveEvaluation:
             return None
         self._last_evaluation = now
         drifted = bool(self.drift_report().get("drifted"))
-        decision = self.controller.evaluate(self.windows.snapshot(), drift_frozen=drifted)
+        decision = self.controller.evaluate(self.snapshot(), drift_frozen=drifted)
         metrics.ROLLOUT_DECISIONS.labels(action=decision["action"]).inc()
         if decision["action"] == "rollback":
             log.warning("rollout: automatic ROLLBACK: %s", "; ".join(decision.get("reasons", [])))
@@ -249,7 +326,7 @@ class LiveEvaluation:
         return decision
 
     def governed_flags(self, flags: FlagConfig) -> FlagConfig | None:
-        """The flags with the controller's percentage and kill switch, or None if nothing changes."""
+        """The flags with the controller's percentage and kill switch; None if nothing changes."""
         if not flags.rollout.enabled:
             return None
         state = self.controller.state

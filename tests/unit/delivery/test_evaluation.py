@@ -9,8 +9,10 @@ import pytest
 from pydantic import ValidationError
 from scipy import stats
 
-from serving.config.delivery import ScoreConfig
+from serving.config.delivery import CostConfig, ScoreConfig
+from serving.delivery.cost import Usage, cost_report
 from serving.delivery.evaluation import (
+    COST_KEY,
     ArmWindow,
     EvaluationWindows,
     compare_accuracy,
@@ -117,20 +119,19 @@ def test_window_arguments_are_checked():
 
 
 # ---------------------------------------------------------------------------- EvaluationWindows
-def test_windows_per_arm_and_cost_per_request():
-    windows = EvaluationWindows(price_per_vcpu_second=0.5, clock=FakeClock())
+def test_windows_per_arm_with_cpu_per_request():
+    windows = EvaluationWindows(clock=FakeClock())
     windows.record_request("classic", 2.0, cpu_seconds=0.001)
     windows.record_request("ensemble", 30.0, cpu_seconds=0.004)
     windows.record_label("shadow", True)
     snap = windows.snapshot()
     assert set(snap) == {"classic", "ensemble", "shadow"}
-    assert snap["classic"]["cost_per_request"] == pytest.approx(0.0005)
-    assert snap["ensemble"]["cost_per_request"] == pytest.approx(0.002)
-    assert snap["shadow"]["cost_per_request"] is None and snap["shadow"]["labelled"] == 1
+    assert snap["classic"]["cpu_seconds_per_request"] == pytest.approx(0.001)
+    assert snap["ensemble"]["cpu_seconds_per_request"] == pytest.approx(0.004)
+    assert snap["shadow"]["cpu_seconds_per_request"] is None and snap["shadow"]["labelled"] == 1
+    assert "cost_per_request" not in snap["classic"]  # cost is the bill's (delivery/cost.py)
     with pytest.raises(KeyError):
         windows["nope"]
-    with pytest.raises(ValueError):
-        EvaluationWindows(price_per_vcpu_second=-1)
 
 
 def test_replay_feedback_rebuilds_labels_including_shadow():
@@ -260,13 +261,15 @@ def _snapshot(
     acc_e=0.805,
     n=400,
     satisfaction=0.9,
-    cpu_c=0.001,
-    cpu_e=0.0013,
+    cost_increase=0.3,
     errors=0,
     requests=1000,
     shadow=None,
 ) -> dict:
-    def arm(acc, cpu, count, errs, sat):
+    """Arms as `EvaluationWindows.snapshot()` has them, and a minimal bill (`cost_increase` None
+    leaves the bill out, as before any traffic was priced)."""
+
+    def arm(acc, count, errs, sat):
         labelled = n
         return {
             "count": count,
@@ -275,17 +278,25 @@ def _snapshot(
             "accuracy": acc,
             "satisfaction": sat,
             "rated": 50 if sat is not None else 0,
-            "cpu_seconds_per_request": cpu,
-            "cost_per_request": None if cpu is None else cpu * 2,
+            "cpu_seconds_per_request": 0.001,
             "error_rate": errs / count if count else None,
             "success_rate": 1 - errs / count if count else None,
         }
 
     snap = {
-        "classic": arm(acc_c, cpu_c, 5000, 0, 0.7),
-        "ensemble": arm(acc_e, cpu_e, requests, errors, satisfaction),
+        "classic": arm(acc_c, 5000, 0, 0.7),
+        "ensemble": arm(acc_e, requests, errors, satisfaction),
     }
     snap["shadow"] = shadow or {"labelled": 0, "correct": 0}
+    if cost_increase is not None:
+        snap[COST_KEY] = {
+            "inputs": {"requests_per_second": 10.0, "router_cpu_seconds_per_request": 0.002},
+            "arms": {
+                "classic": {"cost_per_request": 1e-6},
+                "ensemble": {"cost_per_request": 1e-6 * (1 + cost_increase)},
+            },
+            "increase_at_full_rollout": cost_increase,
+        }
     return snap
 
 
@@ -319,7 +330,7 @@ def test_a_clearly_better_ensemble_proceeds_with_every_input_reported():
 
 def test_score_weights_each_normalised_term():
     # accuracy halfway (12.5 %), satisfaction halfway (0.7), cost halfway (+75 %), stability halfway
-    snap = _snapshot(acc_e=0.7875, satisfaction=0.7, cpu_e=0.00175, errors=55, requests=10_000)
+    snap = _snapshot(acc_e=0.7875, satisfaction=0.7, cost_increase=0.75, errors=55, requests=10_000)
     result = go_no_go(snap, ScoreConfig())
     terms = result["terms"]
     assert terms["accuracy"]["score"] == pytest.approx(0.5)
@@ -339,7 +350,7 @@ def test_score_weights_each_normalised_term():
 
 
 def test_gates_fail_with_value_and_threshold():
-    snap = _snapshot(acc_e=0.735, satisfaction=0.5, cpu_e=0.0025, errors=20, requests=1000)
+    snap = _snapshot(acc_e=0.735, satisfaction=0.5, cost_increase=1.5, errors=20, requests=1000)
     result = go_no_go(snap, ScoreConfig())
     failed = {g["gate"]: g for g in result["failed_gates"]}
     assert set(failed) == {
@@ -367,7 +378,7 @@ def test_exactly_at_the_minimum_passes_the_gate_but_scores_zero():
 
 
 def test_missing_satisfaction_and_cost_renormalise_the_weights():
-    result = go_no_go(_snapshot(satisfaction=None, cpu_c=None, cpu_e=None), ScoreConfig())
+    result = go_no_go(_snapshot(satisfaction=None, cost_increase=None), ScoreConfig())
     assert result["missing"] == ["satisfaction", "cost"]
     assert set(result["terms"]) == {"accuracy", "stability"}
     assert result["terms"]["accuracy"]["weight_used"] == pytest.approx(0.8)
@@ -417,3 +428,70 @@ def test_score_config_is_validated_and_documented():
     assert defaults.proceed_threshold == 0.75
     for name, field in ScoreConfig.model_fields.items():
         assert field.description, f"{name} has no docstring"
+
+
+# ---------------------------------------------------------------------------- the cost term
+def _bill(rate: float) -> dict:
+    """The bill (serving/delivery/cost.py) at `rate` predictions/s: router 2 ms of its own per
+    prediction, classic 0.3 ms in the router, the ensemble service 3 ms (test_cost.py by hand)."""
+    usage = Usage(
+        requests_per_second=rate,
+        router_cpu_seconds_per_request=0.002,
+        classic_cpu_seconds_per_request=0.0003,
+        ensemble_cpu_seconds_per_request=0.003,
+    )
+    return cost_report(usage, CostConfig(), [10, 25, 50, 75, 100], 10.0)
+
+
+def test_the_cost_term_is_the_deployments_increase_at_full_rollout():
+    snap = _snapshot(cost_increase=None)
+    snap[COST_KEY] = _bill(100.0)
+    result = go_no_go(snap, ScoreConfig())
+    term = result["terms"]["cost"]
+    # classic alone 4.933e-5 $/s, all ensemble 6.37e-5 $/s at 100 predictions/s
+    assert term["value"] == pytest.approx(6.37 / 4.933 - 1)  # +29 %: under the 50 % target
+    assert term["score"] == 1.0 and term["threshold"] == 1.0 and term["target"] == 0.5
+    assert term["margin"] == pytest.approx(1.0 - term["value"])
+    inputs = result["inputs"]
+    assert inputs["cost_increase"] == term["value"]
+    assert inputs["router_cpu_seconds_per_request"] == 0.002
+    assert inputs["requests_per_second"] == 100.0
+    assert inputs["classic_cost_per_request"] == pytest.approx(4.933e-7)
+    assert inputs["ensemble_cost_per_request"] == pytest.approx(6.37e-7)
+    evidence = result["cost"]
+    assert [s["percentage"] for s in evidence["stages"]] == [0, 10, 25, 50, 75, 100]
+    assert evidence["stages"][-1]["increase"] == pytest.approx(term["value"])
+    assert evidence["stages"][0]["replicas"] == {"router": 1.0, "classic": 0.0, "ensemble": 0.0}
+    assert evidence["plan"]["max_per_request"] == 0.001 and "config" not in evidence
+    assert result["verdict"] == "proceed"
+
+
+def test_at_low_traffic_the_ensembles_standing_replica_holds_the_rollout():
+    snap = _snapshot(cost_increase=None)
+    snap[COST_KEY] = _bill(10.0)
+    result = go_no_go(snap, ScoreConfig())
+    failed = {g["gate"]: g for g in result["failed_gates"]}
+    assert set(failed) == {"cost_increase"}  # the score itself still clears 0.75
+    assert failed["cost_increase"]["value"] == pytest.approx(2.392 / 0.8983 - 1)  # +166 %
+    assert failed["cost_increase"]["threshold"] == 1.0
+    assert failed["cost_increase"]["rule"] == "value < threshold"
+    assert result["terms"]["cost"]["score"] == 0.0 and result["verdict"] == "hold"
+
+
+def test_the_cost_gate_needs_strictly_less_than_its_maximum():
+    def failed(increase):
+        return {g["gate"] for g in go_no_go(_snapshot(cost_increase=increase))["failed_gates"]}
+
+    assert "cost_increase" in failed(1.0)
+    assert "cost_increase" not in failed(0.999)
+    assert go_no_go(_snapshot(cost_increase=0.75))["terms"]["cost"]["score"] == pytest.approx(0.5)
+    assert go_no_go(_snapshot(cost_increase=-0.2))["terms"]["cost"]["score"] == 1.0
+
+
+def test_the_bill_is_reported_before_there_is_enough_data():
+    snap = _snapshot(n=10, cost_increase=None)
+    snap[COST_KEY] = _bill(10.0)
+    result = go_no_go(snap, ScoreConfig())
+    assert result["verdict"] == "not enough data"
+    assert result["cost"]["increase_at_full_rollout"] == pytest.approx(2.392 / 0.8983 - 1)
+    assert go_no_go(_snapshot(cost_increase=None))["cost"] is None
