@@ -7,6 +7,7 @@ module must run under either venv (the project's, or .venv-mlserver's).
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import re
@@ -130,6 +131,18 @@ def percentile(values: Iterable[float], q: float) -> float | None:
 
 
 # --------------------------------------------------------------------------- Locust's files
+def write_output_json(name: str, data: object, indent: int | None = 2) -> Path | None:
+    """Write `data` as JSON to $LOADTEST_OUTPUT_DIR/name (the run directory the runner gives the
+    Locust process); nothing without that variable. Returns the path written."""
+    out = os.environ.get("LOADTEST_OUTPUT_DIR")
+    if not out:
+        return None
+    path = Path(out) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=indent))
+    return path
+
+
 def locust_stats_row(stats_csv: Path, name: str) -> dict[str, str] | None:
     """The row of Locust's *_stats.csv whose Name is `name` ("Aggregated": the totals), or None."""
     with open(stats_csv, newline="") as f:

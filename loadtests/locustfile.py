@@ -44,6 +44,7 @@ from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
 from loadtests import payloads
+from loadtests.common import write_output_json
 from loadtests.shapes import SHAPES
 
 log = logging.getLogger("loadtests")
@@ -127,10 +128,7 @@ def _summary(environment, **_kwargs) -> None:
         "feedback_message": Shared.feedback_message or None,
         "seed": Shared.seed,
     }
-    out = os.environ.get("LOADTEST_OUTPUT_DIR")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "answers.json").write_text(json.dumps(summary, indent=2))
+    write_output_json("answers.json", summary)
     if total:
         print("[answers] " + json.dumps(summary), flush=True)
 
@@ -346,12 +344,11 @@ class FeedbackUser(ApiUser):
                 return True
         log.warning(Shared.feedback_message)
         print(Shared.feedback_message, file=sys.stderr, flush=True)
-        out = os.environ.get("LOADTEST_OUTPUT_DIR")
-        if out:
-            Path(out).mkdir(parents=True, exist_ok=True)
-            (Path(out) / "skipped.json").write_text(
-                json.dumps({"user_class": "FeedbackUser", "reason": Shared.feedback_message})
-            )
+        write_output_json(
+            "skipped.json",
+            {"user_class": "FeedbackUser", "reason": Shared.feedback_message},
+            indent=None,
+        )
         return False
 
     @task

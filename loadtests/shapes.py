@@ -23,12 +23,11 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from locust import LoadTestShape
 
-from loadtests.common import histogram_percentile
+from loadtests.common import histogram_percentile, write_output_json
 
 log = logging.getLogger("loadtests.shapes")
 
@@ -147,10 +146,7 @@ class RecordingShape(LoadTestShape):
             **self.verdict,
             "phases": self.phases,
         }
-        out = os.environ.get("LOADTEST_OUTPUT_DIR")
-        if out:
-            Path(out).mkdir(parents=True, exist_ok=True)
-            (Path(out) / "shape.json").write_text(json.dumps(report, indent=2))
+        write_output_json("shape.json", report)
         print(
             f"[{self.name}] " + json.dumps({k: v for k, v in report.items() if k != "phases"}),
             flush=True,

@@ -104,3 +104,15 @@ def test_common_is_stdlib_only():
         timeout=60,
     )
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_write_output_json(tmp_path, monkeypatch):
+    monkeypatch.delenv("LOADTEST_OUTPUT_DIR", raising=False)
+    assert common.write_output_json("a.json", {"x": 1}) is None
+    monkeypatch.setenv("LOADTEST_OUTPUT_DIR", str(tmp_path / "run"))
+    path = common.write_output_json("a.json", {"x": 1}, indent=None)
+    assert path == tmp_path / "run" / "a.json" and path.read_text() == '{"x": 1}'
+
+
+def test_markdown_row():
+    assert common.markdown_row("a", 1, None, "") == "| a | 1 | None |  |"
