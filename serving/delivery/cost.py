@@ -59,7 +59,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from serving.config.delivery import AppSize, CostConfig, PriceTable
@@ -371,17 +371,47 @@ def increase(classic_alone: StageBill | None, full: StageBill | None) -> float |
     return full.per_request / classic_alone.per_request - 1.0
 
 
+def traffic_for_increase(
+    usage: Usage, config: CostConfig, target: float, low: float = 1e-3, high: float = 1e5
+) -> float | None:
+    """Predictions per second at which the increase at full rollout equals `target`, the other
+    measurements as they are: the increase falls as traffic grows (standing replicas spread over
+    more predictions), so below this traffic the increase is higher. Bisection on a log scale;
+    None when an input is missing or the increase does not cross `target` in [low, high]."""
+
+    def excess(rate: float) -> float | None:
+        at = replace(usage, requests_per_second=rate)
+        value = increase(stage_bill(at, config, 0.0), stage_bill(at, config, 1.0))
+        return None if value is None else value - target
+
+    below, above = excess(low), excess(high)
+    if below is None or above is None or (below > 0) == (above > 0):
+        return None
+    for _ in range(80):
+        middle = math.sqrt(low * high)
+        value = excess(middle)
+        if value is None:
+            return None
+        if (value > 0) == (below > 0):
+            low = middle
+        else:
+            high = middle
+    return math.sqrt(low * high)
+
+
 def cost_report(
     usage: Usage,
     config: CostConfig,
     schedule: Sequence[float],
     current_percentage: float,
     requests_source: str = "observed",
+    increases: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Everything the evaluation report shows about cost: inputs, per-arm $/request, the blended
     $/request at the current stage, the bill at classic alone and at every stage of `schedule`
-    (percentages) with its increase over classic alone, and `increase_at_full_rollout` (the
-    go/no-go's cost term; None with `missing` saying why)."""
+    (percentages) with its increase over classic alone, `increase_at_full_rollout` (the go/no-go's
+    cost term; None with `missing` saying why), and for each of `increases` (e.g. the gate's
+    maximum and target) the traffic at which the increase reaches it."""
     classic_alone = stage_bill(usage, config, 0.0)
     full = stage_bill(usage, config, 1.0)
     shares = sorted({0.0, *(float(p) / 100.0 for p in schedule), 1.0})
@@ -433,6 +463,10 @@ def cost_report(
         },
         "stages": stages,
         "increase_at_full_rollout": value,
+        "traffic_for_increase": [
+            {"increase": target, "requests_per_second": traffic_for_increase(usage, config, target)}
+            for target in increases
+        ],
         "missing": sorted(set(missing_inputs(usage, 0.0) + missing_inputs(usage, 1.0))),
         "plan": config.plan.model_dump(),
         "config": config.model_dump(mode="json"),

@@ -75,12 +75,14 @@ class ArmWindow:
         fallback: bool,
         cached: bool,
         cpu_seconds: float | None,
+        at: float | None = None,
     ) -> None:
         """Count one request to this arm.
 
         `error`: the arm failed it (also when the router then answered by fallback);
         `fallback`: classic answered in the arm's place; `cached`: answered from the cache (no
-        latency sample); `cpu_seconds`: CPU time the arm spent on it, None when unknown.
+        latency sample); `cpu_seconds`: CPU time the arm spent on it, None when unknown; `at`:
+        when it was answered (replays from the shared store), default now.
         """
         if cached or latency_ms is None or not math.isfinite(latency_ms):
             latency = None
@@ -88,15 +90,19 @@ class ArmWindow:
             latency = float(latency_ms)
         cpu = None if cpu_seconds is None or not math.isfinite(cpu_seconds) else float(cpu_seconds)
         now = self._clock()
+        stamp = now if at is None else float(at)
         with self._lock:
-            self._requests.append((now, latency, bool(error), bool(fallback), bool(cached), cpu))
+            self._requests.append((stamp, latency, bool(error), bool(fallback), bool(cached), cpu))
             self._prune(now)
 
-    def record_label(self, correct: bool, rating: int | None = None) -> None:
+    def record_label(
+        self, correct: bool, rating: int | None = None, at: float | None = None
+    ) -> None:
         """Count one labelled prediction of this arm, with the user's 1..10 rating if given."""
         now = self._clock()
+        stamp = now if at is None else float(at)
         with self._lock:
-            self._labels.append((now, bool(correct), None if rating is None else int(rating)))
+            self._labels.append((stamp, bool(correct), None if rating is None else int(rating)))
             self._prune(now)
 
     def latencies(self) -> list[float]:
@@ -203,26 +209,44 @@ class EvaluationWindows:
         """Shorthand for `self[arm].record_label(...)`."""
         self.windows[arm].record_label(correct, rating)
 
+    def replay_requests(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Rebuild the request windows from stored outcomes (`StateStore.requests_since`, every
+        replica's), oldest first, each at the time it was answered. Returns the rows replayed."""
+        replayed = 0
+        for row in rows:
+            window = self.windows.get(row.get("arm"))
+            if window is not None:
+                window.record_request(
+                    row.get("latency_ms"),
+                    bool(row.get("error")),
+                    bool(row.get("fallback")),
+                    bool(row.get("cached")),
+                    row.get("cpu_seconds"),
+                    at=row.get("created_at"),
+                )
+                replayed += 1
+        return replayed
+
     def replay_feedback(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Rebuild the label windows from stored feedback (`StateStore.feedback_since`).
 
         Each row's label goes to its serving arm and, when it carries a shadow prediction, to the
         "shadow" window (without the rating, which judged the served answer). Only labels are
-        rebuilt: request counters (latency, errors) are not persisted and refill from live
-        traffic. Returns the number of rows replayed. Replayed labels are stamped with the
-        window's current clock, so `max_age_s` counts from the replay.
+        rebuilt here (`replay_requests` rebuilds the request counters). Returns the number of rows
+        replayed. A row's label counts from the row's `created_at` (the prediction's time) when it
+        has one, else from now.
         """
         replayed = 0
         for row in rows:
-            arm = row.get("arm")
+            arm, at = row.get("arm"), row.get("created_at")
             if arm in self.windows:
                 correct = row.get("correct")
                 if correct is None:
                     correct = row.get("predicted") == row.get("label")
-                self.windows[arm].record_label(bool(correct), row.get("rating"))
+                self.windows[arm].record_label(bool(correct), row.get("rating"), at=at)
             shadow = row.get("shadow_predicted")
             if shadow is not None and "shadow" in self.windows:
-                self.windows["shadow"].record_label(shadow == row.get("label"))
+                self.windows["shadow"].record_label(shadow == row.get("label"), at=at)
             replayed += 1
         return replayed
 
@@ -638,6 +662,7 @@ def cost_evidence(cost: Mapping[str, Any]) -> dict[str, Any]:
         "current": cost.get("current"),
         "stages": stages,
         "increase_at_full_rollout": cost.get("increase_at_full_rollout"),
+        "traffic_for_increase": cost.get("traffic_for_increase"),
         "missing": cost.get("missing"),
         "plan": cost.get("plan"),
     }

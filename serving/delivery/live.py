@@ -272,12 +272,14 @@ class LiveEvaluation:
         arms = self.windows.snapshot()
         usage, source = self.usage(arms)
         window_s = (reading := self.meter.reading()) and reading.seconds
+        score = self.flags.rollout.score
         cost = cost_report(
             usage,
             self.flags.cost,
             self.flags.rollout.schedule,
             self.current_percentage(),
             requests_source=source,
+            increases=(score.cost_increase_max, score.cost_increase_target),
         )
         cost["inputs"]["window_s"] = window_s
         return {**arms, COST_KEY: cost}

@@ -22,6 +22,7 @@ from serving.delivery.cost import (
     increase,
     missing_inputs,
     stage_bill,
+    traffic_for_increase,
     work_per_request,
 )
 
@@ -197,6 +198,18 @@ def test_report_has_every_stage_the_current_blend_and_the_term():
     empty = cost_report(usage(rate=None), CONFIG, [10, 100], 10.0)
     assert empty["increase_at_full_rollout"] is None and empty["missing"] == ["no observed traffic"]
     assert "per_request" not in empty["stages"][0]
+
+
+def test_the_traffic_at_which_the_increase_reaches_the_gate():
+    # per second, below 166 predictions/s (one ensemble replica, one router replica):
+    # classic alone 4.5e-6 + 4.483e-7 L; all ensemble 1.95e-5 + 4.42e-7 L
+    assert traffic_for_increase(usage(), CONFIG, 1.0) == pytest.approx(1.05e-5 / 4.546e-7)
+    assert traffic_for_increase(usage(), CONFIG, 0.5) == pytest.approx(1.275e-5 / 2.3045e-7)
+    assert traffic_for_increase(usage(), CONFIG, -0.5) is None  # never that cheap
+    assert traffic_for_increase(usage(router_cpu_seconds_per_request=None), CONFIG, 1.0) is None
+    report = cost_report(usage(), CONFIG, [100], 0.0, increases=(1.0, 0.5))
+    assert [t["increase"] for t in report["traffic_for_increase"]] == [1.0, 0.5]
+    assert report["traffic_for_increase"][0]["requests_per_second"] == pytest.approx(23.097, 1e-3)
 
 
 # ---------------------------------------------------------------------------- measuring

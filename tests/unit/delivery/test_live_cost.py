@@ -56,6 +56,10 @@ def test_the_report_prices_the_deployment_from_what_the_router_measured(tmp_path
     # the same figures as tests/unit/delivery/test_cost.py computes by hand at 10 predictions/s
     assert cost["increase_at_full_rollout"] == pytest.approx(2.392 / 0.8983 - 1)
     assert cost["current"]["percentage"] == 10.0  # the flags' rollout_percentage
+    # the gate's maximum and target, and the traffic at which the increase reaches them
+    gate = cost["traffic_for_increase"]
+    assert [t["increase"] for t in gate] == [1.0, 0.5]
+    assert gate[0]["requests_per_second"] == pytest.approx(23.097, 1e-3)
     assert report["go_no_go"]["inputs"]["cost_increase"] == cost["increase_at_full_rollout"]
     assert report["go_no_go"]["cost"]["stages"][0]["cost_per_request"] == pytest.approx(8.983e-7)
     assert set(report["arms"]) == {"classic", "ensemble", "shadow"}
