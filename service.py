@@ -7,6 +7,7 @@ each API here is validate -> call one function -> map errors to HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import bentoml
@@ -25,6 +26,7 @@ with bentoml.importing():
         InvalidCodes,
         ModelUnavailable,
         VersionRefused,
+        follow_pins,
         instrument_ensemble,
     )
     from serving.http.app import create_app
@@ -62,6 +64,12 @@ class ModelHost:
 
     def __is_ready__(self) -> bool:
         return self.hosted.ready
+
+    @bentoml.on_startup
+    async def follow_version_pins(self) -> None:
+        """Serve the version pinned for every replica (serving/delivery/pins.py)."""
+        period = settings.flags_poll_s
+        self.pin_task = asyncio.create_task(follow_pins(self.hosted, settings.state_url, period))
 
     def _checked(self, codes: np.ndarray) -> np.ndarray:
         try:
@@ -110,7 +118,7 @@ class Ensemble(ModelHost):
     # In a router-only image (SERVING_ENSEMBLE_URL set) this class is just the typed client of a
     # remote service: declaring no model keeps the ensemble model out of that Bento.
     model_tag = settings.ensemble_model
-    model_ref = None if settings.ensemble_url else declared_model(settings.ensemble_model)
+    model_ref = None if settings.arm_url("ensemble") else declared_model(settings.ensemble_model)
 
     def __init__(self) -> None:
         self.faults = FaultInjector(settings.faults_enabled)
@@ -153,8 +161,8 @@ api = create_app(settings)
 class Router:
     """Entry service: every public endpoint; routes between classic and ensemble by the flags."""
 
-    classic_service = bentoml.depends(Classic, url=settings.classic_url)
-    ensemble_service = bentoml.depends(Ensemble, url=settings.ensemble_url)
+    classic_service = bentoml.depends(Classic, url=settings.arm_url("classic"))
+    ensemble_service = bentoml.depends(Ensemble, url=settings.arm_url("ensemble"))
     classic_model = declared_model(settings.classic_model)
 
     def __init__(self) -> None:
@@ -167,6 +175,9 @@ class Router:
         self.core = build_router_core(settings, services)
         api.state.core = self.core  # what the HTTP routes serve from
         self.background = BackgroundWork(self.core, settings)
+        self.unready_reason = settings.unready_reason()  # a router image without arm URLs
+        if self.unready_reason:
+            log.error("router not ready: %s", self.unready_reason)
 
     @bentoml.on_startup
     async def start_background_work(self) -> None:
@@ -177,6 +188,8 @@ class Router:
         await self.background.stop()
 
     async def __is_ready__(self) -> bool:
+        if self.unready_reason:
+            return False
         if self.core.classic.info is None or not self.core.ready:
             await self.core.refresh_health()
         return self.core.ready

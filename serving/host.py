@@ -7,6 +7,7 @@ unit tests load, swap and refuse versions against a real model store without a s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from models import store
+from serving.delivery.pins import VersionPins
 from serving.observability import metrics
 from serving.routing.arms import describe_model
 
@@ -56,6 +58,7 @@ class HostedModel:
         self.error: str | None = None
         self.cpu_seconds = 0.0
         self.rows_served = 0
+        self._refused: str | None = None  # a pinned tag that failed to load here
         if stored_tag is None:
             self.error = f"model {tag} is not in the model store"
             log.error("%s: %s", name, self.error)
@@ -108,6 +111,20 @@ class HostedModel:
         self._use(*loaded)
         log.warning("%s: now serving %s (was %s)", self.name, self.stored.tag, previous)
         return {"name": self.name, "from": previous, "to": str(self.stored.tag)}
+
+    def follow(self, pins: VersionPins) -> dict | None:
+        """Swap to the pinned version when it differs from the one served (all replicas serve the
+        pin); a pin that fails to load here is logged once and the current version keeps serving."""
+        pinned = pins.pinned(self.name)
+        served = str(self.stored.tag) if self.model is not None else None
+        if pinned is None or pinned == served or pinned == self._refused:
+            return None
+        try:
+            return self.swap(pinned)
+        except VersionRefused as exc:
+            self._refused = pinned
+            log.error("%s: pinned version refused here: %s", self.name, exc)
+            return None
 
     def check(self, codes: np.ndarray) -> np.ndarray:
         """The codes as a float64 (n, features) matrix; raises if no model or the shape is wrong."""
@@ -165,3 +182,20 @@ class FaultInjector:
 
 class FaultsDisabled(ValueError):
     """Fault injection was asked for while SERVING_FAULTS_ENABLED is off."""
+
+
+async def follow_pins(hosted: HostedModel, state_url: str, period_s: float) -> None:
+    """Keep `hosted` on the version pinned in the shared store, checking every `period_s`; runs
+    until cancelled. The store is opened lazily, so a database that is down at start-up only
+    delays pin following, never the service."""
+    pins: VersionPins | None = None
+    while True:
+        try:
+            if pins is None:
+                from serving.delivery.state import StateStore
+
+                pins = VersionPins(await asyncio.to_thread(StateStore, state_url))
+            await asyncio.to_thread(hosted.follow, pins)
+        except Exception as exc:  # the store is unreachable: try again next period
+            log.warning("%s: version pins unavailable: %s", hosted.name, exc)
+        await asyncio.sleep(period_s)

@@ -23,6 +23,7 @@ from serving.delivery.drift import DriftMonitor
 from serving.delivery.lease import Lease, replica_id
 from serving.delivery.live import LiveEvaluation
 from serving.delivery.notify import Notifier
+from serving.delivery.pins import VersionPins
 from serving.delivery.state import StateStore
 from serving.observability import gcpause, metrics
 from serving.routing.arms import LocalArm, RemoteArm, describe_model, info_from_description
@@ -107,6 +108,7 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
         live=live,
         preferences=PreferenceCache(state, ttl_s=settings.preference_ttl_s),
         notifier=Notifier(settings.webhook_url),
+        pins=VersionPins(state),
         model_loaders={
             "classic": services.classic.load_version,
             "ensemble": services.ensemble.load_version,
@@ -160,7 +162,8 @@ class BackgroundWork:
             await asyncio.to_thread(self.lease.release)
 
     async def _reload_flags(self) -> None:
-        self.core.reload_flags_if_changed()
+        await asyncio.to_thread(self.core.reload_flags_if_changed)  # a store read: off the loop
+        await self.core.follow_pins()
 
     async def _rollout_tick(self) -> None:
         """The lease holder evaluates (and announces what it decides); the others follow."""

@@ -81,6 +81,7 @@ class RouterCore:
         preferences=None,
         model_loaders=None,
         notifier=None,
+        pins=None,
     ):
         self.classic = classic
         self.ensemble = ensemble
@@ -94,6 +95,8 @@ class RouterCore:
         """PreferenceCache of users' stored model choices (serving/routing/preferences.py), or None."""
         self.model_loaders = model_loaders or {}
         self.notifier = notifier or Notifier(None)
+        self.pins = pins
+        """VersionPins shared by every replica (serving/delivery/pins.py), or None."""
         """Announces rollout decisions to operators (serving/delivery/notify.py); off by default."""
         flags = self.flag_source.initial(flags)
         if live is not None:
@@ -249,13 +252,36 @@ class RouterCore:
             result = await self.model_loaders[name](tag)
         except Exception as exc:
             raise InvalidInput(f"{name} refused {tag}: {exc}") from None
-        if name == "classic" and isinstance(self.classic, LocalArm):
-            model, stored_model = await asyncio.to_thread(store.load, tag)
-            description = describe_model("classic", tag, model, stored_model.info.metadata)
-            self.classic.model, self.classic.info = model, info_from_description(description)
+        if name == "classic":
+            await self._load_local_classic(tag)
+        if self.pins is not None:  # every other replica's services follow the pin
+            await asyncio.to_thread(self.pins.pin, name, tag)
         self.cache.clear()
         await self.refresh_health()
         return result
+
+    async def follow_pins(self) -> None:
+        """Serve the pinned classic version in this process too (the services follow by
+        themselves); the next health refresh picks up what the services now serve."""
+        if self.pins is None or not isinstance(self.classic, LocalArm):
+            return
+        pinned = (await asyncio.to_thread(self.pins.current)).get("classic")
+        if pinned and self.classic.info is not None and pinned != self.classic.info.tag:
+            try:
+                await self._load_local_classic(pinned)
+            except Exception as exc:
+                log.error("classic: pinned version %s refused in the router: %s", pinned, exc)
+            else:
+                self.cache.clear()
+
+    async def _load_local_classic(self, tag: str) -> None:
+        if not isinstance(self.classic, LocalArm):
+            return
+        from models import store
+
+        model, stored_model = await asyncio.to_thread(store.load, tag)
+        description = describe_model("classic", tag, model, stored_model.info.metadata)
+        self.classic.model, self.classic.info = model, info_from_description(description)
 
     # ------------------------------------------------------------------ requests
     def encode(self, info: ArmInfo, rows: Sequence[Mapping[str, Any]], prefix: str) -> np.ndarray:

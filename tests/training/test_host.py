@@ -78,3 +78,23 @@ def test_a_model_missing_from_the_store_is_not_ready_and_says_why():
     }
     with pytest.raises(ModelUnavailable, match="not in the model store"):
         host.check(np.zeros((1, 24)))
+
+
+def test_replicas_follow_the_pinned_version_and_refuse_a_bad_pin_once(classic, clones, tmp_path):
+    from serving.delivery.pins import VersionPins
+    from serving.delivery.state import StateStore
+
+    host, loaded = classic
+    other = HostedModel("classic", "classic:latest", str(host.stored.tag))  # another replica
+    original = str(host.stored.tag)
+    newer = f"classic:{clone_version(original)}"
+    corrupt = f"classic:{clone_version(original, corrupt=True)}"
+    clones += [newer, corrupt]
+    pins = VersionPins(StateStore(f"sqlite:///{tmp_path}/state.db"))
+    assert host.follow(pins) is None  # nothing pinned: keep serving
+    pins.pin("classic", newer)
+    assert host.follow(pins)["to"] == newer and other.follow(pins)["to"] == newer
+    assert host.follow(pins) is None  # already there
+    pins.pin("classic", corrupt)
+    assert other.follow(pins) is None and str(other.stored.tag) == newer  # refused, still serving
+    assert other.follow(pins) is None  # refused once, not retried every poll
