@@ -64,6 +64,15 @@ def test_shipped_flags_file_parses():
     assert cfg.ensemble.eligibility == []
 
 
+def test_the_documented_cost_section_is_the_default():
+    """config/flags.yaml documents the cost section as comments; uncommented, it is the default."""
+    text = (REPO / "config" / "flags.yaml").read_text().split("# cost:\n", 1)[1]
+    block = "cost:\n" + "\n".join(line.removeprefix("# ") for line in text.splitlines())
+    cfg = parse_flag_config(yaml.safe_load(block))
+    assert cfg.cost == FlagConfig().cost
+    assert cfg.cost.apps.ensemble.cpu == 0.5 and cfg.cost.prices.active_vcpu_second == 0.000024
+
+
 def test_empty_or_missing_mapping_means_defaults(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("")
