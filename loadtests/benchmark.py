@@ -70,6 +70,8 @@ from loadtests.server import ServerProcess, store_has_models, train_quick
 from models.fastpath import NATIVE_ENV
 
 BENCH_LOCUSTFILE = ROOT / "loadtests" / "bench_locustfile.py"
+BATCH_ROWS_SERIES = ("tabular_ensemble_batch_rows_sum", "tabular_ensemble_batch_rows_count")
+"""Rows per ensemble predict call, as our service and the MLServer runtime both export them."""
 
 
 @dataclass
@@ -356,12 +358,12 @@ class Monitor:
             return None
         values = {}
         for line in text.splitlines():
-            if line.startswith(("ensemble_batch_rows_sum", "ensemble_batch_rows_count")):
+            if line.startswith(BATCH_ROWS_SERIES):
                 key, value = line.rsplit(" ", 1)
                 values[key.split("{")[0]] = values.get(key.split("{")[0], 0.0) + float(value)
-        if "ensemble_batch_rows_count" not in values:
+        if BATCH_ROWS_SERIES[1] not in values:
             return None
-        return values.get("ensemble_batch_rows_sum", 0.0), values["ensemble_batch_rows_count"]
+        return values.get(BATCH_ROWS_SERIES[0], 0.0), values[BATCH_ROWS_SERIES[1]]
 
     def arm_errors(self) -> None:
         """Record what /api/models reports as not ready (call after a run with failures)."""

@@ -18,8 +18,8 @@ Endpoints (custom REST handlers on MLServer's HTTP port, next to the V2 protocol
   inference workers the handler would run in the main process, where the model is not loaded),
   and it logs metrics under the model's name, hence `model_context(self.settings)` around the call.
 - GET /api/models: the schema (so the load generator works unchanged); GET /readyz: 200 once loaded;
-- GET /metrics: `ensemble_batch_rows_sum` / `_count` (rows per predict call) in Prometheus text,
-  as our ensemble service exports them, so the benchmark reports the mean batch size the same way.
+- GET /metrics: `tabular_ensemble_batch_rows_sum` / `_count` (rows per predict call) in
+  Prometheus text, as our ensemble service exports them, so the benchmark reports the mean batch size the same way.
 
 Each batch runs on a 2-thread pool (like the BentoML ensemble service: threads=2, members on both
 cores for batches of 32+ rows), so the event loop keeps reading and batching requests meanwhile.
@@ -171,7 +171,8 @@ class EnsembleRuntime(MLModel):
         with self._stats_lock:
             total, count = self.batch_rows_sum, self.batch_count
         return PlainTextResponse(
-            "# HELP ensemble_batch_rows Rows per predict call (one adaptive batch).\n"
-            "# TYPE ensemble_batch_rows summary\n"
-            f"ensemble_batch_rows_sum {float(total)}\nensemble_batch_rows_count {float(count)}\n"
+            "# HELP tabular_ensemble_batch_rows Rows per predict call (one adaptive batch).\n"
+            "# TYPE tabular_ensemble_batch_rows summary\n"
+            f"tabular_ensemble_batch_rows_sum {float(total)}\n"
+            f"tabular_ensemble_batch_rows_count {float(count)}\n"
         )
