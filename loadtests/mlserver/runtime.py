@@ -19,7 +19,8 @@ Endpoints (custom REST handlers on MLServer's HTTP port, next to the V2 protocol
   and it logs metrics under the model's name, hence `model_context(self.settings)` around the call.
 - GET /api/models: the schema (so the load generator works unchanged); GET /readyz: 200 once loaded;
 - GET /metrics: `tabular_ensemble_batch_rows_sum` / `_count` (rows per predict call) in
-  Prometheus text, as our ensemble service exports them, so the benchmark reports the mean batch size the same way.
+  Prometheus text, as our ensemble service exports them, so the benchmark reports the mean
+  batch size the same way.
 
 Each batch runs on a 2-thread pool (like the BentoML ensemble service: threads=2, members on both
 cores for batches of 32+ rows), so the event loop keeps reading and batching requests meanwhile.
