@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from serving.delivery.lease import Lease, replica_id
 from serving.delivery.live import LiveEvaluation
 from serving.delivery.notify import Notifier
 from serving.delivery.pins import VersionPins
+from serving.delivery.request_ids import RequestIds
 from serving.delivery.state import StateStore
 from serving.observability import gcpause, metrics
 from serving.routing.arms import LocalArm, RemoteArm, describe_model, info_from_description
@@ -87,6 +89,8 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
     ensemble = RemoteArm("ensemble", ensemble_call, services.ensemble.describe, services.retry_on)
     classic = classic_direct
     state = StateStore(settings.state_url)
+    replica = settings.replica_id or replica_id()
+    request_ids = RequestIds(request_id_secret(settings, state), flags.evaluation.feedback_ttl_s)
     live = None
     if services.classic_tag is not None:
         model, stored = store.load(services.classic_tag)
@@ -95,7 +99,14 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
             classic = LocalArm("classic", model, info_from_description(description))
         reference = stored.info.metadata.get("reference", {})
         drift = DriftMonitor(model.schema.features, reference, flags.drift) if reference else None
-        live = LiveEvaluation(state, flags, drift, model.schema.classes)
+        live = LiveEvaluation(
+            state,
+            flags,
+            drift,
+            model.schema.classes,
+            replica=replica,
+            request_ids=request_ids,
+        )
     set_fault = services.ensemble.set_fault
     return RouterCore(
         classic,
@@ -109,6 +120,7 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
         preferences=PreferenceCache(state, ttl_s=settings.preference_ttl_s),
         notifier=Notifier(settings.webhook_url),
         pins=VersionPins(state),
+        request_ids=request_ids if live is not None else None,
         model_loaders={
             "classic": services.classic.load_version,
             "ensemble": services.ensemble.load_version,
@@ -117,6 +129,16 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
 
 
 CONTROLLER_LEASE = "rollout-controller"
+REQUEST_ID_SECRET_KEY = "request_id_secret"
+
+
+def request_id_secret(settings: ServingSettings, state: StateStore) -> str:
+    """The secret that signs request ids: the configured one, else one generated once and kept in
+    the state store, so every replica sharing the store verifies every other's ids."""
+    if settings.request_id_secret is not None:
+        return settings.request_id_secret.get_secret_value()
+    state.set_if_version(REQUEST_ID_SECRET_KEY, 0, secrets.token_urlsafe(32))  # first one wins
+    return str(state.get(REQUEST_ID_SECRET_KEY))
 
 
 @dataclass
@@ -147,6 +169,8 @@ class BackgroundWork:
             (self.settings.flags_poll_s, self._reload_flags),
             (1.0, self._rollout_tick),
         ]
+        if self.core.live is not None:  # this replica's outcomes to the shared evidence
+            jobs.append((self.settings.outcome_flush_s, self._flush_outcomes))
         if self.settings.preference_ttl_s > 0:  # preferences routed without a read per request
             sync = self.core.preferences.sync
             await asyncio.to_thread(sync)
@@ -158,6 +182,11 @@ class BackgroundWork:
             task.cancel()
         self.gc_pauses.uninstall()
         await self.core.shadow.drain()
+        if self.core.live is not None:  # what this replica answered reaches the evidence
+            try:
+                await asyncio.to_thread(self.core.live.flush_outcomes)
+            except Exception as exc:
+                log.error("outcomes lost at shutdown (store unreachable): %s", exc)
         if self.lease is not None:  # hand the controller over at once, not after the TTL
             await asyncio.to_thread(self.lease.release)
 
@@ -165,13 +194,23 @@ class BackgroundWork:
         await asyncio.to_thread(self.core.reload_flags_if_changed)  # a store read: off the loop
         await self.core.follow_pins()
 
+    async def _flush_outcomes(self) -> None:
+        try:
+            await asyncio.to_thread(self.core.live.flush_outcomes)
+        except Exception as exc:  # the store is down: rows wait in memory and are retried
+            log.warning(
+                "outcomes not written yet (%s): %d pending", exc, self.core.live.outcomes.pending
+            )
+
     async def _rollout_tick(self) -> None:
         """The lease holder evaluates (and announces what it decides); the others follow."""
         self.gc_pauses.flush()  # observed here, never from the collector's callback (gcpause.py)
         live = self.core.live
         if live is None or self.lease is None:
             return
-        if await asyncio.to_thread(self.lease.hold):  # store I/O off the event loop
+        leading = await asyncio.to_thread(self.lease.hold)  # store I/O off the event loop
+        metrics.LEADER.set(1 if leading else 0)
+        if leading:
             decision = await asyncio.to_thread(live.tick)
             if decision is not None and decision.get("logged"):  # holds: when reasons change
                 self.core.notifier.announce(decision)

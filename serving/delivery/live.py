@@ -29,6 +29,8 @@ from serving.config.settings import get_settings
 from serving.delivery.cost import CpuMeter, Usage, arm_cpu_per_served, cost_report
 from serving.delivery.drift import DriftMonitor
 from serving.delivery.evaluation import COST_KEY, EvaluationWindows, go_no_go
+from serving.delivery.outcomes import OutcomeBuffer
+from serving.delivery.request_ids import RequestIds
 from serving.delivery.rollout import RolloutController
 from serving.delivery.state import StateStore
 from serving.errors import InvalidInput, NotFound
@@ -102,8 +104,21 @@ class LiveEvaluation:
         *,
         in_process_arms: Collection[str] | None = None,
         cpu_clock: Callable[[], float] = time.process_time,
+        replica: str = "local",
+        request_ids: RequestIds | None = None,
     ):
         self.store = store
+        self.replica = replica
+        self.request_ids = request_ids
+        """Verifies signed request ids, so feedback joins on any replica (None: this replica's
+        memory only, as in unit tests)."""
+        self.outcomes = OutcomeBuffer(store, replica)
+        self._shared: tuple[float, EvaluationWindows] | None = None
+        self._shared_lock = threading.Lock()
+        self.evidence = "shared"
+        """Where the last report's windows came from: "shared" (every replica's outcomes in the
+        store) or "local" (this replica's only: the store could not be read)."""
+        self._last_prune = 0.0
         self.drift = drift
         self.classes = list(classes)
         self._clock = clock
@@ -126,6 +141,8 @@ class LiveEvaluation:
         """Apply (re)loaded flags: window sizes, rollout and drift policy (cost is read per
         report from `flags.cost`)."""
         ev = flags.evaluation
+        if self.request_ids is not None:
+            self.request_ids.ttl_s = ev.feedback_ttl_s
         if initial:
             self.windows = EvaluationWindows(
                 max_events=ev.max_events, max_age_s=ev.window_s, clock=self._clock
@@ -152,28 +169,34 @@ class LiveEvaluation:
         """Count one answered request (all rows answered by one arm), remember each prediction."""
         first = predictions[0]
         arm, cached, fallback = first.model, first.cached, first.fallback
+        now = self._clock()
         if ensemble_error or fallback:
             self.windows.record_request("ensemble", None, error=ensemble_error, fallback=True)
+            self.outcomes.add_request(
+                "ensemble", None, None, now, error=ensemble_error, fallback=True
+            )
         per_row_cpu = None if cpu_seconds is None else cpu_seconds / len(predictions)
         self._served += len(predictions)
         if cpu_seconds is not None and arm in self.in_process_arms:
             self._in_process_cpu += cpu_seconds
-        now = self._clock()
+        latency = None if cached else latency_ms
         for p in predictions:
-            self.windows.record_request(
-                arm, None if cached else latency_ms, cached=cached, cpu_seconds=per_row_cpu
-            )
+            self.windows.record_request(arm, latency, cached=cached, cpu_seconds=per_row_cpu)
+            self.outcomes.add_request(arm, latency, per_row_cpu, now, cached=cached)
             self.recent.add(p.request_id, Served(arm, p.label, latency_ms, now))
 
     def record_shadow(
         self, request_ids: Sequence[str], probabilities: np.ndarray, seconds: float
     ) -> None:
         labels = [self.classes[int(i)] for i in np.argmax(probabilities, axis=1)]
+        now = self._clock()
         for request_id, label in zip(request_ids, labels, strict=False):
             served = self.recent.get(request_id)
             if served is not None:
                 self.recent.add(request_id, served._replace(shadow_label=label))
             self.windows.record_request("shadow", seconds * 1000.0)
+            self.outcomes.add_request("shadow", seconds * 1000.0, None, now)
+            self.outcomes.add_shadow(request_id, label, now)
 
     def observe_inputs(self, codes: np.ndarray) -> None:
         if self.drift is not None:
@@ -187,12 +210,11 @@ class LiveEvaluation:
                 f"unknown label {label!r}; expected one of {self.classes}",
                 fields=[{"field": "label", "message": "not a class of the model"}],
             )
-        served = self.recent.get(request_id)
+        served, version = self._served(request_id)
         if served is None:
             raise NotFound(
                 f"unknown or expired request_id {request_id!r} (feedback is accepted for "
-                f"{self.flags.evaluation.feedback_ttl_s:.0f} s after the prediction, on the "
-                "replica that served it)"
+                f"{self.flags.evaluation.feedback_ttl_s:.0f} s after the prediction)"
             )
         stored = self.store.record_feedback(
             request_id,
@@ -203,6 +225,8 @@ class LiveEvaluation:
             served.latency_ms,
             served.shadow_label,
             served.created_at,
+            replica=self.replica,
+            model_version=version,
         )
         correct = served.label == label
         if stored:
@@ -217,6 +241,58 @@ class LiveEvaluation:
             "predicted": served.label,
             "correct": correct,
         }
+
+    def _served(self, request_id: str) -> tuple[Served | None, str | None]:
+        """What was answered for `request_id`: from this replica's memory, else from the signed
+        id itself (any replica's prediction), with the shadow label the store has for it."""
+        served = self.recent.get(request_id)
+        claim = self.request_ids.verify(request_id) if self.request_ids is not None else None
+        if served is not None:
+            return served, claim.model_version if claim is not None else None
+        if claim is None or not 0 <= claim.class_index < len(self.classes):
+            return None, None
+        shadow = self.store.shadow_label(request_id) if claim.arm == "classic" else None
+        label = self.classes[claim.class_index]
+        return Served(claim.arm, label, None, claim.created_at, shadow), claim.model_version
+
+    # ------------------------------------------------------------------ shared evidence
+    def flush_outcomes(self) -> int:
+        """Write this replica's pending outcomes to the store (a background job, every second)."""
+        try:
+            return self.outcomes.flush()
+        finally:
+            metrics.OUTCOMES_PENDING.set(self.outcomes.pending)
+
+    def shared_windows(self, max_age_s: float = 1.0) -> EvaluationWindows:
+        """The evaluation windows over every replica's outcomes in the window, rebuilt from the
+        store (at most every `max_age_s`); this replica's own windows when the store is down."""
+        with self._shared_lock:
+            now = self._clock()
+            if self._shared is not None and now - self._shared[0] < max_age_s:
+                return self._shared[1]
+            ev = self.flags.evaluation
+            try:
+                self.flush_outcomes()
+                since = now - ev.window_s
+                windows = EvaluationWindows(
+                    max_events=ev.max_events, max_age_s=ev.window_s, clock=self._clock
+                )
+                windows.replay_requests(self.store.requests_since(since, ev.max_events))
+                windows.replay_feedback(self.store.feedback_since(since))
+            except Exception as exc:
+                log.warning("shared evidence unavailable (%s); reporting this replica's", exc)
+                self.evidence = "local"
+                return self.windows
+            self.evidence = "shared"
+            self._shared = (now, windows)
+            return windows
+
+    def prune(self, every_s: float = 60.0) -> None:
+        """Drop stored outcomes older than the window (the leader's job, once a minute)."""
+        now = self._clock()
+        if now - self._last_prune >= every_s:
+            self._last_prune = now
+            self.store.prune(now - self.flags.evaluation.window_s - every_s)
 
     # ------------------------------------------------------------------ evaluation and rollout
     def drift_report(self) -> dict[str, Any]:
@@ -269,7 +345,7 @@ class LiveEvaluation:
     def snapshot(self) -> dict[str, dict]:
         """The arms' windows plus, under "cost", the deployment's bill (what go_no_go reads)."""
         self.sample_usage()
-        arms = self.windows.snapshot()
+        arms = self.shared_windows().snapshot()
         usage, source = self.usage(arms)
         window_s = (reading := self.meter.reading()) and reading.seconds
         score = self.flags.rollout.score
@@ -297,7 +373,13 @@ class LiveEvaluation:
         return {
             "arms": arms,
             "cost": snapshot[COST_KEY],
-            "comparison": self.windows.compare(),
+            "comparison": self.shared_windows().compare(),
+            "evidence": {
+                "source": self.evidence,
+                "replica": self.replica,
+                "pending_outcomes": self.outcomes.pending,
+                "dropped_outcomes": self.outcomes.dropped,
+            },
             "go_no_go": score,
             "rollout": {
                 "config": self.flags.rollout.model_dump(),
@@ -312,6 +394,7 @@ class LiveEvaluation:
         every call samples the router's CPU for the cost figures."""
         self.sample_usage()
         self.controller.refresh()
+        self.prune()
         if not self.flags.rollout.enabled:
             return None
         now = self._clock()

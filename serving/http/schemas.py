@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from serving.http.errors import ErrorDetail
+from serving.http.openapi import ApiModel
 from serving.results import RoutedPrediction
 
 UserId = Field(
@@ -18,7 +19,7 @@ UserId = Field(
 )
 
 
-class Instance(BaseModel):
+class Instance(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     features: dict[str, Any] = Field(
@@ -36,7 +37,7 @@ class ClassifyRequest(Instance):
     )
 
 
-class BatchRequest(BaseModel):
+class BatchRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     instances: list[Instance] = Field(
@@ -46,7 +47,7 @@ class BatchRequest(BaseModel):
     context: dict[str, str] = Field(default_factory=dict)
 
 
-class Prediction(BaseModel):
+class Prediction(ApiModel):
     """One answered row, as served (built from the core's `RoutedPrediction` at the edge)."""
 
     model_config = ConfigDict(from_attributes=True)
@@ -67,15 +68,17 @@ class Prediction(BaseModel):
         return cls.model_validate(routed, from_attributes=True)
 
 
-class BatchPrediction(BaseModel):
+class BatchPrediction(ApiModel):
     predictions: list[Prediction]
 
 
-class Feedback(BaseModel):
+class Feedback(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     request_id: str = Field(
-        min_length=1, max_length=64, description="The request_id of a served prediction."
+        min_length=1,
+        max_length=128,
+        description="The request_id of a served prediction (any replica's, within the TTL).",
     )
     label: str = Field(min_length=1, max_length=200, description="The true class.")
     rating: int | None = Field(
@@ -83,13 +86,13 @@ class Feedback(BaseModel):
     )
 
 
-class FeedbackBatch(BaseModel):
+class FeedbackBatch(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[Feedback] = Field(min_length=1, max_length=1000)
 
 
-class FeedbackResult(BaseModel):
+class FeedbackResult(ApiModel):
     """A label joined to a served prediction (serving/delivery/live.py `feedback`)."""
 
     request_id: str
@@ -101,7 +104,7 @@ class FeedbackResult(BaseModel):
     correct: bool
 
 
-class FeedbackItemError(BaseModel):
+class FeedbackItemError(ApiModel):
     """One item of a feedback batch that could not be joined."""
 
     request_id: str
@@ -109,11 +112,11 @@ class FeedbackItemError(BaseModel):
     error: ErrorDetail
 
 
-class FeedbackResults(BaseModel):
+class FeedbackResults(ApiModel):
     results: list[FeedbackResult | FeedbackItemError] = Field(description="One per item, in order.")
 
 
-class VersionRequest(BaseModel):
+class VersionRequest(ApiModel):
     """Body of POST /api/admin/models/{name}/version (other keys are ignored)."""
 
     version: str = Field(
@@ -123,7 +126,7 @@ class VersionRequest(BaseModel):
     )
 
 
-class VersionSwap(BaseModel):
+class VersionSwap(ApiModel):
     """What a model service now serves (serving/host.py `HostedModel.swap`)."""
 
     model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
@@ -133,12 +136,12 @@ class VersionSwap(BaseModel):
     to: str = Field(description="The tag served now.")
 
 
-class LabelAgreement(BaseModel):
+class LabelAgreement(ApiModel):
     compared: int
     agreement_rate: float
 
 
-class ShadowStats(BaseModel):
+class ShadowStats(ApiModel):
     """Shadow-mode agreement (serving/routing/shadow.py `ShadowStats.summary`)."""
 
     enabled: bool
@@ -152,7 +155,7 @@ class ShadowStats(BaseModel):
     by_label: dict[str, LabelAgreement] = Field(description="By the label classic answered.")
 
 
-class DecisionLog(BaseModel):
+class DecisionLog(ApiModel):
     decisions: list[dict[str, Any]] = Field(
         description="Rollout decisions, newest first: each with its evidence, id and created_at."
     )

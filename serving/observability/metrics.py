@@ -153,3 +153,17 @@ GC_PAUSE = Histogram(
     ["generation"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+OUTCOMES_DROPPED = Counter(
+    "tabular_router_outcomes_dropped_total",
+    "Request outcomes dropped because the shared store stayed unreachable past the buffer bound",
+)
+OUTCOMES_PENDING = Gauge(
+    "tabular_router_outcomes_pending",
+    "Request outcomes and shadow labels waiting to be written to the shared store",
+    multiprocess_mode="livesum",
+)
+LEADER = Gauge(
+    "tabular_rollout_leader",
+    "1 on the replica that holds the rollout controller's lease",
+    multiprocess_mode="livesum",
+)

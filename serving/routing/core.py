@@ -82,6 +82,7 @@ class RouterCore:
         model_loaders=None,
         notifier=None,
         pins=None,
+        request_ids=None,
     ):
         self.classic = classic
         self.ensemble = ensemble
@@ -96,6 +97,8 @@ class RouterCore:
         self.model_loaders = model_loaders or {}
         self.notifier = notifier or Notifier(None)
         self.pins = pins
+        self.request_ids = request_ids
+        """RequestIds signer (serving/delivery/request_ids.py), or None for random ids."""
         """VersionPins shared by every replica (serving/delivery/pins.py), or None."""
         """Announces rollout decisions to operators (serving/delivery/notify.py); off by default."""
         flags = self.flag_source.initial(flags)
@@ -490,19 +493,28 @@ class RouterCore:
         metrics.REQUESTS.labels(endpoint=endpoint, arm=answer.arm, outcome=outcome).inc(
             len(answer.cached)
         )
-        return [
-            RoutedPrediction(
-                label=classes[int(np.argmax(probs))],
-                probabilities={c: float(p) for c, p in zip(classes, probs, strict=True)},
-                model=answer.arm,
-                model_version=answer.info.version,
-                request_id=uuid.uuid4().hex,
-                fallback=answer.fallback,
-                cached=cached,
-                reason=reason,
+        version, out = answer.info.version, []
+        for probs, cached in zip(answer.probabilities, answer.cached, strict=True):
+            index = int(np.argmax(probs))
+            out.append(
+                RoutedPrediction(
+                    label=classes[index],
+                    probabilities={c: float(p) for c, p in zip(classes, probs, strict=True)},
+                    model=answer.arm,
+                    model_version=version,
+                    request_id=self._request_id(answer.arm, version, index, probs),
+                    fallback=answer.fallback,
+                    cached=cached,
+                    reason=reason,
+                )
             )
-            for probs, cached in zip(answer.probabilities, answer.cached, strict=True)
-        ]
+        return out
+
+    def _request_id(self, arm: str, version: str, index: int, probs: np.ndarray) -> str:
+        """A signed id any replica can join feedback to; a random one without a signer."""
+        if self.request_ids is None:
+            return uuid.uuid4().hex
+        return self.request_ids.issue(arm, version, index, probs)
 
     def flags_document(self) -> dict[str, Any]:
         return dump_flag_config(self._flags)

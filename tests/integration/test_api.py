@@ -64,7 +64,7 @@ def test_classify_routes_to_classic_by_default(server, example_row):
     assert body["model"] == "classic" and body["fallback"] is False and body["reason"] == "split"
     assert body["label"] in body["probabilities"]
     assert sum(body["probabilities"].values()) == pytest.approx(1.0)
-    assert re.fullmatch(r"[0-9a-f]{32}", body["request_id"])
+    assert re.fullmatch(r"[A-Za-z0-9_-]{60,128}", body["request_id"])  # signed, url-safe
     assert body["model_version"]
 
 
