@@ -151,7 +151,7 @@ api = create_app(settings)
 
 @bentoml.service(
     name="router",
-    workers=1,
+    workers=settings.router_workers,  # each worker is a replica: state is shared, not per process
     traffic={"timeout": 30},
     logging=LOGGING,
     tracing=TRACING,

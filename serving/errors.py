@@ -84,3 +84,12 @@ class ArmUnavailable(ServingError):
 
 class DeadlineExceeded(ServingError):
     status_code, code = 504, "deadline_exceeded"
+
+
+class StoreUnavailable(ServingError):
+    """The shared state store cannot be reached: nothing was recorded; the client may retry."""
+
+    status_code, code = 503, "state_store_unavailable"
+
+    def __init__(self, message: str = "the state store is unreachable; nothing was recorded"):
+        super().__init__(message, headers={"Retry-After": "2"})

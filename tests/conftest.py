@@ -40,6 +40,14 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope="session")
+def postgres_cluster() -> Postgres:
+    """The PostgreSQL cluster the test set-up started (skips when there is none)."""
+    if _postgres.url is None:
+        pytest.skip("no PostgreSQL: install Debian's postgresql package (the set-up starts it)")
+    return _postgres
+
+
+@pytest.fixture(scope="session")
 def trained_store() -> dict:
     """Quick-train both models once per session into the isolated store; returns the report."""
     report_path = HOME / "report.json"

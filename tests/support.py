@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 from loadtests.common import ROOT, free_port, temp_dir
@@ -129,20 +132,30 @@ class Postgres:
         self._as_postgres(
             str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"
         )
-        self._as_postgres(
-            str(self.bin / "pg_ctl"),
-            "-D",
-            str(data),
-            "-l",
-            str(self.dir / "log"),
-            "-w",
-            "start",
-            "-o",
-            f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
-        )
+        self.port = port
+        self._pg_ctl("-l", str(self.dir / "log"), "-w", "start", "-o", self._options())
         self._as_postgres(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(port), "serving")
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/serving"
         return self.url
+
+    def _options(self) -> str:
+        return f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), *args)
+
+    def pause(self) -> None:
+        """Stop the server (connections drop at once), keeping its data for `resume`."""
+        self._pg_ctl("-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        self._pg_ctl("-l", str(self.dir / "log"), "-w", "start", "-o", self._options())
+
+    def create_database(self) -> str:
+        """A fresh, empty database on this cluster; its URL."""
+        name = f"t_{uuid.uuid4().hex[:10]}"
+        self._as_postgres(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), name)
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
 
     def stop(self) -> None:
         if self.dir is not None:
@@ -164,6 +177,76 @@ class Postgres:
             )
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
+
+
+class Nginx:
+    """Debian's nginx as our own process: round robin over `upstreams` on a free loopback port,
+    retrying another replica when one fails (as an ingress does)."""
+
+    def __init__(self, upstreams: list[str]):
+        self.dir = temp_dir("nginx-")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        servers = "\n".join(f"        server {u} max_fails=1 fail_timeout=2s;" for u in upstreams)
+        (self.dir / "nginx.conf").write_text(
+            NGINX_CONF.format(dir=self.dir, port=self.port, servers=servers)
+        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Nginx:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.process = subprocess.Popen(
+            [binary, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "stderr.log", "w"),  # noqa: SIM115 (lives with the process)
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.1)
+        raise RuntimeError(f"nginx did not start: {(self.dir / 'stderr.log').read_text()}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+NGINX_CONF = """
+daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream routers {{
+{servers}
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://routers;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream error timeout http_502 http_503 non_idempotent;
+            proxy_next_upstream_tries 3;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 30s;
+        }}
+    }}
+}}
+"""
 
 
 def clone_version(tag: str, corrupt: bool = False) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,8 @@ class ServingSettings(BaseSettings):
     in the state store, so replicas sharing a store share it."""
     viewer_token: SecretStr | None = None
     """Read-only operator token for /dashboard and /api/status (the admin token works too)."""
+    router_workers: int = Field(1, ge=1, le=16)
+    """Router worker processes per container; each is a replica of its own (shared state)."""
     outcome_flush_s: float = Field(1.0, gt=0)
     """How often a replica writes its answered requests to the shared store (small batches)."""
     admin_token: SecretStr | None = None
@@ -52,6 +55,10 @@ class ServingSettings(BaseSettings):
     """URL of a remote classic service (split deployment); None = the local graph."""
     ensemble_url: str | None = None
     """URL of a remote ensemble service (split deployment); None = the local graph."""
+    role: Literal["graph", "router"] = "graph"
+    """`router` (baked into the router image, deploy/bentofile.router.yaml): the split deployment's
+    entry service, which reaches both arms by URL. Without SERVING_CLASSIC_URL and
+    SERVING_ENSEMBLE_URL it starts no in-process arms and stays unready, saying why in its log."""
     max_batch_instances: int = Field(256, ge=1)
     """Most instances accepted by /api/classify/batch."""
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
@@ -85,6 +92,30 @@ class ServingSettings(BaseSettings):
     (1 measured best: bigger calls, 2.0 vs 3.3 ms of ensemble-worker CPU per request at 16 users)."""
     ensemble_max_latency_ms: int = Field(10_000, ge=1)
     """Adaptive batching: BentoML's queueing budget before it rejects (a rejection budget, not a wait)."""
+
+    def arm_url(self, arm: Literal["classic", "ensemble"]) -> str | None:
+        """Where an arm is reached: its URL; None = in this graph. In the router role a missing URL
+        gives an address that never answers (UNSET_ARM_URL): never an in-process arm."""
+        url = self.classic_url if arm == "classic" else self.ensemble_url
+        return url or (UNSET_ARM_URL if self.role == "router" else None)
+
+    def unready_reason(self) -> str | None:
+        """Why this process must not take traffic whatever its models say (None: no such reason)."""
+        missing = [
+            f"SERVING_{arm.upper()}_URL"
+            for arm, url in (("classic", self.classic_url), ("ensemble", self.ensemble_url))
+            if not url
+        ]
+        if self.role != "router" or not missing:
+            return None
+        return (
+            f"SERVING_ROLE=router but {' and '.join(missing)} not set: this image carries no "
+            "in-process arms, so it stays unready until the arms' URLs are given"
+        )
+
+
+UNSET_ARM_URL = "http://arm-url-not-set.invalid"
+"""The address a router-role process uses for an arm without a URL (.invalid never resolves)."""
 
 
 @lru_cache(maxsize=1)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 
 from serving.config.flags import FlagConfig
 from serving.config.settings import get_settings
@@ -33,7 +34,7 @@ from serving.delivery.outcomes import OutcomeBuffer
 from serving.delivery.request_ids import RequestIds
 from serving.delivery.rollout import RolloutController
 from serving.delivery.state import StateStore
-from serving.errors import InvalidInput, NotFound
+from serving.errors import InvalidInput, NotFound, StoreUnavailable
 from serving.observability import metrics
 from serving.results import RoutedPrediction
 
@@ -210,6 +211,15 @@ class LiveEvaluation:
                 f"unknown label {label!r}; expected one of {self.classes}",
                 fields=[{"field": "label", "message": "not a class of the model"}],
             )
+        try:
+            return self._join(request_id, label, rating)
+        except SQLAlchemyError as exc:  # not acknowledged: the caller retries, nothing is lost
+            log.warning(
+                "feedback for %s not recorded: the store is unreachable (%s)", request_id, exc
+            )
+            raise StoreUnavailable() from None
+
+    def _join(self, request_id: str, label: str, rating: int | None) -> dict[str, Any]:
         served, version = self._served(request_id)
         if served is None:
             raise NotFound(
