@@ -127,7 +127,7 @@ class LiveEvaluation:
         if in_process_arms is None:
             in_process_arms = ("classic",) if get_settings().classic_local else ()
         self.in_process_arms = frozenset(in_process_arms)
-        self._served = 0  # predictions answered (written by the event loop only)
+        self._predictions = 0  # predictions answered (written by the event loop only)
         self._in_process_cpu = 0.0  # CPU seconds of models run in this process
         self.configure(flags, initial=True)
         self.sample_usage()
@@ -177,7 +177,7 @@ class LiveEvaluation:
                 "ensemble", None, None, now, error=ensemble_error, fallback=True
             )
         per_row_cpu = None if cpu_seconds is None else cpu_seconds / len(predictions)
-        self._served += len(predictions)
+        self._predictions += len(predictions)
         if cpu_seconds is not None and arm in self.in_process_arms:
             self._in_process_cpu += cpu_seconds
         latency = None if cached else latency_ms
@@ -325,7 +325,7 @@ class LiveEvaluation:
     # ------------------------------------------------------------------ cost
     def sample_usage(self) -> None:
         """Take one (time, process CPU, predictions served, in-process model CPU) sample."""
-        self.meter.add(self._clock(), self._cpu_clock(), self._served, self._in_process_cpu)
+        self.meter.add(self._clock(), self._cpu_clock(), self._predictions, self._in_process_cpu)
 
     def usage(self, arms: dict[str, dict]) -> tuple[Usage, str]:
         """What the bill is computed from: the meter's window and the arms' CPU, and where the

@@ -90,3 +90,10 @@ def test_the_rollout_decision_records_the_bill(tmp_path):
     assert evidence["cost"]["increase_at_full_rollout"] == pytest.approx(2.392 / 0.8983 - 1)
     assert evidence["cost"]["inputs"]["shadow_rate"] == 0.5
     assert decision["action"] == "hold"  # too few labels, whatever the cost
+
+
+def test_counting_predictions_for_the_bill_leaves_feedback_joins_working(tmp_path):
+    live = live_with_traffic(tmp_path)
+    joined = live.feedback("c1", "high", rating=8)
+    assert joined["status"] == "recorded" and joined["correct"] is True
+    assert live.report()["cost"]["inputs"]["requests_per_second"] == pytest.approx(10.0)
