@@ -6,7 +6,9 @@ instead of running them. Without --dry-run it refuses to start, with a clear mes
 tool is not installed or a required variable is missing.
 
     python -m deploy build --dry-run
+    python -m deploy images --version 1.0.0 --no-buildkit --builder-opt network=host
     ACR_NAME=myacr python -m deploy push --version 1.0.0 --dry-run
+    ACR_NAME=myacr python -m deploy push --version 1.0.0 --acr-build   # build in the registry
     ACR_NAME=myacr AZURE_RESOURCE_GROUP=rg CONTAINERAPPS_ENVIRONMENT=env \\
         python -m deploy apps --version 1.0.0
     AZURE_RESOURCE_GROUP=rg python -m deploy traffic --app tabular-ensemble \\
@@ -22,9 +24,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
 from pydantic import BaseModel
 
 from serving.config.delivery import CLASSIC_SIZE, ENSEMBLE_SIZE, ROUTER_SIZE, AppSize
@@ -41,6 +45,54 @@ class App(BaseModel):
     max_replicas: int
     ingress: str  # "external" for the entry point, "internal" for services only the router calls
     env: dict[str, str] = {}
+    """Set on the container app (the router's arm URLs: Container Apps' internal app names)."""
+    build_env: dict[str, str] = {}
+    """Set for `bentoml build` (the router role keeps the ensemble model out of its Bento)."""
+
+    def definition(self, name: str, image: str) -> dict:
+        """The container app's template as `az containerapp update --yaml` takes it: the image,
+        its size, environment, probes and replica range (what tests/containers runs)."""
+        return {
+            "properties": {
+                "template": {
+                    "containers": [
+                        {
+                            "name": name,
+                            "image": image,
+                            "resources": {"cpu": self.cpu, "memory": self.memory},
+                            "env": [{"name": k, "value": v} for k, v in self.env.items()],
+                            "probes": PROBES,
+                        }
+                    ],
+                    "scale": {"minReplicas": self.min_replicas, "maxReplicas": self.max_replicas},
+                }
+            }
+        }
+
+
+PORT = 3000
+# Live = the process runs; ready = classic can answer (a router image without its arms' URLs never
+# is). The startup probe gives a cold start (scale from zero) 60 s before liveness counts.
+PROBES = [
+    {
+        "type": "Startup",
+        "httpGet": {"path": "/livez", "port": PORT},
+        "periodSeconds": 1,
+        "failureThreshold": 60,
+    },
+    {
+        "type": "Liveness",
+        "httpGet": {"path": "/livez", "port": PORT},
+        "periodSeconds": 10,
+        "failureThreshold": 3,
+    },
+    {
+        "type": "Readiness",
+        "httpGet": {"path": "/readyz", "port": PORT},
+        "periodSeconds": 2,
+        "failureThreshold": 2,
+    },
+]
 
 
 def sized(size: AppSize) -> dict[str, object]:
@@ -76,9 +128,11 @@ APPS: dict[str, App] = {
             "SERVING_CLASSIC_URL": "http://tabular-classic",
             "SERVING_ENSEMBLE_URL": "http://tabular-ensemble",
         },
+        build_env={"SERVING_ROLE": "router"},
     ),
 }
 FULL_BENTOFILE = "bentofile.yaml"  # the whole graph in one image (tabular-serving)
+FULL_BENTO = "tabular-serving"
 
 
 class DeployError(RuntimeError):
@@ -106,20 +160,32 @@ class Runner:
                 f"missing tool(s): {', '.join(missing)} — install them or use --dry-run"
             )
 
-    def run(self, *args: str, env: dict[str, str] | None = None) -> str:
+    def run(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        stream: bool = False,
+    ) -> str:
+        """Run a command (stream=True: its output goes to ours, e.g. a build log); its stdout."""
         line = " ".join(shlex.quote(a) for a in args)
+        if env:
+            line = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + line
+        if cwd:
+            line = f"(cd {shlex.quote(cwd)} && {line})"
         if self.dry_run:
             print(line)
             return ""
-        print(f"+ {line}", file=sys.stderr)
+        print(f"+ {line}", file=sys.stderr, flush=True)
         result = subprocess.run(
             [self.which(args[0]) or args[0], *args[1:]],
             check=True,
-            capture_output=True,
+            capture_output=not stream,
             text=True,
             env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
-        return result.stdout.strip()
+        return (result.stdout or "").strip()
 
 
 def require_env(*names: str) -> dict[str, str]:
@@ -138,23 +204,73 @@ def image_ref(registry: str, app: str, version: str) -> str:
 def cmd_build(args, runner: Runner) -> None:
     runner.require_tools("bentoml")
     runner.run("bentoml", "build", "-f", FULL_BENTOFILE, "--version", args.version, ".")
-    for name, app in APPS.items():
+    for app in APPS.values():
         # The router image calls classic and ensemble by URL, so its Bento carries only the
-        # classic model.
-        env = app.env if name == "tabular-router" else None
-        if runner.dry_run and env:
-            print(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()), end=" ")
+        # classic model (built in the router role).
+        env = app.build_env or None
         runner.run("bentoml", "build", "-f", app.bentofile, "--version", args.version, ".", env=env)
+
+
+def containerize(runner: Runner, bento: str, tags: Sequence[str], args) -> None:
+    """`bentoml containerize` as documented (README): builder options pass through (`--opt`), and
+    --no-buildkit selects Docker's classic builder (BentoML asks for BuildKit, i.e. `docker
+    buildx`, otherwise). It runs from the temporary directory: BentoML 1.4.39 re-renders the
+    Dockerfile template there and refuses a template outside the working directory."""
+    command = ["bentoml", "containerize", bento]
+    for tag in tags:
+        command += ["-t", tag]
+    for opt in args.builder_opt or ():
+        command += ["--opt", opt]
+    env = {"DOCKER_BUILDKIT": "0"} if args.no_buildkit else None
+    runner.run(*command, env=env, cwd=tempfile.gettempdir(), stream=True)
+
+
+def cmd_images(args, runner: Runner) -> None:
+    """Containerize the four Bentos into local images tagged like the Bentos (what the container
+    tests run and what `push` sends)."""
+    runner.require_tools("bentoml", "docker")
+    bentos = [FULL_BENTO, *(app.bento for app in APPS.values())]
+    for bento in [args.app] if args.app else bentos:
+        containerize(runner, f"{bento}:{args.version}", [f"{bento}:{args.version}"], args)
 
 
 def cmd_push(args, runner: Runner) -> None:
     registry = require_env("ACR_NAME")["ACR_NAME"]
+    if args.acr_build:
+        runner.require_tools("bentoml", "az", "tar")
+        for name, app in _selected(args).items():
+            acr_build(runner, registry, name, f"{app.bento}:{args.version}", args.version)
+        return
     runner.require_tools("bentoml", "docker", "az")
     runner.run("az", "acr", "login", "--name", registry)
     for name, app in _selected(args).items():
         ref = image_ref(registry, name, args.version)
-        runner.run("bentoml", "containerize", f"{app.bento}:{args.version}", "-t", ref)
+        containerize(
+            runner, f"{app.bento}:{args.version}", [f"{app.bento}:{args.version}", ref], args
+        )
         runner.run("docker", "push", ref)
+
+
+def acr_build(runner: Runner, registry: str, name: str, bento: str, version: str) -> None:
+    """Build in the registry (no local engine): the exported Bento, models included, is the
+    context, and the Dockerfile rendered into it at `bentoml build` is the one containerize uses."""
+    context = os.path.join(tempfile.gettempdir(), f"{name}-{version}")
+    runner.run("rm", "-rf", context)
+    runner.run("mkdir", "-p", context)
+    runner.run("bentoml", "export", bento, f"{context}.bento")
+    runner.run("tar", "-xf", f"{context}.bento", "-C", context)
+    runner.run(
+        "az",
+        "acr",
+        "build",
+        "--registry",
+        registry,
+        "--image",
+        f"{name}:{version}",
+        "--file",
+        f"{context}/env/docker/Dockerfile",
+        context,
+    )
 
 
 def cmd_apps(args, runner: Runner) -> None:
@@ -204,11 +320,31 @@ def cmd_apps(args, runner: Runner) -> None:
                 "--ingress",
                 app.ingress,
                 "--target-port",
-                "3000",
+                str(PORT),
                 "--revisions-mode",
                 "multiple",
                 *(["--env-vars", *env_vars] if env_vars else []),
             )
+        # Probes have no command-line flags: the same definition again, as YAML, with them.
+        definition = yaml.safe_dump(
+            app.definition(name, image_ref(registry, name, args.version)), sort_keys=False
+        )
+        path = os.path.join(tempfile.gettempdir(), f"containerapp-{name}.yaml")
+        if not runner.dry_run:
+            Path(path).write_text(definition)
+        runner.run(
+            "az",
+            "containerapp",
+            "update",
+            "--name",
+            name,
+            "--resource-group",
+            group,
+            "--yaml",
+            path,
+        )
+        if runner.dry_run:
+            print("".join(f"#   {line}\n" for line in definition.splitlines()), end="")
 
 
 def cmd_traffic(args, runner: Runner) -> None:
@@ -296,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in [
         ("build", "bentoml build the full, classic, ensemble and router Bentos"),
+        ("images", "containerize the Bentos into local images (<bento>:<version>)"),
         ("push", "containerize each Bento and push it to ACR ($ACR_NAME)"),
         ("apps", "create or update the container apps (classic, ensemble, router)"),
         ("traffic", "split an app's traffic between revisions"),
@@ -305,10 +442,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument(
             "--dry-run", action="store_true", help="print the commands instead of running them"
         )
-        if name in ("build", "push", "apps"):
+        if name in ("build", "images", "push", "apps"):
             p.add_argument("--version", default="latest-build", help="Bento version / image tag")
         if name in ("push", "apps"):
             p.add_argument("--app", choices=list(APPS), help="only this app (default: all)")
+        if name == "images":
+            p.add_argument("--app", choices=[FULL_BENTO, *APPS], help="only this image")
+        if name in ("images", "push"):
+            p.add_argument(
+                "--builder-opt",
+                action="append",
+                metavar="KEY=VALUE",
+                help="passed to the image builder (bentoml containerize --opt), e.g. network=host",
+            )
+            p.add_argument(
+                "--no-buildkit",
+                action="store_true",
+                help="Docker's classic builder (DOCKER_BUILDKIT=0), where docker buildx is missing",
+            )
+        if name == "push":
+            p.add_argument(
+                "--acr-build",
+                action="store_true",
+                help="build in the registry with `az acr build` (no local Docker engine)",
+            )
         if name == "apps":
             p.add_argument(
                 "--mode",
@@ -324,6 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runner = Runner(args.dry_run)
     handler = {
         "build": cmd_build,
+        "images": cmd_images,
         "push": cmd_push,
         "apps": cmd_apps,
         "traffic": cmd_traffic,
@@ -336,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except subprocess.CalledProcessError as exc:
         print(
-            f"deploy: command failed ({exc.returncode}): {' '.join(exc.cmd)}\n{exc.stderr}",
+            f"deploy: command failed ({exc.returncode}): {' '.join(exc.cmd)}\n{exc.stderr or ''}",
             file=sys.stderr,
         )
         return 1

@@ -1,6 +1,7 @@
 """Bentos (full and split), their Dockerfiles and requirements, the split deployment over three
-servers, and the deploy scripts' dry runs. Docker has no engine here: what containerize would do
-is checked through the built Bento and its generated Dockerfile."""
+servers, and the deploy scripts' dry runs. The images themselves are built and run by
+tests/containers (with a Docker engine); here, what containerize builds from: the Bento, its
+locked requirements and its generated Dockerfile."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from tests.support import ROOT, Server
 
 pytestmark = pytest.mark.integration
 VERSION = "citest"
-HEAVY = ("tensorflow", "xgboost", "lightgbm", "catboost", "ai-edge-litert", "onnxruntime")
+HEAVY = ("tensorflow", "xgboost", "xgboost-cpu", "lightgbm", "catboost", "ai-edge-litert")
+HEAVY += ("onnxruntime",)
+SLIM_BLOCKED = ("tensorflow", "xgboost", "lightgbm", "catboost", "ai_edge_litert", "onnxruntime")
 
 
 def run(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -36,7 +39,8 @@ def run(*args: str, env: dict | None = None, check: bool = True) -> subprocess.C
 
 @pytest.fixture(scope="module")
 def bentos(trained_store) -> dict[str, Path]:
-    """`python -m deploy build` into the isolated store: full, classic, ensemble and router Bentos."""
+    """`python -m deploy build` into the isolated store: the full, classic, ensemble and router
+    Bentos."""
     run(sys.executable, "-m", "deploy", "build", "--version", VERSION)
     import bentoml
 
@@ -67,12 +71,13 @@ def test_every_bento_has_a_dockerfile_and_the_intended_requirements(bentos):
     for name, bento in bentos.items():
         dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
         assert "requirements.txt" in dockerfile and "python:3.11" in dockerfile, name
+        assert "build-essential" not in dockerfile, name  # wheels only: no compilers in images
         reqs = requirements(bento)
         assert "tensorflow" not in reqs and "tensorflow-cpu" not in reqs, name
         assert "bentoml" in reqs
     for slim in ("tabular-classic", "tabular-router"):
         assert not requirements(bentos[slim]) & set(HEAVY), slim
-    assert {"ai-edge-litert", "xgboost", "lightgbm", "catboost"} <= requirements(
+    assert {"ai-edge-litert", "xgboost-cpu", "lightgbm", "catboost"} <= requirements(
         bentos["tabular-ensemble"]
     )
 
@@ -114,7 +119,7 @@ def test_split_deployment_three_servers_and_ensemble_down(trained_store, example
         "import sys\n"
         "class _Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        f"        if name.split('.')[0] in {('tensorflow', 'xgboost', 'lightgbm', 'catboost', 'ai_edge_litert', 'onnxruntime')!r}:\n"
+        f"        if name.split('.')[0] in {SLIM_BLOCKED!r}:\n"
         "            raise ImportError(f'{name} is not in the slim classic image')\n"
         "sys.meta_path.insert(0, _Block())\n"
     )
@@ -160,7 +165,17 @@ def test_split_deployment_three_servers_and_ensemble_down(trained_store, example
             [
                 "bentoml build -f bentofile.yaml",
                 "bentoml build -f deploy/bentofile.classic.yaml",
-                "SERVING_CLASSIC_URL=http://tabular-classic SERVING_ENSEMBLE_URL=http://tabular-ensemble bentoml build -f deploy/bentofile.router.yaml",
+                "SERVING_ROLE=router bentoml build -f deploy/bentofile.router.yaml",
+            ],
+        ),
+        (
+            ["images", "--version", "1.2.3", "--no-buildkit", "--builder-opt", "network=host"],
+            {},
+            [
+                "DOCKER_BUILDKIT=0 bentoml containerize tabular-serving:1.2.3 -t "
+                "tabular-serving:1.2.3 --opt network=host",
+                "DOCKER_BUILDKIT=0 bentoml containerize tabular-router:1.2.3 -t "
+                "tabular-router:1.2.3 --opt network=host",
             ],
         ),
         (
@@ -168,25 +183,40 @@ def test_split_deployment_three_servers_and_ensemble_down(trained_store, example
             {"ACR_NAME": "myacr"},
             [
                 "az acr login --name myacr",
-                "bentoml containerize tabular-ensemble:1.2.3 -t myacr.azurecr.io/tabular-ensemble:1.2.3",
+                "bentoml containerize tabular-ensemble:1.2.3 -t tabular-ensemble:1.2.3 "
+                "-t myacr.azurecr.io/tabular-ensemble:1.2.3",
                 "docker push myacr.azurecr.io/tabular-classic:1.2.3",
+            ],
+        ),
+        (
+            ["push", "--version", "1.2.3", "--acr-build", "--app", "tabular-classic"],
+            {"ACR_NAME": "myacr"},
+            [
+                "bentoml export tabular-classic:1.2.3 ",
+                "az acr build --registry myacr --image tabular-classic:1.2.3 --file ",
             ],
         ),
         (
             ["apps", "--version", "1.2.3", "--mode", "create"],
             {"ACR_NAME": "myacr", "AZURE_RESOURCE_GROUP": "rg", "CONTAINERAPPS_ENVIRONMENT": "env"},
             [
-                "az containerapp create --name tabular-classic --resource-group rg --image myacr.azurecr.io/tabular-classic:1.2.3 "
-                "--cpu 0.25 --memory 0.5Gi --min-replicas 0 --max-replicas 10",
-                "--name tabular-ensemble --resource-group rg --image myacr.azurecr.io/tabular-ensemble:1.2.3 --cpu 0.5 --memory 1Gi "
+                "az containerapp create --name tabular-classic --resource-group rg --image "
+                "myacr.azurecr.io/tabular-classic:1.2.3 --cpu 0.25 --memory 0.5Gi --min-replicas 0 "
+                "--max-replicas 10",
+                "--name tabular-ensemble --resource-group rg --image "
+                "myacr.azurecr.io/tabular-ensemble:1.2.3 --cpu 0.5 --memory 1Gi "
                 "--min-replicas 0 --max-replicas 2",
+                "az containerapp update --name tabular-router --resource-group rg --yaml ",
+                "#             path: /readyz",
+                "- name: SERVING_ENSEMBLE_URL\n#           value: http://tabular-ensemble",
             ],
         ),
         (
             ["traffic", "--app", "tabular-ensemble", "--weights", "a=90,b=10"],
             {"AZURE_RESOURCE_GROUP": "rg"},
             [
-                "az containerapp ingress traffic set --name tabular-ensemble --resource-group rg --revision-weight a=90 b=10"
+                "az containerapp ingress traffic set --name tabular-ensemble --resource-group rg "
+                "--revision-weight a=90 b=10"
             ],
         ),
         (
