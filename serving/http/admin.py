@@ -9,11 +9,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from serving.config.flags import FlagConfig, dump_flag_config
+from serving.config.flags import dump_flag_config
 from serving.errors import Conflict, InvalidInput, NotFound
 from serving.http.auth import require_admin
 from serving.http.dependencies import Core, JsonObject, Settings, live_of
-from serving.http.errors import BODY, responses
+from serving.http.errors import BODY, responses, unroutable_404
+from serving.http.openapi import FlagDocument
 from serving.http.schemas import DecisionLog, ShadowStats, VersionRequest, VersionSwap
 from serving.routing.core import RouterCore
 
@@ -40,8 +41,7 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- flags
 @router.get(
     "/flags",
-    response_model=FlagConfig,
-    response_model_exclude_none=True,
+    response_model=FlagDocument,
     summary="The flag config in force",
 )
 async def get_flags(core: Core) -> Any:
@@ -50,10 +50,9 @@ async def get_flags(core: Core) -> Any:
 
 @router.put(
     "/flags",
-    response_model=FlagConfig,
-    response_model_exclude_none=True,
+    response_model=FlagDocument,
     summary="Replace the flag config (validated; hot)",
-    openapi_extra=_json_body({"$ref": "#/components/schemas/FlagConfig"}),
+    openapi_extra=_json_body({"$ref": "#/components/schemas/FlagDocument"}),
     responses=responses(
         *BODY,
         409,
@@ -75,7 +74,8 @@ async def put_flags(data: JsonObject, core: Core) -> Any:
     responses=responses(422),
 )
 async def explain_user(
-    core: Core, user_id: Annotated[str | None, Query(max_length=128)] = None
+    core: Core,
+    user_id: Annotated[str, Query(max_length=128)] = None,  # type: ignore[assignment]
 ) -> Any:
     return core.explain(user_id)
 
@@ -124,15 +124,14 @@ async def decisions(core: Core, limit: Annotated[int, Query(ge=1, le=500)] = 50)
     "/rollout/{action}",
     response_model=Object,
     summary="pause | resume | promote | rollback | evaluate",
-    responses=responses(
-        *BODY,
-        404,
-        409,
-        notes={
-            404: "Unknown action, or no live evaluation in this router",
-            409: "Automatic rollout is off: only rollback (the kill switch) and evaluate act",
-        },
-    ),
+    responses={
+        **responses(
+            *BODY,
+            409,
+            notes={409: "Automatic rollout is off: only rollback (kill switch) and evaluate act"},
+        ),
+        **unroutable_404("Unknown action, or no live evaluation in this router"),
+    },
 )
 async def rollout_action(
     action: Annotated[str, Path(json_schema_extra={"enum": list(ROLLOUT_ACTIONS)})],
@@ -201,16 +200,17 @@ async def _version(data: JsonObject) -> str:
     response_model=VersionSwap,
     summary="Serve another stored version: previous, latest or an exact version",
     openapi_extra=_json_body(VersionRequest.model_json_schema()),
-    responses=responses(
-        *BODY,
-        404,
-        503,
-        notes={
-            404: "Unknown model, or no version older than the one served ('previous')",
-            422: "No version given, or the service refused it (the current one keeps serving)",
-            503: "The model's service is not ready, or the router is overloaded",
-        },
-    ),
+    responses={
+        **responses(
+            *BODY,
+            503,
+            notes={
+                422: "No version given, or the service refused it (the current one keeps serving)",
+                503: "The model's service is not ready, or the router is overloaded",
+            },
+        ),
+        **unroutable_404("Unknown model, or no version older than the one served ('previous')"),
+    },
 )
 async def swap_version(
     name: Annotated[str, Depends(_model_name)],

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 
 from serving.config.settings import ServingSettings
 from serving.errors import BadRequest, InvalidInput, NotFound
 from serving.routing.core import RouterCore
-from serving.routing.preferences import USER_ID_MAX_LENGTH, valid_user_id
+from serving.routing.preferences import USER_ID_MAX_LENGTH, USER_ID_PATTERN, valid_user_id
 
 if TYPE_CHECKING:
     from serving.delivery.live import LiveEvaluation
@@ -43,7 +43,18 @@ async def json_object(request: Request) -> dict[str, Any]:
     return data
 
 
-async def _user_id(user_id: str) -> str:
+async def _user_id(
+    user_id: Annotated[
+        str,
+        Path(  # documented, not enforced here: the check below answers with its own message
+            json_schema_extra={
+                "pattern": USER_ID_PATTERN.pattern,
+                "minLength": 1,
+                "maxLength": USER_ID_MAX_LENGTH,
+            }
+        ),
+    ],
+) -> str:
     if not valid_user_id(user_id):
         message = f"user_id must be 1..{USER_ID_MAX_LENGTH} characters: letters, digits, _ . : @ -"
         raise InvalidInput(message, fields=[{"field": "user_id", "message": message}])
@@ -55,8 +66,8 @@ Core = Annotated[RouterCore, Depends(_core)]
 Settings = Annotated[ServingSettings, Depends(_settings)]
 JsonObject = Annotated[dict[str, Any], Depends(json_object)]
 UserIdPath = Annotated[str, Depends(_user_id)]
-PreferenceHeader = Annotated[
-    str | None,
+PreferenceHeader = Annotated[  # `str`, not `str | None`: the schema says "string" (3.0)
+    str,
     Header(
         alias=PREFERENCE_HEADER,
         description="classic|ensemble: override the split (if enabled in flags)",

@@ -13,19 +13,20 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.config.flags import FlagConfigError
 from serving.errors import BadRequest, InvalidInput, ServingError
+from serving.http.openapi import ApiModel
 
 
-class FieldError(BaseModel):
+class FieldError(ApiModel):
     field: str = Field(description="Path of the offending field: features.age, instances[3].x")
     message: str
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(ApiModel):
     code: str = Field(
         description="Stable error code: bad_request, invalid_input, unauthorized, forbidden, "
         "not_found, conflict, payload_too_large, unsupported_media_type, overloaded, "
@@ -37,7 +38,7 @@ class ErrorDetail(BaseModel):
     )
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(ApiModel):
     """Every error the API answers with (serving/errors.py `ServingError.body()`)."""
 
     error: ErrorDetail
@@ -77,6 +78,15 @@ def responses(*codes: int, notes: dict[int, str] | None = None) -> dict[int | st
         out[code] = {"model": ErrorResponse, "description": (notes or {}).get(code, WHEN[code])}
         if code in HEADERS:
             out[code]["headers"] = HEADERS[code]
+    return out
+
+
+def unroutable_404(note: str | None = None) -> dict[int | str, dict[str, Any]]:
+    """404 on a route with a path parameter: our error body, or BentoML's plain-text "Not Found"
+    when the path cannot reach the app at all (a newline, %0A, in the parameter)."""
+    out = responses(404, notes={404: note} if note else None)
+    out[404]["description"] += "; text/plain when the path cannot be routed (a newline in it)"
+    out[404]["content"] = {"text/plain": {"schema": {"type": "string"}}}
     return out
 
 

@@ -26,12 +26,13 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 
 from serving.errors import Forbidden, NotFound
 from serving.http.auth import USER_TOKENS_DISABLED, user_token_dependency
 from serving.http.dependencies import UserIdPath
-from serving.http.errors import BODY, responses
+from serving.http.errors import BODY, responses, unroutable_404
+from serving.http.openapi import ApiModel
 from serving.routing.preferences import (
     MIN_SECRET_LENGTH,
     PreferenceCache,
@@ -42,7 +43,7 @@ from serving.routing.preferences import (
 SETTINGS_PAGE = Path(__file__).parent / "static" / "settings.html"
 
 
-class PreferenceUpdate(BaseModel):
+class PreferenceUpdate(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     model: Literal["ensemble", "classic", "auto"] = Field(
@@ -50,12 +51,12 @@ class PreferenceUpdate(BaseModel):
     )
 
 
-class PreferenceOut(BaseModel):
+class PreferenceOut(ApiModel):
     user_id: str
     model: Literal["ensemble", "classic", "auto"]
 
 
-class UserToken(BaseModel):
+class UserToken(ApiModel):
     user_id: str
     token: str
     settings_url: str = Field(
@@ -105,7 +106,10 @@ def create_preferences_router(settings: Any, require_admin) -> APIRouter:
     }
 
     User = Annotated[str, Depends(user_token_dependency(secret))]
-    user_errors = responses(401, 403, 404, 422, 503, notes={404: NO_STORE, 422: BAD_USER_ID})
+    user_errors = {
+        **responses(401, 403, 422, 503, notes={422: BAD_USER_ID}),
+        **unroutable_404(NO_STORE),
+    }
     router = APIRouter()
 
     @router.get(

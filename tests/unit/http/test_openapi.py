@@ -71,7 +71,7 @@ def test_admin_and_user_routes_declare_their_security_scheme(document):
 
 def test_typed_bodies_of_the_flag_and_version_endpoints(document):
     paths = document["paths"]
-    flags = {"$ref": "#/components/schemas/FlagConfig"}
+    flags = {"$ref": "#/components/schemas/FlagDocument"}
     for method in ("get", "put"):
         ok = paths["/api/admin/flags"][method]["responses"]["200"]
         assert ok["content"]["application/json"]["schema"] == flags
@@ -86,8 +86,35 @@ def test_typed_bodies_of_the_flag_and_version_endpoints(document):
     assert ok == {"$ref": "#/components/schemas/VersionSwap"}
     feedback = paths["/api/feedback"]["post"]["responses"]["200"]["content"]["application/json"]
     assert feedback["schema"] == {"$ref": "#/components/schemas/FeedbackResult"}
-    window = document["components"]["schemas"]["TimeWindow"]["properties"]
-    assert "from" in window and "from_" not in window  # the YAML/JSON spelling
+    flag_document = document["components"]["schemas"]["FlagDocument"]
+    rule = flag_document["properties"]["ensemble"]["properties"]["eligibility"]["items"]
+    window = rule["properties"]["time_window"]["properties"]
+    assert "from" in window and "from_" not in window and "in" in rule["properties"]  # as in YAML
+    assert flag_document["additionalProperties"] is False
+
+
+def test_the_schemas_are_in_the_openapi_3_0_dialect_the_document_declares(document):
+    """BentoML labels /docs.json OpenAPI 3.0.2: no 2020-12 spellings (serving/http/openapi.py)."""
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            assert "const" not in node and "$defs" not in node, where
+            assert node.get("type") != "null" and not isinstance(node.get("type"), list), where
+            assert "exclusiveMinimum" not in node and "exclusiveMaximum" not in node, where
+            if node.get("nullable"):
+                assert "$ref" not in node, where  # a $ref's siblings are ignored in 3.0
+            for key, value in node.items():
+                walk(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+
+    walk(document["paths"], "paths")
+    walk(document["components"]["schemas"], "schemas")
+    flags = document["components"]["schemas"]["FlagDocument"]["properties"]
+    ttl = flags["cache"]["properties"]["ttl_s"]  # a number, gt=0
+    assert (ttl["minimum"], ttl["not"]) == (0, {"enum": [0]})
+    assert flags["ensemble"]["properties"]["deadline_ms"]["minimum"] == 1  # an integer, gt=0
 
 
 def test_every_reference_resolves(document):
