@@ -30,7 +30,7 @@ def metric_values(server, name: str) -> dict[str, float]:
 
 
 def varied_rows(example: dict, n: int, seed: int = 7) -> list[dict]:
-    """n distinct valid rows (distinct per seed, so one test's cache entries never serve another)."""
+    """n distinct valid rows (distinct per seed: one test's cache entries never serve another)."""
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(n):
@@ -55,6 +55,26 @@ def test_health_endpoints_and_openapi(server):
         "/api/models",
     ):
         assert path in paths
+
+
+def test_the_served_openapi_document_is_the_apps_own(server):
+    """BentoML merges the FastAPI routes into /docs.json: nothing of theirs may be lost on the way
+    (responses, security, typed bodies), and FastAPI's default 422 shape must not appear."""
+    from fastapi.openapi.utils import get_openapi
+
+    from serving.config.settings import ServingSettings
+    from serving.http.app import create_app
+
+    served = httpx.get(f"{server.url}/docs.json").json()
+    app = create_app(ServingSettings())
+    own = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    assert {path: served["paths"][path] for path in own["paths"]} == own["paths"]
+    assert served["components"]["securitySchemes"] == own["components"]["securitySchemes"]
+    for name, schema in own["components"]["schemas"].items():
+        assert served["components"]["schemas"][name] == schema, name
+    assert "HTTPValidationError" not in json.dumps(served)
+    bad = httpx.post(f"{server.url}/api/classify", json={"features": {}, "extra": 1})
+    assert bad.status_code == 422 and set(bad.json()) == {"error"}
 
 
 def test_classify_routes_to_classic_by_default(server, example_row):
@@ -91,7 +111,7 @@ def test_batch_answers_every_instance_in_order(server, example_row):
     assert batch.status_code == 200
     predictions = batch.json()["predictions"]
     assert len(predictions) == 5 and {p["model"] for p in predictions} == {"ensemble"}
-    for row, prediction in zip(rows, predictions):
+    for row, prediction in zip(rows, predictions, strict=True):
         single = post(server, "/api/v2/classify/ensemble", {"features": row}).json()
         assert single["probabilities"] == pytest.approx(prediction["probabilities"], abs=1e-9)
 
@@ -119,7 +139,7 @@ def test_predictions_over_http_equal_in_process(server, example_row):
     ):
         model, _ = store.load(f"{name}:latest")
         expected = model.predict_proba(model.schema.encode_rows(rows))
-        for row, want in zip(rows, expected):
+        for row, want in zip(rows, expected, strict=True):
             got = post(server, path, {"features": row}).json()["probabilities"]
             np.testing.assert_allclose([got[c] for c in model.classes], want, atol=1e-9)
 
@@ -232,8 +252,9 @@ def test_concurrent_ensemble_requests_are_batched(server, example_row):
             pool.map(lambda r: post(server, "/api/v2/classify/ensemble", {"features": r}), rows)
         )
     assert all(r.status_code == 200 for r in responses)
-    # The router coalesces concurrent requests into shared calls (serving/routing/coalesce.py), and the
-    # service's adaptive batching merges calls: either way a prediction call must hold several rows.
+    # The router coalesces concurrent requests into shared calls (serving/routing/coalesce.py), and
+    # the service's adaptive batching merges calls: either way a prediction call must hold several
+    # rows.
     for metric in (
         "tabular_router_ensemble_call_rows_bucket",
         "tabular_ensemble_batch_rows_bucket",
