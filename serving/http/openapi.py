@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, RootModel
 from serving.config.flags import FlagConfig
 
 _NULL = {"type": "null"}
+_DATA = {"default", "enum", "const", "example", "examples"}
+_NAMED = {"properties", "patternProperties", "$defs", "definitions"}
 
 
 def openapi_30(node: Any) -> Any:
@@ -29,7 +31,14 @@ def openapi_30(node: Any) -> Any:
         return [openapi_30(item) for item in node]
     if not isinstance(node, dict):
         return node
-    out = {key: openapi_30(value) for key, value in node.items()}
+    out = {}
+    for key, value in node.items():
+        if key in _DATA:  # values, not schemas
+            out[key] = value
+        elif key in _NAMED and isinstance(value, dict):  # names -> schemas
+            out[key] = {name: openapi_30(schema) for name, schema in value.items()}
+        else:
+            out[key] = openapi_30(value)
     excluded = []
     for exclusive, bound, step in (
         ("exclusiveMinimum", "minimum", 1),

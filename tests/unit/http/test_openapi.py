@@ -134,3 +134,28 @@ def test_every_reference_resolves(document):
     walk(document)
     assert refs and all(r.startswith("#/components/schemas/") for r in refs)
     assert {r.rsplit("/", 1)[1] for r in refs} <= set(schemas)
+
+
+def test_the_3_0_rewrite_leaves_names_and_values_alone():
+    from serving.http.openapi import openapi_30
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "const": {"type": "integer", "exclusiveMinimum": 0},
+            "ratio": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+            "maybe": {"anyOf": [{"$ref": "#/components/schemas/X"}, {"type": "null"}]},
+            "kind": {"const": "error", "type": "string"},
+        },
+        "default": {"const": 1, "anyOf": None},
+    }
+    assert openapi_30(schema) == {
+        "type": "object",
+        "properties": {
+            "const": {"type": "integer", "minimum": 1},
+            "ratio": {"type": "number", "minimum": 0, "maximum": 1, "not": {"enum": [0, 1]}},
+            "maybe": {"allOf": [{"$ref": "#/components/schemas/X"}], "nullable": True},
+            "kind": {"enum": ["error"], "type": "string"},
+        },
+        "default": {"const": 1, "anyOf": None},
+    }
