@@ -43,8 +43,12 @@ class InvalidInput(ServingError):
 class Unauthorized(ServingError):
     status_code, code = 401, "unauthorized"
 
-    def __init__(self, message: str = "missing bearer token: send 'Authorization: Bearer <token>'"):
-        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+    def __init__(
+        self,
+        message: str = "missing bearer token: send 'Authorization: Bearer <token>'",
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message, headers=headers or {"WWW-Authenticate": "Bearer"})
 
 
 class Forbidden(ServingError):

@@ -21,7 +21,7 @@ from models import store
 from serving.config.flags import FlagConfig, FlagConfigError, load_flag_config
 from serving.config.settings import ServingSettings
 from serving.delivery.drift import DriftMonitor
-from serving.delivery.lease import Lease, replica_id
+from serving.delivery.lease import CONTROLLER_LEASE, Lease, replica_id
 from serving.delivery.live import LiveEvaluation
 from serving.delivery.notify import Notifier
 from serving.delivery.pins import VersionPins
@@ -128,7 +128,6 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
     )
 
 
-CONTROLLER_LEASE = "rollout-controller"
 REQUEST_ID_SECRET_KEY = "request_id_secret"
 
 

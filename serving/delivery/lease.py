@@ -11,15 +11,31 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+CONTROLLER_LEASE = "rollout-controller"
+"""The lease whose holder runs the rollout controller."""
 
 
 class LeaseStore(Protocol):
     def acquire_lease(self, name: str, holder: str, ttl_s: float) -> int | None: ...
 
     def release_lease(self, name: str, holder: str) -> None: ...
+
+    def lease(self, name: str) -> dict | None: ...
+
+
+def leader_of(store: LeaseStore, name: str = CONTROLLER_LEASE) -> dict:
+    """{"leader": holder or None when the lease is free or expired, "term", "expires_in_s"}."""
+    lease = store.lease(name)
+    if lease is None:
+        return {"leader": None, "term": None, "expires_in_s": None}
+    remaining = lease["expires_at"] - time.time()
+    holder = lease["holder"] if remaining > 0 else None
+    return {"leader": holder, "term": lease["term"], "expires_in_s": max(remaining, 0.0)}
 
 
 def replica_id() -> str:

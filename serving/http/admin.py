@@ -7,10 +7,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
 from serving.config.flags import dump_flag_config
-from serving.errors import Conflict, InvalidInput, NotFound
+from serving.errors import BadRequest, Conflict, InvalidInput, NotFound
 from serving.http.auth import require_admin
 from serving.http.dependencies import Core, JsonObject, Settings, live_of
 from serving.http.errors import BODY, responses, unroutable_404
@@ -44,8 +44,24 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     response_model=FlagDocument,
     summary="The flag config in force",
 )
-async def get_flags(core: Core) -> Any:
+async def get_flags(core: Core, response: Response) -> Any:
+    response.headers["ETag"] = etag(core.flags_version)
     return core.flags_document()
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def if_match_version(if_match: str | None) -> int | None:
+    """The flags version an If-Match header names (`"7"`, `W/"7"` or `7`); None when absent or
+    `*` (then the write is based on the version in force on this replica)."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    value = if_match.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise BadRequest(f"If-Match must name a flags version (an ETag), got {if_match[:40]!r}")
+    return int(value)
 
 
 @router.put(
@@ -62,8 +78,16 @@ async def get_flags(core: Core) -> Any:
         },
     ),
 )
-async def put_flags(data: JsonObject, core: Core) -> Any:
-    core.update_flags(data)  # FlagConfigError: 422 (serving/http/errors.py)
+async def put_flags(
+    data: JsonObject,
+    core: Core,
+    response: Response,
+    if_match: Annotated[str, Header(description="The ETag of GET /api/admin/flags")] = None,  # type: ignore[assignment]
+) -> Any:
+    expected = if_match_version(if_match)
+    # FlagConfigError: 422, StaleFlags: 409 (serving/http/errors.py); the store write is I/O
+    await asyncio.to_thread(core.update_flags, data, expected)
+    response.headers["ETag"] = etag(core.flags_version)
     return core.flags_document()
 
 
@@ -173,6 +197,8 @@ async def _rollout_action(core: RouterCore, action: str, reason: str) -> dict[st
             dump_flag_config(core.flags.model_copy(update={"ensemble": ensemble})),
         )
     core.sync_rollout()
+    if decision.get("logged", True) and decision.get("applied", True):
+        core.notifier.announce(decision)  # the replica that acted tells the operators, once
     return decision
 
 

@@ -5,6 +5,7 @@ declares them (AdminToken; UserToken or UserBearer) while the checks here read t
 answer with the API's own 401/403 bodies and messages.
 """
 
+import base64
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Annotated
@@ -38,6 +39,14 @@ user_bearer = HTTPBearer(
     description="The user's own token sent as `Authorization: Bearer <token>` instead.",
     auto_error=False,
 )
+operator_bearer = HTTPBearer(
+    scheme_name="OperatorToken",
+    description="`Authorization: Bearer <SERVING_VIEWER_TOKEN or SERVING_ADMIN_TOKEN>` for the "
+    "dashboard and /api/status (a browser may send the token as a Basic password instead).",
+    auto_error=False,
+)
+OPERATOR_CHALLENGE = {"WWW-Authenticate": 'Basic realm="tabular-serving operators"'}
+"""Makes a browser ask for the token (any user name, the token as password) on /dashboard."""
 USER_TOKENS_DISABLED = (
     "user preferences are disabled: set SERVING_USER_TOKEN_SECRET (a random string of at least "
     f"{MIN_SECRET_LENGTH} characters, shared with the backend that mints user tokens) on the "
@@ -46,6 +55,7 @@ USER_TOKENS_DISABLED = (
 AdminCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)]
 UserCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(user_bearer)]
 UserTokenHeader = Annotated[str | None, Depends(user_token_header)]
+OperatorCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(operator_bearer)]
 
 
 async def require_admin(request: Request, _: AdminCredentials) -> None:
@@ -60,6 +70,46 @@ async def require_admin(request: Request, _: AdminCredentials) -> None:
         authorization[7:].strip().encode(), token.get_secret_value().encode()
     ):
         raise Forbidden("invalid admin token")
+
+
+async def require_operator(request: Request, _: OperatorCredentials) -> None:
+    """The viewer (read-only) or admin token: 403 while the server has neither, 401 without a
+    token (with a Basic challenge for browsers), 403 when wrong."""
+    settings = request.app.state.settings
+    tokens = [t for t in (settings.viewer_token, settings.admin_token) if t is not None]
+    if not tokens:
+        raise Forbidden(
+            "the dashboard and /api/status are disabled: set SERVING_VIEWER_TOKEN (read-only) or "
+            "SERVING_ADMIN_TOKEN on the server"
+        )
+    presented = presented_token(request.headers.get("authorization"))
+    if presented is None:
+        raise Unauthorized(
+            "missing operator token: send 'Authorization: Bearer <token>' (viewer or admin)",
+            headers=OPERATOR_CHALLENGE,
+        )
+    if not any(
+        hmac.compare_digest(presented.encode(), t.get_secret_value().encode()) for t in tokens
+    ):
+        raise Forbidden("invalid operator token")
+
+
+def presented_token(authorization: str | None) -> str | None:
+    """The token of `Bearer <token>`, or the password of `Basic base64(user:token)`."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            _user, _, password = (
+                base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            )
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return password or None
+    return None
 
 
 def user_token_dependency(secret: SecretStr | None) -> Callable[..., Awaitable[str]]:

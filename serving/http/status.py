@@ -1,4 +1,5 @@
-"""Status routes (no token): the rollout at a glance, the served models, the dashboard page."""
+"""Status routes: the rollout at a glance and the dashboard page (operators only: the viewer or
+admin token), and the served models (public)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
+from serving.delivery.lease import leader_of
+from serving.http.auth import require_operator
 from serving.http.dependencies import Core
 from serving.http.errors import responses
 from serving.routing.core import RouterCore
@@ -18,10 +21,14 @@ STATIC = Path(__file__).parent / "static"
 router = APIRouter(tags=["models"], responses=responses(503))
 
 
+OPERATORS = {"dependencies": [Depends(require_operator)], "responses": responses(401, 403)}
+
+
 @router.get(
     "/api/status",
     response_model=dict[str, Any],
     summary="Rollout stage, gates, split, shadow agreement, drift, recent decisions",
+    **OPERATORS,
 )
 async def status(core: Core) -> Any:
     return await status_report(core)
@@ -36,7 +43,7 @@ async def list_models(core: Core) -> Any:
     return await models_report(core)
 
 
-@router.get("/dashboard", include_in_schema=False)
+@router.get("/dashboard", include_in_schema=False, dependencies=[Depends(require_operator)])
 async def dashboard() -> Any:
     return FileResponse(STATIC / "dashboard.html", media_type="text/html")
 
@@ -67,7 +74,13 @@ async def status_report(core: RouterCore) -> dict[str, Any]:
                 "features_drifted": drift.get("features_drifted", []),
             },
             decisions=await asyncio.to_thread(live.store.decisions, 10),
+            replica=live.replica,
+            evidence=report["evidence"],
         )
+        try:  # which replica runs the controller (the lease holder), when the store answers
+            out["controller"] = await asyncio.to_thread(leader_of, live.store)
+        except Exception as exc:
+            out["controller"] = {"leader": None, "error": f"{type(exc).__name__}: {exc}"[:200]}
     return out
 
 

@@ -8,7 +8,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.integration.test_api import varied_rows
-from tests.support import ROOT
+from tests.support import ADMIN_TOKEN, ROOT
 
 pytestmark = pytest.mark.integration
 SCREENSHOT = ROOT / "results" / "screenshots" / "dashboard.png"
@@ -23,6 +23,12 @@ def test_status_page_shows_stage_split_arms_and_decisions(server, browser, examp
             f"{server.url}/api/feedback",
             json={"request_id": answer["request_id"], "label": answer["label"]},
         )
+    assert httpx.get(f"{server.url}/dashboard").status_code == 401  # operators only
+    # the operator's token on every request of the page (the page's own fetches included)
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd(
+        "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Bearer {ADMIN_TOKEN}"}}
+    )
     browser.get(f"{server.url}/dashboard")
     WebDriverWait(browser, 20).until(
         lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "true"

@@ -72,7 +72,7 @@ def drive(server: Server, rows, start: int = 0) -> int:
 
 
 def status(server: Server) -> dict:
-    return httpx.get(f"{server.url}/api/status", timeout=10).json()
+    return httpx.get(f"{server.url}/api/status", headers=ADMIN, timeout=10).json()
 
 
 @pytest.fixture
@@ -206,6 +206,7 @@ def test_failing_ensemble_is_rolled_back_and_the_state_survives_a_restart(rollou
     deadline = time.monotonic() + 180
     while not status(srv)["rollout"]["state"]["rolled_back"] and time.monotonic() < deadline:
         sent += drive(srv, rows[sent % 1100 : sent % 1100 + 100], start=sent)
+    time.sleep(1.5)  # the shared evidence is rebuilt from the store at most every second
     state = status(srv)
     assert state["rollout"]["state"]["rolled_back"] and state["split"]["enabled"] is False
     rollback = next(

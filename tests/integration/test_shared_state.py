@@ -33,13 +33,13 @@ def shared_database() -> str:
 
 
 def stage(server: Server) -> float:
-    return httpx.get(f"{server.url}/api/status", timeout=10).json()["rollout"]["state"][
+    return httpx.get(f"{server.url}/api/status", headers=ADMIN, timeout=10).json()["rollout"]["state"][
         "percentage"
     ]
 
 
 def split(server: Server) -> float:
-    return httpx.get(f"{server.url}/api/status", timeout=10).json()["split"]["rollout_percentage"]
+    return httpx.get(f"{server.url}/api/status", headers=ADMIN, timeout=10).json()["split"]["rollout_percentage"]
 
 
 def test_two_routers_share_one_rollout_stage(trained_store, shared_database):
@@ -56,7 +56,7 @@ def test_two_routers_share_one_rollout_stage(trained_store, shared_database):
         rolled = httpx.post(f"{second.url}/api/admin/rollout/rollback", headers=ADMIN, timeout=30)
         assert rolled.status_code == 200
         assert first.wait_until(
-            lambda: httpx.get(f"{first.url}/api/status").json()["split"]["enabled"] is False,
+            lambda: httpx.get(f"{first.url}/api/status", headers=ADMIN).json()["split"]["enabled"] is False,
             timeout=15,
         )
         decisions = httpx.get(f"{first.url}/api/admin/rollout/decisions", headers=ADMIN).json()[

@@ -300,7 +300,7 @@ def test_graceful_shutdown_keeps_in_flight_requests_and_state(trained_store, exa
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     restarted = Server({}, workdir=workdir).start()
     try:
-        status = httpx.get(f"{restarted.url}/api/status").json()
+        status = httpx.get(f"{restarted.url}/api/status", headers=ADMIN).json()
         assert status["rollout"]["state"]["percentage"] == 25  # the default schedule: 10 -> 25
         assert status["arms"]["classic"]["labelled"] + status["arms"]["ensemble"]["labelled"] >= 1
     finally:

@@ -158,5 +158,6 @@ def test_overload_is_a_503_with_retry_after(core):
 def test_shadow_and_status_answer_json_objects(client):
     shadow = client.get("/api/admin/shadow", headers=ADMIN)
     assert shadow.status_code == 200 and shadow.json()["compared"] == 0
-    status = client.get("/api/status")
+    assert client.get("/api/status").status_code == 401  # operators only
+    status = client.get("/api/status", headers=ADMIN)
     assert status.status_code == 200 and json.loads(status.text)["split"]["enabled"] is True
