@@ -51,6 +51,9 @@ What this leaves out (so the figures are lower bounds of the bill):
 - Replicas are fluid (1.4 busy replicas bill 1.4, not 2), with no scale-out lag or cooldown.
 - The router's own CPU per prediction is a mean over the window's mix of arms, assumed the same
   at every share.
+- With several router replicas, serving/delivery/live.py observes this replica's traffic and CPU
+  (the arms' figures come from every replica's outcomes): the increase is then overstated unless
+  `requests_per_second` gives the whole deployment's traffic.
 """
 
 from __future__ import annotations
