@@ -333,6 +333,8 @@ class LiveEvaluation:
         reading = self.meter.reading()
         assumed = self.flags.cost.requests_per_second
         rate = assumed if assumed is not None else reading and reading.requests_per_second
+        if assumed is None and rate:
+            rate *= self._replicas_factor(arms)
         shadow = self.flags.ensemble.shadow
         usage = Usage(
             requests_per_second=rate or None,
@@ -343,6 +345,17 @@ class LiveEvaluation:
             shadow_rate=shadow.sample_rate if shadow.enabled else 0.0,
         )
         return usage, "observed" if assumed is None else "assumed"
+
+    def _replicas_factor(self, arms: dict[str, dict]) -> float:
+        """Every replica's traffic over this replica's: the meter counts what this process served,
+        the shared windows what all replicas served in the same window (1 on a single replica)."""
+        if self.evidence != "shared":
+            return 1.0
+        local = self.windows.snapshot()
+        served = ("classic", "ensemble")
+        mine = sum((local.get(arm) or {}).get("count", 0) for arm in served)
+        everyone = sum((arms.get(arm) or {}).get("count", 0) for arm in served)
+        return everyone / mine if mine and everyone > mine else 1.0
 
     def current_percentage(self) -> float:
         """The ensemble's traffic share in force (the controller's when it governs the flags)."""
