@@ -249,7 +249,7 @@ def _xgboost(booster: Any) -> _Compiled:
     if int(params.get("num_target", "1")) != 1:
         raise NotConvertible("multi-target model")
     trees = []
-    for tree, target in zip(gb["model"]["trees"], gb["model"]["tree_info"]):
+    for tree, target in zip(gb["model"]["trees"], gb["model"]["tree_info"], strict=True):
         param = tree["tree_param"]
         if int(param["num_deleted"]) or int(param.get("size_leaf_vector", "1")) > 1:
             raise NotConvertible("deleted nodes or vector leaves")

@@ -8,8 +8,9 @@ Fast paths (see `models.fastpath`): the five tree members other than CatBoost ar
 one ONNX tree-ensemble node when `onnx` is installed (training), checked against the native model
 at save time, and served by onnxruntime when the artifact is there; CatBoost's oblivious trees are
 evaluated in numpy for small batches (`models.oblivious`, built and checked at load). Every member
-reports how it is served in `.path_kind` ("onnx", "numpy" or "native"). The native files are always written and are the
-fallback: without the artifact, with onnxruntime missing, or with SERVING_NATIVE_MEMBERS set.
+reports how it is served in `.path_kind` ("onnx", "numpy" or "native"). The native files are always
+written and are the fallback: without the artifact, with onnxruntime missing, or with
+SERVING_NATIVE_MEMBERS set.
 """
 
 from __future__ import annotations

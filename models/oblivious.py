@@ -1,4 +1,4 @@
-"""CatBoost's oblivious trees evaluated in one vectorised numpy pass: the CatBoost member's fast path.
+"""CatBoost's oblivious trees in one vectorised numpy pass: the CatBoost member's fast path.
 
 An oblivious (symmetric) tree asks the same question at every node of a level, so a row's leaf is
 just the bits `x[feature_j] > border_j` of its d levels read as a number. For all T trees at once
@@ -30,7 +30,8 @@ class NotConvertible(ValueError):
 
 
 class ObliviousTrees:
-    """`predict_proba(X) -> (n, n_classes)` of a CatBoost classifier on float features; thread-safe."""
+    """`predict_proba(X) -> (n, n_classes)` of a CatBoost classifier on float features;
+    thread-safe."""
 
     name = "catboost"
     path_kind = "numpy"
@@ -108,7 +109,7 @@ class ObliviousTrees:
         return probabilities(self.raw(X))  # binary Logloss: one logit; multiclass: softmax
 
     def probe_rows(self, rows: int = 512, seed: int = 0) -> np.ndarray:
-        """float32 rows whose values sit on, just above and just below the borders of each feature."""
+        """float32 rows whose values sit on, just above and just below each feature's borders."""
         rng = np.random.default_rng(seed)
         X = rng.standard_normal((rows, self.n_features)).astype(np.float32)
         for f in np.unique(self.features):

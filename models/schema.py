@@ -22,7 +22,9 @@ MAX_CATEGORIES = 200
 
 
 class FieldError(BaseModel):
-    """One problem with one field of a request, named by its path (e.g. `instances[2].features.age`)."""
+    """One problem with one field of a request, named by its path (e.g.
+    `instances[2].features.age`).
+    """
 
     field: str
     message: str
@@ -62,7 +64,8 @@ class FeatureSchema(BaseModel):
     # ------------------------------------------------------------------ training side
     @classmethod
     def infer(cls, frame: pd.DataFrame, classes: Sequence[str]) -> FeatureSchema:
-        """Infer kinds from a raw table: numbers (or all-numeric strings) are numeric, others categorical.
+        """Infer kinds from a raw table: numbers (or all-numeric strings) are numeric, others
+        categorical.
 
         Raises ValueError with a readable message on unusable columns.
         """
@@ -135,7 +138,7 @@ class FeatureSchema(BaseModel):
     def encode_rows(
         self, rows: Sequence[Mapping[str, Any]], prefix: str = "instances"
     ) -> np.ndarray:
-        """Validate request rows and encode them; raise SchemaValidationError naming every bad field.
+        """Validate request rows and encode them; raise SchemaValidationError naming each bad field.
 
         Rules: every feature must be present (null means missing); no unknown features; numeric
         features take finite JSON numbers (not booleans or strings); categorical features take
@@ -196,7 +199,9 @@ class FeatureSchema(BaseModel):
                         errors.append(
                             FieldError(
                                 field=f"{where}.{name}",
-                                message=f"unknown category {value[:80]!r}; expected one of: {shown}",
+                                message=(
+                                    f"unknown category {value[:80]!r}; expected one of: {shown}"
+                                ),
                             )
                         )
                     else:

@@ -84,7 +84,7 @@ class HostedModel:
             self.on_load(model)
 
     def description(self) -> dict:
-        """Version, schema, metrics, health and measured CPU per row (what the router's arms read)."""
+        """Version, schema, metrics, health and measured CPU per row (what the router reads)."""
         if self.model is None:
             return {"name": self.name, "tag": self.tag, "ready": False, "error": self.error}
         description = describe_model(
@@ -96,7 +96,9 @@ class HostedModel:
         return description
 
     def swap(self, tag: str) -> dict:
-        """Load another stored version and swap it in; on any failure the current model keeps serving."""
+        """Load another stored version and swap it in; on any failure the current model keeps
+        serving.
+        """
         if not tag.startswith(f"{self.name}:"):
             raise VersionRefused(f"{tag!r} is not a version of {self.name!r}")
         previous = str(self.stored.tag) if self.model is not None else None
@@ -137,7 +139,7 @@ class HostedModel:
         return codes
 
     def predict_proba(self, codes: np.ndarray) -> np.ndarray:
-        """predict_proba of checked codes, with the CPU time it took counted for cost per request."""
+        """predict_proba of checked codes, its CPU time counted for the cost per request."""
         start = time.thread_time()
         probabilities = self.model.predict_proba(codes)
         self.cpu_seconds += time.thread_time() - start

@@ -32,7 +32,7 @@ class ServingSettings(BaseSettings):
     """How long the rollout controller's lease lasts unrenewed: a dead leader is replaced within
     this (the holder renews it every second)."""
     webhook_url: str | None = None
-    """Where the controller's replica posts rollout decisions (Slack-compatible JSON); unset: off."""
+    """Where the leading replica posts rollout decisions (Slack-compatible JSON); unset: off."""
     request_id_secret: SecretStr | None = None
     """Signs request ids (feedback joins on any replica). Unset: a secret generated once and kept
     in the state store, so replicas sharing a store share it."""
@@ -46,11 +46,14 @@ class ServingSettings(BaseSettings):
     """Bearer token for /api/admin/*; admin endpoints are disabled when unset."""
     user_token_secret: SecretStr | None = None
     """Shared secret (16+ characters) that signs user tokens (HMAC-SHA256) for the preference API
-    and settings page; /api/users/*/preference answers 403 while unset (serving/routing/preferences.py)."""
+    and settings page; /api/users/*/preference answers 403 while unset
+    (serving/routing/preferences.py)."""
     preference_ttl_s: float = Field(2.0, ge=0)
-    """How long a router caches a user's model preference: other replicas see a change within this."""
+    """How long a router caches a user's preference: other replicas see a change within this."""
     classic_local: bool = True
-    """Answer routed classic traffic in the router process (no network hop) instead of the classic service."""
+    """Answer routed classic traffic in the router process (no network hop) instead of the classic
+    service.
+    """
     classic_url: str | None = None
     """URL of a remote classic service (split deployment); None = the local graph."""
     ensemble_url: str | None = None
@@ -66,10 +69,13 @@ class ServingSettings(BaseSettings):
     max_in_flight: int = Field(256, ge=1)
     """Router requests in flight before new ones get 503 (admission control)."""
     fast_classify: bool = True
-    """Answer valid POST /api/classify requests on a lean path past FastAPI's routing and dependency
-    machinery (same validation and response model; every error still goes through the full route)."""
+    """Answer valid POST /api/classify, /api/v1/classify/classic and /api/v2/classify/ensemble
+    requests on a lean path past FastAPI's routing and dependency machinery (same validation and
+    response model; every error still goes through the full route)."""
     gc_freeze: bool = True
-    """Freeze the router's start-up objects out of garbage collection (serving/observability/gcpause.py)."""
+    """Freeze the router's start-up objects out of garbage collection
+    (serving/observability/gcpause.py).
+    """
     access_log: bool = False
     """BentoML's per-request access log (off: it costs throughput)."""
     tracing: bool = False
@@ -89,9 +95,15 @@ class ServingSettings(BaseSettings):
     many rows (serving/routing/coalesce.py); 0 sends one call per request."""
     ensemble_coalesce_in_flight: int = Field(1, ge=1)
     """Router side: ensemble calls in flight at once; requests arriving meanwhile join the next call
-    (1 measured best: bigger calls, 2.0 vs 3.3 ms of ensemble-worker CPU per request at 16 users)."""
+    (1 measured best: bigger calls, 2.0 vs 3.3 ms of ensemble-worker CPU per request at 16
+    users)."""
+    ensemble_rows: bool = True
+    """Router side: send the encoded rows to the ensemble as raw float64 bytes (its /rows endpoint,
+    serving/rows.py) instead of through BentoML's API; false goes back to the API."""
     ensemble_max_latency_ms: int = Field(10_000, ge=1)
-    """Adaptive batching: BentoML's queueing budget before it rejects (a rejection budget, not a wait)."""
+    """Adaptive batching: BentoML's queueing budget before it rejects (a rejection budget, not a
+    wait).
+    """
 
     def arm_url(self, arm: Literal["classic", "ensemble"]) -> str | None:
         """Where an arm is reached: its URL; None = in this graph. In the router role a missing URL

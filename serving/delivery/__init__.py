@@ -1,1 +1,3 @@
-"""Progressive delivery: live windows, evaluation and go/no-go, rollout controller, drift, state store."""
+"""Progressive delivery: live windows, evaluation and go/no-go, rollout controller, drift, state
+store.
+"""

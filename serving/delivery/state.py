@@ -439,7 +439,7 @@ class StateStore:
         return out
 
     def record_shadow_labels(self, items: Sequence[tuple[str, str, float]]) -> None:
-        """(request_id, shadow label, created_at) of shadow predictions, for joins on any replica."""
+        """(request_id, shadow label, created_at) of shadow predictions: joins on any replica."""
         if not items:
             return
         rows = [{"request_id": i, "label": lab, "created_at": float(t)} for i, lab, t in items]
@@ -633,7 +633,9 @@ class StateStore:
         return None if row is None else str(row.model)
 
     def all_preferences(self, limit: int) -> dict[str, str] | None:
-        """Every stored choice (user id -> model) in one query, or None when there are more than `limit`."""
+        """Every stored choice (user id -> model) in one query, or None when there are more than
+        `limit`.
+        """
         with self._read() as conn:
             rows = conn.execute(
                 select(preferences_table.c.user_id, preferences_table.c.model).limit(limit + 1)

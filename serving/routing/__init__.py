@@ -1,1 +1,3 @@
-"""Where a request goes: the router core, the routing policy, arms, cache, coalescer, breaker, shadow."""
+"""Where a request goes: the router core, the routing policy, arms, cache, coalescer, breaker,
+shadow.
+"""

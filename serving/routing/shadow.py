@@ -1,4 +1,4 @@
-"""Shadow mode: copy sampled classic-answered requests to the ensemble and compare, off the hot path.
+"""Shadow mode: copy sampled classic-answered requests to the ensemble, compare, off the hot path.
 
 A copy never delays the caller's answer: it runs as a background task, bounded by
 `max_in_flight` (excess copies are dropped and counted, never queued).
@@ -40,7 +40,9 @@ class ShadowStats:
         served_labels = served.argmax(axis=1)
         shadow_labels = shadow.argmax(axis=1)
         diffs = np.abs(served - shadow).mean(axis=1)
-        for label_idx, agree, diff in zip(served_labels, served_labels == shadow_labels, diffs):
+        for label_idx, agree, diff in zip(
+            served_labels, served_labels == shadow_labels, diffs, strict=True
+        ):
             label = classes[label_idx]
             self.compared += 1
             self.agreed += int(agree)
@@ -94,7 +96,8 @@ class ShadowMirror:
     ) -> bool:
         """Start a shadow copy if enabled, sampled in and under the in-flight bound.
 
-        `on_result(probabilities, seconds)` is called with the ensemble's answer (for feedback joins).
+        `on_result(probabilities, seconds)` is called with the ensemble's answer (for feedback
+        joins).
         """
         if not self.config.enabled or self._rng.random() >= self.config.sample_rate:
             return False

@@ -24,7 +24,9 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 @pytest.fixture(scope="module")
 def pref_server(trained_store) -> Iterator[Server]:
-    """The full graph with user tokens enabled; rollout 0%, so alice is on classic unless she opts in."""
+    """The full graph with user tokens enabled; rollout 0%, so alice is on classic unless she opts
+    in.
+    """
     srv = Server({"SERVING_USER_TOKEN_SECRET": SECRET}, flags=BASELINE_FLAGS).start()
     try:
         assert srv.wait_until(

@@ -72,7 +72,8 @@ def test_every_metric_in_the_assets_is_exported(server, set_flags, admin_headers
         httpx.post(f"{server.url}/api/admin/rollout/evaluate", headers=admin_headers).status_code
         == 200
     )
-    httpx.get(f"{server.url}/api/status", headers=admin_headers)  # refreshes drift and live-accuracy gauges
+    # refreshes drift and live-accuracy gauges
+    httpx.get(f"{server.url}/api/status", headers=admin_headers)
     assert server.wait_until(
         lambda: "tabular_router_shadow_agreement_total" in httpx.get(f"{server.url}/metrics").text,
         timeout=10,

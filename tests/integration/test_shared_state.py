@@ -20,7 +20,8 @@ def shared_database() -> str:
     base = os.environ.get("TEST_POSTGRES_URL")
     if not base:
         pytest.skip(
-            "no PostgreSQL: install Debian's postgresql package (the test set-up starts it) or set TEST_POSTGRES_URL"
+            "no PostgreSQL: install Debian's postgresql package (the test set-up starts it) "
+            "or set TEST_POSTGRES_URL"
         )
     from sqlalchemy import create_engine, text
 
@@ -33,13 +34,15 @@ def shared_database() -> str:
 
 
 def stage(server: Server) -> float:
-    return httpx.get(f"{server.url}/api/status", headers=ADMIN, timeout=10).json()["rollout"]["state"][
-        "percentage"
-    ]
+    return httpx.get(f"{server.url}/api/status", headers=ADMIN, timeout=10).json()["rollout"][
+        "state"
+    ]["percentage"]
 
 
 def split(server: Server) -> float:
-    return httpx.get(f"{server.url}/api/status", headers=ADMIN, timeout=10).json()["split"]["rollout_percentage"]
+    return httpx.get(f"{server.url}/api/status", headers=ADMIN, timeout=10).json()["split"][
+        "rollout_percentage"
+    ]
 
 
 def test_two_routers_share_one_rollout_stage(trained_store, shared_database):
@@ -56,7 +59,9 @@ def test_two_routers_share_one_rollout_stage(trained_store, shared_database):
         rolled = httpx.post(f"{second.url}/api/admin/rollout/rollback", headers=ADMIN, timeout=30)
         assert rolled.status_code == 200
         assert first.wait_until(
-            lambda: httpx.get(f"{first.url}/api/status", headers=ADMIN).json()["split"]["enabled"] is False,
+            lambda: (
+                not httpx.get(f"{first.url}/api/status", headers=ADMIN).json()["split"]["enabled"]
+            ),
             timeout=15,
         )
         decisions = httpx.get(f"{first.url}/api/admin/rollout/decisions", headers=ADMIN).json()[

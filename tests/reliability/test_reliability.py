@@ -63,7 +63,7 @@ class Load:
             tasks = []
             side = asyncio.create_task(during(start)) if during else None
             i = 0
-            while (now := time.monotonic() - start) < self.seconds:
+            while time.monotonic() - start < self.seconds:
                 tasks.append(asyncio.create_task(self._one(client, i, start)))
                 i += 1
                 await asyncio.sleep(max(0.0, i / self.rate - (time.monotonic() - start)))
@@ -244,7 +244,8 @@ def test_overload_is_refused_fast_and_health_stays_up(small_server, example_row)
     asyncio.run(burst())
     prober.join(timeout=60)
     print(
-        f"\noverload: 150 concurrent, limit 24: {statuses.count(200)} x 200, {statuses.count(503)} x 503, "
+        f"\noverload: 150 concurrent, limit 24: {statuses.count(200)} x 200, "
+        f"{statuses.count(503)} x 503, "
         f"slowest health probe {max(health) * 1000:.0f} ms"
     )
     assert set(statuses) <= {200, 503} and statuses.count(503) > 0 and len(statuses) == 150

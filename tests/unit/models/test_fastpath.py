@@ -169,7 +169,8 @@ def test_catboost_models_the_evaluator_cannot_reproduce_stay_native():
 
     rng = np.random.default_rng(0)
     frame = [
-        [float(v), str(c)] for v, c in zip(rng.standard_normal(200), rng.choice(list("abc"), 200))
+        [float(v), str(c)]
+        for v, c in zip(rng.standard_normal(200), rng.choice(list("abc"), 200), strict=True)
     ]
     y = rng.integers(0, 2, 200)
     model = CatBoostClassifier(

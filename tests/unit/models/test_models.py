@@ -1,4 +1,6 @@
-"""Feature schema, preprocessing and combination logic, on small synthetic data (no store, no server)."""
+"""Feature schema, preprocessing and combination logic, on small synthetic data (no store, no
+server).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Garbage-collector pauses (serving/observability/gcpause.py): every collection observed once (outside the
-collector), freezing works."""
+"""Garbage-collector pauses (serving/observability/gcpause.py): every collection observed once
+(outside the collector), freezing works."""
 
 from __future__ import annotations
 

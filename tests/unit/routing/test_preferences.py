@@ -1,4 +1,6 @@
-"""Opt-in beta preferences: user tokens, the hot-path cache, the HTTP routes, and routing by preference."""
+"""Opt-in beta preferences: user tokens, the hot-path cache, the HTTP routes, and routing by
+preference.
+"""
 
 from __future__ import annotations
 
@@ -471,7 +473,8 @@ def test_routes_answer_404_when_the_router_has_no_preference_store():
 
 # ---------------------------------------------------------------------- routing by preference
 def make_routed_core(**ensemble_flags):
-    """A RouterCore over two in-process stub arms, rollout 0% (everyone on classic), "vip" allow-listed."""
+    """A RouterCore over two in-process stub arms, rollout 0% (everyone on classic), "vip"
+    allow-listed."""
     import numpy as np
 
     from models.schema import Feature, FeatureSchema
