@@ -15,7 +15,8 @@ set -euo pipefail
 CACHE=${CONTAINERS_CACHE:-/var/cache/tabular-serving/docker}
 RUN_DIR=${CONTAINERS_RUN_DIR:-/tmp/tabular-engine}  # short: socket paths are limited to 108 bytes
 SOCKET=$RUN_DIR/docker.sock
-PIDFILE=$RUN_DIR/dockerd.pid
+PIDFILE=$RUN_DIR/dockerd.pid  # dockerd's own
+ENGINE_PID=$RUN_DIR/engine.pid  # the pid we started, known before dockerd writes its pidfile
 LOG=$RUN_DIR/dockerd.log
 
 say() { echo "engine: $*" >&2; }
@@ -34,7 +35,7 @@ install() {
 }
 
 running() {
-  [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
+  [ -f "$ENGINE_PID" ] && kill -0 "$(cat "$ENGINE_PID")" 2>/dev/null
 }
 
 docker_cli() {
@@ -46,8 +47,9 @@ docker_cli() {
 
 wait_ready() {
   local i
-  for i in $(seq 1 60); do
+  for i in $(seq 1 120); do
     if docker_cli version >/dev/null 2>&1; then
+      [ -s "$PIDFILE" ] && cp "$PIDFILE" "$ENGINE_PID"  # dockerd's own word, once it has said it
       return 0
     fi
     running || return 1
@@ -69,6 +71,7 @@ start_with() {
     --iptables=false --ip6tables=false --bridge=none --ip-masq=false \
     --log-level warn \
     >"$LOG" 2>&1 </dev/null &
+  echo $! >"$ENGINE_PID"
   if wait_ready; then
     # A container must really start on this driver (overlay mounts can be refused at run time).
     if [ "$driver" = vfs ] || probe; then
@@ -102,7 +105,7 @@ probe() {
 
 start() {
   if running && docker_cli version >/dev/null 2>&1; then
-    say "already running (pid $(cat "$PIDFILE"))"
+    say "already running (pid $(cat "$ENGINE_PID"))"
   else
     install
     local drivers=${CONTAINERS_STORAGE_DRIVER:-overlay2 vfs} driver started=""
@@ -116,15 +119,15 @@ start() {
       say "no Docker engine could be started (log: $LOG)"
       return 1
     fi
-    say "dockerd running (pid $(cat "$PIDFILE"), $started, data root $CACHE)"
+    say "dockerd running (pid $(cat "$ENGINE_PID"), $started, data root $CACHE)"
   fi
   echo "export DOCKER_HOST=unix://$SOCKET"
 }
 
 stop() {
-  if [ -f "$PIDFILE" ]; then
+  if [ -f "$ENGINE_PID" ]; then
     local pid
-    pid=$(cat "$PIDFILE")
+    pid=$(cat "$ENGINE_PID")
     if kill -0 "$pid" 2>/dev/null; then
       # Containers of this engine first (they are its children through containerd-shim).
       local id
@@ -139,8 +142,15 @@ stop() {
       done
       kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
     fi
-    rm -f "$PIDFILE"
+    rm -f "$ENGINE_PID" "$PIDFILE"
   fi
+  # Mounts a dockerd can leave behind under its own directories (its network namespace file,
+  # the data root's bind mount after an unclean exit).
+  awk -v run="$RUN_DIR" -v cache="$CACHE" \
+    'index($2, run "/") == 1 || $2 == cache || index($2, cache "/") == 1 { print $2 }' \
+    /proc/mounts | sort -r | while read -r mountpoint; do
+    umount -l "$mountpoint" 2>/dev/null || true
+  done
   say "stopped"
 }
 
