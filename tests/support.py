@@ -1,5 +1,6 @@
 """Test support shared by conftest and test modules: the isolated BentoML home, the training CLI,
-a real `bentoml serve` subprocess (on loadtests.server.ServerProcess) and a throwaway PostgreSQL.
+a real `bentoml serve` subprocess (on loadtests.server.ServerProcess), a throwaway PostgreSQL and
+nginx in front of replicas (loadtests.nginx.Nginx, re-exported).
 Imported once (as tests.support), so the home is set once.
 """
 
@@ -7,14 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 from loadtests.common import ROOT, free_port, temp_dir
+from loadtests.nginx import Nginx  # noqa: F401 (tests import it from here)
 from loadtests.server import ServerProcess, bentoml_serve_command, isolated_home
 
 HOME = Path(os.environ.get("TESTS_BENTOML_HOME") or temp_dir("bentoml-home-"))
@@ -177,76 +177,6 @@ class Postgres:
             )
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
-
-
-class Nginx:
-    """Debian's nginx as our own process: round robin over `upstreams` on a free loopback port,
-    retrying another replica when one fails (as an ingress does)."""
-
-    def __init__(self, upstreams: list[str]):
-        self.dir = temp_dir("nginx-")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        servers = "\n".join(f"        server {u} max_fails=1 fail_timeout=2s;" for u in upstreams)
-        (self.dir / "nginx.conf").write_text(
-            NGINX_CONF.format(dir=self.dir, port=self.port, servers=servers)
-        )
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> Nginx:
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.process = subprocess.Popen(
-            [binary, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.dir / "stderr.log", "w"),  # noqa: SIM115 (lives with the process)
-        )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            time.sleep(0.1)
-        raise RuntimeError(f"nginx did not start: {(self.dir / 'stderr.log').read_text()}")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-NGINX_CONF = """
-daemon off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    upstream routers {{
-{servers}
-        keepalive 32;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://routers;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_next_upstream error timeout http_502 http_503 non_idempotent;
-            proxy_next_upstream_tries 3;
-            proxy_connect_timeout 2s;
-            proxy_read_timeout 30s;
-        }}
-    }}
-}}
-"""
 
 
 def clone_version(tag: str, corrupt: bool = False) -> str:
