@@ -33,6 +33,37 @@ from pydantic import BaseModel
 
 from serving.config.delivery import CLASSIC_SIZE, ENSEMBLE_SIZE, ROUTER_SIZE, AppSize
 
+PORT = 3000
+STATE_URL = "SERVING_STATE_URL"
+REGISTRY_PASSWORD = "ACR_PASSWORD"
+ROUTER_SECRETS = (
+    STATE_URL,
+    "SERVING_ADMIN_TOKEN",
+    "SERVING_VIEWER_TOKEN",
+    "SERVING_USER_TOKEN_SECRET",
+    "SERVING_REQUEST_ID_SECRET",
+    "SERVING_WEBHOOK_URL",
+)
+"""What the router reads from secrets; the state URL and the admin token are required."""
+REQUIRED_SECRETS = (STATE_URL, "SERVING_ADMIN_TOKEN")
+
+
+def secret_name(variable: str) -> str:
+    """A Container Apps secret name (lower case, dashes) for an environment variable."""
+    return variable.removeprefix("SERVING_").lower().replace("_", "-")
+
+
+class Target(BaseModel):
+    """Where the apps go: the Container Apps environment, its region and the registry."""
+
+    environment_id: str
+    location: str
+    registry: str
+
+    @property
+    def registry_server(self) -> str:
+        return f"{self.registry}.azurecr.io"
+
 
 class App(BaseModel):
     """One container image and the Azure Container App that runs it."""
@@ -48,6 +79,68 @@ class App(BaseModel):
     """Set on the container app (the router's arm URLs: Container Apps' internal app names)."""
     build_env: dict[str, str] = {}
     """Set for `bentoml build` (the router role keeps the ensemble model out of its Bento)."""
+    secrets: tuple[str, ...] = (STATE_URL,)
+    """Environment variables this app reads from Container Apps secrets (`secretRef`): every app
+    reads the shared state store (version pins; the router everything else)."""
+    concurrency: int = 50
+    """The HTTP scale rule: concurrent requests per replica before Container Apps adds one."""
+
+    def manifest(self, name: str, image: str, target: Target, secret_values: dict) -> dict:
+        """The whole container app, declaratively, as `az containerapp create --yaml` takes it:
+        ingress, registry, secrets (values from `secret_values`: variable -> value; unset optional
+        ones are left out), the container with its size, environment (secrets by `secretRef`) and
+        probes, and the replica range with an HTTP scale rule."""
+        present = [v for v in self.secrets if secret_values.get(v) is not None]
+        secrets = [{"name": secret_name(v), "value": secret_values[v]} for v in present]
+        secrets.append({"name": "registry-password", "value": secret_values[REGISTRY_PASSWORD]})
+        env = [{"name": k, "value": v} for k, v in self.env.items()]
+        env += [{"name": v, "secretRef": secret_name(v)} for v in present]
+        return {
+            "name": name,
+            "type": "Microsoft.App/containerApps",
+            "location": target.location,
+            "properties": {
+                "managedEnvironmentId": target.environment_id,
+                "configuration": {
+                    "activeRevisionsMode": "Multiple",
+                    "ingress": {
+                        "external": self.ingress == "external",
+                        "targetPort": PORT,
+                        "transport": "auto",
+                        "allowInsecure": self.ingress != "external",
+                    },
+                    "registries": [
+                        {
+                            "server": target.registry_server,
+                            "username": target.registry,
+                            "passwordSecretRef": "registry-password",
+                        }
+                    ],
+                    "secrets": secrets,
+                },
+                "template": {
+                    "containers": [
+                        {
+                            "name": name,
+                            "image": image,
+                            "resources": {"cpu": self.cpu, "memory": self.memory},
+                            "env": env,
+                            "probes": PROBES,
+                        }
+                    ],
+                    "scale": {
+                        "minReplicas": self.min_replicas,
+                        "maxReplicas": self.max_replicas,
+                        "rules": [
+                            {
+                                "name": "http-concurrency",
+                                "http": {"metadata": {"concurrentRequests": str(self.concurrency)}},
+                            }
+                        ],
+                    },
+                },
+            },
+        }
 
     def definition(self, name: str, image: str) -> dict:
         """The container app's template as `az containerapp update --yaml` takes it: the image,
@@ -70,7 +163,6 @@ class App(BaseModel):
         }
 
 
-PORT = 3000
 # Live = the process runs; ready = classic can answer (a router image without its arms' URLs never
 # is). The startup probe gives a cold start (scale from zero) 60 s before liveness counts.
 PROBES = [
@@ -118,6 +210,7 @@ APPS: dict[str, App] = {
         bento="tabular-ensemble",
         **sized(ENSEMBLE_SIZE),
         ingress="internal",
+        concurrency=32,  # rows coalesce into batches: fewer, busier replicas
     ),
     "tabular-router": App(
         bentofile="deploy/bentofile.router.yaml",
@@ -129,6 +222,8 @@ APPS: dict[str, App] = {
             "SERVING_ENSEMBLE_URL": "http://tabular-ensemble",
         },
         build_env={"SERVING_ROLE": "router"},
+        secrets=ROUTER_SECRETS,
+        concurrency=100,
     ),
 }
 FULL_BENTOFILE = "bentofile.yaml"  # the whole graph in one image (tabular-serving)
@@ -274,77 +369,77 @@ def acr_build(runner: Runner, registry: str, name: str, bento: str, version: str
 
 
 def cmd_apps(args, runner: Runner) -> None:
+    """Create or update each app from its declarative definition (`--yaml`), secrets included."""
     env = require_env("ACR_NAME", "AZURE_RESOURCE_GROUP", "CONTAINERAPPS_ENVIRONMENT")
     runner.require_tools("az")
     registry, group = env["ACR_NAME"], env["AZURE_RESOURCE_GROUP"]
+    missing = [v for v in REQUIRED_SECRETS if not os.environ.get(v)]
+    if missing and not runner.dry_run:
+        raise DeployError(
+            f"set {', '.join(missing)}: the apps read them as Container Apps secrets "
+            "(`python -m deploy database` prints the state store's URL)"
+        )
+    environment_id = runner.run(
+        "az", "containerapp", "env", "show", "--name", env["CONTAINERAPPS_ENVIRONMENT"],
+        "--resource-group", group, "--query", "id", "--output", "tsv",
+    ) or f"<id of {env['CONTAINERAPPS_ENVIRONMENT']}>"  # fmt: skip
+    password = runner.run(
+        "az", "acr", "credential", "show", "--name", registry,
+        "--query", "passwords[0].value", "--output", "tsv",
+    ) or os.environ.get(REGISTRY_PASSWORD, "")  # fmt: skip
+    target = Target(
+        environment_id=environment_id,
+        location=os.environ.get("AZURE_LOCATION", "westeurope"),
+        registry=registry,
+    )
+    values = {v: os.environ.get(v) for v in ROUTER_SECRETS}
+    values[REGISTRY_PASSWORD] = password
+    if runner.dry_run:  # the commands and definitions, never a secret's value
+        values = {k: (f"<${k}>" if v is not None or k in REQUIRED_SECRETS else None)
+                  for k, v in values.items()}  # fmt: skip
+        values[REGISTRY_PASSWORD] = "<the registry's password>"
     for name, app in _selected(args).items():
         if args.mode == "auto":
             exists = True if runner.dry_run else _app_exists(runner, name, group)
         else:
             exists = args.mode == "update"
-        common = [
-            "--name",
-            name,
-            "--resource-group",
-            group,
-            "--image",
-            image_ref(registry, name, args.version),
-            "--cpu",
-            str(app.cpu),
-            "--memory",
-            app.memory,
-            "--min-replicas",
-            str(app.min_replicas),
-            "--max-replicas",
-            str(app.max_replicas),
-        ]
-        env_vars = [f"{k}={v}" for k, v in app.env.items()]
-        if exists:
-            runner.run(
-                "az",
-                "containerapp",
-                "update",
-                *common,
-                *(["--set-env-vars", *env_vars] if env_vars else []),
-            )
-        else:
-            runner.run(
-                "az",
-                "containerapp",
-                "create",
-                *common,
-                "--environment",
-                env["CONTAINERAPPS_ENVIRONMENT"],
-                "--registry-server",
-                f"{registry}.azurecr.io",
-                "--ingress",
-                app.ingress,
-                "--target-port",
-                str(PORT),
-                "--revisions-mode",
-                "multiple",
-                *(["--env-vars", *env_vars] if env_vars else []),
-            )
-        # Probes have no command-line flags: the same definition again, as YAML, with them.
-        definition = yaml.safe_dump(
-            app.definition(name, image_ref(registry, name, args.version)), sort_keys=False
-        )
+        manifest = app.manifest(name, image_ref(registry, name, args.version), target, values)
+        definition = yaml.safe_dump(manifest, sort_keys=False)
         path = os.path.join(tempfile.gettempdir(), f"containerapp-{name}.yaml")
         if not runner.dry_run:
             Path(path).write_text(definition)
-        runner.run(
-            "az",
-            "containerapp",
-            "update",
-            "--name",
-            name,
-            "--resource-group",
-            group,
-            "--yaml",
-            path,
-        )
+            os.chmod(path, 0o600)  # it holds the secrets' values
+        verb = "update" if exists else "create"
+        runner.run("az", "containerapp", verb, "--name", name, "--resource-group", group,
+                   "--yaml", path)  # fmt: skip
         if runner.dry_run:
             print("".join(f"#   {line}\n" for line in definition.splitlines()), end="")
+
+
+def cmd_database(args, runner: Runner) -> None:
+    """Azure Database for PostgreSQL (flexible server): the state store every replica shares."""
+    env = require_env("AZURE_RESOURCE_GROUP", "POSTGRES_SERVER")
+    runner.require_tools("az")
+    password = os.environ.get("POSTGRES_PASSWORD")
+    if not password and not runner.dry_run:
+        raise DeployError("set POSTGRES_PASSWORD: the server's administrator password")
+    server, group = env["POSTGRES_SERVER"], env["AZURE_RESOURCE_GROUP"]
+    runner.run(
+        "az", "postgres", "flexible-server", "create", "--resource-group", group,
+        "--name", server, "--location", os.environ.get("AZURE_LOCATION", "westeurope"),
+        "--version", "16", "--tier", "Burstable", "--sku-name", "Standard_B1ms",
+        "--storage-size", "32", "--admin-user", "serving",
+        "--admin-password", "<$POSTGRES_PASSWORD>" if runner.dry_run else password,
+        "--public-access", "0.0.0.0", "--yes",
+    )  # fmt: skip
+    runner.run(
+        "az", "postgres", "flexible-server", "db", "create", "--resource-group", group,
+        "--server-name", server, "--database-name", "serving",
+    )  # fmt: skip
+    print(
+        f"# then: export {STATE_URL}='postgresql+psycopg://serving:<password>@"
+        f"{server}.postgres.database.azure.com:5432/serving?sslmode=require'"
+    )
 
 
 def cmd_traffic(args, runner: Runner) -> None:
@@ -435,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("images", "containerize the Bentos into local images (<bento>:<version>)"),
         ("push", "containerize each Bento and push it to ACR ($ACR_NAME)"),
         ("apps", "create or update the container apps (classic, ensemble, router)"),
+        ("database", "create the PostgreSQL flexible server the replicas share"),
         ("traffic", "split an app's traffic between revisions"),
         ("rollback", "send all of an app's traffic to its previous revision"),
     ]:
@@ -484,6 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "images": cmd_images,
         "push": cmd_push,
         "apps": cmd_apps,
+        "database": cmd_database,
         "traffic": cmd_traffic,
         "rollback": cmd_rollback,
     }

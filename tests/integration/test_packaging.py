@@ -200,15 +200,12 @@ def test_split_deployment_three_servers_and_ensemble_down(trained_store, example
             ["apps", "--version", "1.2.3", "--mode", "create"],
             {"ACR_NAME": "myacr", "AZURE_RESOURCE_GROUP": "rg", "CONTAINERAPPS_ENVIRONMENT": "env"},
             [
-                "az containerapp create --name tabular-classic --resource-group rg --image "
-                "myacr.azurecr.io/tabular-classic:1.2.3 --cpu 0.25 --memory 0.5Gi --min-replicas 0 "
-                "--max-replicas 10",
-                "--name tabular-ensemble --resource-group rg --image "
-                "myacr.azurecr.io/tabular-ensemble:1.2.3 --cpu 0.5 --memory 1Gi "
-                "--min-replicas 0 --max-replicas 2",
-                "az containerapp update --name tabular-router --resource-group rg --yaml ",
+                "az containerapp create --name tabular-classic --resource-group rg --yaml ",
+                "#         image: myacr.azurecr.io/tabular-ensemble:1.2.3",
+                "az containerapp create --name tabular-router --resource-group rg --yaml ",
                 "#             path: /readyz",
                 "- name: SERVING_ENSEMBLE_URL\n#           value: http://tabular-ensemble",
+                "- name: SERVING_STATE_URL\n#           secretRef: state-url",
             ],
         ),
         (
