@@ -6,11 +6,14 @@ Imported once (as tests.support), so the home is set once.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from loadtests.common import ROOT, free_port, temp_dir
@@ -177,6 +180,33 @@ class Postgres:
             )
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
+
+
+class WebhookReceiver:
+    """A local HTTP receiver for the decision webhook on a free loopback port: keeps every JSON body
+    it is sent."""
+
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def actions(self) -> list[str]:
+        return [m["decision"]["action"] for m in self.received]
+
+    def close(self) -> None:
+        self.server.shutdown()
 
 
 def clone_version(tag: str, corrupt: bool = False) -> str:

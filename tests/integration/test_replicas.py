@@ -7,20 +7,19 @@ needs through the API (with If-Match, as an operator would).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
 from loadtests.server import descendants
 from serving.routing.preferences import sign_user_token
-from tests.support import ADMIN_TOKEN, Nginx, Server, clone_version
+from tests.integration.test_progressive_delivery import FAST_ROLLOUT as DELIVERY_ROLLOUT
+from tests.support import ADMIN_TOKEN, Nginx, Server, WebhookReceiver, clone_version
 from training.data import DEFAULT_TARGET, make_default_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.replicas]
@@ -34,34 +33,8 @@ BASE_FLAGS = {
 }
 
 
-class Webhook:
-    """A local receiver for the decision webhook: keeps every JSON body it is sent."""
-
-    def __init__(self) -> None:
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def actions(self) -> list[str]:
-        return [m["decision"]["action"] for m in self.received]
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-
 class Cluster:
-    def __init__(self, replicas: list[Server], nginx: Nginx, webhook: Webhook, pg):
+    def __init__(self, replicas: list[Server], nginx: Nginx, webhook: WebhookReceiver, pg):
         self.replicas, self.nginx, self.webhook, self.pg = replicas, nginx, webhook, pg
         self.url = nginx.url
 
@@ -87,7 +60,7 @@ def start_all(servers: list[Server]) -> None:
 @pytest.fixture(scope="module")
 def cluster(trained_store, postgres_cluster):
     database = postgres_cluster.create_database()
-    webhook = Webhook()
+    webhook = WebhookReceiver()
     env = {
         "SERVING_STATE_URL": database,
         "SERVING_LEASE_TTL_S": str(LEASE_TTL_S),
@@ -311,19 +284,10 @@ class Traffic:
                     self.errors.append(str(exc))
 
 
-FAST_ROLLOUT = {
+FAST_ROLLOUT = {  # the progressive-delivery test's accelerated rollout, without shadow copies
     **BASE_FLAGS,
     "ensemble": {**BASE_FLAGS["ensemble"], "rollout_percentage": 10},
-    "rollout": {
-        "enabled": True,
-        "schedule": [10, 50, 100],
-        "min_stage_seconds": 0,
-        "min_labelled_samples": 40,
-        "min_request_samples": 40,
-        "evaluation_interval_s": 0.5,
-        # sample sizes only; every threshold of the score stays at its default
-        "score": {"min_labelled_samples": 40, "min_requests": 40},
-    },
+    "rollout": DELIVERY_ROLLOUT["rollout"],
 }
 
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 from serving.delivery.notify import Notifier, post_json, slack_message
+from tests.support import WebhookReceiver
 
 ROLLBACK = {"action": "rollback", "reasons": ["accuracy dropped"], "state": {"percentage": 25.0}}
 
@@ -45,21 +42,9 @@ def test_gives_up_after_max_attempts_and_skips_unannounced_actions():
 
 
 def test_post_json_reaches_a_real_local_receiver():
-    received = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.handle_request, daemon=True)
-    thread.start()
-    post_json(f"http://127.0.0.1:{server.server_port}/hook", slack_message(ROLLBACK))
-    thread.join(5)
-    server.server_close()
-    assert received and received[0]["decision"]["action"] == "rollback"
+    receiver = WebhookReceiver()
+    try:
+        post_json(receiver.url, slack_message(ROLLBACK))
+    finally:
+        receiver.close()
+    assert receiver.actions() == ["rollback"]
