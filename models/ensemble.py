@@ -21,6 +21,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 
+from models.cascade import CascadeResult, CascadeSpec, run_cascade
 from models.members import MEMBER_NAMES, Member, load_member, save_member
 from models.preprocessing import TabularPreprocessor
 from models.schema import FeatureSchema
@@ -29,6 +30,20 @@ log = logging.getLogger(__name__)
 
 MemberObserver = Callable[[str, float], None]
 """Called with (member name, seconds) after each member's prediction, e.g. to feed a histogram."""
+
+CLASSIC_STAGE = "classic"
+"""The cascade first stage that is the classic model (its linear head over the shared features)."""
+CLASSIC_HEAD_FILE = "cascade_classic.joblib"
+
+
+def linear_head(estimator) -> tuple[np.ndarray, np.ndarray]:
+    """(coef.T, intercept) of a fitted linear classifier, two rows for a binary one."""
+    coef = np.asarray(estimator.coef_, dtype=np.float64)
+    intercept = np.asarray(estimator.intercept_, dtype=np.float64)
+    if coef.shape[0] == 1:
+        coef = np.vstack([np.zeros_like(coef), coef])
+        intercept = np.concatenate([[0.0], intercept])
+    return coef.T.copy(), intercept
 
 
 def soft_vote(probas: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
@@ -111,6 +126,10 @@ class EnsembleModel:
         self.stacker = stacker
         self.observer: MemberObserver | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self.cascade: CascadeSpec | None = None
+        """The dynamic-selection cascade in force (`attach_cascade`), None without one."""
+        self.cascade_unavailable: str | None = None
+        self._classic_head: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -130,11 +149,14 @@ class EnsembleModel:
         )
 
     def member_probas(self, codes: np.ndarray) -> dict[str, np.ndarray]:
-        X = self.preprocessor.transform(codes)
+        return self._member_probas(self.preprocessor.transform(codes))
+
+    def _member_probas(self, X: np.ndarray, skip: str | None = None) -> dict[str, np.ndarray]:
+        members = {n: m for n, m in self.members.items() if n != skip}
         if self._pool is not None and len(X) >= 32:
-            futures = {n: self._pool.submit(self._timed, n, m, X) for n, m in self.members.items()}
+            futures = {n: self._pool.submit(self._timed, n, m, X) for n, m in members.items()}
             return {n: f.result() for n, f in futures.items()}
-        return {n: self._timed(n, m, X) for n, m in self.members.items()}
+        return {n: self._timed(n, m, X) for n, m in members.items()}
 
     def _timed(self, name: str, member: Member, X: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
@@ -165,15 +187,80 @@ class EnsembleModel:
         """Ensemble class probabilities for a code matrix."""
         return self.combine(self.member_probas(codes))
 
+    # ------------------------------------------------------------------ dynamic selection
+    def attach_cascade(self, spec: CascadeSpec | None, directory: Path | None = None) -> None:
+        """Serve `spec` (from the model's metadata) through `predict_cascade`; a first stage that
+        is not loaded here (a degraded ensemble) leaves the cascade off, with the reason."""
+        self.cascade, self.cascade_unavailable, self._classic_head = None, None, None
+        if spec is None:
+            return
+        if spec.first_stage == CLASSIC_STAGE:
+            path = Path(directory or ".") / CLASSIC_HEAD_FILE
+            if not path.exists():
+                self.cascade_unavailable = f"first stage classic: {CLASSIC_HEAD_FILE} missing"
+                return
+            self._classic_head = linear_head(joblib.load(path))
+        elif spec.first_stage not in self.members:
+            self.cascade_unavailable = f"first stage {spec.first_stage} is not loaded"
+            return
+        self.cascade = spec
+
+    def first_stage_probas(self, X: np.ndarray) -> np.ndarray:
+        """The cascade's first stage on a design matrix."""
+        if self.cascade is None:
+            raise RuntimeError("this ensemble has no cascade in force")
+        if self._classic_head is not None:
+            from models.links import softmax
+
+            coef_t, intercept = self._classic_head
+            return softmax(X.astype(np.float64) @ coef_t + intercept)
+        name = self.cascade.first_stage
+        return self._timed(name, self.members[name], X)
+
+    def predict_cascade(self, codes: np.ndarray) -> CascadeResult:
+        """The cascade's answer for a code matrix: the first stage on every row, the full ensemble
+        (reusing the first stage's output when it is a member) on the rows it is unsure of.
+        Without a cascade in force every row is the ensemble's, flagged escalated."""
+        if self.cascade is None:
+            return CascadeResult(self.predict_proba(codes), np.ones(len(codes), dtype=bool))
+        X = self.preprocessor.transform(codes)
+        first = self.cascade.first_stage
+
+        def escalate(rows: np.ndarray, first_probas: np.ndarray) -> np.ndarray:
+            if first not in self.members:  # classic first: every member is still to run
+                return self.combine(self._member_probas(rows))
+            return self.combine({**self._member_probas(rows, skip=first), first: first_probas})
+
+        spec = self.cascade
+        return run_cascade(X, self.first_stage_probas, escalate, spec.threshold, spec.score)
+
     # ------------------------------------------------------------------ persistence
-    def save(self, directory: Path, fitted: Mapping[str, object]) -> None:
-        """Save preprocessing, weights and each fitted member (estimators, boosters, TFLite bytes)."""
+    def save(
+        self,
+        directory: Path,
+        fitted: Mapping[str, object],
+        classic_head: object | None = None,
+        members_from: Path | None = None,
+    ) -> None:
+        """Save preprocessing, weights and each fitted member (estimators, boosters, TFLite bytes).
+
+        `classic_head`: the classic model's estimator, when the cascade's first stage is classic;
+        `members_from`: a directory whose `members/` were already written by `save_member` (with
+        their checked fast paths), copied instead of converting every member a second time.
+        """
         directory = Path(directory)
+        if classic_head is not None:
+            joblib.dump(classic_head, directory / CLASSIC_HEAD_FILE)
         (directory / "schema.json").write_text(self.schema.model_dump_json(indent=1))
         joblib.dump(self.preprocessor, directory / "preprocessor.joblib")
         (directory / "weights.json").write_text(json.dumps(self.trained_weights, indent=1))
         if self.stacker is not None:
             joblib.dump(self.stacker, directory / "stacker.joblib")
+        if members_from is not None:
+            import shutil
+
+            shutil.copytree(Path(members_from) / "members", directory / "members")
+            return
         for name, model in fitted.items():
             save_member(directory, name, model)
 

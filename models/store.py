@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import bentoml
 
+from models.cascade import CascadeSpec
 from models.classic import ClassicModel
 from models.ensemble import EnsembleModel
 
@@ -24,9 +26,13 @@ def save_ensemble(
     fitted: dict[str, object],
     metadata: dict[str, Any],
     labels: dict[str, str],
+    classic_head: object | None = None,
+    members_from: Path | None = None,
 ) -> str:
+    """Save the ensemble (see `EnsembleModel.save`); `classic_head` when its cascade's first
+    stage is classic (metadata `cascade`, see models/cascade.py)."""
     with bentoml.models.create("ensemble", labels=labels, metadata=metadata) as stored:
-        model.save(stored.path, fitted)
+        model.save(stored.path, fitted, classic_head, members_from)
     return str(stored.tag)
 
 
@@ -36,7 +42,9 @@ def load(
     """Load `classic:<version>` or `ensemble:<version>`; returns the model and its store entry."""
     stored = bentoml.models.get(tag)
     if stored.tag.name == "ensemble":
-        return EnsembleModel.load(stored.path, exclude=exclude_members), stored
+        model = EnsembleModel.load(stored.path, exclude=exclude_members)
+        model.attach_cascade(CascadeSpec.from_metadata(stored.info.metadata), stored.path)
+        return model, stored
     return ClassicModel.load(stored.path), stored
 
 
