@@ -34,6 +34,17 @@ install() {
     docker.io debootstrap >/dev/null
 }
 
+clear_leftovers() {
+  # What a dockerd can leave behind under its own directories when it is gone: mounts (its network
+  # namespace file; the data root's bind mount after an unclean exit) and its pidfile.
+  awk -v run="$RUN_DIR" -v cache="$CACHE" \
+    'index($2, run "/") == 1 || $2 == cache || index($2, cache "/") == 1 { print $2 }' \
+    /proc/mounts | sort -r | while read -r mountpoint; do
+    umount -l "$mountpoint" 2>/dev/null || true
+  done
+  rm -f "$PIDFILE" "$ENGINE_PID"
+}
+
 running() {
   [ -f "$ENGINE_PID" ] && kill -0 "$(cat "$ENGINE_PID")" 2>/dev/null
 }
@@ -107,6 +118,7 @@ start() {
   if running && docker_cli version >/dev/null 2>&1; then
     say "already running (pid $(cat "$ENGINE_PID"))"
   else
+    clear_leftovers  # of an engine that was killed (e.g. with the session that started it)
     install
     local drivers=${CONTAINERS_STORAGE_DRIVER:-overlay2 vfs} driver started=""
     for driver in $drivers; do
@@ -144,13 +156,7 @@ stop() {
     fi
     rm -f "$ENGINE_PID" "$PIDFILE"
   fi
-  # Mounts a dockerd can leave behind under its own directories (its network namespace file,
-  # the data root's bind mount after an unclean exit).
-  awk -v run="$RUN_DIR" -v cache="$CACHE" \
-    'index($2, run "/") == 1 || $2 == cache || index($2, cache "/") == 1 { print $2 }' \
-    /proc/mounts | sort -r | while read -r mountpoint; do
-    umount -l "$mountpoint" 2>/dev/null || true
-  done
+  clear_leftovers
   say "stopped"
 }
 

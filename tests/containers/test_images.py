@@ -125,7 +125,7 @@ def test_router_image_without_arm_urls_stays_unready_and_says_why(images):
         logs = router.logs()
         assert "router not ready: SERVING_ROLE=router but SERVING_CLASSIC_URL" in logs
         assert "SERVING_ENSEMBLE_URL not set" in logs
-        workers = docker("top", router.id, "-o", "args").stdout  # no in-process arms
+        workers = docker("top", router.id, "-o", "pid,args").stdout  # no in-process arms
         assert "--service-name router" in workers
         assert "--service-name classic" not in workers and "--service-name ensemble" not in workers
     finally:
