@@ -31,6 +31,8 @@ with bentoml.importing():
     )
     from serving.http.app import create_app
     from serving.observability import metrics
+    from serving.rows import MOUNT as ROWS_MOUNT
+    from serving.rows import RowsEndpoint, RowsPredictor, RowsSocketServer, own_socket_path
     from serving.wiring import BackgroundWork, Services, build_router_core
 
 log = logging.getLogger("bentoml.service")
@@ -103,6 +105,10 @@ class Classic(ModelHost):
         return self.hosted.predict_proba(self._checked(codes))
 
 
+# The router's lean transport of encoded rows (serving/rows.py): an HTTP endpoint and a socket.
+rows = RowsPredictor(settings.ensemble_max_batch_size, observe=metrics.ENSEMBLE_BATCH_ROWS.observe)
+
+
 @bentoml.service(
     name="ensemble",
     workers=1,
@@ -112,6 +118,7 @@ class Classic(ModelHost):
     logging=LOGGING,
     tracing=TRACING,
 )
+@bentoml.asgi_app(RowsEndpoint(rows), path=ROWS_MOUNT)
 class Ensemble(ModelHost):
     """The seven-member ensemble with adaptive batching; degraded (still serving) without TFLite."""
 
@@ -123,6 +130,21 @@ class Ensemble(ModelHost):
     def __init__(self) -> None:
         self.faults = FaultInjector(settings.faults_enabled)
         self._host("ensemble", on_load=instrument_ensemble)
+        rows.predict = self.predict_rows
+        rows.inline_ok = lambda: not self.faults.delay_s  # a test's delay must not block the loop
+        self.rows_socket: RowsSocketServer | None = None
+
+    @bentoml.on_startup
+    async def serve_rows_socket(self) -> None:
+        """The rows socket beside BentoML's own, under `bentoml serve` (serving/rows.py)."""
+        if (path := own_socket_path("ensemble")) is not None:
+            self.rows_socket = RowsSocketServer(rows, path)
+            await self.rows_socket.start()
+
+    @bentoml.on_shutdown
+    async def stop_rows_socket(self) -> None:
+        if self.rows_socket is not None:
+            await self.rows_socket.stop()
 
     @bentoml.api(
         batchable=settings.ensemble_max_batch_size > 1,  # 1 turns adaptive batching off
@@ -131,8 +153,12 @@ class Ensemble(ModelHost):
     )
     def predict(self, codes: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch of schema-encoded rows; one call per member per batch."""
-        codes = self._checked(codes)
         metrics.ENSEMBLE_BATCH_ROWS.observe(len(codes))
+        return self.predict_rows(codes)
+
+    def predict_rows(self, codes: np.ndarray) -> np.ndarray:
+        """What both transports run (the API above, the rows endpoint): checks, faults, predict."""
+        codes = self._checked(codes)
         self.faults.apply()
         return self.hosted.predict_proba(codes)
 
@@ -168,7 +194,9 @@ class Router:
     def __init__(self) -> None:
         services = Services(
             classic=service_calls(self.classic_service),
-            ensemble=service_calls(self.ensemble_service, with_fault=True),
+            ensemble=service_calls(
+                self.ensemble_service, with_fault=True, transport=settings.ensemble_transport
+            ),
             retry_on=(aiohttp.ClientConnectionError,),
             classic_tag=stored_tag(type(self).classic_model),
         )

@@ -7,6 +7,7 @@ from typing import Any
 
 import bentoml
 
+from serving.rows import HttpClient, SocketClient, Transports, socket_path
 from serving.wiring import ServiceCalls
 
 
@@ -38,8 +39,15 @@ def fix_media_types(*services: Any) -> None:
                 method.output_spec.media_type = method.output_spec.mime_type()
 
 
-def service_calls(dependency: Any, with_fault: bool = False) -> ServiceCalls:
-    """Awaitable calls to a model service, whether it runs in its own process or in this one."""
+def service_calls(
+    dependency: Any, with_fault: bool = False, transport: str = "api"
+) -> ServiceCalls:
+    """Awaitable calls to a model service, whether it runs in its own process or in this one.
+
+    `transport` (SERVING_ENSEMBLE_TRANSPORT) for predict when the service runs in another process:
+    `socket` (raw rows over a Unix socket, same `bentoml serve` only), then `http` (raw rows to its
+    POST /rows/predict), then its BentoML API (`api`); see serving/rows.py.
+    """
 
     def call(name: str):
         if hasattr(dependency, "to_async"):  # a client; its endpoints are known once connected
@@ -48,8 +56,15 @@ def service_calls(dependency: Any, with_fault: bool = False) -> ServiceCalls:
         return lambda **kwargs: asyncio.to_thread(method, **kwargs)
 
     predict, describe, load = call("predict"), call("describe"), call("load_version")
+    predict_codes: Any = lambda codes: predict(codes=codes)  # noqa: E731
+    if transport != "api" and hasattr(dependency, "to_async"):
+        url = dependency.to_async.url
+        chain: list[tuple[str, Any]] = [("http", HttpClient(url)), ("api", predict_codes)]
+        if transport == "socket" and (path := socket_path(url)) is not None:
+            chain.insert(0, ("socket", SocketClient(path)))
+        predict_codes = Transports(chain)
     return ServiceCalls(
-        predict=lambda codes: predict(codes=codes),
+        predict=predict_codes,
         describe=describe,
         load_version=lambda tag: load(tag=tag),
         set_fault=call("set_fault") if with_fault else None,

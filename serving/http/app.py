@@ -45,6 +45,7 @@ def create_app(settings: ServingSettings) -> FastAPI:
     fast_routes: dict[str, FastRoute] = {}
     if settings.fast_classify:
         fast_routes["/api/classify"] = classify.fast_route(app)
+        fast_routes.update(classify.fast_direct_routes(app))  # the direct endpoints too
     app.add_middleware(
         RequestGuard,
         max_body_bytes=settings.max_body_bytes,

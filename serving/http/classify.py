@@ -105,6 +105,28 @@ def fast_route(app: FastAPI) -> FastRoute:
     return classify_fast
 
 
+def fast_direct_routes(app: FastAPI) -> dict[str, FastRoute]:
+    """The lean path of the two direct endpoints, as `fast_route` is /api/classify's: the same
+    body model, `classify_direct` answers, any body that does not validate takes the full route.
+    (The endpoints take no header: X-Model-Preference is ignored on both paths.)"""
+
+    def direct(arm: str) -> FastRoute:
+        async def classify_direct_fast(body: bytes, headers: dict[str, str]) -> bytes | None:
+            try:
+                request = ClassifyRequest.model_validate_json(body)
+            except ValidationError:
+                return None
+            out = await app.state.core.classify_direct(arm, [request.features])
+            return Prediction.of(out[0]).model_dump_json().encode()
+
+        return classify_direct_fast
+
+    return {
+        "/api/v1/classify/classic": direct("classic"),
+        "/api/v2/classify/ensemble": direct("ensemble"),
+    }
+
+
 def _check_batch_size(body: BatchRequest, limit: int) -> None:
     if len(body.instances) > limit:
         raise InvalidInput(

@@ -364,12 +364,20 @@ class RouterCore:
     async def classify_direct(
         self, arm_name: str, rows: Sequence[Mapping[str, Any]], prefix: str = "features"
     ) -> list[RoutedPrediction]:
-        """Unrouted call to one arm's service; no fallback (the caller asked for this model)."""
-        arm = self.ensemble if arm_name == "ensemble" else self.classic_direct
+        """Unrouted call to one arm; no fallback (the caller asked for this model).
+
+        Classic answers from the router's own copy when it holds one (SERVING_CLASSIC_LOCAL: the
+        same version as the classic service, kept in step by swaps and pins), as routed classic
+        does: the hop to the classic service cost 4x the CPU per request (README "Performance").
+        """
+        arm = self.ensemble if arm_name == "ensemble" else self.classic
         info = self._require(arm)
         codes = self.encode(info, rows, prefix)
+        timeout_s = None if isinstance(arm, LocalArm) else 30.0  # in process: nothing to wait on
         try:
-            answer = await self._predict(arm, info, rows, codes, timeout_s=30.0, use_cache=False)
+            answer = await self._predict(
+                arm, info, rows, codes, timeout_s=timeout_s, use_cache=False
+            )
         except TimeoutError:
             raise ArmUnavailable(f"{arm_name} did not answer in time") from None
         except Exception as exc:

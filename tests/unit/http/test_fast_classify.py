@@ -103,3 +103,44 @@ def test_oversize_bodies_are_refused_on_the_fast_path_too():
         "/api/classify", content=big, headers={"content-type": "application/json"}
     )
     assert response.status_code == 413
+
+
+DIRECT = ["/api/v1/classify/classic", "/api/v2/classify/ensemble"]
+
+
+@pytest.mark.parametrize("path", DIRECT)
+@pytest.mark.parametrize("body,headers", CASES)
+def test_direct_fast_paths_answer_exactly_like_the_full_routes(path, body, headers):
+    fast, _ = app_with(True)
+    full, _ = app_with(False)
+    headers = {"content-type": "application/json", **headers}
+    assert answer(fast.post(path, content=body, headers=headers)) == answer(
+        full.post(path, content=body, headers=headers)
+    )
+
+
+@pytest.mark.parametrize("path,model", zip(DIRECT, ["classic", "ensemble"], strict=True))
+def test_valid_direct_requests_skip_the_full_route(path, model):
+    client, calls = app_with(True)
+    ok = client.post(path, json={"features": {"x": 1.0}, "user_id": "vip"})
+    assert ok.status_code == 200
+    assert (ok.json()["model"], ok.json()["reason"], ok.json()["fallback"]) == (
+        model,
+        "direct",
+        False,
+    )
+    assert calls == []
+    bad = client.post(path, json={"features": {"x": 1.0}, "extra": 1})
+    assert bad.status_code == 422 and calls == [path]
+
+
+def test_a_direct_arm_that_cannot_answer_gives_the_full_routes_503():
+    fast, _ = app_with(True)
+    full, _ = app_with(False)
+    for client in (fast, full):
+        client.app.state.core.ensemble.info = None  # not ready: no fallback on a direct route
+    body = json.dumps({"features": {"x": 1.0}})
+    headers = {"content-type": "application/json"}
+    got = answer(fast.post(DIRECT[1], content=body, headers=headers))
+    assert got == answer(full.post(DIRECT[1], content=body, headers=headers))
+    assert got[0] == 503 and got[2]["error"]["code"] == "model_unavailable"

@@ -205,3 +205,27 @@ def test_unready_ensemble_routes_to_classic_with_fallback():
     answer = run(core.classify([ROW], user_id="vip"))[0]
     assert (answer.model, answer.fallback, answer.reason) == ("classic", True, "unhealthy")
     assert ensemble.calls == 0
+
+
+class _Probs:
+    """A model object for a LocalArm: fixed probabilities."""
+
+    schema = SCHEMA
+
+    def predict_proba(self, codes):
+        return np.tile([0.6, 0.4], (len(codes), 1))
+
+
+def test_direct_classic_answers_from_the_routers_own_copy_when_it_holds_one():
+    from serving.routing.arms import LocalArm
+
+    _, _, ensemble = make_core()
+    service = StubArm("classic", [0.8, 0.2])
+    local = LocalArm("classic", _Probs(), ArmInfo(name="classic", tag="classic:v1", schema=SCHEMA))
+    core = RouterCore(local, ensemble, parse_flag_config({}), classic_direct=service)
+    answer = run(core.classify_direct("classic", [ROW]))[0]
+    assert (answer.model, answer.reason, answer.probabilities["no"]) == ("classic", "direct", 0.6)
+    assert service.calls == 0  # no hop to the classic service
+    remote_only = RouterCore(service, ensemble, parse_flag_config({}))
+    assert run(remote_only.classify_direct("classic", [ROW]))[0].probabilities["no"] == 0.8
+    assert service.calls == 1
