@@ -33,7 +33,7 @@ with bentoml.importing():
     from serving.observability import metrics
     from serving.rows import MOUNT as ROWS_MOUNT
     from serving.rows import RowsEndpoint, RowsPredictor, RowsSocketServer, own_socket_path
-    from serving.wiring import BackgroundWork, Services, build_router_core
+    from serving.wiring import BackgroundWork, Services, api_call, build_router_core
 
 log = logging.getLogger("bentoml.service")
 settings = get_settings()
@@ -162,6 +162,19 @@ class Ensemble(ModelHost):
         self.faults.apply()
         return self.hosted.predict_proba(codes)
 
+    @bentoml.api(
+        batchable=settings.ensemble_max_batch_size > 1,
+        max_batch_size=max(settings.ensemble_max_batch_size, 2),
+        max_latency_ms=settings.ensemble_max_latency_ms,
+    )
+    def predict_cascade(self, codes: np.ndarray) -> np.ndarray:
+        """The cascade (dynamic selection, models/cascade.py) for a batch of encoded rows: an
+        (n, k + 1) array, the class probabilities then 1.0 where the row escalated from the first
+        stage to the full ensemble, else 0.0 (one array, so adaptive batching can split it)."""
+        codes = self._checked(codes)
+        self.faults.apply()
+        return self.hosted.predict_cascade(codes)
+
     @bentoml.api
     def set_fault(self, delay_ms: float = 0.0, error_rate: float = 0.0) -> dict:
         """Test-only fault injection; refused unless SERVING_FAULTS_ENABLED is set."""
@@ -199,6 +212,7 @@ class Router:
             ),
             retry_on=(aiohttp.ClientConnectionError,),
             classic_tag=stored_tag(type(self).classic_model),
+            cascade=api_call(self.ensemble_service, "predict_cascade"),
         )
         self.core = build_router_core(settings, services)
         api.state.core = self.core  # what the HTTP routes serve from

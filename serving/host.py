@@ -58,6 +58,8 @@ class HostedModel:
         self.error: str | None = None
         self.cpu_seconds = 0.0
         self.rows_served = 0
+        self.cascade_cpu_seconds = 0.0
+        self.cascade_rows_served = 0
         self._refused: str | None = None  # a pinned tag that failed to load here
         if stored_tag is None:
             self.error = f"model {tag} is not in the model store"
@@ -79,6 +81,7 @@ class HostedModel:
             stored,
         )  # one assignment each: requests see old or new, never half
         self.cpu_seconds, self.rows_served = 0.0, 0
+        self.cascade_cpu_seconds, self.cascade_rows_served = 0.0, 0
         self.error = None
         if self.on_load is not None:
             self.on_load(model)
@@ -93,6 +96,11 @@ class HostedModel:
         description["cpu_seconds_per_row"] = (
             self.cpu_seconds / self.rows_served if self.rows_served else None
         )
+        if isinstance(description.get("cascade"), dict):
+            rows = self.cascade_rows_served
+            description["cascade"]["cpu_seconds_per_row"] = (
+                self.cascade_cpu_seconds / rows if rows else None
+            )
         return description
 
     def swap(self, tag: str) -> dict:
@@ -145,6 +153,19 @@ class HostedModel:
         self.cpu_seconds += time.thread_time() - start
         self.rows_served += len(codes)
         return probabilities
+
+    def predict_cascade(self, codes: np.ndarray) -> np.ndarray:
+        """The ensemble's cascade (models/cascade.py) on checked codes, packed as (n, k + 1): the
+        class probabilities, then 1.0 where the row escalated to the full ensemble. Its CPU is
+        counted apart from `predict_proba`'s (the cascade's cost per row is its own), its rows in
+        the `tabular_cascade_*` counters."""
+        start = time.thread_time()
+        result = self.model.predict_cascade(codes)
+        self.cascade_cpu_seconds += time.thread_time() - start
+        self.cascade_rows_served += len(codes)
+        metrics.CASCADE_ROWS.inc(len(codes))
+        metrics.CASCADE_ESCALATED.inc(int(result.escalated.sum()))
+        return result.packed()
 
 
 def instrument_ensemble(model: Any) -> None:

@@ -28,7 +28,13 @@ from serving.delivery.pins import VersionPins
 from serving.delivery.request_ids import RequestIds
 from serving.delivery.state import StateStore
 from serving.observability import gcpause, metrics
-from serving.routing.arms import LocalArm, RemoteArm, describe_model, info_from_description
+from serving.routing.arms import (
+    CascadeArm,
+    LocalArm,
+    RemoteArm,
+    describe_model,
+    info_from_description,
+)
 from serving.routing.coalesce import Coalescer
 from serving.routing.core import RouterCore
 from serving.routing.flag_source import FlagSource
@@ -49,6 +55,15 @@ class ServiceCalls:
     set_fault: Call | None = None
 
 
+def api_call(dependency: Any, name: str) -> Callable[[np.ndarray], Awaitable[Any]]:
+    """An awaitable `codes -> answer` call of one API of a model service (e.g. the ensemble's
+    `predict_cascade`): through its client when it runs in another process, in a thread here."""
+    if hasattr(dependency, "to_async"):  # a client; its endpoints are known once connected
+        return lambda codes: dependency.to_async.call(name, codes=codes)
+    method = getattr(dependency, name)
+    return lambda codes: asyncio.to_thread(method, codes=codes)
+
+
 @dataclass(frozen=True)
 class Services:
     """What the BentoML layer provides: both model services and the errors worth one retry."""
@@ -58,6 +73,8 @@ class Services:
     retry_on: tuple[type[BaseException], ...] = ()
     classic_tag: str | None = None
     """The stored classic model's tag, when this process has a model store holding it."""
+    cascade: Callable[[np.ndarray], Awaitable[Any]] | None = None
+    """The ensemble service's `predict_cascade` API (dynamic selection), None: no cascade arm."""
 
 
 def load_flags(settings: ServingSettings) -> FlagConfig:
@@ -87,6 +104,17 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
             observe=metrics.ENSEMBLE_CALL_ROWS.observe,
         )
     ensemble = RemoteArm("ensemble", ensemble_call, services.ensemble.describe, services.retry_on)
+    cascade = None
+    if services.cascade is not None:  # the same service's cascade API, coalesced the same way
+        cascade_call = services.cascade
+        if settings.ensemble_coalesce_max_rows > 0:
+            cascade_call = Coalescer(
+                cascade_call,
+                settings.ensemble_coalesce_max_rows,
+                settings.ensemble_coalesce_in_flight,
+                observe=metrics.ENSEMBLE_CALL_ROWS.observe,
+            )
+        cascade = CascadeArm(ensemble, cascade_call)
     classic = classic_direct
     state = StateStore(settings.state_url)
     replica = settings.replica_id or replica_id()
@@ -112,6 +140,7 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
         classic,
         ensemble,
         flags,
+        cascade=cascade,
         classic_direct=classic_direct,
         flag_source=FlagSource(state, settings.flags_path),
         ensemble_min_members=settings.ensemble_min_members,

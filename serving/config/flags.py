@@ -159,6 +159,11 @@ class EnsembleFlag(StrictModel):
     """User ids or group names always routed to the ensemble (after header and preference)."""
     groups: dict[str, list[str]] = Field(default_factory=dict)
     """Group name -> user ids, so `allowed_users` can name a whole group."""
+    target: Literal["ensemble", "cascade"] = "ensemble"
+    """What serves the requests the rules send to the ensemble: the full ensemble, or the cascade
+    (dynamic selection: a cheap first stage, the ensemble for the rows it is unsure of; the
+    ensemble when the served model has no cascade). The X-Model-Preference header still names an
+    arm exactly."""
     fallback: Literal["classic"] = "classic"
     """Arm that answers when the ensemble fails, times out or its breaker is open."""
     shadow: ShadowConfig = Field(default_factory=ShadowConfig)

@@ -1,8 +1,10 @@
 """Live evaluation: rolling metrics per arm, A/B statistics, and the go/no-go score for a rollout.
 
-Arms: "classic" and "ensemble" are the arms that answered requests; "shadow" holds the ensemble's
-predictions made in shadow mode for requests classic answered (they get labels, not latency: a
-shadow call never delays an answer).
+Arms: "classic", "ensemble" and "cascade" (dynamic selection, served by the ensemble service) are
+the arms that answered requests; "shadow" holds the ensemble's predictions made in shadow mode for
+requests classic answered (they get labels, not latency: a shadow call never delays an answer). The
+go/no-go and the rollout compare the ensemble with classic; the cascade has its own window and
+its own comparison with classic (`compare(candidate="cascade")`).
 
 - `ArmWindow`: a bounded rolling window (at most `max_events` events no older than `max_age_s`)
   of requests (latency, error, fallback, cache hit, CPU seconds) and labels (correct, rating).
@@ -30,7 +32,7 @@ from scipy import stats
 
 from serving.config.delivery import ScoreConfig
 
-ARMS: tuple[str, ...] = ("classic", "ensemble", "shadow")
+ARMS: tuple[str, ...] = ("classic", "ensemble", "cascade", "shadow")
 """The arms the windows track by default."""
 
 COST_KEY = "cost"
@@ -175,8 +177,8 @@ class ArmWindow:
 
 
 class EvaluationWindows:
-    """One `ArmWindow` per arm ("classic", "ensemble", "shadow"); what a request costs is
-    serving/delivery/cost.py's business (it reads the arms' CPU from these windows)."""
+    """One `ArmWindow` per arm ("classic", "ensemble", "cascade", "shadow"); what a request
+    costs is serving/delivery/cost.py's business (it reads the arms' CPU from these windows)."""
 
     def __init__(
         self,

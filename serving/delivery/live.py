@@ -166,16 +166,20 @@ class LiveEvaluation:
         latency_ms: float | None,
         cpu_seconds: float | None,
         ensemble_error: bool = False,
+        meant: str = "ensemble",
     ) -> None:
-        """Count one answered request (all rows answered by one arm), remember each prediction."""
+        """Count one answered request (all rows answered by one arm), remember each prediction.
+
+        `meant`: on a fallback, the arm of the ensemble service that classic stood in for
+        ("ensemble" or "cascade"): its window counts the fallback and, with `ensemble_error`, the
+        error."""
         first = predictions[0]
         arm, cached, fallback = first.model, first.cached, first.fallback
         now = self._clock()
         if ensemble_error or fallback:
-            self.windows.record_request("ensemble", None, error=ensemble_error, fallback=True)
-            self.outcomes.add_request(
-                "ensemble", None, None, now, error=ensemble_error, fallback=True
-            )
+            meant = meant if meant in self.windows.windows else "ensemble"
+            self.windows.record_request(meant, None, error=ensemble_error, fallback=True)
+            self.outcomes.add_request(meant, None, None, now, error=ensemble_error, fallback=True)
         per_row_cpu = None if cpu_seconds is None else cpu_seconds / len(predictions)
         self._predictions += len(predictions)
         if cpu_seconds is not None and arm in self.in_process_arms:
@@ -397,6 +401,7 @@ class LiveEvaluation:
             "arms": arms,
             "cost": snapshot[COST_KEY],
             "comparison": self.shared_windows().compare(),
+            "cascade_comparison": self.shared_windows().compare(candidate="cascade"),
             "evidence": {
                 "source": self.evidence,
                 "replica": self.replica,

@@ -15,6 +15,7 @@ from fastapi import Depends, Header, Path, Request
 from serving.config.settings import ServingSettings
 from serving.errors import BadRequest, InvalidInput, NotFound
 from serving.routing.core import RouterCore
+from serving.routing.policy import ARMS
 from serving.routing.preferences import USER_ID_MAX_LENGTH, USER_ID_PATTERN, valid_user_id
 
 if TYPE_CHECKING:
@@ -70,21 +71,23 @@ PreferenceHeader = Annotated[  # `str`, not `str | None`: the schema says "strin
     str,
     Header(
         alias=PREFERENCE_HEADER,
-        description="classic|ensemble: override the split (if enabled in flags)",
+        description="classic|ensemble|cascade: override the split (if enabled in flags)",
     ),
 ]
 
 
 def preference(value: str | None) -> str | None:
-    """The X-Model-Preference header, normalised; a value other than classic|ensemble is a 400.
+    """The X-Model-Preference header, normalised; a value other than an arm's name is a 400.
 
     Called in the route, not as a dependency, so a bad body is still reported before a bad header.
     """
     if value is None:
         return None
     value = value.strip().lower()
-    if value not in ("classic", "ensemble"):
-        raise BadRequest(f"{PREFERENCE_HEADER} must be 'classic' or 'ensemble', got {value[:40]!r}")
+    if value not in ARMS:
+        raise BadRequest(
+            f"{PREFERENCE_HEADER} must be 'classic', 'ensemble' or 'cascade', got {value[:40]!r}"
+        )
     return value
 
 

@@ -47,7 +47,8 @@ class PreferenceUpdate(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     model: Literal["ensemble", "classic", "auto"] = Field(
-        description="ensemble = Ensemble ML (beta), classic, or auto = follow the rollout"
+        description="ensemble = Ensemble ML (beta), classic, or auto = the cascade (a fast first "
+        "stage, the ensemble when it is unsure) when it can answer, else follow the rollout"
     )
 
 
@@ -116,7 +117,7 @@ def create_preferences_router(settings: Any, require_admin) -> APIRouter:
         "/api/users/{user_id}/preference",
         response_model=PreferenceOut,
         tags=["preferences"],
-        summary="The user's model choice ('auto' = follow the rollout)",
+        summary="The user's model choice ('auto' = the cascade, else follow the rollout)",
         responses=user_errors,
     )
     async def get_preference(user_id: User, cache: Preferences) -> Any:
@@ -127,7 +128,7 @@ def create_preferences_router(settings: Any, require_admin) -> APIRouter:
         "/api/users/{user_id}/preference",
         response_model=PreferenceOut,
         tags=["preferences"],
-        summary="Choose the ensemble (beta), classic, or auto (follow the rollout)",
+        summary="Choose the ensemble (beta), classic, or auto (the cascade, else the rollout)",
         responses={**user_errors, **responses(*BODY, notes={422: BAD_USER_ID + "; or the body"})},
     )
     async def put_preference(body: PreferenceUpdate, user_id: User, cache: Preferences) -> Any:

@@ -54,7 +54,7 @@ class Prediction(ApiModel):
 
     label: str
     probabilities: dict[str, float]
-    model: Literal["classic", "ensemble"]
+    model: Literal["classic", "ensemble", "cascade"]
     model_version: str
     request_id: str
     fallback: bool = Field(description="True when the ensemble was meant but classic answered.")

@@ -108,6 +108,15 @@ ENSEMBLE_CALL_ROWS = Histogram(
     "Rows per call from the router to the ensemble service (after coalescing)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
+CASCADE_ROWS = Counter(
+    "tabular_cascade_rows_total",
+    "Rows the ensemble service answered through the cascade (dynamic selection)",
+)
+CASCADE_ESCALATED = Counter(
+    "tabular_cascade_escalated_total",
+    "Cascade rows the first stage was unsure of, answered by the full ensemble (escalation rate: "
+    "rate(tabular_cascade_escalated_total) / rate(tabular_cascade_rows_total))",
+)
 ENSEMBLE_DEGRADED = Gauge(
     "tabular_ensemble_degraded",
     "1 when a member could not be loaded",

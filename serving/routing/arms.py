@@ -68,8 +68,28 @@ def describe_model(
             weights=model.weights,
             unavailable=model.unavailable,
             network=metadata.get("network", {}),
+            cascade=describe_cascade(model, metadata),
         )
     return out
+
+
+def describe_cascade(model: Any, metadata: dict[str, Any]) -> dict[str, Any] | None:
+    """The ensemble's cascade as the router needs it (None for a model trained without one):
+    whether it can serve here (`available`: its first stage loaded), its spec and the figures of
+    its training run (models/cascade.py, training/cascade.py)."""
+    trained = metadata.get("cascade")
+    if not isinstance(trained, dict):
+        return None
+    return {
+        "available": getattr(model, "cascade", None) is not None,
+        "unavailable": getattr(model, "cascade_unavailable", None),
+        "first_stage": trained.get("first_stage"),
+        "score": trained.get("score"),
+        "threshold": trained.get("threshold"),
+        "goal": trained.get("goal"),
+        "validation": trained.get("validation"),
+        "test": trained.get("test"),
+    }
 
 
 def info_from_description(description: dict[str, Any]) -> ArmInfo:
@@ -184,4 +204,50 @@ class RemoteArm:
             )
             if self.info is not None and self.failed_refreshes >= NOT_READY_AFTER:
                 self.info.ready = False
+        return self.info
+
+
+class CascadeArm:
+    """The ensemble service's cascade (dynamic selection) as an arm of its own.
+
+    It is the ensemble service answering through its `predict_cascade` API, so it shares the
+    ensemble arm's health (no refresh of its own) and, in the router core, its breaker, deadline
+    and fallback. Its `info` is the ensemble's under the name "cascade" (so its answers, cache
+    entries and request ids carry that name), with the cascade's own CPU per row, and None while
+    the served ensemble has no cascade that can run (trained without one, or its first stage not
+    loaded). The service returns (n, k + 1) arrays, the last column the escalated flag; the arm
+    answers the probabilities (the service counts escalations, `tabular_cascade_*`).
+    """
+
+    name = "cascade"
+
+    def __init__(self, ensemble: RemoteArm, predict: Callable[[np.ndarray], Awaitable[Any]]):
+        self.ensemble = ensemble
+        self._predict = predict
+        self._derived: tuple[ArmInfo, ArmInfo] | None = None  # (ensemble info, cascade info)
+
+    @property
+    def info(self) -> ArmInfo | None:
+        base = self.ensemble.info
+        cascade = base.details.get("cascade") if base is not None else None
+        if base is None or not isinstance(cascade, dict) or not cascade.get("available"):
+            return None
+        if self._derived is None or self._derived[0] is not base:
+            details = {**base.details, "cpu_seconds_per_row": cascade.get("cpu_seconds_per_row")}
+            info = ArmInfo("cascade", base.tag, base.schema, base.ready, base.degraded, details)
+            self._derived = (base, info)
+        derived = self._derived[1]
+        derived.ready = base.ready  # a refresh failure marks the ensemble's info not ready
+        return derived
+
+    async def predict(self, codes: np.ndarray) -> np.ndarray:
+        try:
+            result = await self.ensemble._call(self._predict, codes)
+        except (TimeoutError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise arm_error(exc) from exc
+        return np.asarray(result, dtype=np.float64)[:, :-1]
+
+    async def refresh(self) -> ArmInfo | None:
         return self.info

@@ -83,9 +83,12 @@ class RouterCore:
         notifier=None,
         pins=None,
         request_ids=None,
+        cascade=None,
     ):
         self.classic = classic
         self.ensemble = ensemble
+        self.cascade = cascade
+        """The ensemble service's cascade (serving/routing/arms.py CascadeArm), or None."""
         self.classic_direct = classic_direct or classic
         self.flag_source = flag_source or FlagSource(None, flags_path)
         """Where flags come from: the shared store document, seeded from and watching the file."""
@@ -203,6 +206,7 @@ class RouterCore:
         return Health(
             ensemble_ready=self.ensemble_ready(),
             breaker_open=self.breaker.state == BreakerState.OPEN,
+            cascade_available=self.cascade is not None and self.cascade.info is not None,
         )
 
     async def refresh_health(self) -> None:
@@ -343,20 +347,25 @@ class RouterCore:
 
         answer: Answer | None = None
         ensemble_error = False
-        if decision.arm == "ensemble":
-            answer, ensemble_error = await self._try_ensemble(rows, codes, classic_info)
+        served_by_ensemble = decision.arm in ("ensemble", "cascade")
+        if served_by_ensemble:
+            arm = self.cascade if decision.arm == "cascade" else self.ensemble
+            answer, ensemble_error = await self._try_ensemble(rows, codes, classic_info, arm)
         elif decision.fallback:
             metrics.FALLBACKS.labels(cause=decision.reason.value).inc()
         shadow = False
         if answer is None:
             answer = await self._predict(self.classic, classic_info, rows, codes)
-            answer.fallback = decision.fallback or decision.arm == "ensemble"
+            answer.fallback = decision.fallback or served_by_ensemble
             shadow = decision.arm == "classic" and not decision.fallback
         out = self._render(answer, decision.reason.value, endpoint)
         if self.live is not None:
             self.live.observe_inputs(codes)
             latency_ms = None if answer.latency_s is None else answer.latency_s * 1000.0
-            self.live.record(out, latency_ms, answer.cpu_seconds, ensemble_error=ensemble_error)
+            meant = decision.arm if served_by_ensemble else decision.meant or "ensemble"
+            self.live.record(
+                out, latency_ms, answer.cpu_seconds, ensemble_error=ensemble_error, meant=meant
+            )
         if shadow:
             self._mirror(codes, answer, [p.request_id for p in out])
         return out
@@ -411,10 +420,13 @@ class RouterCore:
         return info
 
     async def _try_ensemble(
-        self, rows, codes: np.ndarray, classic_info: ArmInfo
+        self, rows, codes: np.ndarray, classic_info: ArmInfo, arm=None
     ) -> tuple[Answer | None, bool]:
-        """(the ensemble's answer, False), or (None, whether the ensemble failed) when classic must answer."""
-        info = self.ensemble.info
+        """(the ensemble service's answer, False), or (None, whether it failed) when classic must
+        answer. `arm`: the ensemble (default) or the cascade; one breaker and deadline for both,
+        the service they call."""
+        arm = arm or self.ensemble
+        info = arm.info
         if info is None:
             return self._fell_back("unhealthy")
         if info.schema_id != classic_info.schema_id:
@@ -426,14 +438,14 @@ class RouterCore:
             return self._fell_back("breaker_open")
         deadline = self._flags.ensemble.deadline_ms / 1000.0
         try:
-            answer = await self._predict(self.ensemble, info, rows, codes, timeout_s=deadline)
+            answer = await self._predict(arm, info, rows, codes, timeout_s=deadline)
         except TimeoutError:
             self.breaker.record_failure()
             return self._fell_back("timeout", failed=True)
         except Exception as exc:
             self.breaker.record_failure()
             cause = exc.cause if isinstance(exc, ArmCallError) else "error"
-            log.warning("ensemble call failed (%s): %s", cause, exc)
+            log.warning("%s call failed (%s): %s", arm.name, cause, exc)
             return self._fell_back(cause, failed=True)
         self.breaker.record_success()
         return answer, False

@@ -1,5 +1,12 @@
 """Which arm answers a request: one pure function, one precedence, every decision with its reason.
 
+Arms: classic, ensemble, and the cascade (dynamic selection, served by the ensemble service: a
+cheap first stage, the ensemble for the rows it is unsure of). The rules choose classic or "the
+ensemble"; `ensemble.target` in the flags says whether the ensemble or the cascade serves what
+they send to the ensemble (the cascade only when the served model has one), the users' "auto"
+preference chooses the cascade when it can answer, and the header may name any arm. The fallback
+rules cover both arms of the ensemble service.
+
 Stickiness comes from hashing, not from stored state: a user's bucket is
 `murmur3_32("{flag}:{user}") % 100 + 1` (Unleash's normalisation, seed 0), so any router replica,
 or any other system, puts the same user in the same bucket, and raising the percentage only adds
@@ -18,8 +25,10 @@ import mmh3
 
 from serving.config.flags import EligibilityRule, EnsembleFlag, FlagConfig
 
-Arm = Literal["classic", "ensemble"]
-ARMS: tuple[Arm, ...] = ("classic", "ensemble")
+Arm = Literal["classic", "ensemble", "cascade"]
+ARMS: tuple[Arm, ...] = ("classic", "ensemble", "cascade")
+SERVICE_ARMS: tuple[Arm, ...] = ("ensemble", "cascade")
+"""The arms the ensemble service answers: its health, breaker and fallback cover both."""
 PREFERENCES = ("classic", "ensemble", "auto")
 
 
@@ -41,7 +50,11 @@ PRECEDENCE: tuple[tuple[Reason, str], ...] = (
     (Reason.BREAKER_OPEN, "the rules below chose the ensemble but its breaker is open: classic"),
     (Reason.UNHEALTHY, "the rules below chose the ensemble but it is not ready: classic"),
     (Reason.HEADER, "X-Model-Preference header names an arm (when header_override is on)"),
-    (Reason.PREFERENCE, "the user's stored preference is classic or ensemble (auto follows on)"),
+    (
+        Reason.PREFERENCE,
+        "the user's stored preference: classic or ensemble; auto is the cascade when the ensemble "
+        "is ready and has one (otherwise auto follows on)",
+    ),
     (Reason.ALLOW_LIST, "the user, or a group the user belongs to, is in allowed_users: ensemble"),
     (Reason.NOT_ELIGIBLE, "an eligibility rule (attribute or time window) fails: classic"),
     (
@@ -63,7 +76,8 @@ class RequestContext:
     header_preference: Arm | None = None
     """Arm named by the X-Model-Preference header."""
     user_preference: Literal["classic", "ensemble", "auto"] | None = None
-    """The user's stored choice; "auto" or None leaves it to the rollout."""
+    """The user's stored choice; "auto" is the cascade when it can answer, else (and None) the
+    rules below decide."""
     attributes: Mapping[str, str] = field(default_factory=dict)
     """Request attributes the eligibility rules look at, e.g. tier or region."""
 
@@ -89,6 +103,8 @@ class Health:
 
     ensemble_ready: bool = True
     breaker_open: bool = False
+    cascade_available: bool = False
+    """The served ensemble has a cascade that can run (trained with one, its first stage loaded)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +117,8 @@ class Decision:
     """True when the ensemble was meant but classic answers instead (breaker open, not ready)."""
     bucket: int | None
     """1..100 when the percentage split was evaluated, else None."""
+    meant: Arm | None = None
+    """On a fallback: the arm of the ensemble service the rules chose (ensemble or cascade)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +126,7 @@ class Decision:
             "reason": self.reason.value,
             "fallback": self.fallback,
             "bucket": self.bucket,
+            "meant": self.meant,
         }
 
 
@@ -130,11 +149,11 @@ def decide(
     """
     if not cfg.ensemble.enabled:
         return Decision("classic", Reason.KILL_SWITCH, fallback=False, bucket=None)
-    intended = _intended(ctx, cfg, now)
-    if intended.arm == "ensemble" and health.breaker_open:
-        return Decision("classic", Reason.BREAKER_OPEN, fallback=True, bucket=intended.bucket)
-    if intended.arm == "ensemble" and not health.ensemble_ready:
-        return Decision("classic", Reason.UNHEALTHY, fallback=True, bucket=intended.bucket)
+    intended = _intended(ctx, cfg, health, now)
+    if intended.arm in SERVICE_ARMS and health.breaker_open:
+        return Decision("classic", Reason.BREAKER_OPEN, True, intended.bucket, intended.arm)
+    if intended.arm in SERVICE_ARMS and not health.ensemble_ready:
+        return Decision("classic", Reason.UNHEALTHY, True, intended.bucket, intended.arm)
     return intended
 
 
@@ -166,8 +185,14 @@ def explain(
         ),
         _rule(
             Reason.PREFERENCE,
-            ctx.user_preference in ARMS,
-            f"user preference {ctx.user_preference!r}",
+            ctx.user_preference in ("classic", "ensemble") or _auto_cascade(ctx, health),
+            f"user preference {ctx.user_preference!r}"
+            + (
+                f" (cascade available: {health.cascade_available}, "
+                f"ensemble ready: {health.ensemble_ready})"
+                if ctx.user_preference == "auto"
+                else ""
+            ),
         ),
         _rule(
             Reason.ALLOW_LIST,
@@ -198,28 +223,49 @@ def explain(
     ]
     return {
         "decision": decide(ctx, cfg, health, now).as_dict(),
-        "intended": _intended(ctx, cfg, now).as_dict(),
+        "intended": _intended(ctx, cfg, health, now).as_dict(),
+        "target": {"configured": flag.target, "cascade_available": health.cascade_available},
         "evaluated_at": now.isoformat(),
         "rules": rules,
     }
 
 
-def _intended(ctx: RequestContext, cfg: FlagConfig, now: datetime | None) -> Decision:
+def _intended(
+    ctx: RequestContext, cfg: FlagConfig, health: Health, now: datetime | None
+) -> Decision:
     """The arm the rules below the health checks choose."""
     flag = cfg.ensemble
     if flag.header_override and ctx.header_preference is not None:
-        return Decision(ctx.header_preference, Reason.HEADER, fallback=False, bucket=None)
-    if ctx.user_preference in ARMS:
-        return Decision(ctx.user_preference, Reason.PREFERENCE, fallback=False, bucket=None)
+        arm = ctx.header_preference
+        if arm == "cascade" and not health.cascade_available:
+            arm = "ensemble"  # a model without a cascade: the header gets the whole ensemble
+        return Decision(arm, Reason.HEADER, fallback=False, bucket=None)
+    if ctx.user_preference in ("classic", "ensemble"):
+        arm = _target(cfg, health) if ctx.user_preference == "ensemble" else "classic"
+        return Decision(arm, Reason.PREFERENCE, fallback=False, bucket=None)
+    if _auto_cascade(ctx, health):
+        return Decision("cascade", Reason.PREFERENCE, fallback=False, bucket=None)
     if _allow_list_match(ctx.user_id, flag) is not None:
-        return Decision("ensemble", Reason.ALLOW_LIST, fallback=False, bucket=None)
+        return Decision(_target(cfg, health), Reason.ALLOW_LIST, fallback=False, bucket=None)
     if flag.eligibility:
         moment = _aware(now)
         if not all(_rule_holds(rule, ctx.attributes, moment) for rule in flag.eligibility):
             return Decision("classic", Reason.NOT_ELIGIBLE, fallback=False, bucket=None)
     user_bucket = bucket(cfg.flag, ctx.sticky_key)
-    arm: Arm = "ensemble" if user_bucket <= flag.rollout_percentage else "classic"
+    arm: Arm = _target(cfg, health) if user_bucket <= flag.rollout_percentage else "classic"
     return Decision(arm, Reason.SPLIT, fallback=False, bucket=user_bucket)
+
+
+def _target(cfg: FlagConfig, health: Health) -> Arm:
+    """What serves a request the rules send to the ensemble (`ensemble.target` in the flags)."""
+    if cfg.ensemble.target == "cascade" and health.cascade_available:
+        return "cascade"
+    return "ensemble"
+
+
+def _auto_cascade(ctx: RequestContext, health: Health) -> bool:
+    """The "auto" preference takes the cascade when it can answer; otherwise the rules below."""
+    return ctx.user_preference == "auto" and health.cascade_available and health.ensemble_ready
 
 
 def _allow_list_match(user_id: str | None, flag: EnsembleFlag) -> str | None:

@@ -125,7 +125,7 @@ def test_windows_per_arm_with_cpu_per_request():
     windows.record_request("ensemble", 30.0, cpu_seconds=0.004)
     windows.record_label("shadow", True)
     snap = windows.snapshot()
-    assert set(snap) == {"classic", "ensemble", "shadow"}
+    assert set(snap) == {"classic", "ensemble", "cascade", "shadow"}
     assert snap["classic"]["cpu_seconds_per_request"] == pytest.approx(0.001)
     assert snap["ensemble"]["cpu_seconds_per_request"] == pytest.approx(0.004)
     assert snap["shadow"]["cpu_seconds_per_request"] is None and snap["shadow"]["labelled"] == 1

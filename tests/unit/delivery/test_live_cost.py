@@ -62,7 +62,7 @@ def test_the_report_prices_the_deployment_from_what_the_router_measured(tmp_path
     assert gate[0]["requests_per_second"] == pytest.approx(23.097, 1e-3)
     assert report["go_no_go"]["inputs"]["cost_increase"] == cost["increase_at_full_rollout"]
     assert report["go_no_go"]["cost"]["stages"][0]["cost_per_request"] == pytest.approx(8.983e-7)
-    assert set(report["arms"]) == {"classic", "ensemble", "shadow"}
+    assert set(report["arms"]) == {"classic", "ensemble", "cascade", "shadow"}
 
 
 def test_a_remote_classic_leaves_the_whole_process_cpu_to_the_router(tmp_path):

@@ -178,14 +178,14 @@ def test_unhealthy_ensemble_falls_back_only_when_the_ensemble_was_meant(request_
     degraded = health.breaker_open or not health.ensemble_ready
     if intended.arm == "ensemble" and degraded:
         reason = Reason.BREAKER_OPEN if health.breaker_open else Reason.UNHEALTHY
-        assert decision == Decision("classic", reason, fallback=True, bucket=intended.bucket)
+        assert decision == Decision("classic", reason, True, intended.bucket, meant="ensemble")
     else:
         assert decision == intended
 
 
 def test_header_asking_for_the_ensemble_still_falls_back_when_its_breaker_is_open():
     decision = decide(ctx(header_preference="ensemble"), config(), Health(breaker_open=True))
-    assert decision == Decision("classic", Reason.BREAKER_OPEN, fallback=True, bucket=None)
+    assert decision == Decision("classic", Reason.BREAKER_OPEN, True, None, meant="ensemble")
 
 
 def test_attribute_rule_gates_the_split_only():
@@ -290,6 +290,7 @@ def test_explain_shows_why():
         "reason": "breaker_open",
         "fallback": True,
         "bucket": None,
+        "meant": "ensemble",
     }
     assert report["intended"]["reason"] == "allow_list"
     rules = {rule["rule"]: rule for rule in report["rules"]}
