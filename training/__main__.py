@@ -4,6 +4,7 @@ Examples:
     python -m training                      # the embedded default data set (60,000 rows)
     python -m training --quick              # small but complete, for tests and CI
     python -m training --data my.csv --target label --report results/training.json
+    python -m training --cascade-tolerance 0.005   # a stricter goal for the cascade's threshold
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="small but complete training (< ~2 min)"
     )
     parser.add_argument("--report", type=Path, help="also write the summary as JSON here")
+    parser.add_argument(
+        "--cascade-tolerance",
+        type=float,
+        default=0.01,
+        metavar="POINTS",
+        help="cascade goal: validation accuracy at most this far below the ensemble's, at the "
+        "lowest escalation rate (default 0.01 = one point)",
+    )
     parser.add_argument("--no-save", action="store_true", help="train and evaluate only")
     parser.add_argument(
         "--if-missing", action="store_true", help="do nothing if the store already has both models"
@@ -40,6 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.data is not None and args.target is None:
         parser.error("--data needs --target COLUMN")
+    if not 0.0 <= args.cascade_tolerance <= 1.0:
+        parser.error("--cascade-tolerance must be between 0 and 1 (accuracy, 0.01 = one point)")
     return args
 
 
@@ -71,6 +82,10 @@ def summary_table(report: dict) -> str:
     lines.append(
         f"data: {report['data']['source']}, {report['data']['rows']} rows, {report['data']['features']} features"
     )
+    if "cascade" in report:
+        from training.cascade import summary_lines
+
+        lines.extend(summary_lines(report["cascade"]))
     lines.append(f"training time: {report['training_seconds']} s")
     for kind in ("classic", "ensemble"):
         if "tag" in report[kind]:
@@ -100,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         quick=args.quick,
         save=not args.no_save,
+        cascade_tolerance=args.cascade_tolerance,
     )
     try:
         report = train(options)

@@ -98,7 +98,10 @@ def choose_cascade(
             "score": fit.score,
             "threshold": fit.threshold,
             "first_stage_accuracy": round(fit.first_stage_accuracy, 6),
-            "validation": {"escalation_rate": fit.escalation_rate, "accuracy": fit.accuracy},
+            "validation": {
+                "escalation_rate": round(fit.escalation_rate, 6),
+                "accuracy": round(fit.accuracy, 6),
+            },
             "test": tested,
             "seconds_per_call": {k: round(v, 7) for k, v in costs[name].items()},
             "expected_seconds_per_row": round(expected, 7),

@@ -12,12 +12,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from models.cascade import DEFAULT_TOLERANCE
 from models.classic import ClassicModel
-from models.ensemble import EnsembleModel, fit_stacker, fit_weights, soft_vote, stacker_importance
+from models.ensemble import (
+    CLASSIC_STAGE,
+    EnsembleModel,
+    fit_stacker,
+    fit_weights,
+    linear_head,
+    soft_vote,
+    stacker_importance,
+)
 from models.members import MEMBER_NAMES, load_member
 from models.preprocessing import TabularPreprocessor
+from training import cascade as cascade_mod
 from training import data as data_mod
 from training.evaluate import classification_metrics, reference_statistics
 from training.members import MemberParams, fit_members
@@ -46,6 +56,9 @@ class TrainingOptions(BaseModel):
     seed: int = data_mod.DEFAULT_SEED
     quick: bool = False
     save: bool = True
+    cascade_tolerance: float = Field(DEFAULT_TOLERANCE, ge=0.0, le=1.0)
+    """The cascade's goal: validation accuracy at most this far below the ensemble's (0.01 = one
+    point), at the lowest escalation rate (training/cascade.py)."""
 
 
 def library_versions() -> dict[str, str]:
@@ -103,20 +116,20 @@ def train(options: TrainingOptions) -> dict[str, Any]:
     params = MemberParams.quick() if options.quick else MemberParams()
     fitted = fit_members(X_train, y_train, X_val, y_val, len(schema.classes), params, options.seed)
     # Evaluate members through the serving loaders, so the figures describe what is served
-    # (the int8 network as TFLite, not its float original).
+    # (the int8 network as TFLite, the tree members on their checked fast paths); the members
+    # are written (and their fast paths converted) once, here, and copied to the store.
     import tempfile
 
     from models.members import save_member
 
-    with tempfile.TemporaryDirectory() as tmp:
-        served = {}
-        for name in MEMBER_NAMES:
-            save_member(
-                Path(tmp), name, fitted.models[name], fast=False
-            )  # the store copy gets the fast paths
-            served[name] = load_member(Path(tmp), name)
-        val_probas = {n: m.predict_proba(X_val) for n, m in served.items()}
-        test_probas = {n: m.predict_proba(X_test) for n, m in served.items()}
+    members_dir = tempfile.TemporaryDirectory(prefix="ensemble-members-")  # removed at the end,
+    tmp = Path(members_dir.name)  # or by its finaliser when training fails
+    served = {}
+    for name in MEMBER_NAMES:
+        save_member(tmp, name, fitted.models[name])
+        served[name] = load_member(tmp, name)
+    val_probas = {n: m.predict_proba(X_val) for n, m in served.items()}
+    test_probas = {n: m.predict_proba(X_test) for n, m in served.items()}
     weights_arr = fit_weights([val_probas[n] for n in MEMBER_NAMES], y_val)
     weights = {n: round(float(w), 6) for n, w in zip(MEMBER_NAMES, weights_arr)}
     stacker = fit_stacker([val_probas[n] for n in MEMBER_NAMES], y_val)
@@ -143,6 +156,37 @@ def train(options: TrainingOptions) -> dict[str, Any]:
         "epochs": fitted.network.epochs_run,
     }
     best_member = max(members_report, key=lambda n: members_report[n]["accuracy"])
+
+    # Dynamic selection: the cascade's first stage and threshold, chosen by measurement --------
+    from models.links import softmax
+
+    coef_t, intercept = linear_head(classic.estimator)
+
+    def classic_first(X: np.ndarray) -> np.ndarray:  # classic's head on the shared features
+        return softmax(X.astype(np.float64) @ coef_t + intercept)
+
+    stages = {CLASSIC_STAGE: classic_first, **{n: served[n].predict_proba for n in MEMBER_NAMES}}
+    costs = cascade_mod.measure_costs(stages, X_test)
+    ensemble_costs = cascade_mod.measure_costs(
+        {
+            "ensemble": lambda X: ensemble.combine(
+                {n: m.predict_proba(X) for n, m in served.items()}
+            )
+        },
+        X_test,
+    )["ensemble"]
+    cascade = cascade_mod.choose_cascade(
+        {CLASSIC_STAGE: classic_first(X_val), **val_probas},
+        {CLASSIC_STAGE: classic_first(X_test), **test_probas},
+        ensemble.combine(val_probas),
+        ensemble.combine(test_probas),
+        y_val,
+        y_test,
+        costs,
+        ensemble_costs,
+        MEMBER_NAMES,
+        options.cascade_tolerance,
+    )
 
     fingerprint = data_mod.fingerprint(frame)
     common_meta = {
@@ -183,6 +227,7 @@ def train(options: TrainingOptions) -> dict[str, Any]:
         "members": members_report,
         "network": network_report,
         "weights": weights,
+        "cascade": cascade,
     }
     if options.save:
         from models import store
@@ -210,8 +255,12 @@ def train(options: TrainingOptions) -> dict[str, Any]:
                 "weights": weights,
                 "stacker_importance": importance,
                 "network": network_report,
+                "cascade": cascade,
             },
             labels,
+            classic_head=classic.estimator if cascade["first_stage"] == CLASSIC_STAGE else None,
+            members_from=tmp,
         )
+    members_dir.cleanup()
     report["training_seconds"] = round(time.perf_counter() - started, 1)
     return report

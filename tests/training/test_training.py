@@ -61,6 +61,37 @@ def test_ensemble_beats_classic_and_its_best_member(trained_store):
     assert ensemble >= trained_store["ensemble"]["best_member_accuracy"]
 
 
+def test_training_chooses_a_cascade_and_saves_its_spec_and_table(trained_store):
+    import bentoml
+
+    from models import store
+    from models.members import MEMBER_NAMES
+    from training.__main__ import summary_table
+
+    cascade = trained_store["cascade"]
+    tag = trained_store["ensemble"]["tag"]
+    assert bentoml.models.get(tag).info.metadata["cascade"] == cascade  # a property of the version
+    assert set(cascade["candidates"]) == {"classic", *MEMBER_NAMES}
+    assert cascade["first_stage"] == min(
+        cascade["candidates"], key=lambda n: cascade["candidates"][n]["expected_seconds_per_row"]
+    )
+    for figures in cascade["candidates"].values():
+        assert set(figures["seconds_per_call"]) == {"1", "64"}
+    goal, validation = cascade["goal"], cascade["validation"]
+    assert goal["tolerance"] == 0.01 and validation["goal_met"]
+    assert validation["accuracy"] >= validation["full_accuracy"] - goal["tolerance"] - 1e-9
+    table = cascade["table"]
+    assert [row["escalation"] for row in table] == [i / 10 for i in range(11)]
+    assert table[0]["accuracy"] == pytest.approx(cascade["test"]["first_stage_accuracy"], abs=1e-6)
+    assert table[-1]["accuracy"] == pytest.approx(trained_store["ensemble"]["accuracy"], abs=1e-5)
+    assert 0.0 <= cascade["test"]["escalation_rate"] <= 1.0
+    model, _ = store.load(tag)  # the loaded ensemble serves the cascade it was saved with
+    assert model.cascade is not None and model.cascade.first_stage == cascade["first_stage"]
+    assert model.cascade.threshold == cascade["threshold"]
+    summary = summary_table(trained_store)
+    assert "cascade accuracy vs escalation" in summary and f"* {cascade['first_stage']}" in summary
+
+
 def test_quantized_network_close_to_float(trained_store):
     network = trained_store["network"]
     assert abs(network["int8_accuracy"] - network["float_accuracy"]) <= 0.02
