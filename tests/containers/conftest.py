@@ -20,6 +20,7 @@ from tests.containers.support import (
     VERSION,
     Engine,
     deploy,
+    docker,
     ensure_base_image,
     image_size,
 )
@@ -58,6 +59,9 @@ def images(engine, trained_store) -> dict[str, str]:
         tags[name] = f"{name}:{VERSION}"
         REPORT["build_s"][name] = round(time.perf_counter() - started, 1)
         REPORT["size_mb"][name] = round(image_size(tags[name]) / 1e6)
+    # The images these replaced (untagged now): their own layers only; the shared, cached
+    # dependency layers stay, as parents of the new ones. Keeps a persistent data root small.
+    docker("image", "prune", "--force", check=False)
     return tags
 
 
