@@ -51,13 +51,13 @@ def soft_vote(probas: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndar
     w = np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
     out = np.zeros_like(probas[0], dtype=np.float64)
-    for wi, p in zip(w, probas):
+    for wi, p in zip(w, probas, strict=False):
         out += wi * p
     return out
 
 
 def fit_weights(probas: Sequence[np.ndarray], y: np.ndarray) -> np.ndarray:
-    """Simplex weights minimising the log-loss of `soft_vote(probas, w)` against integer labels y."""
+    """Simplex weights minimising the log-loss of `soft_vote(probas, w)` against labels y."""
     from scipy.optimize import minimize
 
     stacked = np.stack([np.clip(p, 1e-9, 1.0) for p in probas])  # (m, n, k)
@@ -84,7 +84,9 @@ def stack_features(probas: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def fit_stacker(probas: Sequence[np.ndarray], y: np.ndarray, C: float = 0.1):
-    """A multinomial logistic regression over `stack_features` (fit on data the members did not see)."""
+    """A multinomial logistic regression over `stack_features` (fit on data the members did not
+    see).
+    """
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(C=C, max_iter=2000).fit(stack_features(probas), y)
@@ -97,7 +99,7 @@ def stacker_importance(stacker, member_names: Sequence[str], n_classes: int) -> 
         coef[:, i * n_classes : (i + 1) * n_classes].sum() for i in range(len(member_names))
     ]
     total = sum(per_member) or 1.0
-    return {n: round(float(v / total), 4) for n, v in zip(member_names, per_member)}
+    return {n: round(float(v / total), 4) for n, v in zip(member_names, per_member, strict=False)}
 
 
 class EnsembleModel:
@@ -173,7 +175,8 @@ class EnsembleModel:
         """Stack when every member answered; otherwise the re-normalised weighted vote."""
         ordered = [probas[n] for n in self.members]
         if self.combiner == "stacking":
-            # The stacker's arithmetic in numpy: scikit-learn's predict_proba costs ~0.3 ms per call.
+            # The stacker's arithmetic in numpy: scikit-learn's predict_proba costs ~0.3 ms per
+            # call.
             from models.links import softmax
 
             coef = np.atleast_2d(self.stacker.coef_)

@@ -73,14 +73,15 @@ def summary_table(report: dict) -> str:
         ("ensemble (stacked)", *(f"{report['ensemble'][k]:.4f}" for k in metrics), "", "1.000")
     )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)) for r in rows]
     net = report["network"]
     lines.append(
         f"network: float {net['float_accuracy']:.4f} -> int8 TFLite {net['int8_accuracy']:.4f} "
         f"({net['tflite_bytes'] / 1024:.0f} KiB)"
     )
     lines.append(
-        f"data: {report['data']['source']}, {report['data']['rows']} rows, {report['data']['features']} features"
+        f"data: {report['data']['source']}, {report['data']['rows']} rows, "
+        f"{report['data']['features']} features"
     )
     if "cascade" in report:
         from training.cascade import summary_lines
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if has_models():
             print(
-                "training: the model store already has classic and ensemble; skipping (drop --if-missing to retrain)"
+                "training: the model store already has classic and ensemble; skipping "
+                "(drop --if-missing to retrain)"
             )
             return 0
     from training.pipeline import TrainingOptions, train

@@ -37,7 +37,7 @@ def reference_statistics(codes: np.ndarray, schema) -> dict[str, dict]:
             counts = np.bincount(present.astype(np.int64), minlength=len(feature.categories))
             entry["frequencies"] = {
                 c: round(float(n) / max(len(present), 1), 6)
-                for c, n in zip(feature.categories, counts)
+                for c, n in zip(feature.categories, counts, strict=False)
             }
         stats[feature.name] = entry
     return stats

@@ -131,7 +131,7 @@ def train(options: TrainingOptions) -> dict[str, Any]:
     val_probas = {n: m.predict_proba(X_val) for n, m in served.items()}
     test_probas = {n: m.predict_proba(X_test) for n, m in served.items()}
     weights_arr = fit_weights([val_probas[n] for n in MEMBER_NAMES], y_val)
-    weights = {n: round(float(w), 6) for n, w in zip(MEMBER_NAMES, weights_arr)}
+    weights = {n: round(float(w), 6) for n, w in zip(MEMBER_NAMES, weights_arr, strict=False)}
     stacker = fit_stacker([val_probas[n] for n in MEMBER_NAMES], y_val)
     importance = stacker_importance(stacker, MEMBER_NAMES, len(schema.classes))
     ensemble = EnsembleModel(schema, preprocessor, served, weights, stacker=stacker)
@@ -248,7 +248,8 @@ def train(options: TrainingOptions) -> dict[str, Any]:
             {
                 **common_meta,
                 "kind": "ensemble",
-                "combination": "stacking: logistic regression on member log-probabilities (validation split); "
+                "combination": "stacking: logistic regression on member log-probabilities "
+                "(validation split); "
                 "degraded: weighted soft vote, weights fitted on validation log-loss",
                 "metrics": ensemble_metrics,
                 "members": members_report,

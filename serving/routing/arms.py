@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 NOT_READY_AFTER = 2
 """Consecutive failed health refreshes before a remote arm counts as not ready: one slow answer
-under load must not take a healthy service out of rotation (failed calls trip the breaker anyway)."""
+under load must not take a healthy service out of rotation (failed calls trip the breaker
+anyway)."""
 
 
 @dataclass
@@ -104,7 +105,9 @@ def info_from_description(description: dict[str, Any]) -> ArmInfo:
 
 
 class LocalArm:
-    """A model loaded in this process: predictions run inline (the classic model takes microseconds)."""
+    """A model loaded in this process: predictions run inline (the classic model takes
+    microseconds).
+    """
 
     def __init__(self, name: str, model: Any, info: ArmInfo):
         self.name = name
@@ -183,7 +186,7 @@ class RemoteArm:
         return np.asarray(result, dtype=np.float64)
 
     async def refresh(self) -> ArmInfo | None:
-        """Ask the service to describe itself; on failure keep the last info but mark it not ready."""
+        """Ask the service to describe itself; on failure keep the last info, marked not ready."""
         try:
             description = await self._call(self._describe)
             if "schema" not in description:  # the service runs but has no model to serve

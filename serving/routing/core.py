@@ -1,6 +1,7 @@
 """The router core: validate -> decide -> (cache) -> call the arm -> fall back -> shadow -> answer.
 
-Free of BentoML and HTTP: arms are objects with `predict`/`refresh` (serving/routing/arms.py), so the
+Free of BentoML and HTTP: arms are objects with `predict`/`refresh` (serving/routing/arms.py), so
+the
 whole flow runs in unit tests with in-process models. The ensemble is called under a deadline
 and a circuit breaker; whatever happens to it, a routed request is answered by classic.
 """
@@ -96,7 +97,7 @@ class RouterCore:
         self.fault_setter = fault_setter
         self.live = live
         self.preferences = preferences
-        """PreferenceCache of users' stored model choices (serving/routing/preferences.py), or None."""
+        """PreferenceCache of users' stored choices (serving/routing/preferences.py), or None."""
         self.model_loaders = model_loaders or {}
         self.notifier = notifier or Notifier(None)
         self.pins = pins
@@ -164,7 +165,7 @@ class RouterCore:
         return self.flag_source.version
 
     def reload_flags_if_changed(self) -> bool:
-        """Apply a newer stored document or an edited flag file; a bad file is logged and ignored."""
+        """Apply a newer stored document or an edited flag file; a bad file is logged, ignored."""
         try:
             found = self.flag_source.poll()
         except FlagConfigError as exc:
@@ -224,7 +225,9 @@ class RouterCore:
         return decision
 
     def sync_rollout(self) -> None:
-        """Make the flags in force follow the controller's stage (another replica may have moved it)."""
+        """Make the flags in force follow the controller's stage (another replica may have moved
+        it).
+        """
         governed = self.live.governed_flags(self._flags) if self.live is not None else None
         if governed is not None:
             self.apply_flags(governed, "rollout")

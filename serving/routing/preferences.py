@@ -63,7 +63,7 @@ TOKEN_VERSION = "v1"
 
 
 class PreferenceSettings(BaseSettings):
-    """The environment knobs of this feature (prefix SERVING_), for callers without ServingSettings."""
+    """This feature's environment knobs (prefix SERVING_), for callers without ServingSettings."""
 
     model_config = SettingsConfigDict(env_prefix="SERVING_", extra="ignore")
 
@@ -164,7 +164,7 @@ class PreferenceCache:
 
     @property
     def snapshot_max_age_s(self) -> float:
-        """A snapshot answers for up to three sync periods; older (syncs failing), reads take over."""
+        """A snapshot answers for three sync periods; older (syncs failing), reads take over."""
         return 3 * self.ttl_s
 
     def sync(self) -> bool:
@@ -209,12 +209,14 @@ class PreferenceCache:
         return True
 
     def get(self, user_id: str | None) -> str | None:
-        """The user's choice ("classic", "ensemble", "auto"), or None (anonymous, or never chose)."""
+        """The user's choice ("classic", "ensemble", "auto"); None: anonymous, or never chose."""
         found, value = self.peek(user_id)
         return value if found else self._load(user_id)  # type: ignore[arg-type]
 
     async def aget(self, user_id: str | None) -> str | None:
-        """`get` for the event loop: a fresh entry is answered inline, a store read runs in a thread."""
+        """`get` for the event loop: a fresh entry is answered inline, a store read runs in a
+        thread.
+        """
         found, value = self.peek(user_id)
         return value if found else await asyncio.to_thread(self._load, user_id)  # type: ignore[arg-type]
 

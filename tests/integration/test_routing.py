@@ -46,7 +46,8 @@ def test_failing_ensemble_falls_back_then_breaker_opens_and_recovers(
     assert [a.status_code for a in answers] == [200] * 8
     assert all(a.json()["model"] == "classic" and a.json()["fallback"] for a in answers)
     assert answers[-1].json()["reason"] == "breaker_open"
-    # At most the breaker threshold (3) calls reach the failing ensemble; earlier tests may have left
+    # At most the breaker threshold (3) calls reach the failing ensemble; earlier tests may have
+    # left
     # consecutive failures on the count, so fewer can suffice.
     assert 1 <= metric(server, 'tabular_router_fallbacks_total{cause="error"}') - errors_before <= 3
     assert metric(server, "tabular_router_breaker_state") == 2
@@ -97,7 +98,9 @@ def test_hot_reload_from_file_moves_the_sticky_split(server, set_flags, example_
         for percentage in (10, 50):
             server.flags_path.write_text(yaml.safe_dump(with_flags(rollout_percentage=percentage)))
             assert server.wait_until(
-                lambda: routed("probe-user") is not None and _rollout(server) == percentage / 100,
+                lambda p=percentage: (
+                    routed("probe-user") is not None and _rollout(server) == p / 100
+                ),
                 timeout=10,
             )
             on_ensemble = {u for u in users if routed(u) == "ensemble"}

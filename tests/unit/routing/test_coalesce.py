@@ -1,4 +1,6 @@
-"""Request coalescing (serving/routing/coalesce.py): concurrent requests share calls, rows stay with their caller."""
+"""Request coalescing (serving/routing/coalesce.py): concurrent requests share calls, rows stay with
+their caller.
+"""
 
 from __future__ import annotations
 
