@@ -84,9 +84,8 @@ def stack_features(probas: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def fit_stacker(probas: Sequence[np.ndarray], y: np.ndarray, C: float = 0.1):
-    """A multinomial logistic regression over `stack_features` (fit on data the members did not
-    see).
-    """
+    """A multinomial logistic regression over `stack_features`, fit on data the members did not
+    see."""
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(C=C, max_iter=2000).fit(stack_features(probas), y)

@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 NOT_READY_AFTER = 2
 """Consecutive failed health refreshes before a remote arm counts as not ready: one slow answer
-under load must not take a healthy service out of rotation (failed calls trip the breaker
-anyway)."""
+under load must not take a healthy service out of rotation (failed calls trip the breaker anyway).
+"""
 
 
 @dataclass
@@ -105,9 +105,7 @@ def info_from_description(description: dict[str, Any]) -> ArmInfo:
 
 
 class LocalArm:
-    """A model loaded in this process: predictions run inline (the classic model takes
-    microseconds).
-    """
+    """A model loaded in this process: predictions run inline (classic takes microseconds)."""
 
     def __init__(self, name: str, model: Any, info: ArmInfo):
         self.name = name

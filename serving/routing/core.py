@@ -1,8 +1,7 @@
 """The router core: validate -> decide -> (cache) -> call the arm -> fall back -> shadow -> answer.
 
 Free of BentoML and HTTP: arms are objects with `predict`/`refresh` (serving/routing/arms.py), so
-the
-whole flow runs in unit tests with in-process models. The ensemble is called under a deadline
+the whole flow runs in unit tests with in-process models. The ensemble is called under a deadline
 and a circuit breaker; whatever happens to it, a routed request is answered by classic.
 """
 
@@ -226,8 +225,7 @@ class RouterCore:
 
     def sync_rollout(self) -> None:
         """Make the flags in force follow the controller's stage (another replica may have moved
-        it).
-        """
+        it)."""
         governed = self.live.governed_flags(self._flags) if self.live is not None else None
         if governed is not None:
             self.apply_flags(governed, "rollout")

@@ -214,9 +214,7 @@ class PreferenceCache:
         return value if found else self._load(user_id)  # type: ignore[arg-type]
 
     async def aget(self, user_id: str | None) -> str | None:
-        """`get` for the event loop: a fresh entry is answered inline, a store read runs in a
-        thread.
-        """
+        """`get` for the event loop: a fresh entry answers inline, a store read runs in a thread."""
         found, value = self.peek(user_id)
         return value if found else await asyncio.to_thread(self._load, user_id)  # type: ignore[arg-type]
 

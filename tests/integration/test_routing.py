@@ -47,8 +47,7 @@ def test_failing_ensemble_falls_back_then_breaker_opens_and_recovers(
     assert all(a.json()["model"] == "classic" and a.json()["fallback"] for a in answers)
     assert answers[-1].json()["reason"] == "breaker_open"
     # At most the breaker threshold (3) calls reach the failing ensemble; earlier tests may have
-    # left
-    # consecutive failures on the count, so fewer can suffice.
+    # left consecutive failures on the count, so fewer can suffice.
     assert 1 <= metric(server, 'tabular_router_fallbacks_total{cause="error"}') - errors_before <= 3
     assert metric(server, "tabular_router_breaker_state") == 2
 

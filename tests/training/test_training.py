@@ -34,9 +34,8 @@ def test_both_models_saved_with_metadata(trained_store):
 
 
 def test_loaded_models_reproduce_the_metrics_measured_before_saving(trained_store):
-    """Probabilities after a store round-trip match those measured in training (via log-loss to
-    1e-5).
-    """
+    """Probabilities after a store round-trip match those measured in training (log-loss to
+    1e-5)."""
     import bentoml
 
     from models import store
