@@ -1,29 +1,40 @@
-"""Side-by-side benchmark, one machine, one run: in-process models, BentoML, FastAPI, MLServer.
+"""Side-by-side benchmark, one machine, one run: in-process models, BentoML, FastAPI, MLServer,
+LitServe, Ray Serve, and this code against an earlier version of itself.
 
     python -m loadtests.benchmark [--duration 20s] [--users 16] [--levels 1,4,16,32]
-                                  [--bentoml-home DIR | --train-quick] [--only a,b,c,d,e]
+                                  [--bentoml-home DIR | --train-quick] [--only a,b,c,d,e,f,g]
+                                  [--before REF]
 
 (a) raw in-process `predict_proba`, batch 1 and batch 64, classic and ensemble (a subprocess);
-(b) the ensemble service with adaptive batching vs batching off (SERVING_ENSEMBLE_MAX_BATCH_SIZE=1),
-    direct endpoint /api/v2/classify/ensemble, two `bentoml serve` runs;
-(c) classic through the router (/api/classify + X-Model-Preference: classic, answered in the router
-    process: SERVING_CLASSIC_LOCAL=true) vs classic direct (/api/v1/classify/classic, one hop to the
-    classic service);
+(b) BentoML's adaptive batching vs batching off on the ensemble's BentoML API
+    (SERVING_ENSEMBLE_TRANSPORT=api on both servers; "off" is loadtests/nobatch_service.py, since
+    BentoML 1.4 refuses max_batch_size=1), direct endpoint /api/v2/classify/ensemble;
+(c) classic through the router (/api/classify + X-Model-Preference: classic) vs classic direct
+    (/api/v1/classify/classic); both answered in the router process (SERVING_CLASSIC_LOCAL=true);
 (d) a plain FastAPI + uvicorn server calling the same models in process
     (loadtests/baseline_fastapi.py);
-(e) the routed ensemble (/api/classify + X-Model-Preference: ensemble: router -> ensemble service
-    with adaptive batching, members on their fast paths) against
+(e) the routed ensemble (/api/classify + X-Model-Preference: ensemble: router -> ensemble service,
+    encoded rows over the rows socket, coalesced, members on their fast paths) against
       - the same graph with the native member libraries (a second `bentoml serve service:Router`
-        with SERVING_NATIVE_MEMBERS=1; every other configuration runs with the variable empty:
-        fast paths),
+        with SERVING_NATIVE_MEMBERS=1; every server not named *-native runs with the variable
+        empty: fast paths),
       - the FastAPI baseline of (d), and
       - MLServer 1.7.1 with adaptive batching (max 64 rows, 20 ms window, parallel_workers 0)
         serving the same stored ensemble through the same model code (loadtests/mlserver/: a
         custom POST /classify/ensemble handler that validates like ours and goes through
-        MLServer's batcher; its own venv .venv-mlserver from scripts/mlserver-venv.sh; skipped
-        with a note when missing);
+        MLServer's batcher; its own venv .venv-mlserver from scripts/mlserver-venv.sh);
     and the routed classic against the FastAPI classic. Goal: routed ensemble goodput >= 2x
-    MLServer's at the fixed load with p99 <= 110 ms and no errors (the report says met / not met).
+    MLServer's at the fixed load with p99 <= 110 ms and no errors (the report says met / not met);
+(f) the frameworks with their own batching, every one serving the seven native members (not our
+    compiled paths): MLServer (64 rows / 20 ms), LitServe 0.2.19 (`max_batch_size` 64,
+    `batch_timeout` 20 ms; loadtests/litserve/, .venv-litserve), Ray Serve 2.60 (`@serve.batch`
+    64 / 20 ms; loadtests/rayserve/, .venv-ray), FastAPI, and our routed graph on native members;
+(g) server CPU per request, goodput and p99 of the routed and direct endpoints at every level, this
+    checkout against the code at --before REF (served from a git worktree, same models), with the
+    routed ensemble / routed classic CPU ratios against issue 16's targets (<= 4x at 1 user,
+    <= 1.5x at 16).
+A target whose venv is missing (scripts/baseline-venv.sh NAME) or, for (g)'s "before" rows, whose
+--before is not given, is skipped with a note.
 
 Every served configuration is driven by closed-loop Locust users (no think time, one distinct row
 per request) at each --levels user count, --duration at the fixed load (--users) and half of it at
@@ -87,8 +98,15 @@ class Target:
 TARGETS = [
     Target(
         "ensemble_batching",
-        "ensemble, BentoML, adaptive batching (max 64)",
+        "ensemble direct (lean path; rows to the service over its socket, coalesced)",
         "bentoml",
+        "/api/v2/classify/ensemble",
+        "ensemble",
+    ),
+    Target(
+        "ensemble_api",
+        "ensemble direct through BentoML's API, adaptive batching (max 64)",
+        "bentoml-api",
         "/api/v2/classify/ensemble",
         "ensemble",
     ),
@@ -102,14 +120,14 @@ TARGETS = [
     ),
     Target(
         "classic_direct",
-        "classic direct (hop to classic service)",
+        "classic direct (lean path, answered in the router process)",
         "bentoml",
         "/api/v1/classify/classic",
         "classic",
     ),
     Target(
         "ensemble_nobatch",
-        "ensemble, BentoML, batching off (max 1)",
+        "ensemble direct through BentoML's API, batching off (max 1)",
         "bentoml-nobatch",
         "/api/v2/classify/ensemble",
         "ensemble",
@@ -151,9 +169,69 @@ TARGETS = [
         "/classify/ensemble",
         "ensemble",
     ),
+    # (f) the frameworks' own batching, each serving the seven native members
+    Target(
+        "mlserver_native",
+        "MLServer 1.7.1, adaptive batching (64, 20 ms), native members",
+        "mlserver-native",
+        "/classify/ensemble",
+        "ensemble",
+    ),
+    Target(
+        "litserve_native",
+        "LitServe 0.2.19, max_batch_size 64, batch_timeout 20 ms, native members",
+        "litserve-native",
+        "/classify/ensemble",
+        "ensemble",
+    ),
+    Target(
+        "rayserve_native",
+        "Ray Serve 2.60, @serve.batch (64, 20 ms), native members",
+        "rayserve-native",
+        "/classify/ensemble",
+        "ensemble",
+    ),
+    Target(
+        "fastapi_ensemble_native",
+        "FastAPI + uvicorn, ensemble in process, native members",
+        "fastapi-native",
+        "/classify/ensemble",
+        "ensemble",
+    ),
+    # (g) the same endpoints served by the code at --before REF (a git worktree)
+    Target(
+        "classic_routed_before",
+        "before: classic via router",
+        "bentoml-before",
+        "/api/classify",
+        "classic",
+        "X-Model-Preference: classic",
+    ),
+    Target(
+        "ensemble_routed_before",
+        "before: ensemble via router",
+        "bentoml-before",
+        "/api/classify",
+        "ensemble",
+        "X-Model-Preference: ensemble",
+    ),
+    Target(
+        "classic_direct_before",
+        "before: classic direct",
+        "bentoml-before",
+        "/api/v1/classify/classic",
+        "classic",
+    ),
+    Target(
+        "ensemble_direct_before",
+        "before: ensemble direct",
+        "bentoml-before",
+        "/api/v2/classify/ensemble",
+        "ensemble",
+    ),
 ]
 PARTS = {
-    "b": {"ensemble_batching", "ensemble_nobatch"},
+    "b": {"ensemble_api", "ensemble_nobatch"},
     "c": {"classic_routed", "classic_direct"},
     "d": {
         "fastapi_classic",
@@ -170,11 +248,48 @@ PARTS = {
         "classic_routed",
         "fastapi_classic",
     },
+    "f": {
+        "ensemble_routed_native",
+        "mlserver_native",
+        "litserve_native",
+        "rayserve_native",
+        "fastapi_ensemble_native",
+    },
+    "g": {
+        "classic_routed",
+        "ensemble_routed",
+        "classic_direct",
+        "ensemble_batching",
+        "classic_routed_before",
+        "ensemble_routed_before",
+        "classic_direct_before",
+        "ensemble_direct_before",
+    },
 }
-DEFAULT_PARTS = "a,b,c,d,e"
+DEFAULT_PARTS = "a,b,c,d,e,f,g"
+ROUTED_DIRECT = [  # part (g): (endpoint, model, key now, key before)
+    ("routed `/api/classify` + header", "classic", "classic_routed", "classic_routed_before"),
+    ("routed `/api/classify` + header", "ensemble", "ensemble_routed", "ensemble_routed_before"),
+    ("direct `/api/v1/classify/classic`", "classic", "classic_direct", "classic_direct_before"),
+    (
+        "direct `/api/v2/classify/ensemble`",
+        "ensemble",
+        "ensemble_batching",
+        "ensemble_direct_before",
+    ),
+]
+CPU_TARGETS = {1: 4.0, 16: 1.5}
+"""Part (g)'s goal (issue 16): routed ensemble server CPU per request at most this many times
+routed classic's, by users."""
+BASELINE_VENVS = {  # server -> (venv, script that creates it)
+    "mlserver": (".venv-mlserver", "scripts/mlserver-venv.sh"),
+    "mlserver-native": (".venv-mlserver", "scripts/mlserver-venv.sh"),
+    "litserve-native": (".venv-litserve", "scripts/litserve-venv.sh"),
+    "rayserve-native": (".venv-ray", "scripts/ray-venv.sh"),
+}
 COMPARISONS = [  # part, what, A, B (ratio = A / B)
-    ("b", "ensemble: adaptive batching vs off", "ensemble_batching", "ensemble_nobatch"),
-    ("c", "classic: routed (in router) vs direct (hop)", "classic_routed", "classic_direct"),
+    ("b", "ensemble (BentoML API): adaptive batching vs off", "ensemble_api", "ensemble_nobatch"),
+    ("c", "classic: routed vs direct", "classic_routed", "classic_direct"),
     ("d", "classic: BentoML routed vs FastAPI baseline", "classic_routed", "fastapi_classic"),
     ("d", "classic: BentoML direct vs FastAPI baseline", "classic_direct", "fastapi_classic"),
     (
@@ -197,6 +312,15 @@ COMPARISONS = [  # part, what, A, B (ratio = A / B)
         "ensemble_routed_native",
     ),
     ("e", "classic: routed vs FastAPI baseline", "classic_routed", "fastapi_classic"),
+    ("f", "native: LitServe vs MLServer", "litserve_native", "mlserver_native"),
+    ("f", "native: Ray Serve vs MLServer", "rayserve_native", "mlserver_native"),
+    ("f", "native: FastAPI vs MLServer", "fastapi_ensemble_native", "mlserver_native"),
+    ("f", "native: routed BentoML vs MLServer", "ensemble_routed_native", "mlserver_native"),
+    ("g", "routed ensemble: now vs before", "ensemble_routed", "ensemble_routed_before"),
+    ("g", "direct ensemble: now vs before", "ensemble_batching", "ensemble_direct_before"),
+    ("g", "direct classic: now vs before", "classic_direct", "classic_direct_before"),
+    ("g", "routed classic: now vs before", "classic_routed", "classic_routed_before"),
+    ("g", "ensemble: direct vs routed", "ensemble_batching", "ensemble_routed"),
 ]
 E_TARGET = {"goodput_ratio": 2.0, "p99_ms": 110.0, "errors": 0}
 """Part (e)'s goal: routed ensemble goodput >= 2x MLServer's at the fixed load, with p99 <= 110 ms
@@ -396,9 +520,9 @@ class Monitor:
 
 
 def measure(
-    server: ServerProcess, target: Target, users: int, duration: float, out: Path
+    server: ServerProcess, target: Target, users: int, duration: float, out: Path, tag: str = ""
 ) -> Measurement:
-    run_dir = out / "runs" / f"{target.key}-u{users}"
+    run_dir = out / "runs" / f"{target.key}-u{users}{tag}"
     run_dir.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -422,11 +546,7 @@ def measure(
         locustfile=BENCH_LOCUSTFILE,
     )
     cpu0, rusage0 = server.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    monitor = (
-        Monitor(server.url)
-        if target.server.startswith("bentoml") or target.server == "mlserver"
-        else None
-    )
+    monitor = Monitor(server.url) if not target.server.startswith("fastapi") else None
     with open(run_dir / "locust.log", "w") as log, monitor or contextlib.nullcontext():
         rc = subprocess.run(
             command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=duration + 120
@@ -489,7 +609,7 @@ def measure(
 
 
 def measure_alive(
-    server: ServerProcess, target: Target, users: int, duration: float, out: Path
+    server: ServerProcess, target: Target, users: int, duration: float, out: Path, tag: str = ""
 ) -> Measurement:
     """measure(), restarting the server first if it died (a shared machine: someone may kill it) and
     measuring again once if it died during the run; restarts are noted in the result."""
@@ -502,12 +622,43 @@ def measure_alive(
             server.restart()
             server.wait_models(120)
             warm_up(server.url, target)
-        m = measure(server, target, users, duration, out)
+        m = measure(server, target, users, duration, out, tag)
         if server.alive() or attempt == 1:
             m.notes = notes + m.notes
             return m
         notes.append(f"{server.name} died during the run; measured again")
     raise AssertionError("unreachable")
+
+
+def median_run(runs: list[Measurement]) -> Measurement:
+    """One figure per (target, users) from several rounds: each figure's median (requests and
+    failures summed), so one busy moment of a shared machine does not decide a ratio."""
+    if len(runs) == 1:
+        return runs[0]
+
+    def med(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    notes = [f"median of {len(runs)} rounds"]
+    for m in runs:
+        notes += [n for n in m.notes if n not in notes]
+    return Measurement(
+        runs[0].target,
+        runs[0].users,
+        sum(m.seconds for m in runs),
+        sum(m.requests for m in runs),
+        sum(m.failures for m in runs),
+        med(m.rps for m in runs),
+        med(m.goodput for m in runs),
+        med(m.p50_ms for m in runs),
+        med(m.p95_ms for m in runs),
+        med(m.p99_ms for m in runs),
+        med(m.server_cpu_ms_per_req for m in runs),
+        sum(m.client_cpu_s for m in runs),
+        notes,
+        med(m.ensemble_batch_rows for m in runs),
+    )
 
 
 # --------------------------------------------------------------------------- report
@@ -687,6 +838,8 @@ def render(
             "",
         ]
         lines += goal_e(summary, fixed_users)
+        lines += section_f(summary, fixed_users)
+        lines += section_g(results, meta)
         lines += [
             "### Every run",
             "",
@@ -781,6 +934,100 @@ def goal_e(summary: dict[str, dict[str, Any]], fixed_users: int) -> list[str]:
     return lines
 
 
+def section_f(summary: dict[str, dict[str, Any]], fixed_users: int) -> list[str]:
+    """Part (f): the frameworks' own batching, every one serving the seven native members."""
+    keys = [k for k in TARGETS_F if k in summary and summary[k]["fixed"] is not None]
+    if not keys:
+        return []
+    targets = {t.key: t for t in TARGETS}
+    lines = [
+        f"### (f) Frameworks with their own batching, native members, {fixed_users} users",
+        "",
+        markdown_row("server", "goodput", "p50", "p99", "errors", "CPU ms/req", "rows/batch"),
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key in sorted(keys, key=lambda k: -summary[k]["fixed"].goodput):
+        m = summary[key]["fixed"]
+        lines.append(
+            markdown_row(
+                targets[key].label,
+                f"{m.goodput:,.0f}/s",
+                f"{_f(m.p50_ms)} ms",
+                f"{_f(m.p99_ms)} ms",
+                f"{m.error_rate:.2%}",
+                _f(m.server_cpu_ms_per_req, 2),
+                _f(m.ensemble_batch_rows, 1),
+            )
+        )
+    return lines + [""]
+
+
+TARGETS_F = [
+    "ensemble_routed_native",
+    "mlserver_native",
+    "litserve_native",
+    "rayserve_native",
+    "fastapi_ensemble_native",
+]
+
+
+def section_g(results: dict[str, list[Measurement]], meta: dict[str, Any]) -> list[str]:
+    """Part (g): routed and direct endpoints at each level, now and --before, with the CPU
+    ratios of the routed ensemble to routed classic against CPU_TARGETS."""
+    by = {(k, m.users): m for k, runs in results.items() for m in runs}
+    levels = sorted({m.users for runs in results.values() for m in runs})
+    if not any(now in results for _, _, now, _ in ROUTED_DIRECT):
+        return []
+    before = meta.get("before")
+    lines = [
+        "### (g) Routed and direct endpoints: goodput, p99, server CPU per request",
+        "",
+        f"Now: this checkout; before: `{before}` ({meta.get('before_commit') or '?'}), served "
+        "the same way from a worktree."
+        if before
+        else "Before: not run (no --before REF).",
+        "",
+        markdown_row(
+            "endpoint",
+            "model",
+            *[f"{u} user{'s' if u > 1 else ''}: {w}" for u in levels for w in ("now", "before")],
+        ),
+        "|---|---|" + "---|" * (2 * len(levels)),
+    ]
+
+    def cell(m: Measurement | None) -> str:
+        if m is None:
+            return "–"
+        return f"{m.goodput:,.0f}/s, p99 {_f(m.p99_ms)} ms, {_f(m.server_cpu_ms_per_req, 2)} ms CPU"
+
+    for endpoint, model, now, then in ROUTED_DIRECT:
+        cells = [cell(by.get((k, u))) for u in levels for k in (now, then)]
+        lines.append(markdown_row(endpoint, model, *cells))
+    lines += ["", "Routed ensemble / routed classic server CPU per request:", ""]
+    for u in levels:
+        target = CPU_TARGETS.get(u)
+        parts = []
+        for label, e, c in (
+            ("now", "ensemble_routed", "classic_routed"),
+            ("before", "ensemble_routed_before", "classic_routed_before"),
+        ):
+            me, mc = by.get((e, u)), by.get((c, u))
+            if me and mc and me.server_cpu_ms_per_req and mc.server_cpu_ms_per_req:
+                ratio = me.server_cpu_ms_per_req / mc.server_cpu_ms_per_req
+                met = (
+                    ""
+                    if target is None or label != "now"
+                    else (f" (target ≤ {target:g}×: **{'met' if ratio <= target else 'not met'}**)")
+                )
+                parts.append(
+                    f"{label} {ratio:.2f}× ({me.server_cpu_ms_per_req:.2f} / "
+                    f"{mc.server_cpu_ms_per_req:.2f} ms){met}"
+                )
+        if parts:
+            lines.append(f"- {u} user{'s' if u > 1 else ''}: " + "; ".join(parts))
+    return lines + [""]
+
+
 def tree_env(server: ServerProcess, var: str) -> list[str | None]:
     """`var` as each process of the server's tree sees it (None: unset or unreadable)."""
     from loadtests.server import descendants
@@ -855,6 +1102,92 @@ def chart(results: dict[str, list[Measurement]], budgets: dict[str, float], path
     plt.close(fig)
 
 
+# --------------------------------------------------------------------------- servers
+SERVERS = [
+    "bentoml",
+    "bentoml-api",
+    "bentoml-nobatch",
+    "bentoml-native",
+    "bentoml-before",
+    "fastapi",
+    "fastapi-native",
+    "mlserver",
+    "mlserver-native",
+    "litserve-native",
+    "rayserve-native",
+]
+"""Every server a target can name, in start order. `*-native`: SERVING_NATIVE_MEMBERS=1 (the
+seven members through their own libraries); every other server runs the fast paths."""
+
+
+def make_server(
+    name: str, out: Path, env: dict[str, str], before_tree: Path | None = None
+) -> ServerProcess:
+    """The (not yet started) server of that name (SERVERS)."""
+    native = name.endswith("-native")
+    server_env = dict(env, **{NATIVE_ENV: "1" if native else ""})
+    port = free_port()
+    home = ["--bentoml-home", env["BENTOML_HOME"]] if env.get("BENTOML_HOME") else []
+    if name.startswith("fastapi"):
+        command = [sys.executable, "-m", "loadtests.baseline_fastapi", "--port", str(port)]
+        return ServerProcess(command, port, server_env, out / f"{name}.log", name)
+    if name.startswith("mlserver"):  # .venv-mlserver's `mlserver start`, the ensemble only
+        command = [sys.executable, "-m", "loadtests.mlserver.launch", "--port", str(port)]
+        command += ["--workdir", str(out / name)]
+        return ServerProcess(
+            command, port, server_env, out / f"{name}.log", name, models=("ensemble",)
+        )
+    if name in ("litserve-native", "rayserve-native"):  # their own venvs (BASELINE_VENVS)
+        from loadtests.mlserver.launch import server_env as baseline_env
+
+        venv, _ = BASELINE_VENVS[name]
+        module = "loadtests.litserve.app" if name.startswith("lit") else "loadtests.rayserve.app"
+        command = [str(ROOT / venv / "bin" / "python"), "-m", module, "--port", str(port), *home]
+        if name.startswith("lit"):
+            command += ["--workdir", str(out / name)]
+        full_env = baseline_env(server_env)
+        full_env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        return ServerProcess(
+            command, port, full_env, out / f"{name}.log", name, models=("ensemble",)
+        )
+    server_env = {
+        k: v
+        for k, v in server_env.items()
+        if k in ("BENTOML_HOME", "BENTOML_DO_NOT_TRACK", "TF_CPP_MIN_LOG_LEVEL", NATIVE_ENV)
+    }
+    service = "service:Router"
+    if name == "bentoml-nobatch":  # SERVING_ENSEMBLE_MAX_BATCH_SIZE=1 is rejected by BentoML 1.4
+        service = "loadtests.nobatch_service:Router"
+    if name in ("bentoml-api", "bentoml-nobatch"):  # part b: BentoML's own batching, so its API
+        server_env["SERVING_ENSEMBLE_TRANSPORT"] = "api"
+    server = ServerProcess.bentoml(out, env=server_env, name=name, service=service)
+    if before_tree is not None:  # the code at --before, from its own checkout
+        server.cwd = before_tree
+        server.env.pop("PYTHONPATH", None)
+    return server
+
+
+def worktree(ref: str, path: Path) -> Path:
+    """A detached git worktree of `ref` at `path` (removed by `remove_worktree`)."""
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", "--force", str(path), ref],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return path
+
+
+def remove_worktree(path: Path) -> None:
+    subprocess.run(
+        ["git", "worktree", "remove", "--force", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
+
+
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -874,6 +1207,13 @@ def main(argv: list[str] | None = None) -> int:
         default="1,4,16,32",
         help="user counts tried (default 1,4,16,32; --users is added)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds per level (the targets alternate again each round); the report gives each "
+        "figure's median over the rounds (default 1)",
+    )
     parser.add_argument("--budget-classic-ms", type=float, default=100.0)
     parser.add_argument("--budget-ensemble-ms", type=float, default=500.0)
     parser.add_argument(
@@ -888,6 +1228,11 @@ def main(argv: list[str] | None = None) -> int:
         "--train-quick",
         action="store_true",
         help="if the store has no models, train quick ones into a temp store",
+    )
+    parser.add_argument(
+        "--before",
+        metavar="REF",
+        help="part g: also serve the code at this git ref (a worktree) for before/after rows",
     )
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     parser.add_argument("--_inprocess", type=Path, help=argparse.SUPPRESS)
@@ -942,25 +1287,22 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     wanted = set().union(*(PARTS[p] for p in parts if p in PARTS))
     targets = [t for t in TARGETS if t.key in wanted]
-    skipped = []
-    if (
-        any(t.server == "mlserver" for t in targets)
-        and not (MLSERVER_VENV / "bin" / "mlserver").exists()
-    ):
-        skipped = [t.key for t in targets if t.server == "mlserver"]
-        targets = [t for t in targets if t.server != "mlserver"]
-        print(
-            f"note: {MLSERVER_VENV.name} not found: skipping {', '.join(skipped)} "
-            "(create it with scripts/mlserver-venv.sh)",
-            flush=True,
-        )
-    servers = [
-        s
-        for s in ("bentoml", "bentoml-nobatch", "bentoml-native", "fastapi", "mlserver")
-        if any(t.server == s for t in targets)
-    ]
+    skipped: dict[str, str] = {}
+    for server_name, (venv, script) in BASELINE_VENVS.items():
+        if not (ROOT / venv / "bin" / "python").exists():
+            for t in targets:
+                if t.server == server_name:
+                    skipped[t.key] = f"{venv} missing: bash {script}"
+    if not args.before:
+        for t in targets:
+            if t.server == "bentoml-before":
+                skipped[t.key] = "no --before REF"
+    if skipped:
+        targets = [t for t in targets if t.key not in skipped]
+        print(f"note: skipping {', '.join(f'{k} ({v})' for k, v in skipped.items())}", flush=True)
+    servers = [s for s in SERVERS if any(t.server == s for t in targets)]
     estimate = (
-        sum(len(levels) * 3 + (len(levels) - 1) * ladder + duration for _ in targets)
+        args.repeat * sum(len(levels) * 3 + (len(levels) - 1) * ladder + duration for _ in targets)
         + 45 * len(servers)
         + ("a" in parts) * 40
     )
@@ -985,9 +1327,11 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": [round(x, 1) for x in os.getloadavg()],
     }
     if skipped:
-        meta["skipped"] = {key: ".venv-mlserver missing" for key in skipped}
-    if "mlserver" in servers:
+        meta["skipped"] = skipped
+    if any(name.startswith("mlserver") for name in servers):
         meta["mlserver"] = mlserver_version()
+    if args.before:
+        meta["before"] = args.before
     meta["commit"] = git_commit()
 
     inproc = None
@@ -998,55 +1342,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{m['tag']} ({m['labels'].get('profile', '?')})" for m in inproc["models"].values()
         )
     results: dict[str, list[Measurement]] = {t.key: [] for t in targets}
+    every_round: dict[str, list[Measurement]] = {}
     running: dict[str, ServerProcess] = {}
     try:
         for name in servers:  # all up at once: levels then alternate between them, so a busy moment
-            if name == "fastapi":  # of a shared machine does not land on one configuration only
-                port = free_port()
-                server = ServerProcess(
-                    [sys.executable, "-m", "loadtests.baseline_fastapi", "--port", str(port)],
-                    port,
-                    env,
-                    out / "fastapi.log",
-                    "fastapi",
-                )
-            elif (
-                name == "mlserver"
-            ):  # .venv-mlserver's `mlserver start`, the ensemble only (loadtests/mlserver/)
-                port = free_port()
-                server = ServerProcess(
-                    [
-                        sys.executable,
-                        "-m",
-                        "loadtests.mlserver.launch",
-                        "--port",
-                        str(port),
-                        "--workdir",
-                        str(out / "mlserver"),
-                    ],
-                    port,
-                    env,
-                    out / "mlserver.log",
-                    "mlserver",
-                    models=("ensemble",),
-                )
-            else:
-                server_env = {
-                    k: v
-                    for k, v in env.items()
-                    if k
-                    in ("BENTOML_HOME", "BENTOML_DO_NOT_TRACK", "TF_CPP_MIN_LOG_LEVEL", NATIVE_ENV)
-                }
-                if (
-                    name == "bentoml-native"
-                ):  # every member through its own library (models/fastpath.py)
-                    server_env[NATIVE_ENV] = "1"
-                service = "service:Router"
-                if (
-                    name == "bentoml-nobatch"
-                ):  # SERVING_ENSEMBLE_MAX_BATCH_SIZE=1 is rejected by BentoML 1.4
-                    service = "loadtests.nobatch_service:Router"
-                server = ServerProcess.bentoml(out, env=server_env, name=name, service=service)
+            # of a shared machine does not land on one configuration only
+            before_tree = None
+            if name == "bentoml-before":
+                before_tree = worktree(args.before, out / "before-tree")
+                meta["before_commit"] = git_commit(before_tree)
+            server = make_server(name, out, env, before_tree)
             print(f"starting {name} ...", flush=True)
             t0 = time.monotonic()
             running[name] = server.start_retrying()
@@ -1075,26 +1380,35 @@ def main(argv: list[str] | None = None) -> int:
         for target in targets:
             warm_up(running[target.server].url, target)
         for users in levels:
-            for target in targets:
-                m = measure_alive(
-                    running[target.server],
-                    target,
-                    users,
-                    duration if users == args.users else ladder,
-                    out,
-                )
-                results[target.key].append(m)
-                print(
-                    f"  {target.key:<22} {users:>3} users: {m.goodput:8.1f}/s  "
-                    f"p50 {_f(m.p50_ms):>5}  p99 {_f(m.p99_ms):>6} ms  errors {m.error_rate:.2%}  "
-                    f"server CPU {_f(m.server_cpu_ms_per_req, 2)} ms/req"
-                    + (f"  {m.ensemble_batch_rows} rows/batch" if m.ensemble_batch_rows else "")
-                    + (f"  {m.notes}" if m.notes else ""),
-                    flush=True,
-                )
+            rounds: dict[str, list[Measurement]] = {t.key: [] for t in targets}
+            for round_ in range(args.repeat):  # rounds alternate the targets again
+                for target in targets:
+                    m = measure_alive(
+                        running[target.server],
+                        target,
+                        users,
+                        duration if users == args.users else ladder,
+                        out,
+                        f"-r{round_ + 1}" if args.repeat > 1 else "",
+                    )
+                    rounds[target.key].append(m)
+                    print(
+                        f"  {target.key:<22} {users:>3} users: {m.goodput:8.1f}/s  "
+                        f"p50 {_f(m.p50_ms):>5}  p99 {_f(m.p99_ms):>6} ms  "
+                        f"errors {m.error_rate:.2%}  "
+                        f"server CPU {_f(m.server_cpu_ms_per_req, 2)} ms/req"
+                        + (f"  {m.ensemble_batch_rows} rows/batch" if m.ensemble_batch_rows else "")
+                        + (f"  {m.notes}" if m.notes else ""),
+                        flush=True,
+                    )
+            for key, runs in rounds.items():
+                results[key].append(median_run(runs))
+                every_round.setdefault(key, []).extend(runs)
     finally:
         for server in running.values():
             server.stop()
+        if (out / "before-tree").exists():
+            remove_worktree(out / "before-tree")
     if "models" not in meta:
         meta["models"] = "?"
     meta["elapsed_s"] = round(time.monotonic() - started)
@@ -1109,6 +1423,7 @@ def main(argv: list[str] | None = None) -> int:
                 "meta": meta,
                 "inprocess": inproc,
                 "served": {k: [asdict(m) for m in v] for k, v in results.items()},
+                "rounds": {k: [asdict(m) for m in v] for k, v in every_round.items()},
             },
             indent=2,
         )

@@ -52,12 +52,12 @@ def with_root_on_pythonpath(env: Mapping[str, str]) -> str:
     return os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
 
 
-def git_commit() -> str | None:
+def git_commit(checkout: Path | None = None) -> str | None:
     """The checkout's short commit hash (None when git cannot tell)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
+            cwd=checkout or ROOT,
             capture_output=True,
             text=True,
             timeout=5,

@@ -164,6 +164,8 @@ class ServerProcess:
         )
         self.models = tuple(models)
         self.url = f"http://127.0.0.1:{port}"
+        self.cwd = ROOT
+        """Where the command runs (another checkout serves another version of the code)."""
         self.process: subprocess.Popen | None = None
 
     @classmethod
@@ -207,7 +209,7 @@ class ServerProcess:
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
                 self.command,
-                cwd=ROOT,
+                cwd=self.cwd,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -1,0 +1,168 @@
+"""loadtests.benchmark without servers: the CPU-per-request rows of part (g) (routed and direct
+endpoints at 1 and 16 users, now and before, with the ratios against issue 16's targets), the
+frameworks' table of part (f), how each server is started, and the baselines' shared helpers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loadtests import benchmark as b
+from loadtests.baselines import BatchStats, Invalid, answer, encode_body
+
+
+def m(key: str, users: int, goodput: float, p99: float, cpu: float, batch=None) -> b.Measurement:
+    return b.Measurement(
+        key,
+        users,
+        10,
+        int(goodput * 10),
+        0,
+        goodput,
+        goodput,
+        p99 / 2,
+        p99,
+        p99,
+        cpu,
+        1.0,
+        [],
+        batch,
+    )
+
+
+CANNED = {
+    "classic_routed": [
+        m("classic_routed", 1, 300, 10, 0.50),
+        m("classic_routed", 16, 1900, 13, 0.55),
+    ],
+    "ensemble_routed": [
+        m("ensemble_routed", 1, 150, 20, 1.80),
+        m("ensemble_routed", 16, 1200, 25, 0.90),
+    ],
+    "classic_direct": [
+        m("classic_direct", 1, 320, 9, 0.45),
+        m("classic_direct", 16, 2000, 12, 0.5),
+    ],
+    "ensemble_batching": [
+        m("ensemble_batching", 1, 160, 18, 1.7),
+        m("ensemble_batching", 16, 1250, 24, 0.85),
+    ],
+    "classic_routed_before": [
+        m("classic_routed_before", 1, 290, 10, 0.50),
+        m("classic_routed_before", 16, 1850, 14, 0.55),
+    ],
+    "ensemble_routed_before": [
+        m("ensemble_routed_before", 1, 60, 40, 5.0),
+        m("ensemble_routed_before", 16, 1000, 30, 1.18),
+    ],
+}
+
+
+def test_part_g_reads_the_cpu_ratios_against_the_targets():
+    lines = "\n".join(b.section_g(CANNED, {"before": "a1b2c3", "before_commit": "a1b2c3"}))
+    assert "1 user: now" in lines and "16 users: before" in lines
+    assert "now 3.60× (1.80 / 0.50 ms) (target ≤ 4×: **met**)" in lines
+    assert "now 1.64× (0.90 / 0.55 ms) (target ≤ 1.5×: **not met**)" in lines
+    assert "before 10.00× (5.00 / 0.50 ms)" in lines and "before 2.15×" in lines
+    assert "| direct `/api/v1/classify/classic` | classic | 320/s, p99 9 ms, 0.45 ms CPU | – |" in (
+        lines
+    )
+
+
+def test_part_g_without_a_before_run_says_so():
+    now_only = {k: v for k, v in CANNED.items() if not k.endswith("_before")}
+    lines = "\n".join(b.section_g(now_only, {}))
+    assert "Before: not run (no --before REF)." in lines and "before" not in lines.split("\n")[-3]
+
+
+def test_part_f_lists_the_frameworks_by_goodput():
+    summary = {
+        key: {"fixed": m(key, 16, goodput, 100, 3.0, 20.0), "best": None}
+        for key, goodput in (
+            ("litserve_native", 220),
+            ("mlserver_native", 199),
+            ("rayserve_native", 61),
+            ("fastapi_ensemble_native", 24),
+        )
+    }
+    lines = b.section_f(summary, 16)
+    rows = [line for line in lines if line.startswith("| ") and "/s" in line]
+    assert [r.split(" | ")[1] for r in rows] == ["220/s", "199/s", "61/s", "24/s"]
+    assert rows[0].startswith("| LitServe")
+    assert "220/s" in rows[0] and "20.0" in rows[0]
+
+
+def test_every_part_names_known_targets_and_every_target_a_known_server():
+    keys = {t.key for t in b.TARGETS}
+    for part, wanted in b.PARTS.items():
+        assert wanted <= keys, part
+    assert {t.server for t in b.TARGETS} <= set(b.SERVERS)
+    for _, _, now, before in b.ROUTED_DIRECT:
+        assert now in b.PARTS["g"] and before in b.PARTS["g"]
+    for _, _, x, y in b.COMPARISONS:
+        assert x in keys and y in keys
+
+
+def test_servers_start_from_the_right_venv_checkout_and_member_paths(tmp_path):
+    env = {"BENTOML_HOME": "/store", "PATH": "/usr/bin"}
+    lit = b.make_server("litserve-native", tmp_path, env)
+    assert lit.command[0].endswith(".venv-litserve/bin/python")
+    assert lit.command[1:3] == ["-m", "loadtests.litserve.app"]
+    assert lit.env[b.NATIVE_ENV] == "1" and lit.models == ("ensemble",)
+    ray = b.make_server("rayserve-native", tmp_path, env)
+    assert ray.command[0].endswith(".venv-ray/bin/python") and ray.env["RAY_USAGE_STATS_ENABLED"]
+    fast = b.make_server("fastapi", tmp_path, env)
+    assert fast.command[0] == sys.executable and fast.env[b.NATIVE_ENV] == ""
+    api = b.make_server("bentoml-api", tmp_path, env)
+    assert api.env["SERVING_ENSEMBLE_TRANSPORT"] == "api"
+    before = b.make_server("bentoml-before", tmp_path, env, before_tree=tmp_path / "tree")
+    assert before.cwd == tmp_path / "tree" and "PYTHONPATH" not in before.env
+    assert b.make_server("bentoml", tmp_path, env).cwd == b.ROOT
+
+
+class _Schema:
+    def encode_rows(self, rows, prefix):
+        from models.schema import SchemaValidationError
+
+        if not isinstance(rows[0].get("x"), (int, float)):
+            raise SchemaValidationError([])
+        return np.array([[float(rows[0]["x"])]])
+
+
+class _Model:
+    schema = _Schema()
+
+
+def test_the_baselines_validate_and_answer_like_our_api(tmp_path):
+    assert encode_body(_Model(), {"features": {"x": 2}}).tolist() == [[2.0]]
+    for bad in ({"features": 1}, {"features": {"x": 1}, "extra": 1}, {"features": {"x": "a"}}):
+        with pytest.raises(Invalid) as exc:
+            encode_body(_Model(), bad)
+        assert exc.value.error["code"] == "invalid_input"
+    out = answer(np.array([0.2, 0.8]), ["no", "yes"], "v1")
+    assert (out["label"], out["model"], out["model_version"], out["reason"]) == (
+        "yes",
+        "ensemble",
+        "v1",
+        "direct",
+    )
+    stats = BatchStats(tmp_path / "stats")
+    stats.add(3)
+    stats.add(5)
+    reader = BatchStats(Path(tmp_path / "stats"))  # another process reads the file
+    assert "tabular_ensemble_batch_rows_sum 8.0" in reader.text()
+    assert "tabular_ensemble_batch_rows_count 2.0" in reader.text()
+
+
+def test_rounds_collapse_to_each_figures_median():
+    runs = [
+        m("ensemble_routed", 1, g, p, c)
+        for g, p, c in ((100, 30, 3.0), (180, 10, 2.0), (90, 50, 9.0))
+    ]
+    one = b.median_run(runs)
+    assert (one.goodput, one.p99_ms, one.server_cpu_ms_per_req) == (100, 30, 3.0)
+    assert one.requests == sum(r.requests for r in runs) and "median of 3 rounds" in one.notes
+    assert b.median_run(runs[:1]) is runs[0]
