@@ -33,7 +33,13 @@ with bentoml.importing():
     from serving.observability import metrics
     from serving.rows import MOUNT as ROWS_MOUNT
     from serving.rows import RowsEndpoint, RowsPredictor, RowsSocketServer, own_socket_path
-    from serving.wiring import BackgroundWork, Services, api_call, build_router_core
+    from serving.wiring import (
+        CASCADE_SOCKET_SUFFIX,
+        BackgroundWork,
+        Services,
+        build_router_core,
+        cascade_call,
+    )
 
 log = logging.getLogger("bentoml.service")
 settings = get_settings()
@@ -107,6 +113,7 @@ class Classic(ModelHost):
 
 # The router's lean transport of encoded rows (serving/rows.py): an HTTP endpoint and a socket.
 rows = RowsPredictor(settings.ensemble_max_batch_size, observe=metrics.ENSEMBLE_BATCH_ROWS.observe)
+cascade_rows = RowsPredictor(settings.ensemble_max_batch_size)  # the cascade's, on its own socket
 
 
 @bentoml.service(
@@ -133,6 +140,21 @@ class Ensemble(ModelHost):
         rows.predict = self.predict_rows
         rows.inline_ok = lambda: not self.faults.delay_s  # a test's delay must not block the loop
         self.rows_socket: RowsSocketServer | None = None
+        cascade_rows.predict = self.predict_cascade_rows
+        cascade_rows.inline_ok = rows.inline_ok
+        self.cascade_socket: RowsSocketServer | None = None
+
+    @bentoml.on_startup
+    async def serve_cascade_socket(self) -> None:
+        """The cascade's rows socket (its path: the rows socket's + CASCADE_SOCKET_SUFFIX)."""
+        if (path := own_socket_path("ensemble")) is not None:
+            self.cascade_socket = RowsSocketServer(cascade_rows, path + CASCADE_SOCKET_SUFFIX)
+            await self.cascade_socket.start()
+
+    @bentoml.on_shutdown
+    async def stop_cascade_socket(self) -> None:
+        if self.cascade_socket is not None:
+            await self.cascade_socket.stop()
 
     @bentoml.on_startup
     async def serve_rows_socket(self) -> None:
@@ -171,6 +193,10 @@ class Ensemble(ModelHost):
         """The cascade (dynamic selection, models/cascade.py) for a batch of encoded rows: an
         (n, k + 1) array, the class probabilities then 1.0 where the row escalated from the first
         stage to the full ensemble, else 0.0 (one array, so adaptive batching can split it)."""
+        return self.predict_cascade_rows(codes)
+
+    def predict_cascade_rows(self, codes: np.ndarray) -> np.ndarray:
+        """What both of the cascade's transports run (the API above, its rows socket)."""
         codes = self._checked(codes)
         self.faults.apply()
         return self.hosted.predict_cascade(codes)
@@ -212,7 +238,7 @@ class Router:
             ),
             retry_on=(aiohttp.ClientConnectionError,),
             classic_tag=stored_tag(type(self).classic_model),
-            cascade=api_call(self.ensemble_service, "predict_cascade"),
+            cascade=cascade_call(self.ensemble_service, settings.ensemble_transport),
         )
         self.core = build_router_core(settings, services)
         api.state.core = self.core  # what the HTTP routes serve from

@@ -64,6 +64,24 @@ def api_call(dependency: Any, name: str) -> Callable[[np.ndarray], Awaitable[Any
     return lambda codes: asyncio.to_thread(method, codes=codes)
 
 
+CASCADE_SOCKET_SUFFIX = ".cascade"
+"""The cascade's rows socket: the ensemble's rows socket path (serving/rows.py) + this."""
+
+
+def cascade_call(dependency: Any, transport: str) -> Callable[[np.ndarray], Awaitable[Any]]:
+    """The ensemble service's cascade: over its own rows socket when the service runs in the same
+    `bentoml serve` and `transport` (SERVING_ENSEMBLE_TRANSPORT) is "socket" (raw float64 rows,
+    as the ensemble's predict), else (and whenever the socket is not there) its `predict_cascade`
+    API. Both answer the (n, k + 1) matrix: probabilities, then the escalated flag."""
+    from serving.rows import SocketClient, Transports, socket_path
+
+    api = api_call(dependency, "predict_cascade")
+    url = getattr(getattr(dependency, "to_async", None), "url", None)
+    if transport != "socket" or (path := socket_path(url)) is None:
+        return api
+    return Transports([("socket", SocketClient(path + CASCADE_SOCKET_SUFFIX)), ("api", api)])
+
+
 @dataclass(frozen=True)
 class Services:
     """What the BentoML layer provides: both model services and the errors worth one retry."""

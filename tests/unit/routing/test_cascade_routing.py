@@ -269,3 +269,31 @@ def test_cascade_arm_is_the_ensemble_service_under_its_own_name():
     assert arm.info is None  # a model without a cascade
     remote.info = None
     assert arm.info is None and run(arm.refresh()) is None
+
+
+def test_cascade_call_takes_its_own_rows_socket_then_the_api():
+    from serving.rows import SocketClient, Transports
+    from serving.wiring import cascade_call
+
+    class Client:
+        url = "file:///tmp/bento/7.sock"
+
+        async def call(self, name, **kwargs):
+            return (name, kwargs["codes"])
+
+    class Remote:
+        to_async = Client()
+
+    chained = cascade_call(Remote(), "socket")
+    assert isinstance(chained, Transports)
+    (first, socket), (last, api) = chained.calls
+    assert (first, last) == ("socket", "api") and isinstance(socket, SocketClient)
+    assert socket.path == "/tmp/bento/7.sock.rows.cascade"  # beside the ensemble's rows socket
+    assert run(api("codes")) == ("predict_cascade", "codes")
+    assert run(cascade_call(Remote(), "http")("codes")) == ("predict_cascade", "codes")
+
+    class InProcess:
+        def predict_cascade(self, codes):
+            return codes * 2
+
+    assert run(cascade_call(InProcess(), "socket")(3)) == 6
