@@ -396,6 +396,8 @@ class Transports:
                 log.log(level, "%s transport unavailable (%s): the next one for now", name, exc)
                 self.skipped_until[name] = now + self.retry_after_s
                 continue
-            self.used = name
+            if self.used != name:  # the first call, or a change of transport: say so once
+                log.info("calls go over the %s transport", name)
+                self.used = name
             return result
         raise AssertionError("unreachable")
