@@ -1160,8 +1160,9 @@ def make_server(
         service = "loadtests.nobatch_service:Router"
     if name in ("bentoml-api", "bentoml-nobatch"):  # part b: BentoML's own batching, so its API
         server_env["SERVING_ENSEMBLE_TRANSPORT"] = "api"
-    server = ServerProcess.bentoml(out, env=server_env, name=name, service=service)
-    if before_tree is not None:  # the code at --before, from its own checkout
+    flags = before_tree / "config" / "flags.yaml" if before_tree is not None else None
+    server = ServerProcess.bentoml(out, env=server_env, flags=flags, name=name, service=service)
+    if before_tree is not None:  # the code at --before, from its own checkout (and flag file)
         server.cwd = before_tree
         server.env.pop("PYTHONPATH", None)
     return server

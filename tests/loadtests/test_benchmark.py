@@ -118,8 +118,13 @@ def test_servers_start_from_the_right_venv_checkout_and_member_paths(tmp_path):
     assert fast.command[0] == sys.executable and fast.env[b.NATIVE_ENV] == ""
     api = b.make_server("bentoml-api", tmp_path, env)
     assert api.env["SERVING_ENSEMBLE_TRANSPORT"] == "api"
-    before = b.make_server("bentoml-before", tmp_path, env, before_tree=tmp_path / "tree")
-    assert before.cwd == tmp_path / "tree" and "PYTHONPATH" not in before.env
+    tree = tmp_path / "tree"
+    (tree / "config").mkdir(parents=True)
+    (tree / "config" / "flags.yaml").write_text("# the flags the old code knows\n")
+    before = b.make_server("bentoml-before", tmp_path, env, before_tree=tree)
+    assert before.cwd == tree and "PYTHONPATH" not in before.env
+    flags = Path(before.env["SERVING_FLAGS_PATH"]).read_text()
+    assert flags == "# the flags the old code knows\n"  # its own flag file, not this checkout's
     assert b.make_server("bentoml", tmp_path, env).cwd == b.ROOT
 
 
