@@ -449,19 +449,15 @@ def cmd_traffic(args, runner: Runner) -> None:
     total = sum(int(w.split("=", 1)[1]) for w in weights)
     if total != 100:
         raise DeployError(f"revision weights must add up to 100, got {total}")
+    set_traffic(runner, args.app, group, weights)
+
+
+def set_traffic(runner: Runner, app: str, group: str, weights: Sequence[str]) -> None:
+    """Split an app's traffic between revisions ("revision=percent" each)."""
     runner.run(
-        "az",
-        "containerapp",
-        "ingress",
-        "traffic",
-        "set",
-        "--name",
-        args.app,
-        "--resource-group",
-        group,
-        "--revision-weight",
-        *weights,
-    )
+        "az", "containerapp", "ingress", "traffic", "set", "--name", app,
+        "--resource-group", group, "--revision-weight", *weights,
+    )  # fmt: skip
 
 
 def cmd_rollback(args, runner: Runner) -> None:
@@ -489,19 +485,7 @@ def cmd_rollback(args, runner: Runner) -> None:
         raise DeployError(f"{args.app} has {len(revisions)} revision(s): nothing to roll back to")
     else:
         previous = revisions[-2]
-    runner.run(
-        "az",
-        "containerapp",
-        "ingress",
-        "traffic",
-        "set",
-        "--name",
-        args.app,
-        "--resource-group",
-        group,
-        "--revision-weight",
-        f"{previous}=100",
-    )
+    set_traffic(runner, args.app, group, [f"{previous}=100"])
 
 
 def _app_exists(runner: Runner, name: str, group: str) -> bool:

@@ -73,11 +73,10 @@ from loadtests.common import (
     locust_stats_row,
     markdown_row,
     parse_duration,
-    temp_dir,
     with_root_on_pythonpath,
 )
 from loadtests.runner import locust_command
-from loadtests.server import ServerProcess, store_has_models, train_quick
+from loadtests.server import ServerProcess, use_model_store
 from models.fastpath import NATIVE_ENV
 
 BENCH_LOCUSTFILE = ROOT / "loadtests" / "bench_locustfile.py"
@@ -1254,19 +1253,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     env[NATIVE_ENV] = ""  # the fast paths everywhere (empty = not forced); bentoml-native sets "1"
-    if args.bentoml_home:
-        env["BENTOML_HOME"] = str(args.bentoml_home.resolve())
-    if not store_has_models(env):
-        if not args.train_quick:
-            print(
-                "no classic/ensemble models in the store: pass --bentoml-home, "
-                "train (python -m training), or add --train-quick",
-                file=sys.stderr,
-            )
-            return 2
-        home = temp_dir("benchmark-home-")
-        train_quick(home, env)
-        env["BENTOML_HOME"] = str(home)
+    if not use_model_store(env, args.bentoml_home, args.train_quick, "benchmark-home-"):
+        return 2
 
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
     if unknown := parts - set(PARTS) - {"a"}:

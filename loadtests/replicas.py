@@ -66,7 +66,7 @@ from loadtests.common import (
     temp_dir,
 )
 from loadtests.nginx import Nginx, nginx_binary
-from loadtests.server import ServerProcess, descendants, store_has_models, train_quick
+from loadtests.server import ServerProcess, descendants, use_model_store
 
 ROUTED_PATH = "/api/classify"
 
@@ -613,19 +613,8 @@ def main(argv: list[str] | None = None) -> int:
     exit_on_sigterm()  # run the finally block: stop every server, nginx and PostgreSQL
     started = time.monotonic()
     env = dict(os.environ, BENTOML_DO_NOT_TRACK="true", TF_CPP_MIN_LOG_LEVEL="3")
-    if args.bentoml_home:
-        env["BENTOML_HOME"] = str(args.bentoml_home.resolve())
-    if not store_has_models(env):
-        if not args.train_quick:
-            print(
-                "no classic/ensemble models in the store: pass --bentoml-home, "
-                "train (python -m training), or add --train-quick",
-                file=sys.stderr,
-            )
-            return 2
-        home = temp_dir("replicas-home-")
-        train_quick(home, env)
-        env["BENTOML_HOME"] = str(home)
+    if not use_model_store(env, args.bentoml_home, args.train_quick, "replicas-home-"):
+        return 2
 
     configs, skipped = list(args.configs), {}
     why_not = postgres_available() or (None if nginx_binary() else "nginx is not installed")

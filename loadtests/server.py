@@ -102,6 +102,28 @@ def train_quick(home: Path, env: dict[str, str]) -> None:
         raise RuntimeError(f"training failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
 
 
+def use_model_store(
+    env: dict[str, str], bentoml_home: Path | None, train: bool, prefix: str
+) -> bool:
+    """Point `env` at a store holding both models: `bentoml_home`, else the default one, else a
+    quick-trained one when `train`; False (a message printed) when there is none to use."""
+    if bentoml_home:
+        env["BENTOML_HOME"] = str(Path(bentoml_home).resolve())
+    if store_has_models(env):
+        return True
+    if not train:
+        print(
+            "no classic/ensemble models in the store: pass --bentoml-home, "
+            "train (python -m training), or add --train-quick",
+            file=sys.stderr,
+        )
+        return False
+    home = temp_dir(prefix)
+    train_quick(home, env)
+    env["BENTOML_HOME"] = str(home)
+    return True
+
+
 def stop_server(process: subprocess.Popen | None, timeout: float = 30) -> None:
     """SIGTERM a server started in its own session (graceful shutdown), SIGKILL it after `timeout`,
     then SIGKILL any worker that outlived its arbiter (BentoML's workers run in sessions of their
