@@ -39,6 +39,23 @@ def fix_media_types(*services: Any) -> None:
                 method.output_spec.media_type = method.output_spec.mime_type()
 
 
+async def call_remote(client: Any, name: str, **kwargs: Any) -> Any:
+    """One call to a model service's API, once more on a fresh connection if the pooled one was
+    closed under it.
+
+    BentoML's client keeps idle connections longer than the service's server does, so a call that
+    reuses one just as the server closes it fails with "Server disconnected" before the service saw
+    it (a version swap was refused this way in CI). Every call made here is idempotent (predict,
+    describe, load a version, set a fault), so sending it again is safe.
+    """
+    import aiohttp
+
+    try:
+        return await client.call(name, **kwargs)
+    except aiohttp.ServerDisconnectedError:
+        return await client.call(name, **kwargs)
+
+
 def service_calls(
     dependency: Any, with_fault: bool = False, transport: str = "api"
 ) -> ServiceCalls:
@@ -51,7 +68,7 @@ def service_calls(
 
     def call(name: str):
         if hasattr(dependency, "to_async"):  # a client; its endpoints are known once connected
-            return lambda **kwargs: dependency.to_async.call(name, **kwargs)
+            return lambda **kwargs: call_remote(dependency.to_async, name, **kwargs)
         method = getattr(dependency, name)
         return lambda **kwargs: asyncio.to_thread(method, **kwargs)
 
