@@ -9,10 +9,12 @@ Assignment is serving/routing/variants.py.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from serving.config.base import StrictModel
+from serving.config.windows import TimeWindow
 
 WEIGHT_TOLERANCE = 1e-6
 
@@ -22,10 +24,11 @@ class Variant(StrictModel):
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
     """Names the variant in responses, metrics and the evaluation."""
-    model: str = Field(min_length=1, max_length=64)
-    """What serves it: "classic", "ensemble", "cascade" (or another served model's name)."""
-    version: str | None = Field(None, max_length=64)
-    """A stored version to serve; None: the version the model's service serves (its pin)."""
+    model: Literal["classic", "ensemble", "cascade"]
+    """What serves it: classic, the ensemble, or the ensemble's cascade."""
+    version: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    """A stored ensemble version to serve next to the champion (a challenger, run by the router);
+    None: the version the model's service serves."""
     weight: float = Field(ge=0, le=100)
     """Share of the experiment's traffic in percent."""
     control: bool = False
@@ -60,7 +63,73 @@ class Experiment(StrictModel):
         controls = [v.name for v in self.variants if v.control]
         if len(controls) != 1:
             raise ValueError(f"exactly one variant must be the control, got {controls or 'none'}")
+        served = [(v.model, v.version) for v in self.variants]
+        if len(set(served)) != len(served):
+            raise ValueError("two variants serve the same model and version: merge their weights")
+        if any(v.version is not None and v.model == "classic" for v in self.variants):
+            raise ValueError("only ensemble variants may name a version (classic follows its pin)")
         total = math.fsum(v.weight for v in self.variants)
         if abs(total - 100.0) > WEIGHT_TOLERANCE:
             raise ValueError(f"variant weights must sum to 100, got {total:g}")
         return self
+
+
+class RetrainingConfig(StrictModel):
+    """Retraining from labelled feedback: what is kept, when the job runs, what it must beat.
+
+    Served requests keep their features (no user id) for `retention_s`, at most
+    `max_stored_requests` rows; labelled ones become training data next to the original set.
+    """
+
+    enabled: bool = False
+    """Run the scheduled job (the leader replica starts it inside `window`)."""
+    window: TimeWindow | None = None
+    """Off-peak hours the scheduled job may start in (None: any time)."""
+    min_interval_s: float = Field(86_400.0, ge=0)
+    """Least time between two scheduled runs (a manual run is not limited)."""
+    min_labelled: int = Field(500, ge=10)
+    """Labelled requests needed before a run trains anything."""
+    feedback_window_s: float = Field(7 * 86_400.0, gt=0)
+    """Age of the oldest labelled request a run uses."""
+    retention_s: float = Field(14 * 86_400.0, gt=0)
+    """How long served requests' features are kept (then pruned)."""
+    max_stored_requests: int = Field(200_000, ge=1_000)
+    """Most served requests kept; the oldest are pruned first."""
+    holdout_fraction: float = Field(0.3, gt=0.05, lt=0.9)
+    """Share of the recent labelled requests held out to judge the new version."""
+    tolerance: float = Field(0.01, ge=0, le=0.5)
+    """Refuse a version whose recent-holdout accuracy is more than this below its parent's."""
+    original_tolerance: float = Field(0.03, ge=0, le=0.5)
+    """Refuse a version whose accuracy on the original test split drops more than this."""
+    nice: int = Field(10, ge=0, le=19)
+    """CPU niceness of the training process, so serving keeps its latency."""
+    threads: int = Field(1, ge=1, le=64)
+    """Threads the training libraries may use (OMP/MKL/TF/XGBoost/LightGBM/CatBoost)."""
+    timeout_s: float = Field(3_600.0, gt=0)
+    """A run still going after this is stopped and counted as failed."""
+    quick: bool = False
+    """Train the small member set (tests and CI)."""
+
+
+class ChallengerConfig(StrictModel):
+    """How a retrained version earns traffic: shadow, then an A/B variant, then promotion."""
+
+    enabled: bool = True
+    """Move accepted versions through the stages (off: they stay in the store only)."""
+    shadow_sample_rate: float = Field(0.2, ge=0, le=1)
+    """Share of ensemble-served requests also sent to the challenger in shadow."""
+    shadow_min_samples: int = Field(200, ge=10)
+    """Shadow comparisons needed before the agreement is judged."""
+    min_agreement: float = Field(0.6, ge=0, le=1)
+    """Lowest agreement with the champion (lower bound of its 95 % interval) to enter the A/B;
+    a retrained version should differ where the world moved, not everywhere."""
+    ab_weight: float = Field(30.0, gt=0, lt=100)
+    """Percent of the experiment's traffic the challenger gets in the A/B."""
+    min_labelled: int = Field(200, ge=10)
+    """Labelled requests each of control and challenger need before a go/no-go."""
+    margin: float = Field(0.0, ge=0, le=0.2)
+    """Non-inferiority margin: the challenger may be at most this much less accurate."""
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    """Family-wise error rate across the experiment's challengers (Holm's correction)."""
+    max_stage_s: float = Field(86_400.0, gt=0)
+    """A stage without a verdict after this long is abandoned (challenger rejected)."""

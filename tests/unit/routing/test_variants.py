@@ -15,7 +15,7 @@ KEYS = [f"user-{i}" for i in range(20_000)]
 
 def experiment(name: str = "exp", weights=(50, 30, 20), salt: str | None = None) -> Experiment:
     variants = [
-        {"name": f"v{i}", "model": "ensemble", "weight": w, "control": i == 0}
+        {"name": f"v{i}", "model": "ensemble", "version": f"v{i}", "weight": w, "control": i == 0}
         for i, w in enumerate(weights)
     ]
     return Experiment(name=name, salt=salt, variants=variants)
@@ -58,10 +58,11 @@ def test_experiments_are_independent_of_each_other():
 @pytest.mark.parametrize(
     ("variants", "message"),
     [
-        ([("a", 50, True), ("b", 40, False)], "sum to 100"),
-        ([("a", 50, False), ("b", 50, False)], "exactly one variant must be the control"),
-        ([("a", 50, True), ("b", 50, True)], "exactly one variant must be the control"),
-        ([("a", 50, True), ("a", 50, False)], "unique"),
+        ([("a", 50, True, "1"), ("b", 40, False, "2")], "sum to 100"),
+        ([("a", 50, False, "1"), ("b", 50, False, "2")], "exactly one variant must be the control"),
+        ([("a", 50, True, "1"), ("b", 50, True, "2")], "exactly one variant must be the control"),
+        ([("a", 50, True, "1"), ("a", 50, False, "2")], "unique"),
+        ([("a", 50, True, "1"), ("b", 50, False, "1")], "same model and version"),
     ],
 )
 def test_a_bad_experiment_is_refused(variants, message):
@@ -69,6 +70,18 @@ def test_a_bad_experiment_is_refused(variants, message):
         Experiment(
             name="x",
             variants=[
-                {"name": n, "model": "classic", "weight": w, "control": c} for n, w, c in variants
+                {"name": n, "model": "ensemble", "weight": w, "control": c, "version": v}
+                for n, w, c, v in variants
+            ],
+        )
+
+
+def test_classic_variants_follow_the_pin():
+    with pytest.raises(ValidationError, match="only ensemble variants may name a version"):
+        Experiment(
+            name="x",
+            variants=[
+                {"name": "a", "model": "classic", "weight": 50, "control": True, "version": "1"},
+                {"name": "b", "model": "ensemble", "weight": 50},
             ],
         )
