@@ -7,6 +7,13 @@ they send to the ensemble (the cascade only when the served model has one), the 
 preference chooses the cascade when it can answer, and the header may name any arm. The fallback
 rules cover both arms of the ensemble service.
 
+More than two arms: when the flags define an `experiment`, its sticky variant split (each variant a
+served model and version, serving/routing/variants.py) replaces the percentage split as the last
+rule. A challenger in its A/B stage (serving/delivery/challenger.py) takes its sticky share of
+whatever the rules send to the champion ensemble. A variant or challenger version that is not
+loaded here is answered by the champion, and its answer says so (its model_version), so the
+evaluation always credits the version that really answered.
+
 Stickiness comes from hashing, not from stored state: a user's bucket is
 `murmur3_32("{flag}:{user}") % 100 + 1` (Unleash's normalisation, seed 0), so any router replica,
 or any other system, puts the same user in the same bucket, and raising the percentage only adds
@@ -16,14 +23,16 @@ users.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
 import mmh3
 
+from serving.config.experiments import Experiment, Variant
 from serving.config.flags import EligibilityRule, EnsembleFlag, FlagConfig
+from serving.routing.variants import assign, point
 
 Arm = Literal["classic", "ensemble", "cascade"]
 ARMS: tuple[Arm, ...] = ("classic", "ensemble", "cascade")
@@ -43,6 +52,7 @@ class Reason(StrEnum):
     ALLOW_LIST = "allow_list"
     NOT_ELIGIBLE = "not_eligible"
     SPLIT = "split"
+    VARIANT = "variant"
 
 
 PRECEDENCE: tuple[tuple[Reason, str], ...] = (
@@ -60,6 +70,11 @@ PRECEDENCE: tuple[tuple[Reason, str], ...] = (
     (
         Reason.SPLIT,
         "bucket(flag, user or request key) <= rollout_percentage: ensemble, else classic",
+    ),
+    (
+        Reason.VARIANT,
+        "with an experiment in the flags, in place of the split: the variant of "
+        "murmur3_32('{salt}:{user}') % 10000 + 1 by the variants' weights",
     ),
 )
 """The order in which `decide` applies its rules, first match wins (for docs and `explain`)."""
@@ -98,6 +113,19 @@ class RequestContext:
 
 
 @dataclass(frozen=True)
+class ChallengerSplit:
+    """A challenger version in its A/B stage: `weight` percent of the users the rules send to the
+    champion ensemble get it instead, sticky under `salt`."""
+
+    version: str
+    weight: float
+    salt: str
+
+    def takes(self, key: str) -> bool:
+        return point(self.salt, key) <= round(self.weight * 100)
+
+
+@dataclass(frozen=True)
 class Health:
     """The ensemble's health as the router sees it when deciding."""
 
@@ -105,6 +133,10 @@ class Health:
     breaker_open: bool = False
     cascade_available: bool = False
     """The served ensemble has a cascade that can run (trained with one, its first stage loaded)."""
+    versions: frozenset[str] = frozenset()
+    """Ensemble versions loaded next to the champion (challengers and experiment variants)."""
+    challenger: ChallengerSplit | None = None
+    """The challenger in its A/B stage, if any."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +151,11 @@ class Decision:
     """1..100 when the percentage split was evaluated, else None."""
     meant: Arm | None = None
     """On a fallback: the arm of the ensemble service the rules chose (ensemble or cascade)."""
+    version: str | None = None
+    """An ensemble version other than the champion's that answers (a challenger or a variant
+    pinned to a version); None: the version the service serves."""
+    variant: str | None = None
+    """The experiment variant (or "challenger"/"champion" in a challenger's A/B), if any."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +164,8 @@ class Decision:
             "fallback": self.fallback,
             "bucket": self.bucket,
             "meant": self.meant,
+            "version": self.version,
+            "variant": self.variant,
         }
 
 
@@ -150,11 +189,17 @@ def decide(
     if not cfg.ensemble.enabled:
         return Decision("classic", Reason.KILL_SWITCH, fallback=False, bucket=None)
     intended = _intended(ctx, cfg, health, now)
-    if intended.arm in SERVICE_ARMS and health.breaker_open:
-        return Decision("classic", Reason.BREAKER_OPEN, True, intended.bucket, intended.arm)
-    if intended.arm in SERVICE_ARMS and not health.ensemble_ready:
-        return Decision("classic", Reason.UNHEALTHY, True, intended.bucket, intended.arm)
+    if intended.arm in SERVICE_ARMS and intended.version is None and health.breaker_open:
+        return _fallback(intended, Reason.BREAKER_OPEN)
+    if intended.arm in SERVICE_ARMS and intended.version is None and not health.ensemble_ready:
+        return _fallback(intended, Reason.UNHEALTHY)
     return intended
+
+
+def _fallback(intended: Decision, reason: Reason) -> Decision:
+    return Decision(
+        "classic", reason, True, intended.bucket, intended.arm, variant=intended.variant
+    )
 
 
 def explain(
@@ -216,15 +261,31 @@ def explain(
         },
         _rule(
             Reason.SPLIT,
-            True,
+            cfg.experiment is None,
             f"bucket({cfg.flag!r}, {key!r}) = {user_bucket} {'<=' if in_split else '>'} "
             f"{flag.rollout_percentage}: {'ensemble' if in_split else 'classic'}",
+        ),
+        _rule(
+            Reason.VARIANT,
+            cfg.experiment is not None,
+            "no experiment in the flags"
+            if cfg.experiment is None
+            else f"experiment {cfg.experiment.name!r}: point "
+            f"{point(cfg.experiment.hash_salt, key)} of 10000 -> variant "
+            f"{assign(cfg.experiment, key).name!r}",
         ),
     ]
     return {
         "decision": decide(ctx, cfg, health, now).as_dict(),
         "intended": _intended(ctx, cfg, health, now).as_dict(),
         "target": {"configured": flag.target, "cascade_available": health.cascade_available},
+        "challenger": None
+        if health.challenger is None
+        else {
+            "version": health.challenger.version,
+            "weight": health.challenger.weight,
+            "takes_this_user": health.challenger.takes(key),
+        },
         "evaluated_at": now.isoformat(),
         "rules": rules,
     }
@@ -233,7 +294,27 @@ def explain(
 def _intended(
     ctx: RequestContext, cfg: FlagConfig, health: Health, now: datetime | None
 ) -> Decision:
-    """The arm the rules below the health checks choose."""
+    """The arm the rules below the health checks choose, with a challenger's A/B share."""
+    decision = _rules(ctx, cfg, health, now)
+    split = health.challenger
+    if (
+        split is not None
+        and decision.arm == "ensemble"
+        and decision.version is None
+        and decision.reason is not Reason.HEADER
+        and split.version in health.versions
+    ):
+        taken = split.takes(ctx.sticky_key)
+        return replace(
+            decision,
+            version=split.version if taken else None,
+            variant="challenger" if taken else "champion",
+        )
+    return decision
+
+
+def _rules(ctx: RequestContext, cfg: FlagConfig, health: Health, now: datetime | None) -> Decision:
+    """The arm the rules below the health checks choose, first match wins."""
     flag = cfg.ensemble
     if flag.header_override and ctx.header_preference is not None:
         arm = ctx.header_preference
@@ -251,9 +332,24 @@ def _intended(
         moment = _aware(now)
         if not all(_rule_holds(rule, ctx.attributes, moment) for rule in flag.eligibility):
             return Decision("classic", Reason.NOT_ELIGIBLE, fallback=False, bucket=None)
+    if cfg.experiment is not None:
+        return _variant_decision(cfg.experiment, ctx.sticky_key, health)
     user_bucket = bucket(cfg.flag, ctx.sticky_key)
     arm: Arm = _target(cfg, health) if user_bucket <= flag.rollout_percentage else "classic"
     return Decision(arm, Reason.SPLIT, fallback=False, bucket=user_bucket)
+
+
+def _variant_decision(experiment: Experiment, key: str, health: Health) -> Decision:
+    """The experiment's variant for `key`; a version not loaded here is answered by the champion
+    (the answer's version says so, and the evaluation credits the champion)."""
+    variant: Variant = assign(experiment, key)
+    arm: Arm = variant.model
+    if arm == "cascade" and not health.cascade_available:
+        arm = "ensemble"
+    version = variant.version if variant.version in health.versions else None
+    return Decision(
+        arm, Reason.VARIANT, fallback=False, bucket=None, version=version, variant=variant.name
+    )
 
 
 def _target(cfg: FlagConfig, health: Health) -> Arm:

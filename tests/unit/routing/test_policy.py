@@ -291,6 +291,8 @@ def test_explain_shows_why():
         "fallback": True,
         "bucket": None,
         "meant": "ensemble",
+        "version": None,
+        "variant": None,
     }
     assert report["intended"]["reason"] == "allow_list"
     rules = {rule["rule"]: rule for rule in report["rules"]}
