@@ -10,6 +10,9 @@
   windows after a restart.
 - `serving_decisions`: the rollout decision log, each entry a JSON record with its evidence.
 - `serving_preferences`: a user's chosen model (classic | ensemble | auto) for opt-in betas.
+- `serving_served_requests`: the features of served requests (no user id) by signed request id,
+  bounded in age and count (`prune_served`); joined with feedback they are retraining data.
+- `serving_retraining_runs`: the record of every retraining run (accepted, refused or failed).
 
 URLs: `sqlite:///relative/or/absolute/path.db` (the parent folder is created; WAL journal,
 `synchronous=FULL`, a 30 s busy timeout), `sqlite://` or `sqlite:///:memory:` for tests, and
@@ -46,6 +49,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     inspect,
     select,
@@ -131,6 +135,28 @@ shadow_table = Table(
     Column("request_id", String(200), primary_key=True),
     Column("label", String(200), nullable=False),
     Column("created_at", Float, nullable=False, index=True),
+)
+
+served_table = Table(
+    "serving_served_requests",
+    _metadata,
+    Column("request_id", String(200), primary_key=True),
+    Column("created_at", Float, nullable=False, index=True),
+    Column("arm", String(50), nullable=False),
+    Column("model_version", String(200), nullable=True),
+    Column("predicted", String(200), nullable=False),
+    Column("features", Text, nullable=False),
+)
+"""Served requests' features (JSON of the feature dict the client sent; no user id), kept so
+labelled feedback becomes training data. Bounded by `prune_served` (age and row count)."""
+
+retraining_runs_table = Table(
+    "serving_retraining_runs",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", Float, nullable=False, index=True),
+    Column("outcome", String(20), nullable=True),
+    Column("record", Text, nullable=False),
 )
 
 PREFERENCE_CHANGE_KEY = "preferences.change"
@@ -467,6 +493,133 @@ class StateStore:
                 delete(shadow_table).where(shadow_table.c.created_at < float(before))
             ).rowcount
         return int(deleted or 0)
+
+    # ------------------------------------------------------------------ served requests
+    def record_served(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Keep served requests' features: {request_id, created_at, arm, model_version, predicted,
+        features (the feature dict the client sent)} in one transaction; a request id already kept
+        is ignored (flush retries and replicas never duplicate a row)."""
+        if not rows:
+            return
+        values = [
+            {
+                "request_id": str(r["request_id"])[:200],
+                "created_at": float(r["created_at"]),
+                "arm": str(r["arm"])[:50],
+                "model_version": None
+                if r.get("model_version") is None
+                else str(r["model_version"])[:200],
+                "predicted": str(r["predicted"])[:200],
+                "features": _dumps(dict(r["features"])),
+            }
+            for r in rows
+        ]
+        with self._write() as conn:
+            statement = self._dialect_insert(served_table)
+            if statement is not None:
+                ignore = statement.on_conflict_do_nothing(index_elements=["request_id"])
+                conn.execute(ignore, values)
+                return
+            for value in values:  # other back ends: one row at a time, duplicates skipped
+                exists = conn.execute(
+                    select(served_table.c.request_id).where(
+                        served_table.c.request_id == value["request_id"]
+                    )
+                ).first()
+                if exists is None:
+                    conn.execute(insert(served_table).values(**value))
+
+    def labelled_requests(self, since: float, limit: int) -> list[dict]:
+        """Served requests created at or after `since` that have feedback: the newest `limit`,
+        oldest first, each {request_id, features (dict), label, predicted, arm, model_version,
+        created_at}."""
+        s, f = served_table, feedback_table
+        with self._read() as conn:
+            rows = conn.execute(
+                select(
+                    s.c.request_id,
+                    s.c.features,
+                    f.c.label,
+                    s.c.predicted,
+                    s.c.arm,
+                    s.c.model_version,
+                    s.c.created_at,
+                )
+                .join(f, f.c.request_id == s.c.request_id)
+                .where(s.c.created_at >= float(since))
+                .order_by(s.c.created_at.desc(), s.c.request_id.desc())
+                .limit(max(int(limit), 0))
+            ).all()
+        out = [
+            {
+                "request_id": str(r.request_id),
+                "features": json.loads(r.features),
+                "label": str(r.label),
+                "predicted": str(r.predicted),
+                "arm": str(r.arm),
+                "model_version": r.model_version,
+                "created_at": float(r.created_at),
+            }
+            for r in rows
+        ]
+        out.reverse()
+        return out
+
+    def served_count(self) -> int:
+        """How many served requests are kept."""
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(served_table)).scalar_one())
+
+    def prune_served(self, before: float, max_rows: int) -> int:
+        """Delete served requests older than `before`, then the oldest beyond `max_rows`;
+        returns rows deleted."""
+        s = served_table
+        with self._write() as conn:
+            deleted = conn.execute(delete(s).where(s.c.created_at < float(before))).rowcount or 0
+            excess = (
+                select(s.c.request_id)
+                .order_by(s.c.created_at.desc(), s.c.request_id.desc())
+                .offset(max(int(max_rows), 0))
+                .scalar_subquery()
+            )
+            deleted += conn.execute(delete(s).where(s.c.request_id.in_(excess))).rowcount or 0
+        return int(deleted)
+
+    # ------------------------------------------------------------------ retraining runs
+    def record_retraining_run(self, run: Mapping[str, Any]) -> None:
+        """Append one retraining run's record (JSON-able; `started_at` epoch seconds, `outcome`)."""
+        record = dict(run)
+        started = record.get("started_at")
+        started_at = (
+            float(started)
+            if isinstance(started, (int, float)) and math.isfinite(started)
+            else time.time()
+        )
+        outcome = record.get("outcome")
+        with self._write() as conn:
+            conn.execute(
+                insert(retraining_runs_table).values(
+                    started_at=started_at,
+                    outcome=None if outcome is None else str(outcome)[:20],
+                    record=_dumps(record),
+                )
+            )
+
+    def retraining_runs(self, limit: int = 50) -> list[dict]:
+        """The newest `limit` retraining runs, newest first (each its record plus `row_id`)."""
+        t = retraining_runs_table
+        with self._read() as conn:
+            rows = conn.execute(
+                select(t.c.id, t.c.record)
+                .order_by(t.c.started_at.desc(), t.c.id.desc())
+                .limit(max(int(limit), 0))
+            ).all()
+        out = []
+        for row in rows:
+            item = json.loads(row.record)
+            item["row_id"] = int(row.id)
+            out.append(item)
+        return out
 
     # ------------------------------------------------------------------ feedback
     def record_feedback(
