@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from serving.observability import metrics
@@ -24,9 +24,11 @@ class OutcomeStore(Protocol):
 
     def record_shadow_labels(self, items: Sequence[tuple[str, str, float]]) -> None: ...
 
+    def record_served(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
 
 class OutcomeBuffer:
-    """Pending request outcomes and shadow labels of this replica."""
+    """Pending request outcomes, shadow labels and served requests' features of this replica."""
 
     def __init__(self, store: OutcomeStore, replica: str, max_pending: int = 200_000):
         self.store = store
@@ -34,6 +36,7 @@ class OutcomeBuffer:
         self.max_pending = max_pending
         self._requests: deque[tuple] = deque()
         self._shadow: deque[tuple[str, str, float]] = deque()
+        self._served: deque[dict[str, Any]] = deque()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self.dropped = 0
@@ -41,7 +44,7 @@ class OutcomeBuffer:
 
     @property
     def pending(self) -> int:
-        return len(self._requests) + len(self._shadow)
+        return len(self._requests) + len(self._shadow) + len(self._served)
 
     def add_request(
         self,
@@ -63,13 +66,38 @@ class OutcomeBuffer:
         if len(self._shadow) > self.max_pending:
             self._drop(self._shadow)
 
+    def add_served(
+        self,
+        request_id: str,
+        features: Mapping[str, Any],
+        arm: str,
+        model_version: str | None,
+        predicted: str,
+        created_at: float,
+    ) -> None:
+        """Keep a served request's features (the dict the client sent, no user id) for retraining;
+        written by the next `flush` (`StateStore.record_served`)."""
+        self._served.append(
+            {
+                "request_id": request_id,
+                "features": features,
+                "arm": arm,
+                "model_version": model_version,
+                "predicted": predicted,
+                "created_at": created_at,
+            }
+        )
+        if len(self._served) > self.max_pending:
+            self._drop(self._served)
+
     def flush(self) -> int:
         """Write everything pending; on failure put it back (it is retried) and raise."""
         with self._flush_lock:  # one writer at a time keeps rows in order
             with self._lock:
                 requests, self._requests = list(self._requests), deque()
                 shadow, self._shadow = list(self._shadow), deque()
-            if not requests and not shadow:
+                served, self._served = list(self._served), deque()
+            if not requests and not shadow and not served:
                 return 0
             rows = [
                 {
@@ -87,12 +115,16 @@ class OutcomeBuffer:
             try:
                 self.store.record_shadow_labels(shadow)
                 shadow = []
+                if served:
+                    self.store.record_served(served)
+                    served = []
                 self.store.record_requests(rows)
             except Exception:
                 with self._lock:  # back in front of what arrived meanwhile, still bounded
                     self._requests.extendleft(reversed(requests))
                     self._shadow.extendleft(reversed(shadow))
-                    for pending in (self._requests, self._shadow):
+                    self._served.extendleft(reversed(served))
+                    for pending in (self._requests, self._shadow, self._served):
                         while len(pending) > self.max_pending:
                             self._drop(pending)
                 raise
