@@ -20,6 +20,7 @@ import numpy as np
 from models import store
 from serving.config.flags import FlagConfig, FlagConfigError, load_flag_config
 from serving.config.settings import ServingSettings
+from serving.delivery.challenger import ChallengerController, ChallengerView
 from serving.delivery.drift import DriftMonitor
 from serving.delivery.lease import CONTROLLER_LEASE, Lease, replica_id
 from serving.delivery.live import LiveEvaluation
@@ -154,7 +155,7 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
             request_ids=request_ids,
         )
     set_fault = services.ensemble.set_fault
-    return RouterCore(
+    core = RouterCore(
         classic,
         ensemble,
         flags,
@@ -173,6 +174,13 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
             "ensemble": services.ensemble.load_version,
         },
     )
+    if live is not None:
+        core.trials = ChallengerController(
+            state,
+            promote=lambda version: core.swap_model("ensemble", version),
+            champion=lambda: core.ensemble.info.version if core.ensemble.info else None,
+        )
+    return core
 
 
 REQUEST_ID_SECRET_KEY = "request_id_secret"
@@ -217,6 +225,8 @@ class BackgroundWork:
         ]
         if self.core.live is not None:  # this replica's outcomes to the shared evidence
             jobs.append((self.settings.outcome_flush_s, self._flush_outcomes))
+        if self.core.trials is not None:  # the version on trial: load it, share, move it
+            jobs.append((self.settings.flags_poll_s, self._trial_tick))
         if self.settings.preference_ttl_s > 0:  # preferences routed without a read per request
             sync = self.core.preferences.sync
             await asyncio.to_thread(sync)
@@ -263,6 +273,26 @@ class BackgroundWork:
         else:
             await asyncio.to_thread(live.controller.refresh)
         self.core.sync_rollout()
+
+    async def _trial_tick(self) -> None:
+        """Follow the shared trial record (every replica), add this replica's shadow counts,
+        and, on the lease holder, move the trial when its evidence says so."""
+        trials, cfg = self.core.trials, self.core.flags.challenger
+        record = await asyncio.to_thread(trials.record)
+        self.core.challenger = ChallengerView.of(record, cfg)
+        await self.core.versions.sync(self.core.wanted_versions())
+        replica = self.settings.replica_id or replica_id()
+        for version, (compared, agreed) in self.core.take_trial_counts().items():
+            await asyncio.to_thread(trials.add_shadow, replica, version, compared, agreed)
+        if record:
+            for stage in ("shadow", "ab", "promoted", "rejected", "rolled_back"):
+                metrics.TRIAL_STAGE.labels(version=record["version"], stage=stage).set(
+                    1 if record["stage"] == stage else 0
+                )
+        if self.lease is not None and self.lease.leading:
+            moved = await trials.tick(cfg)
+            if moved is not None:
+                self.core.notifier.announce({"action": f"challenger_{moved['stage']}", **moved})
 
 
 async def _every(seconds: float, job: Callable[[], Awaitable[Any]]) -> None:

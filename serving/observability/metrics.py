@@ -176,3 +176,29 @@ LEADER = Gauge(
     "1 on the replica that holds the rollout controller's lease",
     multiprocess_mode="livesum",
 )
+
+# Versions on trial and experiments (serving/routing/versions.py, serving/delivery/challenger.py)
+TRIAL_SHADOW = Counter(
+    "tabular_challenger_shadow_comparisons_total",
+    "Shadow comparisons of the ensemble version on trial with the champion, by agreement",
+    ["agree"],
+)
+TRIAL_STAGE = Gauge(
+    "tabular_challenger_stage",
+    "1 for the stage the ensemble version on trial is in (shadow, ab, promoted, rejected, "
+    "rolled_back)",
+    ["version", "stage"],
+    multiprocess_mode="livemax",
+)
+VARIANT_ACCURACY = Gauge(
+    "tabular_variant_accuracy",
+    "Accuracy of each experiment variant on its labelled feedback (leader's evaluation)",
+    ["experiment", "variant"],
+    multiprocess_mode="livemax",
+)
+VARIANT_LABELLED = Gauge(
+    "tabular_variant_labelled_requests",
+    "Labelled requests of each experiment variant in the evaluation",
+    ["experiment", "variant"],
+    multiprocess_mode="livemax",
+)

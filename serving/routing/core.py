@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -42,8 +43,17 @@ from serving.routing.arms import (
 from serving.routing.breaker import BreakerState, CircuitBreaker
 from serving.routing.cache import PredictionCache
 from serving.routing.flag_source import FlagSource
-from serving.routing.policy import Health, RequestContext, decide, explain
+from serving.routing.policy import (
+    SERVICE_ARMS,
+    ChallengerSplit,
+    Decision,
+    Health,
+    RequestContext,
+    decide,
+    explain,
+)
 from serving.routing.shadow import ShadowMirror
+from serving.routing.versions import VersionArms
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +94,7 @@ class RouterCore:
         pins=None,
         request_ids=None,
         cascade=None,
+        versions: VersionArms | None = None,
     ):
         self.classic = classic
         self.ensemble = ensemble
@@ -101,6 +112,16 @@ class RouterCore:
         self.notifier = notifier or Notifier(None)
         self.pins = pins
         self.request_ids = request_ids
+        self.versions = versions or VersionArms()
+        """Ensemble versions on trial, loaded here next to the champion (routing/versions.py)."""
+        self.challenger = None
+        """The trial as the shared record says (serving/delivery/challenger.py ChallengerView)."""
+        self.trial_counts: dict[str, list[int]] = {}
+        """version -> [compared, agreed] of this replica's shadow comparisons not yet shared."""
+        self._trial_tasks: set[asyncio.Task] = set()
+        self.trials = None
+        """The trial's controller (serving/delivery/challenger.py), set by the wiring with a
+        shared store; None without one."""
         """RequestIds signer (serving/delivery/request_ids.py), or None for random ids."""
         """VersionPins shared by every replica (serving/delivery/pins.py), or None."""
         """Announces rollout decisions to operators (serving/delivery/notify.py); off by default."""
@@ -203,11 +224,25 @@ class RouterCore:
         return loaded >= self.ensemble_min_members
 
     def health(self) -> Health:
+        trial = self.challenger
         return Health(
             ensemble_ready=self.ensemble_ready(),
             breaker_open=self.breaker.state == BreakerState.OPEN,
             cascade_available=self.cascade is not None and self.cascade.info is not None,
+            versions=self.versions.loaded,
+            challenger=ChallengerSplit(trial.version, trial.weight, trial.salt)
+            if trial is not None and trial.stage == "ab"
+            else None,
         )
+
+    def wanted_versions(self) -> list[str]:
+        """Ensemble versions this replica should load next to the champion: the trial's and the
+        experiment's (each replica derives the same list from the shared flags and record)."""
+        champion = self.ensemble.info.version if self.ensemble.info is not None else None
+        wanted = [self.challenger.version] if self.challenger is not None else []
+        if self._flags.experiment is not None:
+            wanted += [v.version for v in self._flags.experiment.variants if v.version]
+        return [v for v in dict.fromkeys(wanted) if v != champion]
 
     async def refresh_health(self) -> None:
         await asyncio.gather(
@@ -348,10 +383,14 @@ class RouterCore:
 
         answer: Answer | None = None
         ensemble_error = False
-        served_by_ensemble = decision.arm in ("ensemble", "cascade")
-        if served_by_ensemble:
+        served_by_ensemble = decision.arm in SERVICE_ARMS
+        if served_by_ensemble and decision.version is not None:
+            answer = await self._try_version(decision, rows, codes, classic_info)
+        if served_by_ensemble and answer is None:
             arm = self.cascade if decision.arm == "cascade" else self.ensemble
             answer, ensemble_error = await self._try_ensemble(rows, codes, classic_info, arm)
+            if answer is not None and answer.arm == "ensemble":
+                self._shadow_trial(codes, answer)
         elif decision.fallback:
             metrics.FALLBACKS.labels(cause=decision.reason.value).inc()
         shadow = False
@@ -450,6 +489,64 @@ class RouterCore:
             return self._fell_back(cause, failed=True)
         self.breaker.record_success()
         return answer, False
+
+    async def _try_version(
+        self, decision: Decision, rows, codes: np.ndarray, classic_info: ArmInfo
+    ) -> Answer | None:
+        """A version on trial answers (in this process); None when it cannot, so the champion
+        answers instead (and the answer's version says so)."""
+        arm = self.versions.get(decision.version)
+        if arm is None or arm.info is None:
+            return None
+        info = arm.info
+        if info.schema_id != classic_info.schema_id:
+            try:
+                codes = info.schema.encode_rows(rows)
+            except SchemaValidationError:
+                return None
+        try:
+            return await self._predict(
+                arm, info, rows, codes, timeout_s=self._flags.ensemble.deadline_ms / 1000.0
+            )
+        except Exception as exc:
+            log.warning("ensemble %s (on trial) failed: %s: %s", decision.version, type(exc), exc)
+            metrics.FALLBACKS.labels(cause="trial_error").inc()
+            return None
+
+    def _shadow_trial(self, codes: np.ndarray, answer: Answer) -> None:
+        """In a trial's shadow stage: a sample of the champion's answers also go to the
+        challenger in the background, counting how often the two agree."""
+        trial = self.challenger
+        if trial is None or trial.stage != "shadow":
+            return
+        arm = self.versions.get(trial.version)
+        if arm is None or arm.info is None or arm.info.schema_id != answer.info.schema_id:
+            return
+        if len(self._trial_tasks) >= 8 or random.random() >= trial.shadow_sample_rate:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._compare_trial(arm, trial.version, codes, answer.probabilities)
+        )
+        self._trial_tasks.add(task)
+        task.add_done_callback(self._trial_tasks.discard)
+
+    async def _compare_trial(self, arm, version: str, codes: np.ndarray, served: np.ndarray):
+        try:
+            shadow = np.asarray(await arm.predict(codes))
+        except Exception as exc:  # a failing trial never reaches callers
+            log.debug("trial shadow call failed: %s", exc)
+            return
+        agreed = int((shadow.argmax(axis=1) == served.argmax(axis=1)).sum())
+        counts = self.trial_counts.setdefault(version, [0, 0])
+        counts[0] += len(served)
+        counts[1] += agreed
+        metrics.TRIAL_SHADOW.labels(agree="true").inc(agreed)
+        metrics.TRIAL_SHADOW.labels(agree="false").inc(len(served) - agreed)
+
+    def take_trial_counts(self) -> dict[str, list[int]]:
+        """This replica's shadow comparisons since the last call (to add to the shared counts)."""
+        counts, self.trial_counts = self.trial_counts, {}
+        return counts
 
     def _fell_back(self, cause: str, failed: bool = False) -> tuple[None, bool]:
         metrics.FALLBACKS.labels(cause=cause).inc()
