@@ -406,6 +406,8 @@ class RouterCore:
             self.live.record(
                 out, latency_ms, answer.cpu_seconds, ensemble_error=ensemble_error, meant=meant
             )
+            if self._flags.retraining.enabled:  # labelled later, they become training data
+                self._keep_served(rows, out)
         if shadow:
             self._mirror(codes, answer, [p.request_id for p in out])
         return out
@@ -542,6 +544,21 @@ class RouterCore:
         counts[1] += agreed
         metrics.TRIAL_SHADOW.labels(agree="true").inc(agreed)
         metrics.TRIAL_SHADOW.labels(agree="false").inc(len(served) - agreed)
+
+    def _keep_served(self, rows: Sequence[Mapping[str, Any]], out: list[RoutedPrediction]):
+        """Queue the features of answered rows (never the user id) for retraining; the outcome
+        buffer writes them with the next flush, bounded by `retraining.retention_s` and
+        `max_stored_requests` (pruned by the leader)."""
+        now = time.time()
+        for row, prediction in zip(rows, out, strict=True):
+            self.live.outcomes.add_served(
+                prediction.request_id,
+                row,
+                prediction.model,
+                prediction.model_version,
+                prediction.label,
+                now,
+            )
 
     def take_trial_counts(self) -> dict[str, list[int]]:
         """This replica's shadow comparisons since the last call (to add to the shared counts)."""
