@@ -24,16 +24,32 @@ REGIONS = ("north", "south", "east", "west", "central")
 PLANS = ("basic", "standard", "premium", "business")
 
 
+_SHIFT_HIGH = 2.0
+_SHIFT_LOW = 3.0
+SHIFT_TERMS = (
+    f"high += shift * {_SHIFT_HIGH} * signal_05 (a noise feature until then); "
+    f"low += shift * {_SHIFT_LOW} * ([region == south] - 0.5 * [region == north])"
+)
+"""The concept shift `make_default_dataset(..., shift=s)` adds to the latent scores: new terms
+that the original data does not have. Measured figures are in `make_default_dataset`."""
+
+
 class DataError(ValueError):
     """The training data cannot be used; the message says why (shown to the user as is)."""
 
 
-def make_default_dataset(n_rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) -> pd.DataFrame:
+def make_default_dataset(
+    n_rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED, shift: float = 0.0
+) -> pd.DataFrame:
     """Generate the default data set: 22 numeric + 2 categorical features, 3 classes, ~4% missing.
 
-    Deterministic for a given (n_rows, seed). The label is the argmax of three latent scores
-    built from non-linear terms (thresholds, sign interactions, a periodic effect, a
+    Deterministic for a given (n_rows, seed, shift). The label is the argmax of three latent
+    scores built from non-linear terms (thresholds, sign interactions, a periodic effect, a
     region-by-plan interaction) plus noise; eight of the numeric features are pure noise.
+
+    `shift` > 0 simulates a **concept shift** (the world moved after training; the features'
+    distributions stay the same, only how the label depends on them changes): see `SHIFT_TERMS`.
+    `shift=0` is today's data exactly (same bytes, same fingerprint).
     """
     rng = np.random.default_rng(seed)
     n = n_rows
@@ -93,6 +109,9 @@ def make_default_dataset(n_rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) -
         + 1.1 * z_income
         - 0.9 * (credit_utilization - 0.4) / 0.2
     )
+    if shift:
+        high = high + shift * _SHIFT_HIGH * noise_cols["signal_05"]
+        low = low + shift * _SHIFT_LOW * ((region == "south") - 0.5 * (region == "north"))
     scores = np.column_stack([low + 0.55, medium + 0.45, high - 0.25])
     scores += rng.gumbel(0.0, 0.2, scores.shape)
     label = np.array(CLASSES)[scores.argmax(axis=1)]

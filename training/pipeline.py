@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import platform
+import tempfile
 import time
+from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -83,19 +85,103 @@ def load_training_table(options: TrainingOptions) -> tuple[pd.DataFrame, str]:
     return frame, str(options.data)
 
 
+@dataclass
+class ExtraRows:
+    """Rows added to the original training data (retraining from feedback): raw features in the
+    schema's columns and their labels, split between the training and validation splits (the
+    original test split stays untouched, so parent and child are judged on the same rows)."""
+
+    X_train: pd.DataFrame
+    y_train: np.ndarray
+    X_val: pd.DataFrame
+    y_val: np.ndarray
+    repeat: int = 1
+    """Each extra training row counts this many times (recent rows are few next to the
+    original set; repetition lets them weigh in without dropping original data)."""
+
+
+@dataclass
+class Trained:
+    """A finished fit, not yet saved: what `save_models` writes and the retraining judges."""
+
+    classic: ClassicModel
+    ensemble: EnsembleModel
+    fitted_models: dict[str, object]
+    members_dir: tempfile.TemporaryDirectory
+    common_meta: dict[str, Any]
+    ensemble_meta: dict[str, Any]
+    labels: dict[str, str]
+    report: dict[str, Any]
+    schema: Any
+    codes_test: np.ndarray
+    y_test: np.ndarray
+    classic_metrics: dict[str, float]
+    started: float
+
+
 def train(options: TrainingOptions) -> dict[str, Any]:
     """Train, evaluate and (optionally) save both models; returns the report."""
+    trained = fit(options)
+    try:
+        if options.save:
+            save_models(trained)
+    finally:
+        trained.members_dir.cleanup()
+    trained.report["training_seconds"] = round(time.perf_counter() - trained.started, 1)
+    return trained.report
+
+
+def save_models(trained: Trained, ensemble_only: bool = False) -> None:
+    """Write the ensemble (and classic unless `ensemble_only`) to the model store; the tags go
+    into the report."""
+    from models import store
+
+    if not ensemble_only:
+        trained.report["classic"]["tag"] = store.save_classic(
+            trained.classic,
+            {
+                **trained.common_meta,
+                "kind": "classic",
+                "estimator": "LogisticRegression",
+                "metrics": trained.classic_metrics,
+            },
+            trained.labels,
+        )
+    cascade = trained.ensemble_meta["cascade"]
+    trained.report["ensemble"]["tag"] = store.save_ensemble(
+        trained.ensemble,
+        trained.fitted_models,
+        {**trained.common_meta, **trained.ensemble_meta},
+        trained.labels,
+        classic_head=trained.classic.estimator if cascade["first_stage"] == CLASSIC_STAGE else None,
+        members_from=Path(trained.members_dir.name),
+    )
+
+
+def fit(options: TrainingOptions, extra: ExtraRows | None = None) -> Trained:
+    """Train and evaluate both models (nothing saved); `extra` rows join the training and
+    validation splits. The caller cleans up `members_dir` (after saving)."""
     started = time.perf_counter()
     frame, source = load_training_table(options)
     X, y, schema = data_mod.prepare(frame, options.target)
     splits = data_mod.split(X, y, options.seed)
+    X_train_raw, X_val_raw = splits.X_train, splits.X_val
+    y_train_raw, y_val_raw = np.asarray(splits.y_train), np.asarray(splits.y_val)
+    if extra is not None:
+        repeated = [schema.coerce_frame(extra.X_train)] * max(int(extra.repeat), 1)
+        X_train_raw = pd.concat([X_train_raw, *repeated], ignore_index=True)
+        y_train_raw = np.concatenate(
+            [y_train_raw, *[np.asarray(extra.y_train)] * max(int(extra.repeat), 1)]
+        )
+        X_val_raw = pd.concat([X_val_raw, schema.coerce_frame(extra.X_val)], ignore_index=True)
+        y_val_raw = np.concatenate([y_val_raw, np.asarray(extra.y_val)])
     class_index = {c: i for i, c in enumerate(schema.classes)}
-    y_train = np.array([class_index[v] for v in splits.y_train])
-    y_val = np.array([class_index[v] for v in splits.y_val])
+    y_train = np.array([class_index[v] for v in y_train_raw])
+    y_val = np.array([class_index[v] for v in y_val_raw])
     y_test = np.array([class_index[v] for v in splits.y_test])
 
-    codes_train = schema.encode_frame(splits.X_train)
-    codes_val = schema.encode_frame(splits.X_val)
+    codes_train = schema.encode_frame(X_train_raw)
+    codes_val = schema.encode_frame(X_val_raw)
     codes_test = schema.encode_frame(splits.X_test)
     preprocessor = TabularPreprocessor.for_schema(schema).fit(codes_train)
     X_train, X_val, X_test = (
@@ -118,8 +204,6 @@ def train(options: TrainingOptions) -> dict[str, Any]:
     # Evaluate members through the serving loaders, so the figures describe what is served
     # (the int8 network as TFLite, the tree members on their checked fast paths); the members
     # are written (and their fast paths converted) once, here, and copied to the store.
-    import tempfile
-
     from models.members import save_member
 
     members_dir = tempfile.TemporaryDirectory(prefix="ensemble-members-")  # removed at the end,
@@ -229,39 +313,69 @@ def train(options: TrainingOptions) -> dict[str, Any]:
         "weights": weights,
         "cascade": cascade,
     }
-    if options.save:
-        from models import store
+    importance_started = time.perf_counter()
+    feature_importance = permutation_importance(ensemble, codes_test, y_test, schema, options.seed)
+    importance_seconds = time.perf_counter() - importance_started
+    report["feature_importance"] = feature_importance
+    report["feature_importance_seconds"] = round(importance_seconds, 2)
+    ensemble_meta = {
+        "kind": "ensemble",
+        "combination": "stacking: logistic regression on member log-probabilities "
+        "(validation split); "
+        "degraded: weighted soft vote, weights fitted on validation log-loss",
+        "metrics": ensemble_metrics,
+        "members": members_report,
+        "weights": weights,
+        "stacker_importance": importance,
+        "network": network_report,
+        "cascade": cascade,
+        "feature_importance": feature_importance,
+    }
+    return Trained(
+        classic=classic,
+        ensemble=ensemble,
+        fitted_models=fitted.models,
+        members_dir=members_dir,
+        common_meta=common_meta,
+        ensemble_meta=ensemble_meta,
+        labels=labels,
+        report=report,
+        schema=schema,
+        codes_test=codes_test,
+        y_test=y_test,
+        classic_metrics=classic_metrics,
+        started=started,
+    )
 
-        report["classic"]["tag"] = store.save_classic(
-            classic,
-            {
-                **common_meta,
-                "kind": "classic",
-                "estimator": "LogisticRegression",
-                "metrics": classic_metrics,
-            },
-            labels,
-        )
-        report["ensemble"]["tag"] = store.save_ensemble(
-            ensemble,
-            fitted.models,
-            {
-                **common_meta,
-                "kind": "ensemble",
-                "combination": "stacking: logistic regression on member log-probabilities "
-                "(validation split); "
-                "degraded: weighted soft vote, weights fitted on validation log-loss",
-                "metrics": ensemble_metrics,
-                "members": members_report,
-                "weights": weights,
-                "stacker_importance": importance,
-                "network": network_report,
-                "cascade": cascade,
-            },
-            labels,
-            classic_head=classic.estimator if cascade["first_stage"] == CLASSIC_STAGE else None,
-            members_from=tmp,
-        )
-    members_dir.cleanup()
-    report["training_seconds"] = round(time.perf_counter() - started, 1)
-    return report
+
+def permutation_importance(
+    model: Any,
+    codes: np.ndarray,
+    y: np.ndarray,
+    schema: Any,
+    seed: int,
+    max_rows: int = 1000,
+) -> dict[str, float]:
+    """Permutation importance of `model` over the schema's input features, normalised to sum 1.
+
+    On at most `max_rows` rows: each feature's column is shuffled (seeded) and the increase of
+    the log-loss measured; all shuffled copies go through the model in one call. Negative
+    increases count as 0. Monitoring compares versions by the rank correlation of these.
+    """
+    rng = np.random.default_rng(seed)
+    if len(codes) > max_rows:
+        rows = rng.choice(len(codes), max_rows, replace=False)
+        codes, y = codes[rows], y[rows]
+    n, k = codes.shape
+    stacked = np.repeat(codes[np.newaxis], k + 1, axis=0)  # copy 0 is the unshuffled baseline
+    for j in range(k):
+        stacked[j + 1, :, j] = codes[rng.permutation(n), j]
+    proba = np.asarray(model.predict_proba(stacked.reshape(-1, k)), dtype=np.float64)
+    proba = np.clip(proba.reshape(k + 1, n, -1), 1e-15, 1.0)
+    losses = -np.log(proba[:, np.arange(n), y]).mean(axis=1)
+    increase = np.clip(losses[1:] - losses[0], 0.0, None)
+    total = float(increase.sum())
+    return {
+        f.name: round(float(v) / total, 6) if total > 0 else 0.0
+        for f, v in zip(schema.features, increase, strict=True)
+    }
