@@ -23,7 +23,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from serving.config.settings import ServingSettings
-from serving.http import admin, classify, feedback, status
+from serving.http import admin, classify, experiments, feedback, status
 from serving.http.auth import require_admin
 from serving.http.errors import install_error_handlers
 from serving.http.middleware import FastRoute, RequestGuard
@@ -54,6 +54,6 @@ def create_app(settings: ServingSettings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(create_preferences_router(settings, require_admin))
-    for module in (classify, feedback, status, admin):
+    for module in (classify, feedback, status, experiments, admin):
         app.include_router(module.router)
     return app

@@ -14,6 +14,7 @@ from serving.delivery.lease import leader_of
 from serving.http.auth import require_operator
 from serving.http.dependencies import Core
 from serving.http.errors import responses
+from serving.http.experiments import experiment_status, trial_status
 from serving.routing.core import RouterCore
 
 STATIC = Path(__file__).parent / "static"
@@ -77,6 +78,8 @@ async def status_report(core: RouterCore) -> dict[str, Any]:
             replica=live.replica,
             evidence=report["evidence"],
         )
+        out["challenger"] = await trial_status(core)
+        out["experiment"] = await experiment_status(core)
         try:  # which replica runs the controller (the lease holder), when the store answers
             out["controller"] = await asyncio.to_thread(leader_of, live.store)
         except Exception as exc:
