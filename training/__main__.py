@@ -5,6 +5,11 @@ Examples:
     python -m training --quick              # small but complete, for tests and CI
     python -m training --data my.csv --target label --report results/training.json
     python -m training --cascade-tolerance 0.005   # a stricter goal for the cascade's threshold
+    python -m training --from-feedback --state-url sqlite:///var/state.db   # retrain (see below)
+
+`--from-feedback` retrains the ensemble from recent labelled requests plus the original data
+(training/retrain.py): exit 0 with the new tag when accepted, 3 when refused (nothing saved),
+2 on errors.
 """
 
 from __future__ import annotations
@@ -46,7 +51,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--if-missing", action="store_true", help="do nothing if the store already has both models"
     )
+    retraining = parser.add_argument_group(
+        "retraining from feedback (defaults: serving/config/experiments.py RetrainingConfig)"
+    )
+    retraining.add_argument(
+        "--from-feedback",
+        action="store_true",
+        help="retrain the ensemble from recent labelled requests plus the original data",
+    )
+    retraining.add_argument(
+        "--state-url",
+        default=None,
+        help="state store with the labelled requests (default: $SERVING_STATE_URL, as serving)",
+    )
+    retraining.add_argument(
+        "--parent",
+        default=None,
+        metavar="VERSION",
+        help="ensemble version to retrain (default: the pinned one, else "
+        "$SERVING_ENSEMBLE_MODEL or ensemble:latest)",
+    )
+    retraining.add_argument(
+        "--since", type=float, default=None, metavar="SECONDS", help="feedback window"
+    )
+    retraining.add_argument(
+        "--holdout", type=float, default=None, metavar="FRACTION", help="recent holdout share"
+    )
+    retraining.add_argument(
+        "--tolerance", type=float, default=None, help="allowed accuracy drop on the holdout"
+    )
+    retraining.add_argument(
+        "--original-tolerance",
+        type=float,
+        default=None,
+        help="allowed accuracy drop on the original test split",
+    )
+    retraining.add_argument(
+        "--min-labelled", type=int, default=None, help="labelled requests needed to train"
+    )
     args = parser.parse_args(argv)
+    if args.from_feedback:
+        if args.if_missing or args.rows:
+            parser.error("--from-feedback does not take --if-missing or --rows")
+        return args
     if args.data is not None and args.target is None:
         parser.error("--data needs --target COLUMN")
     if not 0.0 <= args.cascade_tolerance <= 1.0:
@@ -94,11 +141,69 @@ def summary_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def from_feedback(args: argparse.Namespace) -> int:
+    """`--from-feedback`: exit 0 accepted, 3 refused (nothing saved), 2 error."""
+    from serving.config.experiments import RetrainingConfig
+    from serving.config.settings import ServingSettings
+    from training.retrain import (
+        EXIT_ACCEPTED,
+        EXIT_ERROR,
+        EXIT_REFUSED,
+        RetrainError,
+        RetrainOptions,
+        retrain,
+        summary_lines,
+    )
+
+    cfg = RetrainingConfig()
+
+    def pick(value, default):
+        return default if value is None else value
+
+    try:
+        state_url = args.state_url or ServingSettings().state_url
+        options = RetrainOptions(
+            state_url=state_url,
+            parent=args.parent,
+            since_s=pick(args.since, cfg.feedback_window_s),
+            holdout=pick(args.holdout, cfg.holdout_fraction),
+            tolerance=pick(args.tolerance, cfg.tolerance),
+            original_tolerance=pick(args.original_tolerance, cfg.original_tolerance),
+            min_labelled=pick(args.min_labelled, cfg.min_labelled),
+            quick=args.quick,
+            save=not args.no_save,
+            data=args.data,
+            target=args.target,
+            seed=args.seed,
+        )
+        if not 0.05 <= options.holdout <= 0.9:
+            raise RetrainError("--holdout must be between 0.05 and 0.9")
+        result = retrain(options)
+    except (RetrainError, DataError) as exc:
+        result = {"outcome": "failed", "reasons": [str(exc)]}
+        print(f"training: error: {exc}", file=sys.stderr)
+        code = EXIT_ERROR
+    except Exception as exc:  # the state store or model store failed: an error, not a refusal
+        logging.getLogger("training").exception("retraining failed")
+        result = {"outcome": "failed", "reasons": [f"{type(exc).__name__}: {exc}"]}
+        code = EXIT_ERROR
+    else:
+        print("\n".join(summary_lines(result)))
+        code = EXIT_ACCEPTED if result["outcome"] == "accepted" else EXIT_REFUSED
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(result, indent=2, default=str))
+        print(f"report written to {args.report}")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.from_feedback:
+        return from_feedback(args)
     if args.if_missing:
         from models.store import has_models
 

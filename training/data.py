@@ -24,14 +24,15 @@ REGIONS = ("north", "south", "east", "west", "central")
 PLANS = ("basic", "standard", "premium", "business")
 
 
-_SHIFT_HIGH = 2.0
-_SHIFT_LOW = 3.0
+SHIFT_SEGMENT_SHARE = 0.3
 SHIFT_TERMS = (
-    f"high += shift * {_SHIFT_HIGH} * signal_05 (a noise feature until then); "
-    f"low += shift * {_SHIFT_LOW} * ([region == south] - 0.5 * [region == north])"
+    "a new segment: with probability 0.3 (a separate seeded stream) a row's signal_05 is moved "
+    "up by 4 * shift (the original data has almost no signal_05 above 2.5); then "
+    "high += 2.5 * shift * max(signal_05 - 2.5, 0) and, in the segment, "
+    "low += 2.5 * shift * [region == south]"
 )
-"""The concept shift `make_default_dataset(..., shift=s)` adds to the latent scores: new terms
-that the original data does not have. Measured figures are in `make_default_dataset`."""
+"""The shift `make_default_dataset(..., shift=s)` applies: a segment the original data does not
+have, labelled by terms the original concept does not have. Figures in `make_default_dataset`."""
 
 
 class DataError(ValueError):
@@ -109,9 +110,11 @@ def make_default_dataset(
         + 1.1 * z_income
         - 0.9 * (credit_utilization - 0.4) / 0.2
     )
-    if shift:
-        high = high + shift * _SHIFT_HIGH * noise_cols["signal_05"]
-        low = low + shift * _SHIFT_LOW * ((region == "south") - 0.5 * (region == "north"))
+    if shift:  # SHIFT_TERMS; its own random stream, so the original draws stay the same
+        segment = np.random.default_rng([seed, 5]).random(n) < SHIFT_SEGMENT_SHARE
+        noise_cols["signal_05"] = noise_cols["signal_05"] + 4.0 * shift * segment
+        high = high + 2.5 * shift * np.clip(noise_cols["signal_05"] - 2.5, 0.0, None)
+        low = low + 2.5 * shift * segment * (region == "south")
     scores = np.column_stack([low + 0.55, medium + 0.45, high - 0.25])
     scores += rng.gumbel(0.0, 0.2, scores.shape)
     label = np.array(CLASSES)[scores.argmax(axis=1)]
