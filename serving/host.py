@@ -174,8 +174,6 @@ def instrument_ensemble(model: Any) -> None:
     model.observer = lambda member, seconds: metrics.MEMBER_LATENCY.labels(member=member).observe(
         seconds
     )
-    for member, weight in model.weights.items():
-        metrics.MEMBER_WEIGHT.labels(member=member).set(weight)
     metrics.ENSEMBLE_DEGRADED.set(1 if model.degraded else 0)
 
 

@@ -28,7 +28,7 @@ from serving.delivery.notify import Notifier
 from serving.delivery.pins import VersionPins
 from serving.delivery.request_ids import RequestIds
 from serving.delivery.state import StateStore
-from serving.observability import gcpause, metrics
+from serving.observability import gcpause, metrics, model_metrics
 from serving.routing.arms import (
     CascadeArm,
     LocalArm,
@@ -204,6 +204,8 @@ class BackgroundWork:
     tasks: list[asyncio.Task] = field(default_factory=list)
     gc_pauses: gcpause.GcPauses = field(default_factory=lambda: gcpause.GcPauses(metrics.GC_PAUSE))
     lease: Lease | None = None
+    exported: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Ensemble versions whose weights and importance stability are exported (version -> what)."""
 
     def __post_init__(self) -> None:
         if self.core.live is not None and self.lease is None:
@@ -289,10 +291,48 @@ class BackgroundWork:
                 metrics.TRIAL_STAGE.labels(version=record["version"], stage=stage).set(
                     1 if record["stage"] == stage else 0
                 )
+        await self._export_versions()
         if self.lease is not None and self.lease.leading:
             moved = await trials.tick(cfg)
             if moved is not None:
                 self.core.notifier.announce({"action": f"challenger_{moved['stage']}", **moved})
+            await self._export_experiment()
+
+    async def _export_versions(self) -> None:
+        """Member weights of the champion and every version on trial, and their feature
+        importances' rank correlation with their lineage parent's (once per version)."""
+        infos = [self.core.ensemble.info, *(a.info for a in self.core.versions.arms.values())]
+        for info in infos:
+            if info is None or info.version in self.exported:
+                continue
+            parent = model_metrics.parent_of(info.details)
+            importance = await asyncio.to_thread(_stored_importance, parent) if parent else None
+            self.exported[info.version] = model_metrics.export_version(
+                info.version, info.details, importance
+            )
+
+    async def _export_experiment(self) -> None:
+        """The leader's per-variant accuracy of the flags' experiment, as gauges."""
+        from serving.http.experiments import experiment_status
+
+        report = await experiment_status(self.core)
+        if report is None:
+            return
+        for name, variant in report["variants"].items():
+            labels = {"experiment": report["experiment"], "variant": name}
+            metrics.VARIANT_LABELLED.labels(**labels).set(variant["labelled"])
+            if variant["accuracy"] is not None:
+                metrics.VARIANT_ACCURACY.labels(**labels).set(variant["accuracy"])
+
+
+def _stored_importance(version: str) -> dict[str, float] | None:
+    """Feature importances stored with `ensemble:<version>` (None when the store lacks it)."""
+    import bentoml
+
+    try:
+        return bentoml.models.get(f"ensemble:{version}").info.metadata.get("feature_importance")
+    except Exception:  # a split deployment's router may have no model store
+        return None
 
 
 async def _every(seconds: float, job: Callable[[], Awaitable[Any]]) -> None:

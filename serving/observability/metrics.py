@@ -92,12 +92,6 @@ MEMBER_LATENCY = Histogram(
     ["member"],
     buckets=LATENCY_BUCKETS,
 )
-MEMBER_WEIGHT = Gauge(
-    "tabular_ensemble_member_weight",
-    "Voting weight of each loaded member",
-    ["member"],
-    multiprocess_mode="mostrecent",
-)
 ENSEMBLE_BATCH_ROWS = Histogram(
     "tabular_ensemble_batch_rows",
     "Rows per ensemble prediction call (after adaptive batching)",

@@ -70,6 +70,8 @@ def describe_model(
             unavailable=model.unavailable,
             network=metadata.get("network", {}),
             cascade=describe_cascade(model, metadata),
+            lineage=metadata.get("lineage"),
+            feature_importance=metadata.get("feature_importance"),
         )
     return out
 
