@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from training.quantize import NetworkResult, train_quantized_network
 
@@ -26,11 +27,20 @@ class MemberParams(BaseModel):
     boosting_rounds: int = 400
     learning_rate: float = 0.08
     network_epochs: int = 40
-    threads: int = 2
+    threads: int = Field(default_factory=lambda: _env_threads(2))
+    """Threads of the forests, XGBoost, LightGBM and CatBoost: $TRAINING_THREADS when set
+    (the retraining job sets it to keep serving's cores free), else 2."""
 
     @classmethod
     def quick(cls) -> MemberParams:
         return cls(forest_trees=30, boosting_rounds=60, learning_rate=0.2, network_epochs=8)
+
+
+def _env_threads(default: int) -> int:
+    try:
+        return max(int(os.environ.get("TRAINING_THREADS", default)), 1)
+    except ValueError:
+        return default
 
 
 @dataclass

@@ -196,3 +196,21 @@ VARIANT_LABELLED = Gauge(
     ["experiment", "variant"],
     multiprocess_mode="livemax",
 )
+
+# Retraining from feedback (serving/delivery/retraining.py)
+RETRAINING_RUNS = Counter(
+    "tabular_retraining_runs_total",
+    "Retraining runs by outcome (accepted: a new version saved; refused: worse than its parent "
+    "or a check failed; failed: an error or the timeout)",
+    ["outcome"],
+)
+RETRAINING_DURATION = Histogram(
+    "tabular_retraining_duration_seconds",
+    "Wall time of retraining runs (the training subprocess, start to record)",
+    buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+)
+RETRAINING_LAST_RUN = Gauge(
+    "tabular_retraining_last_run_timestamp_seconds",
+    "When the last retraining run finished (Unix time)",
+    multiprocess_mode="max",
+)
