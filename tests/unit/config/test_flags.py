@@ -73,6 +73,12 @@ def test_the_documented_cost_section_is_the_default():
     assert cfg.cost.apps.ensemble.cpu == 0.5 and cfg.cost.prices.active_vcpu_second == 0.000024
 
 
+def test_the_shipped_retraining_and_challenger_sections_are_the_defaults():
+    cfg = load_flag_config(REPO / "config" / "flags.yaml")
+    assert cfg.retraining == FlagConfig().retraining and cfg.challenger == FlagConfig().challenger
+    assert cfg.experiment is None  # documented as a comment: two arms unless one is configured
+
+
 def test_empty_or_missing_mapping_means_defaults(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("")
