@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from serving.delivery.live import LiveEvaluation
 from serving.delivery.notify import Notifier
 from serving.delivery.pins import VersionPins
 from serving.delivery.request_ids import RequestIds
+from serving.delivery.retraining import RetrainingJob
 from serving.delivery.state import StateStore
 from serving.observability import gcpause, metrics, model_metrics
 from serving.routing.arms import (
@@ -180,10 +182,15 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
             promote=lambda version: core.swap_model("ensemble", version),
             champion=lambda: core.ensemble.info.version if core.ensemble.info else None,
         )
+        core.retraining = RetrainingJob(state, settings.state_url, replica)
     return core
 
 
 REQUEST_ID_SECRET_KEY = "request_id_secret"
+RETRAINING_TICK_S = 10.0
+"""How often the leader asks whether the scheduled retraining run is due."""
+PRUNE_EVERY_S = 3600.0
+"""How often the leader prunes served requests past their retention."""
 
 
 def request_id_secret(settings: ServingSettings, state: StateStore) -> str:
@@ -205,6 +212,7 @@ class BackgroundWork:
     gc_pauses: gcpause.GcPauses = field(default_factory=lambda: gcpause.GcPauses(metrics.GC_PAUSE))
     lease: Lease | None = None
     exported: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _pruned_at: float = float("-inf")
     """Ensemble versions whose weights and importance stability are exported (version -> what)."""
 
     def __post_init__(self) -> None:
@@ -229,6 +237,8 @@ class BackgroundWork:
             jobs.append((self.settings.outcome_flush_s, self._flush_outcomes))
         if self.core.trials is not None:  # the version on trial: load it, share, move it
             jobs.append((self.settings.flags_poll_s, self._trial_tick))
+        if self.core.retraining is not None:  # the off-peak job and retention, on the leader
+            jobs.append((RETRAINING_TICK_S, self._retraining_tick))
         if self.settings.preference_ttl_s > 0:  # preferences routed without a read per request
             sync = self.core.preferences.sync
             await asyncio.to_thread(sync)
@@ -293,10 +303,43 @@ class BackgroundWork:
                 )
         await self._export_versions()
         if self.lease is not None and self.lease.leading:
+            await asyncio.to_thread(self._enter_accepted_version, record)
             moved = await trials.tick(cfg)
             if moved is not None:
                 self.core.notifier.announce({"action": f"challenger_{moved['stage']}", **moved})
             await self._export_experiment()
+
+    def _enter_accepted_version(self, record: dict[str, Any] | None) -> None:
+        """A version the retraining job accepted since the last trial began goes on trial."""
+        if not self.core.flags.challenger.enabled or self.core.retraining is None:
+            return
+        if record and record.get("stage") in ("shadow", "ab"):
+            return
+        since = float(record["entered_at"]) if record else 0.0
+        for run in self.core.retraining.runs(5):  # newest first
+            if float(run.get("finished_at") or 0) <= since:
+                return
+            if run.get("outcome") == "accepted" and run.get("tag"):
+                version = str(run["tag"]).split(":", 1)[-1]
+                lineage = {k: run.get(k) for k in ("parent", "metrics", "rows", "data_window")}
+                try:
+                    self.core.trials.enter(version, "retraining", lineage)
+                except ValueError as exc:
+                    log.warning("accepted version %s not put on trial: %s", version, exc)
+                return
+
+    async def _retraining_tick(self) -> None:
+        """The leader starts the scheduled run when it is due (one at a time over replicas, under
+        its own lease) and prunes served requests past their retention."""
+        job, cfg = self.core.retraining, self.core.flags.retraining
+        if self.lease is None or not self.lease.leading:
+            return
+        now = time.monotonic()
+        if now - self._pruned_at >= PRUNE_EVERY_S:
+            self._pruned_at = now
+            await asyncio.to_thread(job.prune, cfg)
+        job.parent = self.core.ensemble.info.version if self.core.ensemble.info else None
+        await job.maybe_run(cfg)  # minutes when it runs: this loop waits, the others go on
 
     async def _export_versions(self) -> None:
         """Member weights of the champion and every version on trial, and their feature

@@ -1,16 +1,19 @@
-"""Experiment and trial routes: the variants' evaluation, the version on trial (operators), and
-putting a version on trial, rejecting it or rolling back its promotion (admin)."""
+"""Experiment, trial and retraining routes: the variants' evaluation, the version on trial and the
+retraining runs (operators); putting a version on trial, rejecting it, rolling back its promotion
+and starting a retraining run (admin)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Query
 
 from serving.delivery import experiment_report
 from serving.delivery.challenger import ChallengerController
+from serving.delivery.retraining import LEASE, RetrainingBusy, RetrainingJob, due
 from serving.errors import Conflict, InvalidInput, NotFound
 from serving.http.auth import require_admin, require_operator
 from serving.http.dependencies import Core, JsonObject
@@ -130,3 +133,78 @@ async def act_on_trial(
     except ValueError as exc:
         raise Conflict(str(exc)) from None
     raise NotFound(f"unknown action {action!r}: reject or rollback")
+
+
+def retraining_of(core: Core) -> RetrainingJob:
+    if core.retraining is None:
+        raise NotFound("no retraining in this router (it has no shared store or no classic model)")
+    return core.retraining
+
+
+Retraining = Annotated[RetrainingJob, Depends(retraining_of)]
+
+
+async def retraining_status(core: RouterCore, limit: int = 10) -> dict[str, Any] | None:
+    """The latest runs (every replica's), the run going here, and whether the schedule is due."""
+    job = core.retraining
+    if job is None:
+        return None
+    cfg = core.flags.retraining
+    runs = await asyncio.to_thread(job.runs, limit)
+    last = float(runs[0]["started_at"]) if runs else None
+    is_due, reason = due(datetime.now(UTC), cfg, last)
+    window = cfg.window.model_dump(by_alias=True) if cfg.window is not None else None
+    return {
+        "runs": runs,
+        "running_here": job.running,
+        "schedule": {"enabled": cfg.enabled, "window": window, "due": is_due, "reason": reason},
+    }
+
+
+@router.get(
+    "/api/retraining",
+    response_model=Object,
+    summary="Retraining runs (outcome, new version, lineage metrics) and the schedule",
+    dependencies=[Depends(require_operator)],
+    responses=responses(401, 403, 404, 422),
+)
+async def get_retraining(core: Core, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> Any:
+    report = await retraining_status(core, limit)
+    if report is None:
+        raise NotFound("no retraining in this router")
+    return report
+
+
+@router.post(
+    "/api/admin/retraining/run",
+    response_model=Object,
+    status_code=202,
+    summary="Start a retraining run from the labelled feedback now (one at a time)",
+    responses=responses(*BODY, 401, 403, 404, 409),
+    **ADMIN,
+)
+async def run_retraining(
+    core: Core,
+    job: Retraining,
+    wait: Annotated[bool, Query(description="answer when the run ends, with its record")] = False,
+) -> Any:
+    """Runs niced and thread-limited beside serving. Without `wait` the answer comes at once
+    (202); follow the run at GET /api/retraining."""
+    lease = await asyncio.to_thread(core.live.store.lease, LEASE)
+    if job.running is not None or (lease and lease.get("expires_at", 0) > time.time()):
+        raise Conflict(f"a retraining run is already going: {job.running or lease}")
+    job.parent = core.ensemble.info.version if core.ensemble.info else None
+    run = job.run_now(core.flags.retraining, "admin")
+    if wait:
+        try:
+            return await run
+        except RetrainingBusy as exc:
+            raise Conflict(str(exc)) from None
+    task = asyncio.create_task(run)
+    _started.add(task)
+    task.add_done_callback(_started.discard)
+    return {"status": "started", "follow": "/api/retraining"}
+
+
+_started: set[asyncio.Task] = set()
+"""Runs started without `wait` (kept referenced until they end)."""

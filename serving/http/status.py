@@ -14,7 +14,7 @@ from serving.delivery.lease import leader_of
 from serving.http.auth import require_operator
 from serving.http.dependencies import Core
 from serving.http.errors import responses
-from serving.http.experiments import experiment_status, trial_status
+from serving.http.experiments import experiment_status, retraining_status, trial_status
 from serving.routing.core import RouterCore
 
 STATIC = Path(__file__).parent / "static"
@@ -80,6 +80,7 @@ async def status_report(core: RouterCore) -> dict[str, Any]:
         )
         out["challenger"] = await trial_status(core)
         out["experiment"] = await experiment_status(core)
+        out["retraining"] = await retraining_status(core)
         try:  # which replica runs the controller (the lease holder), when the store answers
             out["controller"] = await asyncio.to_thread(leader_of, live.store)
         except Exception as exc:

@@ -122,6 +122,8 @@ class RouterCore:
         self.trials = None
         """The trial's controller (serving/delivery/challenger.py), set by the wiring with a
         shared store; None without one."""
+        self.retraining = None
+        """The retraining job (serving/delivery/retraining.py), set by the wiring with a store."""
         """RequestIds signer (serving/delivery/request_ids.py), or None for random ids."""
         """VersionPins shared by every replica (serving/delivery/pins.py), or None."""
         """Announces rollout decisions to operators (serving/delivery/notify.py); off by default."""

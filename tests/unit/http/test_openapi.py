@@ -59,7 +59,7 @@ def test_admin_and_user_routes_declare_their_security_scheme(document):
         if path.startswith("/api/admin/"):
             assert operation["security"] == [{"AdminToken": []}], name
             assert {"401", "403"} <= declared, name
-        elif path in ("/api/status", "/api/experiment", "/api/challenger"):  # operators
+        elif path in ("/api/status", "/api/experiment", "/api/challenger", "/api/retraining"):
             assert operation["security"] == [{"OperatorToken": []}], name
             assert {"401", "403"} <= declared, name
         elif path.startswith("/api/users/"):
