@@ -292,9 +292,10 @@ class RetrainingJob:
             report: dict[str, Any] = {}
             if report_path.exists():
                 try:
-                    report = json.loads(report_path.read_text())
+                    loaded = json.loads(report_path.read_text())
                 except ValueError:
-                    report = {}
+                    loaded = None
+                report = loaded if isinstance(loaded, dict) else {}
         outcome = _outcome(process.returncode, timed_out)
         reasons = list(report.get("reasons") or [])
         if timed_out:
