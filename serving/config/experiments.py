@@ -82,7 +82,10 @@ class RetrainingConfig(StrictModel):
     """
 
     enabled: bool = False
-    """Run the scheduled job (the leader replica starts it inside `window`)."""
+    """Keep served requests' features for retraining and allow runs (scheduled and manual)."""
+    schedule: bool = True
+    """Start runs by themselves (the leader, inside `window`, every `min_interval_s`); False:
+    only when an operator asks (POST /api/admin/retraining/run)."""
     window: TimeWindow | None = None
     """Off-peak hours the scheduled job may start in (None: any time)."""
     min_interval_s: float = Field(86_400.0, ge=0)

@@ -73,6 +73,8 @@ def due(now: datetime, cfg: RetrainingConfig, last_started_at: float | None) -> 
     why (or why not)."""
     if not cfg.enabled:
         return False, "retraining is disabled"
+    if not cfg.schedule:
+        return False, "runs only when asked (retraining.schedule is false)"
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     if cfg.window is not None and not cfg.window.contains(now):

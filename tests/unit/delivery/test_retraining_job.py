@@ -32,6 +32,12 @@ def test_due_needs_enabled():
     assert not ok and "disabled" in reason
 
 
+def test_due_never_starts_a_run_when_only_manual_runs_are_wanted():
+    cfg = RetrainingConfig(enabled=True, schedule=False)
+    ok, reason = due(datetime(2026, 1, 3, 2, tzinfo=UTC), cfg, None)
+    assert not ok and "only when asked" in reason
+
+
 def test_due_reads_the_window_in_its_time_zone():
     cfg = _cfg(window=WINDOW)
     # Saturday 02:00 in Amsterdam (winter, UTC+1) is Saturday 01:00 UTC.

@@ -1,0 +1,213 @@
+"""One full retraining cycle on a real `bentoml serve`: labelled traffic from a shifted world
+degrades the ensemble; the retraining job builds a new version from the feedback; it goes through
+shadow and an A/B on its own and is promoted on the evidence; a poisoned retrain (shuffled labels)
+is refused before it takes any traffic; and a three-variant experiment (classic control, the
+promoted ensemble, its parent) routes, evaluates and reports each against the control.
+
+The shift is training/data.py's concept shift (`make_default_dataset(n, seed=7, shift=1.0)`): the
+features keep their distributions, the labels depend on them differently."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import ADMIN_TOKEN, HOME, Server
+
+pytestmark = pytest.mark.integration
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+FLAGS = {
+    "ensemble": {"rollout_percentage": 100, "deadline_ms": 2000},
+    "cache": {"enabled": False},
+    "retraining": {
+        "enabled": True,
+        "schedule": False,  # runs only when asked here; the window logic has its unit tests
+        "quick": True,
+        "min_labelled": 300,
+        "threads": 2,
+        "nice": 5,
+    },
+    "challenger": {
+        "shadow_sample_rate": 1.0,
+        "shadow_min_samples": 100,
+        "min_agreement": 0.5,
+        "ab_weight": 50,
+        "min_labelled": 120,
+        "alpha": 0.05,
+    },
+}
+
+
+def shifted_rows(n: int, seed: int) -> list[tuple[dict, str]]:
+    from training.data import make_default_dataset
+    from training.simulate import feature_dicts
+
+    frame = make_default_dataset(n, seed=seed, shift=1.0)
+    labels = frame.pop("risk").tolist()
+    return list(zip(feature_dicts(frame), labels, strict=True))
+
+
+class Client:
+    """Classify and label traffic through the router, as users and their feedback would."""
+
+    def __init__(self, url: str):
+        self.url, self.http = url, httpx.Client(timeout=30)
+
+    def classify_and_label(self, rows, prefix: str, labels: list[str] | None = None) -> list[dict]:
+        answers = []
+        for i, (features, label) in enumerate(rows):
+            answer = self.http.post(
+                f"{self.url}/api/classify", json={"features": features, "user_id": f"{prefix}-{i}"}
+            )
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            given = labels[i] if labels is not None else label
+            fed = self.http.post(
+                f"{self.url}/api/feedback", json={"request_id": body["request_id"], "label": given}
+            )
+            assert fed.status_code == 200, fed.text
+            answers.append({**body, "true": label})
+        return answers
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return self.http.get(f"{self.url}{path}", headers=ADMIN, **kwargs)
+
+    def post(self, path: str, **kwargs) -> httpx.Response:
+        return self.http.post(f"{self.url}{path}", headers=ADMIN, **kwargs)
+
+
+def accuracy(answers: list[dict], version: str | None = None) -> float:
+    chosen = [a for a in answers if version is None or a["model_version"] == version]
+    return sum(a["label"] == a["true"] for a in chosen) / max(len(chosen), 1)
+
+
+@pytest.fixture(scope="module")
+def cycle_server(trained_store):
+    """A server on a model store of its own (the retrained versions stay out of the shared one)."""
+    home = Path(tempfile.mkdtemp(prefix="bentoml-retraining-"))
+    for name in ("classic", "ensemble"):
+        shutil.copytree(HOME / "models" / name, home / "models" / name, symlinks=True)
+    srv = Server({"BENTOML_HOME": str(home)}, flags=FLAGS).start()
+    yield srv
+    srv.stop()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_shifted_world_is_retrained_promoted_and_compared(cycle_server, capsys):
+    client = Client(cycle_server.url)
+    original = client.get("/api/models").json()["ensemble"]["version"]
+
+    # 1. The world moves: the served ensemble degrades on the shifted traffic it labels.
+    degraded = client.classify_and_label(shifted_rows(700, seed=7), "before")
+    before = accuracy(degraded, original)
+
+    # 2. The retraining job builds a new version from that feedback (and the original data).
+    run = client.post("/api/admin/retraining/run", params={"wait": "true"}, timeout=900).json()
+    assert run["outcome"] == "accepted", json.dumps(run, indent=1)[:3000]
+    version = run["tag"].split(":", 1)[1]
+    holdout = run["metrics"]["holdout"]
+    assert holdout["child"]["accuracy"] > holdout["parent"]["accuracy"], holdout
+
+    # 3. It goes on trial by itself: shadow first, then the A/B, then promotion on the evidence.
+    def stage() -> str | None:
+        found = client.get("/api/challenger")
+        return found.json()["stage"] if found.status_code == 200 else None
+
+    assert cycle_server.wait_until(lambda: stage() == "shadow", timeout=30), stage()
+    trial_rows = shifted_rows(2400, seed=11)
+    sent, ab_answers = 0, []
+    while stage() in ("shadow", "ab") and sent < len(trial_rows):
+        batch = trial_rows[sent : sent + 100]
+        answers = client.classify_and_label(batch, f"trial-{sent}")
+        if stage() == "ab":
+            ab_answers += answers
+        sent += len(batch)
+    cycle_server.wait_until(lambda: stage() not in ("shadow", "ab"), timeout=15)
+    trial = client.get("/api/challenger").json()
+    assert trial["stage"] == "promoted", json.dumps(trial, indent=1)[:4000]
+    assert [h["stage"] for h in trial["history"]] == ["shadow", "ab", "promoted"]
+    assert client.get("/api/models").json()["ensemble"]["version"] == version
+    actions = [d["action"] for d in client.get("/api/admin/rollout/decisions").json()["decisions"]]
+    assert {"challenger_shadow", "challenger_ab", "challenger_promoted"} <= set(actions)
+    status = client.get("/api/status").json()
+    assert status["challenger"]["stage"] == "promoted" and status["retraining"]["runs"]
+    assert client.get("/dashboard").status_code == 200
+    verdict = trial["ab"]["challengers"]["challenger"]
+    after = accuracy(client.classify_and_label(shifted_rows(300, seed=13), "after"), version)
+
+    # 4. A poisoned retrain (labels shuffled against the features) is refused before any traffic.
+    cfg = client.get("/api/admin/flags")
+    flags = cfg.json()
+    flags["retraining"]["feedback_window_s"] = 120.0  # only the poisoned feedback below
+    assert (
+        client.http.put(
+            f"{cycle_server.url}/api/admin/flags", json=flags, headers=ADMIN
+        ).status_code
+        == 200
+    )
+    versions_before = client.get("/api/models").json()["ensemble"]["versions"]
+    poisoned_rows = shifted_rows(500, seed=17)
+    shuffled = [label for _, label in poisoned_rows]
+    random.Random(3).shuffle(shuffled)
+    client.classify_and_label(poisoned_rows, "poison", labels=shuffled)
+    refused = client.post("/api/admin/retraining/run", params={"wait": "true"}, timeout=900).json()
+    assert refused["outcome"] == "refused" and refused["tag"] is None, refused
+    assert client.get("/api/models").json()["ensemble"]["versions"] == versions_before
+    assert client.get("/api/challenger").json()["version"] == version  # nothing new on trial
+
+    # 5. Three variants: classic control, the promoted ensemble, its parent (loaded in the router).
+    flags = client.get("/api/admin/flags").json()
+    flags["experiment"] = {
+        "name": "three-way",
+        "variants": [
+            {"name": "control", "model": "classic", "weight": 34, "control": True},
+            {"name": "retrained", "model": "ensemble", "weight": 33},
+            {"name": "previous", "model": "ensemble", "version": original, "weight": 33},
+        ],
+    }
+    assert (
+        client.http.put(
+            f"{cycle_server.url}/api/admin/flags", json=flags, headers=ADMIN
+        ).status_code
+        == 200
+    )
+    assert cycle_server.wait_until(
+        lambda: original in client.get("/api/experiment").json()["loaded"]["loaded"], timeout=60
+    )
+    client.classify_and_label(shifted_rows(600, seed=19), "variants")
+    report = client.get("/api/experiment").json()
+    assert set(report["variants"]) == {"control", "retrained", "previous"}
+    assert all(v["labelled"] > 100 for v in report["variants"].values()), report["variants"]
+    assert set(report["challengers"]) == {"retrained", "previous"}
+    for challenger in report["challengers"].values():
+        assert challenger["control"] == "control" and challenger["p_value_holm"] is not None
+
+    with capsys.disabled():  # the figures for the closing note
+        print(
+            f"\nretraining cycle: ensemble {original} on shifted traffic {before:.3f}; retrained "
+            f"{version} in {run['duration_s']:.0f} s, holdout {holdout['parent']['accuracy']:.3f}"
+            f" -> {holdout['child']['accuracy']:.3f}, original test "
+            f"{run['metrics']['original_test']['parent']['accuracy']:.3f} -> "
+            f"{run['metrics']['original_test']['child']['accuracy']:.3f}; A/B: {verdict['reason']}"
+            f"; promoted, then {after:.3f} on new shifted traffic; poisoned retrain refused: "
+            f"{refused['reasons']}"
+        )
+        for name, v in report["variants"].items():
+            c = report["challengers"].get(name, {})
+            print(
+                f"  variant {name:10s} {v['model']:9s} {str(v['resolved_version'])[:16]:16s} "
+                f"n={v['labelled']:4d} acc={v['accuracy']:.3f} "
+                f"[{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+                + (
+                    f" vs control {c['diff']:+.3f}, Holm p={c['p_value_holm']:.2g}, {c['verdict']}"
+                    if c
+                    else " (control)"
+                )
+            )
