@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from serving.delivery import experiment_report
 from serving.delivery.challenger import ChallengerController
-from serving.delivery.retraining import LEASE, RetrainingBusy, RetrainingJob, due
+from serving.delivery.retraining import LEASE, RetrainingJob, due
 from serving.errors import Conflict, InvalidInput, NotFound
 from serving.http.auth import require_admin, require_operator
 from serving.http.dependencies import Core, JsonObject
@@ -183,27 +183,17 @@ async def get_retraining(core: Core, limit: Annotated[int, Query(ge=1, le=200)] 
     responses=responses(*BODY, 401, 403, 404, 409),
     **ADMIN,
 )
-async def run_retraining(
-    core: Core,
-    job: Retraining,
-    wait: Annotated[bool, Query(description="answer when the run ends, with its record")] = False,
-) -> Any:
-    """Runs niced and thread-limited beside serving. Without `wait` the answer comes at once
-    (202); follow the run at GET /api/retraining."""
+async def run_retraining(core: Core, job: Retraining) -> Any:
+    """Starts a run (niced and thread-limited beside serving) and answers at once: a run takes
+    minutes, longer than a request may. Follow it at GET /api/retraining."""
     lease = await asyncio.to_thread(core.live.store.lease, LEASE)
     if job.running is not None or (lease and lease.get("expires_at", 0) > time.time()):
         raise Conflict(f"a retraining run is already going: {job.running or lease}")
     job.parent = core.ensemble.info.version if core.ensemble.info else None
-    run = job.run_now(core.flags.retraining, "admin")
-    if wait:
-        try:
-            return await run
-        except RetrainingBusy as exc:
-            raise Conflict(str(exc)) from None
-    task = asyncio.create_task(run)
+    task = asyncio.create_task(job.run_now(core.flags.retraining, "admin"))
     _started.add(task)
     task.add_done_callback(_started.discard)
-    return {"status": "started", "follow": "/api/retraining"}
+    return {"status": "started", "requested_at": time.time(), "follow": "/api/retraining"}
 
 
 _started: set[asyncio.Task] = set()

@@ -214,3 +214,9 @@ RETRAINING_LAST_RUN = Gauge(
     "When the last retraining run finished (Unix time)",
     multiprocess_mode="max",
 )
+
+# Counters whose labels are known up front start at zero, so dashboards and alerts see them at once.
+for _outcome in ("accepted", "refused", "failed"):
+    RETRAINING_RUNS.labels(outcome=_outcome)
+for _agree in ("true", "false"):
+    TRIAL_SHADOW.labels(agree=_agree)

@@ -13,6 +13,7 @@ import json
 import random
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -76,6 +77,19 @@ class Client:
             answers.append({**body, "true": label})
         return answers
 
+    def retrain(self, timeout: float = 900) -> dict:
+        """Start a retraining run and wait for its record (a run takes longer than a request)."""
+        started = self.post("/api/admin/retraining/run")
+        assert started.status_code == 202, started.text
+        since = started.json()["requested_at"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = self.get("/api/retraining").json()["runs"]
+            if runs and runs[0]["started_at"] >= since:
+                return runs[0]
+            time.sleep(1.0)
+        raise AssertionError(f"no retraining run recorded in {timeout} s")
+
     def get(self, path: str, **kwargs) -> httpx.Response:
         return self.http.get(f"{self.url}{path}", headers=ADMIN, **kwargs)
 
@@ -105,11 +119,13 @@ def test_a_shifted_world_is_retrained_promoted_and_compared(cycle_server, capsys
     original = client.get("/api/models").json()["ensemble"]["version"]
 
     # 1. The world moves: the served ensemble degrades on the shifted traffic it labels.
-    degraded = client.classify_and_label(shifted_rows(700, seed=7), "before")
+    degraded = client.classify_and_label(shifted_rows(1500, seed=7), "before")
     before = accuracy(degraded, original)
 
     # 2. The retraining job builds a new version from that feedback (and the original data).
-    run = client.post("/api/admin/retraining/run", params={"wait": "true"}, timeout=900).json()
+    run = client.retrain()
+    summary = {k: run.get(k) for k in ("outcome", "metrics", "rows")}
+    print(f"\nretraining run: {json.dumps(summary)}")
     assert run["outcome"] == "accepted", json.dumps(run, indent=1)[:3000]
     version = run["tag"].split(":", 1)[1]
     holdout = run["metrics"]["holdout"]
@@ -143,21 +159,17 @@ def test_a_shifted_world_is_retrained_promoted_and_compared(cycle_server, capsys
     after = accuracy(client.classify_and_label(shifted_rows(300, seed=13), "after"), version)
 
     # 4. A poisoned retrain (labels shuffled against the features) is refused before any traffic.
-    cfg = client.get("/api/admin/flags")
-    flags = cfg.json()
-    flags["retraining"]["feedback_window_s"] = 120.0  # only the poisoned feedback below
-    assert (
-        client.http.put(
-            f"{cycle_server.url}/api/admin/flags", json=flags, headers=ADMIN
-        ).status_code
-        == 200
-    )
     versions_before = client.get("/api/models").json()["ensemble"]["versions"]
+    poisoned_at = time.time()
     poisoned_rows = shifted_rows(500, seed=17)
     shuffled = [label for _, label in poisoned_rows]
     random.Random(3).shuffle(shuffled)
     client.classify_and_label(poisoned_rows, "poison", labels=shuffled)
-    refused = client.post("/api/admin/retraining/run", params={"wait": "true"}, timeout=900).json()
+    flags = client.get("/api/admin/flags").json()  # the run reads only the poisoned feedback
+    flags["retraining"]["feedback_window_s"] = time.time() - poisoned_at + 2.0
+    put = client.http.put(f"{cycle_server.url}/api/admin/flags", json=flags, headers=ADMIN)
+    assert put.status_code == 200, put.text
+    refused = client.retrain()
     assert refused["outcome"] == "refused" and refused["tag"] is None, refused
     assert client.get("/api/models").json()["ensemble"]["versions"] == versions_before
     assert client.get("/api/challenger").json()["version"] == version  # nothing new on trial
