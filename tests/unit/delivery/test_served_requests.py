@@ -6,12 +6,22 @@ from __future__ import annotations
 import pytest
 
 from serving.delivery.outcomes import OutcomeBuffer
-from serving.delivery.state import StateStore
+from serving.delivery.state import (
+    StateStore,
+    feedback_table,
+    retraining_runs_table,
+    served_table,
+)
+from tests.unit.delivery.test_state import BACKENDS, _url
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path):
+    """SQLite, and the PostgreSQL the test set-up started (when there is one)."""
+    s = StateStore(_url(request.param, tmp_path))
+    with s._write() as conn:
+        for table in (served_table, feedback_table, retraining_runs_table):
+            conn.execute(table.delete())
     yield s
     s.close()
 
@@ -56,14 +66,12 @@ def test_prune_by_age_then_by_count(store):
     assert [r["request_id"] for r in store.labelled_requests(0.0, 10)] == ["r9"]
 
 
-def test_retraining_runs_are_shared_newest_first(tmp_path):
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    a, b = StateStore(url), StateStore(url)
+def test_retraining_runs_are_shared_newest_first(store):
+    a, b = store, StateStore(store._engine.url.render_as_string(hide_password=False))  # 2nd replica
     a.record_retraining_run({"id": "x", "started_at": 10.0, "outcome": "accepted"})
     b.record_retraining_run({"id": "y", "started_at": 20.0, "outcome": "refused"})
     assert [r["id"] for r in a.retraining_runs()] == ["y", "x"]
     assert b.retraining_runs(limit=1)[0]["outcome"] == "refused"
-    a.close()
     b.close()
 
 
