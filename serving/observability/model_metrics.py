@@ -16,6 +16,12 @@ MEMBER_WEIGHT = Gauge(
     ["version", "member"],
     multiprocess_mode="livemax",
 )
+MEMBER_ACCURACY = Gauge(
+    "tabular_ensemble_member_accuracy",
+    "Test-split accuracy of each ensemble member at training, per served or trial version",
+    ["version", "member"],
+    multiprocess_mode="livemax",
+)
 IMPORTANCE_RANK_CORRELATION = Gauge(
     "tabular_feature_importance_rank_correlation",
     "Spearman rank correlation of a version's feature importances with its parent's",
@@ -50,6 +56,9 @@ def export_version(
     weights = description.get("weights") or {}
     for member, weight in weights.items():
         MEMBER_WEIGHT.labels(version=version, member=member).set(float(weight))
+    for member, figures in (description.get("members") or {}).items():
+        if isinstance(figures, Mapping) and figures.get("accuracy") is not None:
+            MEMBER_ACCURACY.labels(version=version, member=member).set(float(figures["accuracy"]))
     out: dict[str, Any] = {"version": version, "weights": dict(weights)}
     parent = parent_of(description)
     if parent and parent_importance is not None:

@@ -22,6 +22,7 @@ def test_a_retrained_version_exports_its_weights_and_its_stability():
     child = {**PARENT, "debt_ratio": 0.5}  # debt_ratio moved from third to first
     description = {
         "weights": {"xgboost": 0.6, "catboost": 0.4},
+        "members": {"xgboost": {"accuracy": 0.87}, "catboost": {}},
         "lineage": {"parent": "v1"},
         "feature_importance": child,
     }
@@ -29,6 +30,9 @@ def test_a_retrained_version_exports_its_weights_and_its_stability():
     assert out["parent"] == "v1" and out["importance_rank_correlation"] == pytest.approx(0.4)
     sample = REGISTRY.get_sample_value
     assert sample("tabular_ensemble_member_weight", {"version": "v2", "member": "xgboost"}) == 0.6
+    assert (
+        sample("tabular_ensemble_member_accuracy", {"version": "v2", "member": "xgboost"}) == 0.87
+    )
     rho = sample("tabular_feature_importance_rank_correlation", {"version": "v2", "parent": "v1"})
     assert rho == pytest.approx(0.4)
     assert "parent" not in export_version("v1", {"weights": {"xgboost": 1.0}}, None)
