@@ -66,8 +66,11 @@ class Experiment(StrictModel):
         served = [(v.model, v.version) for v in self.variants]
         if len(set(served)) != len(served):
             raise ValueError("two variants serve the same model and version: merge their weights")
-        if any(v.version is not None and v.model == "classic" for v in self.variants):
-            raise ValueError("only ensemble variants may name a version (classic follows its pin)")
+        if any(v.version is not None and v.model != "ensemble" for v in self.variants):
+            raise ValueError(
+                "only ensemble variants may name a version (classic and the cascade follow the "
+                "served versions)"
+            )
         total = math.fsum(v.weight for v in self.variants)
         if abs(total - 100.0) > WEIGHT_TOLERANCE:
             raise ValueError(f"variant weights must sum to 100, got {total:g}")

@@ -76,12 +76,13 @@ def test_a_bad_experiment_is_refused(variants, message):
         )
 
 
-def test_classic_variants_follow_the_pin():
+@pytest.mark.parametrize("model", ["classic", "cascade"])
+def test_only_ensemble_variants_name_a_version(model):
     with pytest.raises(ValidationError, match="only ensemble variants may name a version"):
         Experiment(
             name="x",
             variants=[
-                {"name": "a", "model": "classic", "weight": 50, "control": True, "version": "1"},
+                {"name": "a", "model": model, "weight": 50, "control": True, "version": "1"},
                 {"name": "b", "model": "ensemble", "weight": 50},
             ],
         )
