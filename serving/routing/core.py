@@ -110,8 +110,11 @@ class RouterCore:
         """PreferenceCache of users' stored choices (serving/routing/preferences.py), or None."""
         self.model_loaders = model_loaders or {}
         self.notifier = notifier or Notifier(None)
+        """Announces rollout decisions to operators (serving/delivery/notify.py); off by default."""
         self.pins = pins
+        """VersionPins shared by every replica (serving/delivery/pins.py), or None."""
         self.request_ids = request_ids
+        """RequestIds signer (serving/delivery/request_ids.py), or None for random ids."""
         self.versions = versions or VersionArms()
         """Ensemble versions on trial, loaded here next to the champion (routing/versions.py)."""
         self.challenger = None
@@ -124,9 +127,6 @@ class RouterCore:
         shared store; None without one."""
         self.retraining = None
         """The retraining job (serving/delivery/retraining.py), set by the wiring with a store."""
-        """RequestIds signer (serving/delivery/request_ids.py), or None for random ids."""
-        """VersionPins shared by every replica (serving/delivery/pins.py), or None."""
-        """Announces rollout decisions to operators (serving/delivery/notify.py); off by default."""
         flags = self.flag_source.initial(flags)
         if live is not None:
             live.configure(flags)
