@@ -191,6 +191,8 @@ RETRAINING_TICK_S = 10.0
 """How often the leader asks whether the scheduled retraining run is due."""
 PRUNE_EVERY_S = 3600.0
 """How often the leader prunes served requests past their retention."""
+JUDGE_EVERY_S = 5.0
+"""How often the leader judges the trial and the experiment on the shared feedback."""
 
 
 def request_id_secret(settings: ServingSettings, state: StateStore) -> str:
@@ -212,8 +214,9 @@ class BackgroundWork:
     gc_pauses: gcpause.GcPauses = field(default_factory=lambda: gcpause.GcPauses(metrics.GC_PAUSE))
     lease: Lease | None = None
     exported: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _pruned_at: float = float("-inf")
     """Ensemble versions whose weights and importance stability are exported (version -> what)."""
+    _pruned_at: float = float("-inf")
+    _judged_at: float = float("-inf")
 
     def __post_init__(self) -> None:
         if self.core.live is not None and self.lease is None:
@@ -302,7 +305,9 @@ class BackgroundWork:
                     1 if record["stage"] == stage else 0
                 )
         await self._export_versions()
-        if self.lease is not None and self.lease.leading:
+        now = time.monotonic()
+        if self.lease is not None and self.lease.leading and now - self._judged_at >= JUDGE_EVERY_S:
+            self._judged_at = now  # the evidence is every replica's feedback: read it sparingly
             await asyncio.to_thread(self._enter_accepted_version, record)
             moved = await trials.tick(cfg)
             if moved is not None:
