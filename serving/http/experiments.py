@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
+from serving.config.experiments import Experiment
 from serving.delivery import experiment_report
 from serving.delivery.challenger import ChallengerController
 from serving.delivery.retraining import LEASE, RetrainingJob, due
@@ -44,18 +45,42 @@ def served_versions(core: RouterCore) -> dict[str, str]:
     return out
 
 
+def experiment_started_at(store: Any, experiment: Experiment, now: float) -> float:
+    """When this experiment (its name, salt and variant table) first came into force on any
+    replica: the first replica to see it records the time in the shared store; a changed table
+    starts it again, so its evidence is never mixed with another table's."""
+    key = f"experiment.{experiment.name}"
+    table = experiment.model_dump(mode="json")
+    for _ in range(5):
+        current = store.get(key)
+        if current and current.get("table") == table:
+            return float(current["started_at"])
+        if store.compare_and_set(key, current, {"table": table, "started_at": now}):
+            return now
+    return now
+
+
 async def experiment_status(core: RouterCore) -> dict[str, Any] | None:
-    """Each variant of the flags' experiment on the labelled feedback of the evaluation window,
-    each challenger against the control (Holm-corrected), or None without an experiment."""
+    """Each variant of the flags' experiment on the labelled feedback since the experiment began
+    (at most the evaluation window), each challenger against the control (Holm-corrected), or
+    None without an experiment."""
     experiment = core.flags.experiment
     if experiment is None or core.live is None:
         return None
-    since = time.time() - core.flags.evaluation.window_s
-    rows = await asyncio.to_thread(core.live.store.feedback_since, since)
+    store, now = core.live.store, time.time()
+    started_at = await asyncio.to_thread(experiment_started_at, store, experiment, now)
+    since = max(started_at, now - core.flags.evaluation.window_s)
+    rows = await asyncio.to_thread(store.feedback_since, since)
     report = experiment_report.experiment_report(
         rows, experiment, served_versions(core), core.flags.challenger
     )
-    return {**report, "window_s": core.flags.evaluation.window_s, "loaded": core.versions.status()}
+    return {
+        **report,
+        "started_at": started_at,
+        "since": since,
+        "window_s": core.flags.evaluation.window_s,
+        "loaded": core.versions.status(),
+    }
 
 
 async def trial_status(core: RouterCore) -> dict[str, Any] | None:
