@@ -22,7 +22,7 @@ from serving.http.errors import BODY, responses
 from serving.routing.core import RouterCore
 
 router = APIRouter(tags=["experiments"], responses=responses(503))
-OPERATORS = {"dependencies": [Depends(require_operator)], "responses": responses(401, 403)}
+OPERATORS = {"dependencies": [Depends(require_operator)], "responses": responses(401, 403, 404)}
 ADMIN = {"dependencies": [Depends(require_admin)]}
 Object = dict[str, Any]
 
