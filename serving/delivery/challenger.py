@@ -130,8 +130,11 @@ class ChallengerController:
                 [("a", "a")] * agreed + [("a", "b")] * (compared - agreed), cfg
             ),
         }
-        if record.get("stage") in ("ab", "promoted") and record.get("ab_started_at"):
-            out["ab"] = self._ab_report(record, cfg)
+        evidence = record.get("evidence")
+        if record.get("stage") == "ab":
+            out["ab"] = self._ab_report(record, cfg)  # live: the evidence as it stands
+        elif isinstance(evidence, dict) and "challengers" in evidence:
+            out["ab"] = evidence  # what the verdict was taken on (later traffic changes nothing)
         return out
 
     def _ab_report(self, record: Mapping[str, Any], cfg: ChallengerConfig) -> dict[str, Any]:

@@ -63,6 +63,8 @@ def test_a_better_challenger_goes_through_shadow_and_ab_to_promotion(setup):
     assert moved["stage"] == "promoted" and champion.promoted == ["v2"]
     assert moved["previous"] == "v1"
     assert moved["evidence"]["challengers"]["challenger"]["verdict"] == "go"
+    label(store, 300, "v2", 0.10, clock.now, "after")  # later traffic does not rewrite the verdict
+    assert controller.report(CFG)["ab"]["challengers"]["challenger"]["verdict"] == "go"
     actions = [d["action"] for d in store.decisions()]
     assert actions == ["challenger_promoted", "challenger_ab", "challenger_shadow"]
     assert ChallengerView.of(moved, CFG) is None  # nothing on trial any more
