@@ -196,7 +196,11 @@ class ChallengerController:
         verdict = report["challengers"]["challenger"]
         if verdict["verdict"] == "go":
             previous = self.champion()
-            await self.promote(record["version"])
+            try:
+                await self.promote(record["version"])
+            except Exception as exc:  # e.g. the ensemble service's store lacks the version
+                reason = f"passed the A/B but the ensemble service refused it: {exc}"
+                return self._move(record, "rejected", reason, evidence=report)
             return self._move(
                 record, "promoted", verdict["reason"], evidence=report, previous=previous
             )

@@ -105,3 +105,20 @@ def test_one_trial_at_a_time_and_a_stage_without_a_verdict_expires(setup):
     assert asyncio.run(controller.tick(CFG))["stage"] == "rejected"
     with pytest.raises(ValueError, match="not promoted"):
         asyncio.run(controller.rollback("nothing to undo"))
+
+
+def test_a_version_the_service_cannot_load_is_rejected_not_retried_forever(setup):
+    store, controller, champion, clock = setup
+
+    async def refuse(version: str) -> None:
+        raise RuntimeError(f"ensemble:{version} is not in the model store")
+
+    controller.promote = refuse
+    controller.enter("v2", "retraining")
+    controller.add_shadow("replica-a", "v2", 200, 170)
+    asyncio.run(controller.tick(CFG))
+    label(store, 300, "v1", 0.70, clock.now + 1, "champion")
+    label(store, 300, "v2", 0.90, clock.now + 1, "challenger")
+    moved = asyncio.run(controller.tick(CFG))
+    assert moved["stage"] == "rejected" and champion.version == "v1"
+    assert "not in the model store" in moved["history"][-1]["reason"]
