@@ -121,8 +121,9 @@ class DriftMonitor:
             return self._buffer.copy()
 
     # ------------------------------------------------------------------ report
-    def report(self) -> dict:
-        """Drift of every feature, and overall.
+    def report(self, rows: np.ndarray | None = None) -> dict:
+        """Drift of every feature, and overall, over this window's rows (or over `rows`: e.g.
+        every replica's window from the shared store, judged against the same reference).
 
         Returns {"n", "window", "enough_data", "drifted", "features_drifted", "alpha",
         "psi_threshold", "correction": "benjamini-hochberg", "features": {name: {...}}}. Per
@@ -134,7 +135,7 @@ class DriftMonitor:
         false and nothing drifts ("not enough data").
         """
         cfg = self.config
-        rows = self._rows()
+        rows = self._rows() if rows is None else np.asarray(rows, dtype=np.float64)[-cfg.window :]
         n = rows.shape[0]
         enough = n >= cfg.min_samples
         features: dict[str, dict] = {}

@@ -40,6 +40,10 @@ from serving.results import RoutedPrediction
 
 log = logging.getLogger(__name__)
 
+SHIPPED_PER_WINDOW = 20
+"""A replica ships at most drift.window / 20 of its newest input rows per outcome flush to the
+shared drift window, so the window spans many flushes (and every replica) at any traffic."""
+
 
 class Served(NamedTuple):
     """What the router answered for one request id, kept for the feedback join.
@@ -120,6 +124,7 @@ class LiveEvaluation:
         """Where the last report's windows came from: "shared" (every replica's outcomes in the
         store) or "local" (this replica's only: the store could not be read)."""
         self._last_prune = 0.0
+        self._shared_drift: tuple[float, dict[str, Any]] | None = None
         self.drift = drift
         self.classes = list(classes)
         self._clock = clock
@@ -157,6 +162,7 @@ class LiveEvaluation:
             self.controller.config = flags.rollout
         if self.drift is not None:
             self.drift.config = flags.drift
+            self.outcomes.max_inputs = max(1, flags.drift.window // SHIPPED_PER_WINDOW)
         self.flags = flags
 
     # ------------------------------------------------------------------ traffic
@@ -206,6 +212,7 @@ class LiveEvaluation:
     def observe_inputs(self, codes: np.ndarray) -> None:
         if self.drift is not None:
             self.drift.observe(codes)
+            self.outcomes.add_inputs(codes)  # a sample of them joins every replica's window
 
     # ------------------------------------------------------------------ feedback
     def feedback(self, request_id: str, label: str, rating: int | None = None) -> dict[str, Any]:
@@ -302,11 +309,13 @@ class LiveEvaluation:
             return windows
 
     def prune(self, every_s: float = 60.0) -> None:
-        """Drop stored outcomes older than the window (the leader's job, once a minute)."""
+        """Drop stored outcomes older than the window, and input rows beyond the drift window
+        (the leader's job, once a minute)."""
         now = self._clock()
         if now - self._last_prune >= every_s:
             self._last_prune = now
             self.store.prune(now - self.flags.evaluation.window_s - every_s)
+            self.store.prune_drift_rows(self.flags.drift.window)
 
     # ------------------------------------------------------------------ evaluation and rollout
     def drift_report(self) -> dict[str, Any]:
@@ -317,13 +326,30 @@ class LiveEvaluation:
                 "features": {},
                 "note": "no reference statistics",
             }
-        report = self.drift.report()
+        report = self.shared_drift()
         for name, feature in report.get("features", {}).items():
             psi = feature.get("psi")
             metrics.DRIFT_PSI.labels(feature=name).set(
                 math.nan if psi is None else psi
             )  # NaN: not enough data
         metrics.DRIFT_DETECTED.set(1 if report.get("drifted") else 0)
+        return report
+
+    def shared_drift(self, max_age_s: float = 2.0) -> dict[str, Any]:
+        """Drift over the newest window of every replica's inputs (from the store, at most every
+        `max_age_s`); this replica's own window when the store cannot be read."""
+        now = self._clock()
+        cached = self._shared_drift
+        if cached is not None and now - cached[0] < max_age_s:
+            return cached[1]
+        try:
+            rows = self.store.drift_rows(self.drift.config.window)
+        except Exception as exc:
+            log.warning("shared drift window unavailable (%s); judging this replica's", exc)
+            return {**self.drift.report(), "inputs": "replica"}
+        matrix = np.array(rows, dtype=np.float64).reshape(-1, len(self.drift.features))
+        report = {**self.drift.report(matrix), "inputs": "shared"}
+        self._shared_drift = (now, report)
         return report
 
     # ------------------------------------------------------------------ cost

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -26,6 +27,10 @@ class OutcomeStore(Protocol):
 
     def record_served(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
 
+    def record_drift_rows(
+        self, replica: str, rows: Sequence[Sequence[float]], at: float
+    ) -> None: ...
+
 
 class OutcomeBuffer:
     """Pending request outcomes, shadow labels and served requests' features of this replica."""
@@ -37,6 +42,10 @@ class OutcomeBuffer:
         self._requests: deque[tuple] = deque()
         self._shadow: deque[tuple[str, str, float]] = deque()
         self._served: deque[dict[str, Any]] = deque()
+        self.max_inputs = 100
+        """Newest input rows shipped per flush for the shared drift window (a sample by design:
+        the window is every replica's newest rows; LiveEvaluation sets it to window / 20)."""
+        self._inputs: deque[list[float]] = deque(maxlen=self.max_inputs)
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self.dropped = 0
@@ -60,6 +69,14 @@ class OutcomeBuffer:
         self._requests.append((at, arm, latency_ms, cpu_seconds, error, fallback, cached))
         if len(self._requests) > self.max_pending:
             self._drop(self._requests)
+
+    def add_inputs(self, codes: Any) -> None:
+        """Queue input rows (a code matrix) for the shared drift window; only the newest
+        `max_inputs` wait for the next flush (older ones are replaced, not counted as drops)."""
+        if self._inputs.maxlen != self.max_inputs:
+            with self._lock:
+                self._inputs = deque(self._inputs, maxlen=self.max_inputs)
+        self._inputs.extend(codes.tolist() if hasattr(codes, "tolist") else codes)
 
     def add_shadow(self, request_id: str, label: str, at: float) -> None:
         self._shadow.append((request_id, label, at))
@@ -97,7 +114,9 @@ class OutcomeBuffer:
                 requests, self._requests = list(self._requests), deque()
                 shadow, self._shadow = list(self._shadow), deque()
                 served, self._served = list(self._served), deque()
-            if not requests and not shadow and not served:
+                inputs = list(self._inputs)
+                self._inputs.clear()
+            if not requests and not shadow and not served and not inputs:
                 return 0
             rows = [
                 {
@@ -129,6 +148,11 @@ class OutcomeBuffer:
                             self._drop(pending)
                 raise
             self.written += len(rows)
+            if inputs:  # a sample: if this write fails, the next flush brings newer rows
+                try:
+                    self.store.record_drift_rows(self.replica, inputs, time.time())
+                except Exception as exc:
+                    log.warning("input rows for the shared drift window not written: %s", exc)
             return len(rows)
 
     def _drop(self, pending: deque) -> None:

@@ -159,6 +159,18 @@ retraining_runs_table = Table(
     Column("record", Text, nullable=False),
 )
 
+drift_rows_table = Table(
+    "serving_drift_rows",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", Float, nullable=False, index=True),
+    Column("replica", String(100), nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("rows", Text, nullable=False),
+)
+"""Batches of live input rows (encoded codes, NaN as null) from every replica: the drift window
+is the newest of them, so drift is judged on all replicas' inputs, not one replica's share."""
+
 PREFERENCE_CHANGE_KEY = "preferences.change"
 """The kv counter that numbers preference writes, so replicas fetch only what changed."""
 
@@ -620,6 +632,60 @@ class StateStore:
             item["row_id"] = int(row.id)
             out.append(item)
         return out
+
+    # ------------------------------------------------------------------ drift inputs
+    def record_drift_rows(self, replica: str, rows: Sequence[Sequence[float]], at: float) -> None:
+        """One batch of a replica's recent input rows (code matrix rows) for the shared window."""
+        if not len(rows):
+            return
+        values = {
+            "created_at": float(at),
+            "replica": str(replica)[:100],
+            "n": len(rows),
+            "rows": _dumps(rows),
+        }
+        with self._write() as conn:
+            conn.execute(insert(drift_rows_table).values(**values))
+
+    def drift_rows(self, limit: int) -> list[list[float | None]]:
+        """The newest `limit` input rows over every replica, oldest first (None = missing)."""
+        first = self._drift_cutoff(limit)
+        if first is None:
+            return []
+        with self._read() as conn:
+            batches = conn.execute(
+                select(drift_rows_table.c.rows)
+                .where(drift_rows_table.c.id >= first)
+                .order_by(drift_rows_table.c.id)
+            ).all()
+        rows = [row for (text,) in batches for row in json.loads(text)]
+        return rows[-int(limit) :]
+
+    def prune_drift_rows(self, keep_rows: int) -> int:
+        """Delete the batches older than the newest `keep_rows` rows; returns batches deleted."""
+        first = self._drift_cutoff(keep_rows)
+        if first is None:
+            return 0
+        with self._write() as conn:
+            deleted = conn.execute(
+                delete(drift_rows_table).where(drift_rows_table.c.id < first)
+            ).rowcount
+        return int(deleted or 0)
+
+    def _drift_cutoff(self, rows: int) -> int | None:
+        """The id of the oldest batch needed for the newest `rows` rows (None: no batch)."""
+        with self._read() as conn:
+            sizes = conn.execute(
+                select(drift_rows_table.c.id, drift_rows_table.c.n).order_by(
+                    drift_rows_table.c.id.desc()
+                )
+            ).all()
+        total, first = 0, None
+        for batch_id, n in sizes:
+            total, first = total + int(n), int(batch_id)
+            if total >= rows:
+                break
+        return first
 
     # ------------------------------------------------------------------ feedback
     def record_feedback(

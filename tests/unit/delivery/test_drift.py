@@ -256,3 +256,34 @@ def test_drift_config_defaults_and_docs():
     assert (cfg.window, cfg.min_samples, cfg.psi_threshold, cfg.alpha) == (2000, 200, 0.2, 0.01)
     for name, field in DriftConfig.model_fields.items():
         assert field.description, f"{name} has no docstring"
+
+
+def test_drift_is_judged_on_every_replicas_inputs_through_the_store(trained, tmp_path):
+    """Two replicas behind a balancer each see half the traffic: neither has enough rows on its
+    own, the shared window has them all and finds the shift; pruning keeps only one window."""
+    from serving.config.flags import parse_flag_config
+    from serving.delivery.live import LiveEvaluation
+    from serving.delivery.state import StateStore
+
+    schema, reference = trained
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    flags = parse_flag_config({"drift": {"window": 2000, "min_samples": 300}})
+    replicas = [
+        LiveEvaluation(store, flags, _monitor(trained, window=2000, min_samples=300), ["no", "yes"],
+                       in_process_arms=(), replica=name)
+        for name in ("a", "b")
+    ]  # fmt: skip
+    shifted = schema.encode_frame(_make(np.random.default_rng(5), 400, age_shift=15.0))
+    for i, live in enumerate(replicas):
+        for batch in np.array_split(shifted[i::2], 4):  # 50 rows per outcome flush
+            live.observe_inputs(batch)
+            live.flush_outcomes()
+    alone = replicas[0].drift.report()
+    assert not alone["enough_data"]  # 200 rows < 300 on one replica
+    for live in replicas:  # every replica reports the same, from the same rows
+        report = live.drift_report()
+        assert report["inputs"] == "shared" and report["n"] == 400 and report["enough_data"]
+        assert "age" in report["features_drifted"]
+    store.record_drift_rows("a", shifted[: 3000 % 400].tolist(), 0.0)
+    assert store.prune_drift_rows(keep_rows=100) > 0 and len(store.drift_rows(10_000)) >= 100
+    store.close()
