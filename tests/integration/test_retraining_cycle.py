@@ -211,6 +211,8 @@ def test_a_shifted_world_is_retrained_promoted_and_compared(cycle_server, capsys
             f"; promoted, then {after:.3f} on new shifted traffic; poisoned retrain refused: "
             f"{refused['reasons']}"
         )
+        for step in trial["history"]:
+            print(f"  trial {step['stage']:8s} {step['reason']}")
         for name, v in report["variants"].items():
             c = report["challengers"].get(name, {})
             print(
