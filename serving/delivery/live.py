@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
+from serving.config.experiments import Experiment
 from serving.config.flags import FlagConfig
 from serving.config.settings import get_settings
 from serving.delivery.cost import CpuMeter, Usage, arm_cpu_per_served, cost_report
@@ -160,6 +161,11 @@ class LiveEvaluation:
             self.meter.max_age_s = ev.window_s
             self.recent.max_entries, self.recent.ttl_s = ev.max_tracked_requests, ev.feedback_ttl_s
             self.controller.config = flags.rollout
+        if flags.experiment is not None:  # its evidence starts now (or when another replica
+            try:  # first applied the same variant table)
+                experiment_started_at(self.store, flags.experiment, self._clock())
+            except Exception as exc:  # the store is down: the report records it later
+                log.warning("experiment start not recorded yet: %s", exc)
         if self.drift is not None:
             self.drift.config = flags.drift
             self.outcomes.max_inputs = max(1, flags.drift.window // SHIPPED_PER_WINDOW)
@@ -480,3 +486,18 @@ class LiveEvaluation:
             update={"rollout_percentage": state.percentage, "enabled": enabled}
         )
         return flags.model_copy(update={"ensemble": ensemble})
+
+
+def experiment_started_at(store: Any, experiment: Experiment, now: float) -> float:
+    """When this experiment (its name, salt and variant table) first came into force on any
+    replica: the first replica to see it records the time in the shared store; a changed table
+    starts it again, so its evidence is never mixed with another table's."""
+    key = f"experiment.{experiment.name}"
+    table = experiment.model_dump(mode="json")
+    for _ in range(5):
+        current = store.get(key)
+        if current and current.get("table") == table:
+            return float(current["started_at"])
+        if store.compare_and_set(key, current, {"table": table, "started_at": now}):
+            return now
+    return now

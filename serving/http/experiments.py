@@ -11,14 +11,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from serving.config.experiments import Experiment
 from serving.delivery import experiment_report
 from serving.delivery.challenger import ChallengerController
+from serving.delivery.live import experiment_started_at
 from serving.delivery.retraining import LEASE, RetrainingJob, due
 from serving.errors import Conflict, InvalidInput, NotFound
 from serving.http.auth import require_admin, require_operator
 from serving.http.dependencies import Core, JsonObject
-from serving.http.errors import BODY, responses
+from serving.http.errors import BODY, responses, unroutable_404
 from serving.routing.core import RouterCore
 
 router = APIRouter(tags=["experiments"], responses=responses(503))
@@ -43,21 +43,6 @@ def served_versions(core: RouterCore) -> dict[str, str]:
         if arm.info is not None:
             out[name] = arm.info.version
     return out
-
-
-def experiment_started_at(store: Any, experiment: Experiment, now: float) -> float:
-    """When this experiment (its name, salt and variant table) first came into force on any
-    replica: the first replica to see it records the time in the shared store; a changed table
-    starts it again, so its evidence is never mixed with another table's."""
-    key = f"experiment.{experiment.name}"
-    table = experiment.model_dump(mode="json")
-    for _ in range(5):
-        current = store.get(key)
-        if current and current.get("table") == table:
-            return float(current["started_at"])
-        if store.compare_and_set(key, current, {"table": table, "started_at": now}):
-            return now
-    return now
 
 
 async def experiment_status(core: RouterCore) -> dict[str, Any] | None:
@@ -143,7 +128,10 @@ async def enter_trial(core: Core, trials: Trials, data: JsonObject) -> Any:
     "/api/admin/challenger/{action}",
     response_model=Object,
     summary="reject the version on trial, or roll back its promotion",
-    responses=responses(*BODY, 401, 403, 404, 409),
+    responses={
+        **responses(*BODY, 401, 403, 409),
+        **unroutable_404("No trial to act on, or an unknown action"),
+    },
     **ADMIN,
 )
 async def act_on_trial(

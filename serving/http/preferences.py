@@ -141,7 +141,10 @@ def create_preferences_router(settings: Any, require_admin) -> APIRouter:
         tags=["admin"],
         dependencies=[Depends(require_admin)],
         summary="Mint a user's preference token",
-        responses=responses(*BODY, 401, 403, 503, notes={403: MINT_FORBIDDEN, 422: BAD_USER_ID}),
+        responses={
+            **responses(*BODY, 401, 403, 503, notes={403: MINT_FORBIDDEN, 422: BAD_USER_ID}),
+            **unroutable_404(),
+        },
     )
     async def mint_token(user_id: UserIdPath) -> Any:
         if secret is None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from serving.config.experiments import Experiment
+from serving.delivery.live import experiment_started_at
 from serving.delivery.state import StateStore
-from serving.http.experiments import experiment_started_at
 
 
 def table(weight: float) -> Experiment:
