@@ -122,20 +122,16 @@ class ChallengerController:
         record = self.record()
         if not record:
             return None
-        version = record["version"]
-        compared, agreed = self.shadow_counts(version)
-        out: dict[str, Any] = {
-            **record,
-            "shadow": experiment_report.shadow_agreement(
-                [("a", "a")] * agreed + [("a", "b")] * (compared - agreed), cfg
-            ),
-        }
+        out: dict[str, Any] = {**record, "shadow": self._shadow(record["version"], cfg)}
         evidence = record.get("evidence")
         if record.get("stage") == "ab":
             out["ab"] = self._ab_report(record, cfg)  # live: the evidence as it stands
         elif isinstance(evidence, dict) and "challengers" in evidence:
             out["ab"] = evidence  # what the verdict was taken on (later traffic changes nothing)
         return out
+
+    def _shadow(self, version: str, cfg: ChallengerConfig) -> dict[str, Any]:
+        return experiment_report.agreement_verdict(*self.shadow_counts(version), cfg)
 
     def _ab_report(self, record: Mapping[str, Any], cfg: ChallengerConfig) -> dict[str, Any]:
         rows = self.store.feedback_since(float(record["ab_started_at"]))
@@ -183,10 +179,7 @@ class ChallengerController:
         if now - float(record["stage_at"]) > cfg.max_stage_s:
             return self._move(record, "rejected", f"no verdict in {cfg.max_stage_s:.0f} s")
         if record["stage"] == "shadow":
-            compared, agreed = self.shadow_counts(record["version"])
-            shadow = experiment_report.shadow_agreement(
-                [("a", "a")] * agreed + [("a", "b")] * (compared - agreed), cfg
-            )
+            shadow = self._shadow(record["version"], cfg)
             if shadow["verdict"] == "pass":
                 return self._move(record, "ab", shadow["reason"], ab_started_at=now)
             if shadow["verdict"] == "fail":

@@ -345,6 +345,12 @@ def shadow_agreement(pairs: Iterable[tuple[str, str]], cfg: ChallengerConfig) ->
     for challenger, champion in pairs:
         n += 1
         agreed += int(challenger == champion)
+    return agreement_verdict(n, agreed, cfg)
+
+
+def agreement_verdict(n: int, agreed: int, cfg: ChallengerConfig) -> dict[str, Any]:
+    """`shadow_agreement` from counts: `agreed` of `n` shadow comparisons (the replicas add
+    theirs up in the shared store)."""
     low, high = wilson_interval(agreed, n, INTERVAL_ALPHA) if n else (None, None)
     result: dict[str, Any] = {
         "n": n,
