@@ -215,6 +215,26 @@ RETRAINING_LAST_RUN = Gauge(
     multiprocess_mode="max",
 )
 
+# Versions over time (set by serving/observability/model_metrics.py)
+MEMBER_WEIGHT = Gauge(
+    "tabular_ensemble_member_weight",
+    "Soft-vote weight of each ensemble member, per served or trial version",
+    ["version", "member"],
+    multiprocess_mode="livemax",
+)
+MEMBER_ACCURACY = Gauge(
+    "tabular_ensemble_member_accuracy",
+    "Test-split accuracy of each ensemble member at training, per served or trial version",
+    ["version", "member"],
+    multiprocess_mode="livemax",
+)
+IMPORTANCE_RANK_CORRELATION = Gauge(
+    "tabular_feature_importance_rank_correlation",
+    "Spearman rank correlation of a version's feature importances with its parent's",
+    ["version", "parent"],
+    multiprocess_mode="livemax",
+)
+
 # Counters whose labels are known up front start at zero, so dashboards and alerts see them at once.
 for _outcome in ("accepted", "refused", "failed"):
     RETRAINING_RUNS.labels(outcome=_outcome)

@@ -7,26 +7,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from prometheus_client import Gauge
 from scipy import stats
 
-MEMBER_WEIGHT = Gauge(
-    "tabular_ensemble_member_weight",
-    "Soft-vote weight of each ensemble member, per served or trial version",
-    ["version", "member"],
-    multiprocess_mode="livemax",
-)
-MEMBER_ACCURACY = Gauge(
-    "tabular_ensemble_member_accuracy",
-    "Test-split accuracy of each ensemble member at training, per served or trial version",
-    ["version", "member"],
-    multiprocess_mode="livemax",
-)
-IMPORTANCE_RANK_CORRELATION = Gauge(
-    "tabular_feature_importance_rank_correlation",
-    "Spearman rank correlation of a version's feature importances with its parent's",
-    ["version", "parent"],
-    multiprocess_mode="livemax",
+from serving.observability.metrics import (
+    IMPORTANCE_RANK_CORRELATION,
+    MEMBER_ACCURACY,
+    MEMBER_WEIGHT,
 )
 
 
