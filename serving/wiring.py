@@ -361,9 +361,8 @@ class BackgroundWork:
 
     async def _export_experiment(self) -> None:
         """The leader's per-variant accuracy of the flags' experiment, as gauges."""
-        from serving.http.experiments import experiment_status
-
-        report = await experiment_status(self.core)
+        live = self.core.live
+        report = await asyncio.to_thread(live.experiment_status, self.core.served_versions())
         if report is None:
             return
         for name, variant in report["variants"].items():

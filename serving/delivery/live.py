@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from serving.config.experiments import Experiment
 from serving.config.flags import FlagConfig
 from serving.config.settings import get_settings
+from serving.delivery import experiment_report
 from serving.delivery.cost import CpuMeter, Usage, arm_cpu_per_served, cost_report
 from serving.delivery.drift import DriftMonitor
 from serving.delivery.evaluation import COST_KEY, EvaluationWindows, go_no_go
@@ -340,6 +341,23 @@ class LiveEvaluation:
             )  # NaN: not enough data
         metrics.DRIFT_DETECTED.set(1 if report.get("drifted") else 0)
         return report
+
+    def experiment_status(self, served: Mapping[str, str]) -> dict[str, Any] | None:
+        """Each variant of the flags' experiment on the labelled feedback since the experiment
+        began (at most the evaluation window), each challenger against the control
+        (Holm-corrected); None without an experiment. `served`: model -> the version its
+        service serves (what a follow-the-pin variant means)."""
+        experiment = self.flags.experiment
+        if experiment is None:
+            return None
+        now = self._clock()
+        started_at = experiment_started_at(self.store, experiment, now)
+        since = max(started_at, now - self.flags.evaluation.window_s)
+        report = experiment_report.experiment_report(
+            self.store.feedback_since(since), experiment, served, self.flags.challenger
+        )
+        window_s = self.flags.evaluation.window_s
+        return {**report, "started_at": started_at, "since": since, "window_s": window_s}
 
     def shared_drift(self, max_age_s: float = 2.0) -> dict[str, Any]:
         """Drift over the newest window of every replica's inputs (from the store, at most every

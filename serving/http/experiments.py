@@ -11,9 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from serving.delivery import experiment_report
 from serving.delivery.challenger import ChallengerController
-from serving.delivery.live import experiment_started_at
 from serving.delivery.retraining import LEASE, RetrainingJob, due
 from serving.errors import Conflict, InvalidInput, NotFound
 from serving.http.auth import require_admin, require_operator
@@ -36,36 +34,13 @@ def trials_of(core: Core) -> ChallengerController:
 Trials = Annotated[ChallengerController, Depends(trials_of)]
 
 
-def served_versions(core: RouterCore) -> dict[str, str]:
-    """The version each model's service serves now (what a follow-the-pin variant means)."""
-    out = {}
-    for name, arm in (("classic", core.classic_direct), ("ensemble", core.ensemble)):
-        if arm.info is not None:
-            out[name] = arm.info.version
-    return out
-
-
 async def experiment_status(core: RouterCore) -> dict[str, Any] | None:
-    """Each variant of the flags' experiment on the labelled feedback since the experiment began
-    (at most the evaluation window), each challenger against the control (Holm-corrected), or
-    None without an experiment."""
-    experiment = core.flags.experiment
-    if experiment is None or core.live is None:
+    """The flags' experiment report (LiveEvaluation.experiment_status) and the versions loaded
+    here; None without an experiment."""
+    if core.live is None:
         return None
-    store, now = core.live.store, time.time()
-    started_at = await asyncio.to_thread(experiment_started_at, store, experiment, now)
-    since = max(started_at, now - core.flags.evaluation.window_s)
-    rows = await asyncio.to_thread(store.feedback_since, since)
-    report = experiment_report.experiment_report(
-        rows, experiment, served_versions(core), core.flags.challenger
-    )
-    return {
-        **report,
-        "started_at": started_at,
-        "since": since,
-        "window_s": core.flags.evaluation.window_s,
-        "loaded": core.versions.status(),
-    }
+    report = await asyncio.to_thread(core.live.experiment_status, core.served_versions())
+    return None if report is None else {**report, "loaded": core.versions.status()}
 
 
 async def trial_status(core: RouterCore) -> dict[str, Any] | None:

@@ -237,6 +237,11 @@ class RouterCore:
             else None,
         )
 
+    def served_versions(self) -> dict[str, str]:
+        """The version each model's service serves now (what a follow-the-pin variant means)."""
+        arms = (("classic", self.classic_direct), ("ensemble", self.ensemble))
+        return {name: arm.info.version for name, arm in arms if arm.info is not None}
+
     def wanted_versions(self) -> list[str]:
         """Ensemble versions this replica should load next to the champion: the trial's and the
         experiment's (each replica derives the same list from the shared flags and record)."""
