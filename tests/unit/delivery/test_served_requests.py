@@ -12,16 +12,13 @@ from serving.delivery.state import (
     retraining_runs_table,
     served_table,
 )
-from tests.unit.delivery.test_state import BACKENDS, _url
+from tests.unit.delivery.test_state import BACKENDS, empty_store
 
 
 @pytest.fixture(params=BACKENDS)
 def store(request, tmp_path):
     """SQLite, and the PostgreSQL the test set-up started (when there is one)."""
-    s = StateStore(_url(request.param, tmp_path))
-    with s._write() as conn:
-        for table in (served_table, feedback_table, retraining_runs_table):
-            conn.execute(table.delete())
+    s = empty_store(request.param, tmp_path, served_table, feedback_table, retraining_runs_table)
     yield s
     s.close()
 

@@ -17,15 +17,13 @@ from serving.delivery.state import (
     requests_table,
     shadow_table,
 )
-from tests.unit.delivery.test_state import BACKENDS, _url
+from tests.unit.delivery.test_state import BACKENDS, empty_store
 
 
 @pytest.fixture(params=BACKENDS)
 def store(request, tmp_path):
-    store = StateStore(_url(request.param, tmp_path))
-    with store._write() as conn:
-        for table in (kv_table, leases_table, preferences_table, requests_table, shadow_table):
-            conn.execute(table.delete())
+    tables = (kv_table, leases_table, preferences_table, requests_table, shadow_table)
+    store = empty_store(request.param, tmp_path, *tables)
     yield store
     store.close()
 

@@ -43,10 +43,17 @@ def _url(backend: str, tmp_path) -> str:
     return POSTGRES_URL
 
 
-def _wipe(store: StateStore) -> None:
+def _wipe(store: StateStore, *tables) -> None:
     with store._write() as conn:
-        for table in (kv_table, feedback_table, decisions_table, preferences_table):
+        for table in tables or (kv_table, feedback_table, decisions_table, preferences_table):
             conn.execute(table.delete())
+
+
+def empty_store(backend: str, tmp_path, *tables) -> StateStore:
+    """A store on `backend` whose `tables` are empty (PostgreSQL is shared by the session)."""
+    store = StateStore(_url(backend, tmp_path))
+    _wipe(store, *tables)
+    return store
 
 
 @pytest.fixture(params=BACKENDS)
