@@ -21,7 +21,7 @@ import numpy as np
 from models import store
 from serving.config.flags import FlagConfig, FlagConfigError, load_flag_config
 from serving.config.settings import ServingSettings
-from serving.delivery.challenger import ChallengerController, ChallengerView
+from serving.delivery.challenger import STAGES, ChallengerController, ChallengerView
 from serving.delivery.drift import DriftMonitor
 from serving.delivery.lease import CONTROLLER_LEASE, Lease, replica_id
 from serving.delivery.live import LiveEvaluation
@@ -300,7 +300,7 @@ class BackgroundWork:
         for version, (compared, agreed) in self.core.take_trial_counts().items():
             await asyncio.to_thread(trials.add_shadow, replica, version, compared, agreed)
         if record:
-            for stage in ("shadow", "ab", "promoted", "rejected", "rolled_back"):
+            for stage in STAGES:
                 metrics.TRIAL_STAGE.labels(version=record["version"], stage=stage).set(
                     1 if record["stage"] == stage else 0
                 )

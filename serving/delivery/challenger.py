@@ -36,6 +36,7 @@ SHADOW_KEY = "challenger.shadow"
 """Shadow comparisons of the trial, per replica: {version, replicas: {id: [n, agreed]}}."""
 ACTIVE = ("shadow", "ab")
 FINAL = ("promoted", "rejected", "rolled_back")
+STAGES = (*ACTIVE, *FINAL)
 
 
 @dataclass(frozen=True)
