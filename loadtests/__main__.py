@@ -2,7 +2,7 @@
 
 python -m loadtests run mixed --users 20 --duration 60s --host http://127.0.0.1:3000
 python -m loadtests run step --users 64 --duration 3m --serve --check
-python -m loadtests check results/20260101-120000-mixed/ --slo loadtests/slo.yaml
+python -m loadtests check results/20260101-120000-mixed/ --slo loadtests/locust/slo.yaml
 python -m loadtests.benchmark --duration 20s --users 16      # the side-by-side report
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from loadtests import runner
+    from loadtests.locust import runner
 
     parser = argparse.ArgumentParser(
         prog="python -m loadtests",
@@ -30,13 +30,13 @@ def main(argv: list[str] | None = None) -> int:
         "check", help="SLO gate: compare a run's *_stats.csv with a YAML of targets"
     )
     check.add_argument("run", type=Path, help="a run directory (or its *_stats.csv)")
-    check.add_argument("--slo", type=Path, default=runner.ROOT / "loadtests" / "slo.yaml")
+    check.add_argument("--slo", type=Path, default=runner.SLO_FILE)
     commands.add_parser("scenarios", help="list the scenarios")
     args = parser.parse_args(argv)
     if args.command == "run":
         return runner.run(args)
     if args.command == "check":
-        from loadtests import slo
+        from loadtests.locust import slo
 
         return slo.check(args.run, args.slo)
     for name, (classes, shape, description) in runner.SCENARIOS.items():

@@ -1,6 +1,7 @@
 """Test support shared by conftest and test modules: the isolated BentoML home, the training CLI,
-a real `bentoml serve` subprocess (on loadtests.server.ServerProcess), a throwaway PostgreSQL and
-nginx in front of replicas (loadtests.nginx.Nginx, re-exported).
+a real `bentoml serve` subprocess (on loadtests.harness.server.ServerProcess), a throwaway
+PostgreSQL (loadtests.harness.postgres) and nginx in front of replicas (loadtests.harness.nginx,
+re-exported).
 Imported once (as tests.support), so the home is set once.
 """
 
@@ -12,13 +13,13 @@ import shutil
 import subprocess
 import sys
 import threading
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from loadtests.common import ROOT, free_port, temp_dir
-from loadtests.nginx import Nginx  # noqa: F401 (tests import it from here)
-from loadtests.server import ServerProcess, bentoml_serve_command, isolated_home
+from loadtests.harness.common import ROOT, free_port, temp_dir
+from loadtests.harness.nginx import Nginx  # noqa: F401 (tests import it from here)
+from loadtests.harness.postgres import Postgres as HarnessPostgres
+from loadtests.harness.server import ServerProcess, bentoml_serve_command, isolated_home
 
 HOME = Path(os.environ.get("TESTS_BENTOML_HOME") or temp_dir("bentoml-home-"))
 os.environ["TESTS_BENTOML_HOME"] = str(HOME)
@@ -56,7 +57,8 @@ class Server(ServerProcess):
     for the tests: its workdir holds flags.yaml (from `flags`, else config/flags.yaml; a server
     started again on the same workdir keeps its flags and state), state.db, serve.log and its own
     BentoML home over the test store's models and bentos (unless `env` names a BENTOML_HOME).
-    Starting, readiness, stop, restart and wait_until are loadtests.server.ServerProcess's."""
+    Starting, readiness, stop, restart and wait_until are
+    loadtests.harness.server.ServerProcess's."""
 
     stop_timeout = 20
 
@@ -106,80 +108,12 @@ class Server(ServerProcess):
         return self
 
 
-class Postgres:
-    """A throwaway PostgreSQL cluster on a loopback port (Debian's postgresql package), run as the
-    postgres user; used when TEST_POSTGRES_URL is not already given."""
+class Postgres(HarnessPostgres):
+    """The test suite's throwaway PostgreSQL (loadtests.harness.postgres): fsync off and an
+    immediate stop, for speed; used when TEST_POSTGRES_URL is not already given."""
 
-    def __init__(self):
-        import glob
-
-        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-        self.bin = Path(binaries[-1]) if binaries else None
-        self.dir: Path | None = None
-        self.url: str | None = None
-
-    @property
-    def available(self) -> bool:
-        return self.bin is not None and shutil.which("runuser") is not None
-
-    def _as_postgres(self, *args: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120
-        )
-
-    def start(self) -> str:
-        self.dir = temp_dir("pg-")
-        shutil.chown(self.dir, "postgres", "postgres")
-        port = free_port()
-        data = self.dir / "data"
-        self._as_postgres(
-            str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"
-        )
-        self.port = port
-        self._pg_ctl("-l", str(self.dir / "log"), "-w", "start", "-o", self._options())
-        self._as_postgres(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(port), "serving")
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/serving"
-        return self.url
-
-    def _options(self) -> str:
-        return f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-
-    def _pg_ctl(self, *args: str) -> None:
-        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), *args)
-
-    def pause(self) -> None:
-        """Stop the server (connections drop at once), keeping its data for `resume`."""
-        self._pg_ctl("-m", "fast", "-w", "stop")
-
-    def resume(self) -> None:
-        self._pg_ctl("-l", str(self.dir / "log"), "-w", "start", "-o", self._options())
-
-    def create_database(self) -> str:
-        """A fresh, empty database on this cluster; its URL."""
-        name = f"t_{uuid.uuid4().hex[:10]}"
-        self._as_postgres(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), name)
-        return self.url.rsplit("/", 1)[0] + f"/{name}"
-
-    def stop(self) -> None:
-        if self.dir is not None:
-            subprocess.run(
-                [
-                    "runuser",
-                    "-u",
-                    "postgres",
-                    "--",
-                    str(self.bin / "pg_ctl"),
-                    "-D",
-                    str(self.dir / "data"),
-                    "-m",
-                    "immediate",
-                    "stop",
-                ],
-                capture_output=True,
-                timeout=60,
-            )
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
+    def __init__(self) -> None:
+        super().__init__(durable=False)
 
 
 class WebhookReceiver:

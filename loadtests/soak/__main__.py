@@ -32,14 +32,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from loadtests.common import (
+from loadtests.harness.common import (
     ROOT,
     exit_on_sigterm,
     parse_duration,
     percentile,
     with_root_on_pythonpath,
 )
-from loadtests.server import (
+from loadtests.harness.server import (
     ServerProcess,
     add_serve_arguments,
     add_target_arguments,
@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = (args.results / name).resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    from loadtests import runner
+    from loadtests.locust import runner
 
     exit_on_sigterm()  # run the finally blocks: stop Locust and the server
     server: ServerProcess | None = None

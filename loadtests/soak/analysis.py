@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from loadtests.common import percentile
+from loadtests.harness.common import percentile
 
 FULL_WINDOW_FRACTION = 0.9
 DRIFT_WINDOWS = 3

@@ -8,7 +8,7 @@ a fixed arrival rate, plus a log of every request so per-window percentiles are 
                          start_epoch_s,response_ms,name,ok,error
 
 The user classes, their rows and their response checks (wrong status or body = failure) are those
-of loadtests/locustfile.py; no load shape is exposed (a plain -u/-t run).
+of loadtests/locust/locustfile.py; no load shape is exposed (a plain -u/-t run).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ os.environ["LOADTEST_SHAPE"] = "none"  # before the import: the soak is a plain 
 
 from locust import constant_throughput, events
 
-from loadtests.locustfile import (  # noqa: F401 (Locust picks the user classes from this module)
+from loadtests.locust.locustfile import (  # noqa: F401 (Locust picks the user classes from this module)
     BatchUser,
     ClassicDirectUser,
     EnsembleDirectUser,

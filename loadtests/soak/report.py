@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from loadtests.common import locust_stats_row, markdown_row
+from loadtests.harness.common import locust_stats_row, markdown_row
 from loadtests.soak.analysis import RequestRecord, metric_series
 
 
@@ -212,7 +212,8 @@ def render_report(meta: Mapping[str, Any], result: Mapping[str, Any]) -> str:
         "overstates the real footprint but its growth is what a leak moves. Slope = least-squares "
         "fit over the samples from the baseline on (on a run of a few minutes it mostly shows the "
         "end of warm-up; over 10 minutes a leak shows as a steady slope).",
-        "- Failed requests: wrong status, non-JSON or wrong body (loadtests/payloads.py checks), "
+        "- Failed requests: wrong status, non-JSON or wrong body "
+        "(loadtests/locust/payloads.py checks), "
         "connection errors, timeouts; counted from the request log and Locust's totals (the "
         "larger).",
         "",

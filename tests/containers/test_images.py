@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from deploy.__main__ import APPS, PROBES
-from loadtests.common import free_port
+from loadtests.harness.common import free_port
 from tests.containers.support import (
     REPORT,
     VERSION,

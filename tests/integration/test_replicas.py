@@ -16,7 +16,7 @@ import time
 import httpx
 import pytest
 
-from loadtests.server import descendants
+from loadtests.harness.process import descendants
 from serving.routing.preferences import sign_user_token
 from tests.integration.test_progressive_delivery import FAST_ROLLOUT as DELIVERY_ROLLOUT
 from tests.support import ADMIN_TOKEN, Nginx, Server, WebhookReceiver, clone_version

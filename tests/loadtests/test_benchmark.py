@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadtests import benchmark as b
-from loadtests.baselines import BatchStats, Invalid, answer, encode_body
+from loadtests.baselines.common import BatchStats, Invalid, answer, encode_body
+from loadtests.benchmark import measure, plan, report, servers
 
 
-def m(key: str, users: int, goodput: float, p99: float, cpu: float, batch=None) -> b.Measurement:
-    return b.Measurement(
+def m(
+    key: str, users: int, goodput: float, p99: float, cpu: float, batch=None
+) -> measure.Measurement:
+    return measure.Measurement(
         key,
         users,
         10,
@@ -62,7 +64,7 @@ CANNED = {
 
 
 def test_part_g_reads_the_cpu_ratios_against_the_targets():
-    lines = "\n".join(b.section_g(CANNED, {"before": "a1b2c3", "before_commit": "a1b2c3"}))
+    lines = "\n".join(report.section_g(CANNED, {"before": "a1b2c3", "before_commit": "a1b2c3"}))
     assert "1 user: now" in lines and "16 users: before" in lines
     assert "now 3.60× (1.80 / 0.50 ms) (target ≤ 4×: **met**)" in lines
     assert "now 1.64× (0.90 / 0.55 ms) (target ≤ 1.5×: **not met**)" in lines
@@ -74,7 +76,7 @@ def test_part_g_reads_the_cpu_ratios_against_the_targets():
 
 def test_part_g_without_a_before_run_says_so():
     now_only = {k: v for k, v in CANNED.items() if not k.endswith("_before")}
-    lines = "\n".join(b.section_g(now_only, {}))
+    lines = "\n".join(report.section_g(now_only, {}))
     assert "Before: not run (no --before REF)." in lines and "before" not in lines.split("\n")[-3]
 
 
@@ -88,7 +90,7 @@ def test_part_f_lists_the_frameworks_by_goodput():
             ("fastapi_ensemble_native", 24),
         )
     }
-    lines = b.section_f(summary, 16)
+    lines = report.section_f(summary, 16)
     rows = [line for line in lines if line.startswith("| ") and "/s" in line]
     assert [r.split(" | ")[1] for r in rows] == ["220/s", "199/s", "61/s", "24/s"]
     assert rows[0].startswith("| LitServe")
@@ -96,36 +98,36 @@ def test_part_f_lists_the_frameworks_by_goodput():
 
 
 def test_every_part_names_known_targets_and_every_target_a_known_server():
-    keys = {t.key for t in b.TARGETS}
-    for part, wanted in b.PARTS.items():
+    keys = {t.key for t in plan.TARGETS}
+    for part, wanted in plan.PARTS.items():
         assert wanted <= keys, part
-    assert {t.server for t in b.TARGETS} <= set(b.SERVERS)
-    for _, _, now, before in b.ROUTED_DIRECT:
-        assert now in b.PARTS["g"] and before in b.PARTS["g"]
-    for _, _, x, y in b.COMPARISONS:
+    assert {t.server for t in plan.TARGETS} <= set(plan.SERVERS)
+    for _, _, now, before in plan.ROUTED_DIRECT:
+        assert now in plan.PARTS["g"] and before in plan.PARTS["g"]
+    for _, _, x, y in plan.COMPARISONS:
         assert x in keys and y in keys
 
 
 def test_servers_start_from_the_right_venv_checkout_and_member_paths(tmp_path):
     env = {"BENTOML_HOME": "/store", "PATH": "/usr/bin"}
-    lit = b.make_server("litserve-native", tmp_path, env)
+    lit = servers.make_server("litserve-native", tmp_path, env)
     assert lit.command[0].endswith(".venv-litserve/bin/python")
-    assert lit.command[1:3] == ["-m", "loadtests.litserve.app"]
-    assert lit.env[b.NATIVE_ENV] == "1" and lit.models == ("ensemble",)
-    ray = b.make_server("rayserve-native", tmp_path, env)
+    assert lit.command[1:3] == ["-m", "loadtests.baselines.litserve.app"]
+    assert lit.env[servers.NATIVE_ENV] == "1" and lit.models == ("ensemble",)
+    ray = servers.make_server("rayserve-native", tmp_path, env)
     assert ray.command[0].endswith(".venv-ray/bin/python") and ray.env["RAY_USAGE_STATS_ENABLED"]
-    fast = b.make_server("fastapi", tmp_path, env)
-    assert fast.command[0] == sys.executable and fast.env[b.NATIVE_ENV] == ""
-    api = b.make_server("bentoml-api", tmp_path, env)
+    fast = servers.make_server("fastapi", tmp_path, env)
+    assert fast.command[0] == sys.executable and fast.env[servers.NATIVE_ENV] == ""
+    api = servers.make_server("bentoml-api", tmp_path, env)
     assert api.env["SERVING_ENSEMBLE_TRANSPORT"] == "api"
     tree = tmp_path / "tree"
     (tree / "config").mkdir(parents=True)
     (tree / "config" / "flags.yaml").write_text("# the flags the old code knows\n")
-    before = b.make_server("bentoml-before", tmp_path, env, before_tree=tree)
+    before = servers.make_server("bentoml-before", tmp_path, env, before_tree=tree)
     assert before.cwd == tree and "PYTHONPATH" not in before.env
     flags = Path(before.env["SERVING_FLAGS_PATH"]).read_text()
     assert flags == "# the flags the old code knows\n"  # its own flag file, not this checkout's
-    assert b.make_server("bentoml", tmp_path, env).cwd == b.ROOT
+    assert servers.make_server("bentoml", tmp_path, env).cwd == servers.ROOT
 
 
 class _Schema:
@@ -167,7 +169,7 @@ def test_rounds_collapse_to_each_figures_median():
         m("ensemble_routed", 1, g, p, c)
         for g, p, c in ((100, 30, 3.0), (180, 10, 2.0), (90, 50, 9.0))
     ]
-    one = b.median_run(runs)
+    one = measure.median_run(runs)
     assert (one.goodput, one.p99_ms, one.server_cpu_ms_per_req) == (100, 30, 3.0)
     assert one.requests == sum(r.requests for r in runs) and "median of 3 rounds" in one.notes
-    assert b.median_run(runs[:1]) is runs[0]
+    assert measure.median_run(runs[:1]) is runs[0]

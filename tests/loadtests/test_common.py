@@ -1,5 +1,6 @@
-"""loadtests/common.py: durations as every CLI takes them, the two nearest-rank percentiles (over
-values and over a histogram) agreeing, and the small process/environment helpers."""
+"""loadtests/harness/common.py: durations as every CLI takes them, the two nearest-rank
+percentiles (over values and over a histogram) agreeing, and the small
+process/environment helpers."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests import common
+from loadtests.harness import common
 
 
 @pytest.mark.parametrize(
@@ -92,10 +93,11 @@ def test_pythonpath_and_home(tmp_path):
 
 
 def test_common_is_stdlib_only():
-    """loadtests/mlserver/launch.py imports it and runs under either venv: no third-party import."""
+    """loadtests/baselines/mlserver/launch.py imports it and runs under either venv: no
+    third-party import."""
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import loadtests.common, "
-        "loadtests.mlserver.launch; print('ok')"
+        "import sys; sys.path.insert(0, sys.argv[1]); import loadtests.harness.common, "
+        "loadtests.baselines.mlserver.launch; print('ok')"
     )
     result = subprocess.run(
         [sys.executable, "-I", "-S", "-c", code, str(common.ROOT)],

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from loadtests import payloads, slo
+from loadtests.locust import payloads, slo
 from models.schema import FeatureSchema
 
 SCHEMA = {

@@ -9,10 +9,12 @@ import sys
 
 import pytest
 
-from loadtests import replicas
-from loadtests.benchmark import Measurement
-from loadtests.common import ROOT
-from loadtests.nginx import Nginx
+from loadtests.benchmark.measure import Measurement
+from loadtests.harness.common import ROOT
+from loadtests.harness.nginx import Nginx
+from loadtests.replicas import __main__ as replicas
+from loadtests.replicas import deployment
+from loadtests.replicas import report as replicas_report
 
 
 def test_defaults_run_every_configuration():
@@ -52,13 +54,13 @@ def test_bad_options_are_refused(argv, message, capsys):
 
 
 def test_configurations_and_alternating_order():
-    by_key = replicas.CONFIG_BY_KEY
+    by_key = deployment.CONFIG_BY_KEY
     assert (by_key["b"].workers, by_key["d"].replicas) == (2, 3)
     assert by_key["c"].nginx and by_key["c"].postgres and not by_key["a"].postgres
-    configs = replicas.parse_only("a,b,c,d")
-    assert [c.key for c in replicas.round_order(configs, 0)] == ["a", "b", "c", "d"]
-    assert [c.key for c in replicas.round_order(configs, 1)] == ["d", "c", "b", "a"]
-    assert {(a, b) for a, b, _ in replicas.RATIOS} == {("b", "a"), ("c", "a"), ("d", "c")}
+    configs = deployment.parse_only("a,b,c,d")
+    assert [c.key for c in deployment.round_order(configs, 0)] == ["a", "b", "c", "d"]
+    assert [c.key for c in deployment.round_order(configs, 1)] == ["d", "c", "b", "a"]
+    assert {(a, b) for a, b, _ in deployment.RATIOS} == {("b", "a"), ("c", "a"), ("d", "c")}
 
 
 def measurement(key: str, goodput: float, p99: float, cpu: float, failures: int = 0):
@@ -69,7 +71,7 @@ def measurement(key: str, goodput: float, p99: float, cpu: float, failures: int 
 
 
 def run(key: str, round_: int, goodput: float, p99: float, cpu: float, **parts):
-    return replicas.Run(
+    return replicas_report.Run(
         key,
         round_,
         measurement(key, goodput, p99, cpu, parts.pop("failures", 0)),
@@ -86,9 +88,9 @@ CANNED = {
 
 
 def test_summary_takes_the_median_over_rounds_and_counts_every_error():
-    a = replicas.summarize(CANNED["a"])
+    a = replicas_report.summarize(CANNED["a"])
     assert a["goodput"] == 1100 and a["rounds"] == 2 and a["requests"] == 22000
-    c = replicas.summarize(CANNED["c"])
+    c = replicas_report.summarize(CANNED["c"])
     assert c["failures"] == 11 and c["error_rate"] == pytest.approx(11 / 8811)
     assert c["cpu_parts_ms_per_req"]["nginx"] == 0.15
 
@@ -109,7 +111,7 @@ def test_report_renders_the_table_ratios_and_every_run():
         "skipped": {},
         "deployments": {"d": {"processes": {"graphs": 12}, "replicas_answering": {"d-r1": 4}}},
     }
-    report = replicas.render(meta, CANNED)
+    report = replicas_report.render(meta, CANNED)
     assert report.startswith("# Router workers and replicas 2026-12-02T06:00:00")
     assert (
         "| (a) 1 replica, 1 router worker, direct | 1 × 1 worker | direct | SQLite | 1,100/s |"
@@ -138,7 +140,7 @@ def test_report_names_what_was_skipped_and_leaves_out_ratios_it_cannot_make():
         "header": "X-Model-Preference: classic",
         "skipped": {"c": "nginx is not installed", "d": "nginx is not installed"},
     }
-    report = replicas.render(meta, {"a": CANNED["a"], "b": CANNED["b"]})
+    report = replicas_report.render(meta, {"a": CANNED["a"], "b": CANNED["b"]})
     assert "Skipped: (c) nginx is not installed; (d) nginx is not installed" in report
     assert "| b/a |" in report and "| c/a |" not in report and "| d/c |" not in report
 
@@ -160,5 +162,5 @@ def test_the_tests_get_nginx_from_the_load_tests():
 
 
 def test_the_cli_imports_without_locust():
-    code = "import sys, loadtests.replicas; sys.exit('locust' in sys.modules)"
+    code = "import sys, loadtests.replicas.__main__; sys.exit('locust' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120).returncode == 0

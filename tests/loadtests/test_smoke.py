@@ -63,7 +63,9 @@ def test_mixed_run_passes_the_ci_slo(smoke_run):
     answers = json.loads((smoke_run / "answers.json").read_text())
     assert answers["users_on_both_arms"] == 0  # the split is sticky
 
-    gate = loadtests("check", str(smoke_run), "--slo", str(ROOT / "loadtests" / "slo-ci.yaml"))
+    gate = loadtests(
+        "check", str(smoke_run), "--slo", str(ROOT / "loadtests" / "locust" / "slo-ci.yaml")
+    )
     assert gate.returncode == 0, gate.stdout + gate.stderr
     assert "SLO gate: PASS" in gate.stdout
 

@@ -128,7 +128,7 @@ def test_the_new_transports_return_the_probabilities_of_the_old_path(trained_sto
 
     from _bentoml_impl.serde import PickleSerde
 
-    from loadtests.payloads import RowGenerator
+    from loadtests.locust.payloads import RowGenerator
     from models import store
 
     model, _ = store.load("ensemble:latest")

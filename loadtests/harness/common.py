@@ -1,7 +1,7 @@
 """Helpers shared by the load tests, the benchmark, the soak test and tests/support.py.
 
-Stdlib only, and nothing is run at import: loadtests/mlserver/launch.py imports it too, and that
-module must run under either venv (the project's, or .venv-mlserver's).
+Stdlib only, and nothing is run at import: loadtests/baselines/mlserver/launch.py imports it
+too, and that module must run under either venv (the project's, or .venv-mlserver's).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 """The repository's root: the working directory of every server and Locust run, and the
 PYTHONPATH entry that makes `service`, `serving`, `models` and `loadtests` importable."""
 
@@ -155,3 +155,13 @@ def locust_stats_row(stats_csv: Path, name: str) -> dict[str, str] | None:
 def markdown_row(*cells: object) -> str:
     """A row of a markdown table: | a | b | c |."""
     return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    """A figure for a report's table: thousands separated, `digits` decimals, "–" when missing."""
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    """A / B for a report's ratio column ("1.23×"), "–" when either is missing or zero."""
+    return f"{a / b:.2f}×" if a and b else "–"

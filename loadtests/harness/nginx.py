@@ -11,8 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from loadtests.common import free_port, temp_dir
-from loadtests.server import tree_cpu_seconds
+from loadtests.harness.common import free_port, temp_dir
+from loadtests.harness.process import tree_cpu_seconds
 
 NGINX_CONF = """
 daemon off;

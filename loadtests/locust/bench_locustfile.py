@@ -8,7 +8,7 @@ distinct row per request, to the endpoint named by the environment:
     LOADTEST_BENCH_HEADER  optional "Header: value", e.g. "X-Model-Preference: classic"
     LOADTEST_BENCH_MODEL   the model every answer must come from (classic|ensemble)
 
-Answers are validated like the load tests' (loadtests/payloads.py).
+Answers are validated like the load tests' (loadtests/locust/payloads.py).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from locust import constant, task
 
-from loadtests import payloads
-from loadtests.locustfile import ApiUser, Shared
+from loadtests.locust import payloads
+from loadtests.locust.locustfile import ApiUser, Shared
 
 PATH = os.environ.get("LOADTEST_BENCH_PATH", "/api/v1/classify/classic")
 NAME = os.environ.get("LOADTEST_BENCH_NAME") or PATH

@@ -1,6 +1,6 @@
 """Locust user classes for the serving API, and the selected load shape.
 
-    locust -f loadtests/locustfile.py --host http://127.0.0.1:3000 [UserClass ...]
+    locust -f loadtests/locust/locustfile.py --host http://127.0.0.1:3000 [UserClass ...]
     python -m loadtests run mixed --users 20 --duration 60s --host http://127.0.0.1:3000
 
 User classes (pick with Locust's positional class names, LOCUST_USER_CLASSES, or --class-picker):
@@ -16,7 +16,7 @@ User classes (pick with Locust's positional class names, LOCUST_USER_CLASSES, or
 
 Rows come from the served model's schema (`GET /api/models`, fetched at test start) and are all
 distinct, so the prediction cache does not flatter the figures. Every request uses
-catch_response=True and fails on a wrong status or a wrong body (see loadtests/payloads.py).
+catch_response=True and fails on a wrong status or a wrong body (see loadtests/locust/payloads.py).
 
 Environment: LOADTEST_SHAPE (steady|step|spike; none = Locust's plain -u/-t run),
 LOADTEST_WAIT ("0.1-0.5" seconds of think time between tasks, "0" for none),
@@ -37,15 +37,15 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run by Locust as a file: make `loadtests` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from locust import between, constant, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
-from loadtests import payloads
-from loadtests.common import write_output_json
-from loadtests.shapes import SHAPES
+from loadtests.harness.common import write_output_json
+from loadtests.locust import payloads
+from loadtests.locust.shapes import SHAPES
 
 log = logging.getLogger("loadtests")
 

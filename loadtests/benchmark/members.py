@@ -1,6 +1,6 @@
 """In-process latency of the ensemble's members, native libraries vs fast paths, side by side.
 
-    python -m loadtests.bench_inprocess [--model ensemble:latest] [--classic classic:latest]
+    python -m loadtests.benchmark.members [--model ensemble:latest] [--classic classic:latest]
                                         [--repeat 200] [--rows 4096] [--threads 2] [--clock wall]
 
 Loads the stored ensemble twice, once with every member on its native library

@@ -1,6 +1,6 @@
 """Start MLServer 1.7.1 on the stored ensemble, with adaptive batching (the benchmark's part e).
 
-    python -m loadtests.mlserver.launch --port 8090 [--bentoml-home DIR]
+    python -m loadtests.baselines.mlserver.launch --port 8090 [--bentoml-home DIR]
                                         [--model ensemble:latest] [--workdir DIR]
                                         [--max-batch-size 64] [--max-batch-time 0.02]
 
@@ -15,7 +15,7 @@ own Prometheus server off (it would take port 8082; the runtime serves its batch
 only in the main process); debug logging off; max_batch_size 64, max_batch_time 0.02 s.
 One thread per member library (OMP_NUM_THREADS=1 etc., as our services run them); the model's fast
 paths as in our services, unless SERVING_NATIVE_MEMBERS is set in the environment (`1`: native).
-Stdlib only (loadtests.common included): runs under either venv, from the repository's root
+Stdlib only (loadtests.harness.common included): runs under either venv, from the repository's root
 (`python -m`, as the benchmark starts it: cwd ROOT, so `loadtests` is importable).
 """
 
@@ -26,7 +26,13 @@ import json
 import os
 from pathlib import Path
 
-from loadtests.common import ROOT, bentoml_home, free_port, temp_dir, with_root_on_pythonpath
+from loadtests.harness.common import (
+    ROOT,
+    bentoml_home,
+    free_port,
+    temp_dir,
+    with_root_on_pythonpath,
+)
 
 VENV = ROOT / ".venv-mlserver"
 MLSERVER = VENV / "bin" / "mlserver"
@@ -72,7 +78,7 @@ def write_settings(
     (workdir / "settings.json").write_text(json.dumps(settings, indent=1))
     model = {
         "name": "ensemble",
-        "implementation": "loadtests.mlserver.runtime.EnsembleRuntime",
+        "implementation": "loadtests.baselines.mlserver.runtime.EnsembleRuntime",
         "max_batch_size": max_batch_size,
         "max_batch_time": max_batch_time,
         "parameters": {"uri": str(model_path), "version": model_path.name},
@@ -97,7 +103,7 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m loadtests.mlserver.launch", description=__doc__.splitlines()[0]
+        prog="python -m loadtests.baselines.mlserver.launch", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--host", default="127.0.0.1")

@@ -1,6 +1,6 @@
 """The baseline a user would write without BentoML: FastAPI + uvicorn, both models in one process.
 
-    python -m loadtests.baseline_fastapi [--port 8000] [--classic classic:latest]
+    python -m loadtests.baselines.fastapi_app [--port 8000] [--classic classic:latest]
                                          [--ensemble ensemble:latest]
 
 POST /classify/classic and /classify/ensemble take the same body as the product's endpoints

@@ -27,9 +27,9 @@ from typing import Any
 
 from locust import LoadTestShape
 
-from loadtests.common import histogram_percentile, write_output_json
+from loadtests.harness.common import histogram_percentile, write_output_json
 
-log = logging.getLogger("loadtests.shapes")
+log = logging.getLogger("loadtests.locust.shapes")
 
 
 def _env_float(name: str, default: float) -> float:

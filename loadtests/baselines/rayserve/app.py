@@ -1,6 +1,6 @@
 """The stored ensemble on Ray Serve with its own batching (`@serve.batch`).
 
-    .venv-ray/bin/python -m loadtests.rayserve.app --port 8092 [--bentoml-home DIR]
+    .venv-ray/bin/python -m loadtests.baselines.rayserve.app --port 8092 [--bentoml-home DIR]
         [--model ensemble:latest] [--max-batch-size 64] [--batch-wait 0.02]
 
 Runs in .venv-ray (scripts/ray-venv.sh, requirements/ray.txt), from the repository root: starts a
@@ -26,9 +26,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from ray import serve
 
-from loadtests.baselines import BatchStats, Invalid, answer, encode_body, load_model, models_entry
-from loadtests.common import bentoml_home
-from loadtests.mlserver.launch import model_dir
+from loadtests.baselines.common import (
+    BatchStats,
+    Invalid,
+    answer,
+    encode_body,
+    load_model,
+    models_entry,
+)
+from loadtests.baselines.mlserver.launch import model_dir
+from loadtests.harness.common import bentoml_home
 
 app = FastAPI()
 MAX_BATCH = int(os.environ.get("RAYSERVE_MAX_BATCH", "64"))

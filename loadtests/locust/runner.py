@@ -23,15 +23,16 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-from loadtests.common import ROOT, exit_on_sigterm, git_commit, with_root_on_pythonpath
-from loadtests.server import (
+from loadtests.harness.common import ROOT, exit_on_sigterm, git_commit, with_root_on_pythonpath
+from loadtests.harness.server import (
     ServerProcess,
     add_serve_arguments,
     add_target_arguments,
     serve_for_run,
 )
 
-LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
+LOCUSTFILE = ROOT / "loadtests" / "locust" / "locustfile.py"
+SLO_FILE = ROOT / "loadtests" / "locust" / "slo.yaml"
 ALL_USERS = ["RoutedUser", "ClassicDirectUser", "EnsembleDirectUser", "BatchUser", "FeedbackUser"]
 LOAD_USERS = ["RoutedUser", "ClassicDirectUser", "EnsembleDirectUser", "BatchUser"]
 
@@ -95,9 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--check", action="store_true", help="run the SLO gate on the result; its exit code is ours"
     )
-    parser.add_argument(
-        "--slo", type=Path, default=ROOT / "loadtests" / "slo.yaml", help="SLO file for --check"
-    )
+    parser.add_argument("--slo", type=Path, default=SLO_FILE, help="SLO file for --check")
     parser.add_argument("locust_args", nargs="*", help="after --: extra Locust arguments")
 
 
@@ -251,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
     if (out / "skipped.json").exists():
         print(json.loads((out / "skipped.json").read_text())["reason"])
     if args.check:
-        from loadtests import slo
+        from loadtests.locust import slo
 
         return slo.check(out, args.slo)
     return 0

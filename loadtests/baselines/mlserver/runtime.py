@@ -1,8 +1,8 @@
 """The stored ensemble as an MLServer 1.7.1 runtime, with MLServer's adaptive batching.
 
 Runs inside .venv-mlserver (scripts/mlserver-venv.sh), started by
-`python -m loadtests.mlserver.launch`, which writes the settings: parameters.uri = the stored
-model's directory ($BENTOML_HOME/models/ensemble/<version>/), parameters.version = <version>;
+`python -m loadtests.baselines.mlserver.launch`, which writes the settings: parameters.uri = the
+stored model's directory ($BENTOML_HOME/models/ensemble/<version>/), parameters.version = <version>;
 max_batch_size 64, max_batch_time 0.02 s, parallel_workers 0. The model is loaded by path with
 the same code as our services (`models.ensemble.EnsembleModel.load`): no bentoml import here.
 Fast paths as in our services; SERVING_NATIVE_MEMBERS=1 in the environment gives the native
@@ -11,7 +11,7 @@ libraries.
 Endpoints (custom REST handlers on MLServer's HTTP port, next to the V2 protocol's /v2/...):
 - POST /classify/ensemble: our JSON body (`{"features": {...}, "user_id": ...}`), validated and
   encoded by the model's `schema.encode_rows` (422 naming the field, like
-  loadtests/baseline_fastapi.py), sent through MLServer's adaptive batcher as a V2
+  loadtests/baselines/fastapi_app.py), sent through MLServer's adaptive batcher as a V2
   InferenceRequest (one FP64 row), answered in the shape of our API (label, probabilities, model,
   model_version, request_id, fallback, cached, reason).
   The batcher wraps `self.predict` only when the server runs with parallel_workers=0 (with
@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from fastapi import Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.context import model_context

@@ -1,6 +1,6 @@
 """The product's service graph with the ensemble's adaptive batching turned off, for the benchmark.
 
-    bentoml serve loadtests.nobatch_service:Router
+    bentoml serve loadtests.baselines.nobatch_service:Router
 
 BentoML 1.4 rejects `max_batch_size=1` ("'max_batch_size' must be > 1"), so
 SERVING_ENSEMBLE_MAX_BATCH_SIZE=1 cannot express "no batching" while service.py declares the

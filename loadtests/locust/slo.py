@@ -1,6 +1,6 @@
 """SLO gate: compare a Locust run's *_stats.csv with the targets in a YAML file.
 
-    python -m loadtests check results/<run>/ [--slo loadtests/slo.yaml]
+    python -m loadtests check results/<run>/ [--slo loadtests/locust/slo.yaml]
 
 Prints one line per (endpoint, target) and exits 1 when any target is missed, 2 when the run
 cannot be judged (no stats file, no requests, a bad SLO file), 0 otherwise.

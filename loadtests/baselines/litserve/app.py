@@ -1,6 +1,6 @@
 """The stored ensemble on LitServe with its own batching (`max_batch_size`, `batch_timeout`).
 
-    .venv-litserve/bin/python -m loadtests.litserve.app --port 8091 [--bentoml-home DIR]
+    .venv-litserve/bin/python -m loadtests.baselines.litserve.app --port 8091 [--bentoml-home DIR]
         [--model ensemble:latest] [--workdir DIR] [--max-batch-size 64] [--batch-timeout 0.02]
 
 Runs in .venv-litserve (scripts/litserve-venv.sh, requirements/litserve.txt), from the repository
@@ -20,14 +20,21 @@ import json
 import os
 from pathlib import Path
 
-import litserve as ls
 import numpy as np
 from fastapi import HTTPException
 from fastapi.responses import PlainTextResponse
 
-from loadtests.baselines import BatchStats, Invalid, answer, encode_body, load_model, models_entry
-from loadtests.common import bentoml_home, temp_dir
-from loadtests.mlserver.launch import model_dir
+import litserve as ls
+from loadtests.baselines.common import (
+    BatchStats,
+    Invalid,
+    answer,
+    encode_body,
+    load_model,
+    models_entry,
+)
+from loadtests.baselines.mlserver.launch import model_dir
+from loadtests.harness.common import bentoml_home, temp_dir
 
 
 class EnsembleAPI(ls.LitAPI):

@@ -1,6 +1,6 @@
 """What the framework baselines of `python -m loadtests.benchmark` share (part f: LitServe and Ray
-Serve, each in its own venv; MLServer's runtime is in loadtests/mlserver/): our request body
-validated by the stored model's schema, our answer shape, and the batch-size counters.
+Serve, each in its own venv; MLServer's runtime is in loadtests/baselines/mlserver/): our request
+body validated by the stored model's schema, our answer shape, and the batch-size counters.
 
 Stdlib, numpy and the model code only (no bentoml, no FastAPI): imported inside .venv-litserve and
 .venv-ray, where the stored ensemble is loaded by path (`models.ensemble.EnsembleModel.load`).
@@ -26,7 +26,7 @@ class Invalid(ValueError):
 
 def encode_body(model: Any, body: Any):
     """One request body -> its (1, features) code matrix, validated like our API (as
-    loadtests/mlserver/runtime.py does); Invalid otherwise."""
+    loadtests/baselines/mlserver/runtime.py does); Invalid otherwise."""
     from models.schema import SchemaValidationError
 
     if not isinstance(body, dict) or not isinstance(body.get("features"), dict):
