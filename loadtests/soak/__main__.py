@@ -190,12 +190,11 @@ def reanalyze(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return _summarize(out, result)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.reanalyze:
-        return reanalyze(args, argv)
+def plan_run(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str]
+) -> tuple[dict[str, Any], Path]:
+    """The run's settings from the checked options (parser.error on a bad one), as the `config`
+    of soak.json, and its output directory (created)."""
     try:
         rate = resolve_rate(args.rate, args.knee_rps, args.fraction)
         duration_s, window_s = parse_duration(args.duration), parse_duration(args.window)
@@ -205,25 +204,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [c for c in classes if c not in USER_CLASSES]
     if unknown or not classes:
         parser.error(f"--classes: unknown {unknown}; choose from {', '.join(USER_CLASSES)}")
-    users = args.users or default_users(rate)
     name = args.name or f"soak-{datetime.now():%Y%m%d-%H%M%S}"
     out = (args.results / name).resolve()
     out.mkdir(parents=True, exist_ok=True)
-
-    from loadtests.locust import runner
-
-    exit_on_sigterm()  # run the finally blocks: stop Locust and the server
-    server: ServerProcess | None = None
-    host = (args.host or "http://127.0.0.1:3000").rstrip("/")
-    problems: list[str] = []
-    samples: list[dict[str, Any]] = []
-    locust: subprocess.Popen | None = None
     meta: dict[str, Any] = {
         "name": name,
         "command": shlex.join(["python", "-m", "loadtests.soak", *argv]),
         "rate": rate,
         "rate_note": f" (= {args.fraction:g} x knee {args.knee_rps:g})" if args.knee_rps else "",
-        "users": users,
+        "users": args.users or default_users(rate),
         "classes": classes,
         "duration_s": duration_s,
         "window_s": window_s,
@@ -234,6 +223,111 @@ def main(argv: Sequence[str] | None = None) -> int:
         "server_env": args.server_env,
         "started": datetime.now().isoformat(timespec="seconds"),
     }
+    return meta, out
+
+
+def external_root(host: str, server_pid: int | None) -> int | None:
+    """--host: the root pid of the server whose memory is sampled (--server-pid, else the process
+    of ours listening on the host's port; None, with a warning, when there is none)."""
+    tail = host.split("//")[-1]
+    port = int(host.rsplit(":", 1)[1].split("/")[0]) if re.search(r":\d+", tail) else 80
+    root_pid = server_pid or find_server_root(port)
+    if root_pid is None:
+        print(
+            f"warning: no process of ours listens on port {port}; memory is not measured "
+            "(pass --server-pid)",
+            file=sys.stderr,
+        )
+    return root_pid
+
+
+def locust_for(meta: dict[str, Any], host: str, out: Path) -> tuple[list[str], dict[str, str]]:
+    """The Locust command and environment of the soak: constant throughput per user, every
+    request logged to requests.csv."""
+    from loadtests.locust import runner
+
+    users, rate = meta["users"], meta["rate"]
+    env = {
+        **os.environ,
+        "LOADTEST_OUTPUT_DIR": str(out),
+        "SOAK_RATE_PER_USER": repr(rate / users),
+        "SOAK_REQUESTS_CSV": str(out / "requests.csv"),
+        "PYTHONPATH": with_root_on_pythonpath(os.environ),
+    }
+    command = runner.locust_command(
+        host,
+        users,
+        max(1.0, users / 5),
+        f"{meta['duration_s']:g}s",
+        meta["classes"],
+        out,
+        ["--csv-full-history"],
+        locustfile=SOAK_LOCUSTFILE,
+    )
+    return command, env
+
+
+def stop_locust(locust: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM Locust (it writes its files), SIGKILL after `grace` seconds."""
+    if locust.poll() is not None:
+        return
+    locust.terminate()
+    try:
+        locust.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        locust.kill()
+        locust.wait()
+
+
+def watch(
+    locust: subprocess.Popen,
+    root_pid: int | None,
+    meta: Mapping[str, Any],
+    out: Path,
+    samples: list[dict[str, Any]],
+    problems: list[str],
+) -> None:
+    """While Locust runs: sample the server's memory every sample interval, print progress every
+    window; Ctrl-C stops Locust and keeps what ran."""
+    began = next_sample = time.monotonic()
+    next_report = began + meta["window_s"]
+    gone = f"server process {root_pid} exited during the run"
+    try:
+        while locust.poll() is None:
+            now = time.monotonic()
+            if root_pid and now >= next_sample:
+                sample = sample_tree(root_pid)
+                if sample is not None:
+                    samples.append(sample)
+                elif gone not in problems:
+                    problems.append(gone)
+                next_sample += meta["sample_interval_s"]
+            if now >= next_report:
+                _progress(out, now - began, samples)
+                next_report += meta["window_s"]
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        problems.append("interrupted before the end")
+        print("interrupted: stopping Locust, analysing what ran", file=sys.stderr)
+    stop_locust(locust)
+    if locust.returncode not in (0, None) and "interrupted before the end" not in problems:
+        problems.append(f"locust exited with {locust.returncode} (see locust.log)")
+
+
+def soak(
+    args: argparse.Namespace,
+    meta: dict[str, Any],
+    out: Path,
+    samples: list[dict[str, Any]],
+    problems: list[str],
+) -> int | None:
+    """Start the server (--serve) or find it (--host), run Locust while sampling; 2 when the
+    server cannot be started, else None. Everything started is stopped on the way out."""
+    from loadtests.locust import runner
+
+    server: ServerProcess | None = None
+    locust: subprocess.Popen | None = None
+    host = (args.host or "http://127.0.0.1:3000").rstrip("/")
     try:
         if args.serve:
             try:
@@ -243,82 +337,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             host, root_pid = server.url, server.process.pid
         else:
-            port = (
-                int(host.rsplit(":", 1)[1].split("/")[0])
-                if re.search(r":\d+", host.split("//")[-1])
-                else 80
-            )
-            root_pid = args.server_pid or find_server_root(port)
-            if root_pid is None:
-                print(
-                    f"warning: no process of ours listens on port {port}; memory is not measured "
-                    "(pass --server-pid)",
-                    file=sys.stderr,
-                )
+            root_pid = external_root(host, args.server_pid)
         meta.update(host=host, server_pid=root_pid, models=runner._models(host))
-
-        env = {
-            **os.environ,
-            "LOADTEST_OUTPUT_DIR": str(out),
-            "SOAK_RATE_PER_USER": repr(rate / users),
-            "SOAK_REQUESTS_CSV": str(out / "requests.csv"),
-            "PYTHONPATH": with_root_on_pythonpath(os.environ),
-        }
-        (out / "requests.csv").write_text("")
-        command = runner.locust_command(
-            host,
-            users,
-            max(1.0, users / 5),
-            f"{duration_s:g}s",
-            classes,
-            out,
-            ["--csv-full-history"],
-            locustfile=SOAK_LOCUSTFILE,
-        )
+        command, env = locust_for(meta, host, out)
         meta["locust_command"] = command
+        rate, users = meta["rate"], meta["users"]
         print(
-            f"soak: {rate:g} req/s ({users} users x {rate / users:.3g}/s, {', '.join(classes)}) "
-            f"against {host} for {duration_s:g} s, windows of {window_s:g} s -> {out}",
+            f"soak: {rate:g} req/s ({users} users x {rate / users:.3g}/s, "
+            f"{', '.join(meta['classes'])}) against {host} for {meta['duration_s']:g} s, "
+            f"windows of {meta['window_s']:g} s -> {out}",
             flush=True,
         )
+        (out / "requests.csv").write_text("")
         if root_pid and (first := sample_tree(root_pid)):
             samples.append(first)  # before load
         with open(out / "locust.log", "w") as log:
             locust = subprocess.Popen(
                 command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
             )
-            next_sample, next_report, began = (
-                time.monotonic(),
-                time.monotonic() + window_s,
-                time.monotonic(),
-            )
-            try:
-                while locust.poll() is None:
-                    now = time.monotonic()
-                    if root_pid and now >= next_sample:
-                        sample = sample_tree(root_pid)
-                        if sample is None:
-                            if f"server process {root_pid} exited during the run" not in problems:
-                                problems.append(f"server process {root_pid} exited during the run")
-                        else:
-                            samples.append(sample)
-                        next_sample += args.sample_interval
-                    if now >= next_report:
-                        _progress(out, now - began, samples)
-                        next_report += window_s
-                    time.sleep(0.25)
-            except KeyboardInterrupt:
-                problems.append("interrupted before the end")
-                print("interrupted: stopping Locust, analysing what ran", file=sys.stderr)
-            if locust.poll() is None:
-                locust.terminate()
-                try:
-                    locust.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    locust.kill()
-                    locust.wait()
-            if locust.returncode not in (0, None) and "interrupted before the end" not in problems:
-                problems.append(f"locust exited with {locust.returncode} (see locust.log)")
+            watch(locust, root_pid, meta, out, samples, problems)
         if root_pid and (last := sample_tree(root_pid)):
             samples.append(last)
         if server is not None and server.process.poll() is not None:
@@ -327,27 +364,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"see {server.log_path}"
             )
     finally:
-        if locust is not None and locust.poll() is None:
-            locust.kill()
-            locust.wait()
+        if locust is not None:
+            stop_locust(locust, grace=0)
         if server is not None:
-            pids = {
-                label: p["pid"]
-                for label, p in (samples[-1]["processes"].items() if samples else [])
-            }
-            meta["pids"] = pids
+            meta["pids"] = _pids(samples)
             server.stop()
-    meta.setdefault(
-        "pids",
-        {label: p["pid"] for label, p in (samples[-1]["processes"].items() if samples else [])},
-    )
+    return None
+
+
+def _pids(samples: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """label -> pid of the server's processes in the last sample."""
+    return {label: p["pid"] for label, p in (samples[-1]["processes"].items() if samples else [])}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.reanalyze:
+        return reanalyze(args, argv)
+    meta, out = plan_run(parser, args, argv)
+    exit_on_sigterm()  # run the finally blocks: stop Locust and the server
+    samples: list[dict[str, Any]] = []
+    problems: list[str] = []
+    if (code := soak(args, meta, out, samples, problems)) is not None:
+        return code
+    meta.setdefault("pids", _pids(samples))
     meta.update(finished=datetime.now().isoformat(timespec="seconds"), problems=problems)
-    summary = [
-        line
-        for line in (out / "locust.log").read_text(errors="replace").splitlines()
-        if line.strip()
-    ]
-    print("\n".join(summary[-25:]))
+    log = (out / "locust.log").read_text(errors="replace").splitlines()
+    print("\n".join([line for line in log if line.strip()][-25:]))
     result = _analyze_dir(out, meta, samples, problems)
     write_outputs(out, meta, samples, result)
     return _summarize(out, result)

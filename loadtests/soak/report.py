@@ -62,8 +62,14 @@ def fmt(value: Any, spec: str = ".0f", none: str = "-") -> str:
 
 def render_report(meta: Mapping[str, Any], result: Mapping[str, Any]) -> str:
     """report.md: verdict, command, per-window table, memory per process, definitions."""
+    lines = _summary(meta, result) + _verdict(meta, result) + _windows(result)
+    lines += _memory(meta, result) + _definitions(meta, result)
+    return "\n".join(lines)
+
+
+def _summary(meta: Mapping[str, Any], result: Mapping[str, Any]) -> list[str]:
+    """The run in a few lines: pass/fail, command, target and achieved rate, server."""
     v = result["verdict"]
-    drift = result["p99_drift"]
     reanalysed = (
         [
             f"- reanalysed (window {meta['window_s']:g} s, max drift {meta['max_p99_drift']:g}, "
@@ -87,6 +93,14 @@ def render_report(meta: Mapping[str, Any], result: Mapping[str, Any]) -> str:
         f"(window 0 = warm-up), memory sampled every {meta['sample_interval_s']:g} s",
         f"- server: {meta['host']} ({server}; root pid {meta.get('server_pid') or 'unknown'}); "
         f"started {meta.get('started')}, finished {meta.get('finished')}",
+    ]
+    return lines
+
+
+def _verdict(meta: Mapping[str, Any], result: Mapping[str, Any]) -> list[str]:
+    """Each check against its limit, then the warnings and the most frequent failures."""
+    v, drift = result["verdict"], result["p99_drift"]
+    lines = [
         "",
         "## Verdict",
         "",
@@ -116,6 +130,12 @@ def render_report(meta: Mapping[str, Any], result: Mapping[str, Any]) -> str:
         lines += ["", "Most frequent failures:", ""] + [
             f"- {n} x {reason}" for reason, n in meta["failure_reasons"]
         ]
+    return lines
+
+
+def _windows(result: Mapping[str, Any]) -> list[str]:
+    drift = result["p99_drift"]
+    lines: list[str] = []
     lines += [
         "",
         "## Windows",
@@ -160,6 +180,11 @@ def render_report(meta: Mapping[str, Any], result: Mapping[str, Any]) -> str:
                 ", ".join(notes),
             )
         )
+    return lines
+
+
+def _memory(meta: Mapping[str, Any], result: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
     lines += [
         "",
         "## Memory per process (baseline: last sample at or before "
@@ -198,6 +223,12 @@ def render_report(meta: Mapping[str, Any], result: Mapping[str, Any]) -> str:
                 f"{fmt(threads and threads['baseline'])} -> {fmt(threads and threads['last'])}",
             )
         )
+    return lines
+
+
+def _definitions(meta: Mapping[str, Any], result: Mapping[str, Any]) -> list[str]:
+    drift = result["p99_drift"]
+    lines: list[str] = []
     lines += [
         "",
         "## Definitions",
@@ -227,7 +258,7 @@ def render_report(meta: Mapping[str, Any], result: Mapping[str, Any]) -> str:
         + ".",
         "",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 def plot(
