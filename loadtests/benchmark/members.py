@@ -21,6 +21,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -101,8 +102,10 @@ def timed(
     return {k: statistics.median(v) * 1e3 for k, v in samples.items()}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.benchmark.members", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--model", default="ensemble:latest")
     parser.add_argument("--classic", default="classic:latest", help="'' to skip")
     parser.add_argument("--repeat", type=int, default=200, help="calls per measurement")
@@ -121,36 +124,22 @@ def main(argv: list[str] | None = None) -> None:
         "machine do not inflate (every member runs on the calling thread; "
         "the parallel-members row is then skipped)",
     )
-    args = parser.parse_args(argv)
-    global clock
-    clock = CLOCKS[args.clock]
-    if args.clock == "cpu":
-        args.threads = 1
+    return parser
 
-    import bentoml
 
-    from models.ensemble import EnsembleModel
+class Table:
+    """The markdown table: per row, median ms native and fast at each batch, their ratio, and the
+    largest probability difference."""
 
-    stored = bentoml.models.get(args.model)
-    loaded: dict[str, EnsembleModel] = {}
-    load_info: dict[str, str] = {}
-    for label, native in (("native", True), ("fast", False)):
-        before, t = rss_mb(), time.perf_counter()
-        with native_members(native):
-            loaded[label] = EnsembleModel.load(stored.path)
-        load_info[label] = f"load {time.perf_counter() - t:.1f} s, RSS +{rss_mb() - before:.0f} MB"
-    native_model, fast_model = loaded["native"], loaded["fast"]
-    codes = make_codes(stored, native_model.schema, args.rows)
-    X = native_model.preprocessor.transform(codes)
+    def __init__(self) -> None:
+        header = (
+            "| | path | "
+            + " | ".join(f"native b{b} | fast b{b} | ×b{b}" for b in BATCHES)
+            + " | max \\|Δp\\| |"
+        )
+        self.lines = [header, "|" + "---|" * (3 * len(BATCHES) + 3)]
 
-    header = (
-        "| | path | "
-        + " | ".join(f"native b{b} | fast b{b} | ×b{b}" for b in BATCHES)
-        + " | max \\|Δp\\| |"
-    )
-    lines = [header, "|" + "---|" * (3 * len(BATCHES) + 3)]
-
-    def row(label: str, path: str, pair: dict[int, dict[str, float]], diff: str) -> None:
+    def row(self, label: str, path: str, pair: dict[int, dict[str, float]], diff: str) -> None:
         cells = []
         for b in BATCHES:
             n, f = pair[b].get("native"), pair[b].get("fast")
@@ -159,31 +148,51 @@ def main(argv: list[str] | None = None) -> None:
                 f"{f:.3f}" if f is not None else "–",
                 f"{n / f:.1f}" if n is not None and f is not None else "–",
             ]
-        lines.append(f"| {label} | {path} | " + " | ".join(cells) + f" | {diff} |")
+        self.lines.append(f"| {label} | {path} | " + " | ".join(cells) + f" | {diff} |")
 
+
+def load_both(path: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The stored ensemble loaded native and fast, and each load's time and memory."""
+    from models.ensemble import EnsembleModel
+
+    loaded: dict[str, Any] = {}
+    load_info: dict[str, str] = {}
+    for label, native in (("native", True), ("fast", False)):
+        before, t = rss_mb(), time.perf_counter()
+        with native_members(native):
+            loaded[label] = EnsembleModel.load(path)
+        load_info[label] = f"load {time.perf_counter() - t:.1f} s, RSS +{rss_mb() - before:.0f} MB"
+    return loaded, load_info
+
+
+def member_rows(table: Table, native_model, fast_model, X: np.ndarray, repeat: int) -> None:
     for name, fast_member in fast_model.members.items():
         native_member = native_model.members[name]
         fns = {"native": native_member.predict_proba, "fast": fast_member.predict_proba}
-        pair = {b: timed(fns, X, b, args.repeat) for b in BATCHES}
+        pair = {b: timed(fns, X, b, repeat) for b in BATCHES}
         # A member that hands large batches to its native library: check its fast path itself.
         checked = getattr(fast_member, "fast", fast_member)
         diff = float(np.abs(checked.predict_proba(X) - native_member.predict_proba(X)).max())
-        row(name, fast_member.path_kind, pair, f"{diff:.1e}")
+        table.row(name, fast_member.path_kind, pair, f"{diff:.1e}")
 
+
+def ensemble_rows(
+    table: Table, native_model, fast_model, codes: np.ndarray, repeat: int, threads: int
+) -> None:
+    """The whole ensemble, on parallel member threads, and what it adds around its members
+    (preprocessing and the combiner: vote / stacker)."""
     fns = {"native": native_model.predict_proba, "fast": fast_model.predict_proba}
-    pair = {b: timed(fns, codes, b, args.repeat) for b in BATCHES}
+    pair = {b: timed(fns, codes, b, repeat) for b in BATCHES}
     diff = float(np.abs(fast_model.predict_proba(codes) - native_model.predict_proba(codes)).max())
-    row(f"**ensemble** ({len(fast_model.members)} members)", "", pair, f"{diff:.1e}")
-    if args.threads > 1:
+    table.row(f"**ensemble** ({len(fast_model.members)} members)", "", pair, f"{diff:.1e}")
+    if threads > 1:
         for m in (native_model, fast_model):
-            m.enable_member_parallelism(args.threads)
-        pair = {b: timed(fns, codes, b, args.repeat) for b in BATCHES if b >= 32}
+            m.enable_member_parallelism(threads)
+        pair = {b: timed(fns, codes, b, repeat) for b in BATCHES if b >= 32}
         pair.update({b: {} for b in BATCHES if b < 32})  # the pool is only used from 32 rows
-        row(f"ensemble, {args.threads} member threads", "", pair, "")
+        table.row(f"ensemble, {threads} member threads", "", pair, "")
         for m in (native_model, fast_model):
             m.enable_member_parallelism(1)
-
-    # What the ensemble adds around its members: preprocessing and the combiner (vote / stacker).
     outputs = {b: fast_model.member_probas(codes[:b]) for b in BATCHES}
     pair = {
         b: timed(
@@ -195,31 +204,44 @@ def main(argv: list[str] | None = None) -> None:
             },
             codes,
             b,
-            args.repeat,
+            repeat,
         )
         for b in BATCHES
     }
-    row(f"ensemble without members ({fast_model.combiner})", "", pair, "")
+    table.row(f"ensemble without members ({fast_model.combiner})", "", pair, "")
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    global clock
+    clock = CLOCKS[args.clock]
+    if args.clock == "cpu":
+        args.threads = 1
+
+    import bentoml
+
+    stored = bentoml.models.get(args.model)
+    loaded, load_info = load_both(stored.path)
+    native_model, fast_model = loaded["native"], loaded["fast"]
+    codes = make_codes(stored, native_model.schema, args.rows)
+    X = native_model.preprocessor.transform(codes)
+    table = Table()
+    member_rows(table, native_model, fast_model, X, args.repeat)
+    ensemble_rows(table, native_model, fast_model, codes, args.repeat, args.threads)
     if args.classic:
         from models.classic import ClassicModel
 
         classic = ClassicModel.load(bentoml.models.get(args.classic).path)
         fns = {"native": classic.predict_proba}
-        row(
-            "classic (logistic regression)",
-            "numpy",
-            {b: timed(fns, codes, b, args.repeat) for b in BATCHES},
-            "",
-        )
-
+        pair = {b: timed(fns, codes, b, args.repeat) for b in BATCHES}
+        table.row("classic (logistic regression)", "numpy", pair, "")
     print(
         f"model {stored.tag}; {len(codes)} distinct rows; median of {args.repeat} calls; "
         f"ms of {'CPU time' if args.clock == 'cpu' else 'wall time'}; "
         f"load average {os.getloadavg()[0]:.1f}"
     )
     print()
-    print("\n".join(lines))
+    print("\n".join(table.lines))
     print()
     print(f"native: {load_info['native']}; fast: {load_info['fast']}")
     if fast_model.unavailable or native_model.unavailable:

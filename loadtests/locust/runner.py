@@ -22,6 +22,7 @@ import time
 import urllib.request
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from loadtests.harness.common import ROOT, exit_on_sigterm, git_commit, with_root_on_pythonpath
 from loadtests.harness.server import (
@@ -152,26 +153,8 @@ def locust_command(
     ]
 
 
-def run(args: argparse.Namespace) -> int:
-    classes, shape, _ = SCENARIOS[args.scenario]
-    if args.classes:
-        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
-    spawn_rate = args.spawn_rate or max(1.0, args.users / 5)
-    name = args.name or f"{datetime.now():%Y%m%d-%H%M%S}-{args.scenario}"
-    out = (args.results / name).resolve()
-
-    server: ServerProcess | None = None
-    exit_on_sigterm()  # run the finally block: stop the server
-    host = args.host or "http://127.0.0.1:3000"
-    if args.serve:
-        try:
-            server = serve_for_run(args, out, models_timeout=120)
-        except ValueError as exc:
-            print(exc, file=sys.stderr)
-            return 2
-        host = server.url
-
-    out.mkdir(parents=True, exist_ok=True)
+def _locust_env(args: argparse.Namespace, shape: str, out: Path) -> dict[str, str]:
+    """The locustfile's environment: output dir, think time, shape and the step shape's knobs."""
     env = {
         **os.environ,
         "LOADTEST_OUTPUT_DIR": str(out),
@@ -186,10 +169,58 @@ def run(args: argparse.Namespace) -> int:
     ):
         if option is not None:
             env[var] = str(option)
+    return env
+
+
+def _tee(command: list[str], env: dict[str, str], log_path: Path) -> int:
+    """Run Locust, its output both printed and kept in `log_path`; its exit code."""
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert process.stdout is not None
+        for line in process.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+        return process.wait()
+
+
+def _stop(server: ServerProcess | None, meta: dict[str, Any]) -> None:
+    """Stop the server --serve started, noting in `meta` if it had exited during the run."""
+    if server is None:
+        return
+    if server.process is not None and server.process.poll() is not None:
+        meta["server_exit_code"] = server.process.returncode
+        print(
+            "warning: the server exited during the run "
+            f"(code {server.process.returncode}); see {server.log_path}",
+            file=sys.stderr,
+        )
+    server.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    classes, shape, _ = SCENARIOS[args.scenario]
+    if args.classes:
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    spawn_rate = args.spawn_rate or max(1.0, args.users / 5)
+    name = args.name or f"{datetime.now():%Y%m%d-%H%M%S}-{args.scenario}"
+    out = (args.results / name).resolve()
+    server: ServerProcess | None = None
+    exit_on_sigterm()  # run the finally block: stop the server
+    host = args.host or "http://127.0.0.1:3000"
+    if args.serve:
+        try:
+            server = serve_for_run(args, out, models_timeout=120)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        host = server.url
+    out.mkdir(parents=True, exist_ok=True)
     command = locust_command(
         host, args.users, spawn_rate, args.duration, classes, out, args.locust_args
     )
-    meta = {
+    meta: dict[str, Any] = {
         "scenario": args.scenario,
         "user_classes": classes,
         "shape": shape,
@@ -201,7 +232,6 @@ def run(args: argparse.Namespace) -> int:
         "served_by_runner": bool(server),
         "server_env": args.server_env,
         "commit": git_commit(),
-        "models": _models(host),
         "command": command,
         "started": datetime.now().isoformat(timespec="seconds"),
     }
@@ -212,36 +242,13 @@ def run(args: argparse.Namespace) -> int:
     )
     started = time.monotonic()
     try:
-        with open(out / "locust.log", "w") as log:
-            process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for line in process.stdout:
-                sys.stdout.write(line)
-                log.write(line)
-            rc = process.wait()
+        meta["models"] = _models(host)
+        rc = _tee(command, _locust_env(args, shape, out), out / "locust.log")
     finally:
-        if server is not None:
-            if server.process.poll() is not None:
-                meta["server_exit_code"] = server.process.returncode
-                print(
-                    "warning: the server exited during the run "
-                    f"(code {server.process.returncode}); see {server.log_path}",
-                    file=sys.stderr,
-                )
-            server.stop()
-    meta.update(
-        {
-            "locust_exit_code": rc,
-            "elapsed_s": round(time.monotonic() - started, 1),
-            "finished": datetime.now().isoformat(timespec="seconds"),
-        }
-    )
+        _stop(server, meta)
+    meta["locust_exit_code"] = rc
+    meta["elapsed_s"] = round(time.monotonic() - started, 1)
+    meta["finished"] = datetime.now().isoformat(timespec="seconds")
     (out / "run.json").write_text(json.dumps(meta, indent=2))
     print(f"results: {out}", flush=True)
     if rc != 0:

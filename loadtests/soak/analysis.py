@@ -300,33 +300,7 @@ def analyze(
         if after_warmup
         else None
     )
-    warnings = []
-    if target_rps and achieved is not None and achieved < RATE_SHORTFALL * target_rps:
-        warnings.append(
-            f"achieved {achieved:.1f} req/s after warm-up, under {RATE_SHORTFALL:.0%} of the "
-            f"target {target_rps:g}: the server (or Locust) could not keep up; add --users or "
-            "lower --rate"
-        )
-    for change in changes:
-        warnings.append(
-            f"process {change['process']} {change['change']} at t={change['t_s']:.0f}s "
-            f"(pid {change['old_pid']} -> {change['new_pid']})"
-        )
-    for figures, what, limit in (
-        (fds, "open fds", FD_GROWTH_WARNING),
-        (threads, "threads", THREAD_GROWTH_WARNING),
-    ):
-        for label, growth in figures.items():
-            if label != "total" and growth["growth"] >= limit:
-                warnings.append(
-                    f"{label}: {what} grew by {growth['growth']:.0f} "
-                    f"({growth['baseline']:.0f} -> {growth['last']:.0f})"
-                )
-    if locust_failures is not None and locust_failures != log_failures:
-        warnings.append(
-            f"failures: request log {log_failures}, Locust's totals {locust_failures} "
-            "(the larger counts)"
-        )
+    warnings = _warnings(target_rps, achieved, changes, fds, threads, log_failures, locust_failures)
     total = rss.get("total")
     return {
         "requests": len(requests),
@@ -357,3 +331,44 @@ def analyze(
             problems=problems,
         ),
     }
+
+
+def _warnings(
+    target_rps: float | None,
+    achieved: float | None,
+    changes: Sequence[Mapping[str, Any]],
+    fds: Mapping[str, Mapping[str, Any]],
+    threads: Mapping[str, Mapping[str, Any]],
+    log_failures: int,
+    locust_failures: int | None,
+) -> list[str]:
+    """What the verdict does not fail on but a reader should know: a rate shortfall, restarted
+    processes, fd and thread growth, request log and Locust disagreeing on failures."""
+    warnings: list[str] = []
+    if target_rps and achieved is not None and achieved < RATE_SHORTFALL * target_rps:
+        warnings.append(
+            f"achieved {achieved:.1f} req/s after warm-up, under {RATE_SHORTFALL:.0%} of the "
+            f"target {target_rps:g}: the server (or Locust) could not keep up; add --users or "
+            "lower --rate"
+        )
+    for change in changes:
+        warnings.append(
+            f"process {change['process']} {change['change']} at t={change['t_s']:.0f}s "
+            f"(pid {change['old_pid']} -> {change['new_pid']})"
+        )
+    for figures, what, limit in (
+        (fds, "open fds", FD_GROWTH_WARNING),
+        (threads, "threads", THREAD_GROWTH_WARNING),
+    ):
+        for label, growth in figures.items():
+            if label != "total" and growth["growth"] >= limit:
+                warnings.append(
+                    f"{label}: {what} grew by {growth['growth']:.0f} "
+                    f"({growth['baseline']:.0f} -> {growth['last']:.0f})"
+                )
+    if locust_failures is not None and locust_failures != log_failures:
+        warnings.append(
+            f"failures: request log {log_failures}, Locust's totals {locust_failures} "
+            "(the larger counts)"
+        )
+    return warnings
