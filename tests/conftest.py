@@ -26,6 +26,7 @@ def pytest_configure(config):
             os.environ["TEST_POSTGRES_URL"] = _postgres.start()
         except (
             OSError,
+            RuntimeError,
             subprocess.SubprocessError,
         ) as exc:  # the PostgreSQL tests then skip, saying why
             print(f"PostgreSQL not started: {exc}")

@@ -1,7 +1,7 @@
 """The baseline a user would write without BentoML: FastAPI + uvicorn, both models in one process.
 
     python -m loadtests.baselines.fastapi_app [--port 8000] [--classic classic:latest]
-                                         [--ensemble ensemble:latest]
+                                              [--ensemble ensemble:latest]
 
 POST /classify/classic and /classify/ensemble take the same body as the product's endpoints
 (`{"features": {...}, "user_id": ...}`, validated by the same pydantic model and

@@ -1,7 +1,7 @@
 """In-process latency of the ensemble's members, native libraries vs fast paths, side by side.
 
     python -m loadtests.benchmark.members [--model ensemble:latest] [--classic classic:latest]
-                                        [--repeat 200] [--rows 4096] [--threads 2] [--clock wall]
+                                          [--repeat 200] [--rows 4096] [--threads 2] [--clock wall]
 
 Loads the stored ensemble twice, once with every member on its native library
 (SERVING_NATIVE_MEMBERS=1) and once as served by default (fast paths where the store has them),

@@ -339,3 +339,14 @@ def serve_for_run(args: argparse.Namespace, out: Path, models_timeout: float) ->
             file=sys.stderr,
         )
     return server
+
+
+def serve_or_explain(
+    args: argparse.Namespace, out: Path, models_timeout: float
+) -> ServerProcess | None:
+    """serve_for_run, or None with the reason printed to stderr (the CLI then exits 2)."""
+    try:
+        return serve_for_run(args, out, models_timeout=models_timeout)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return None

@@ -29,7 +29,7 @@ from loadtests.harness.server import (
     ServerProcess,
     add_serve_arguments,
     add_target_arguments,
-    serve_for_run,
+    serve_or_explain,
 )
 
 LOCUSTFILE = ROOT / "loadtests" / "locust" / "locustfile.py"
@@ -210,10 +210,7 @@ def run(args: argparse.Namespace) -> int:
     exit_on_sigterm()  # run the finally block: stop the server
     host = args.host or "http://127.0.0.1:3000"
     if args.serve:
-        try:
-            server = serve_for_run(args, out, models_timeout=120)
-        except ValueError as exc:
-            print(exc, file=sys.stderr)
+        if (server := serve_or_explain(args, out, models_timeout=120)) is None:
             return 2
         host = server.url
     out.mkdir(parents=True, exist_ok=True)

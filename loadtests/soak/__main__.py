@@ -43,7 +43,7 @@ from loadtests.harness.server import (
     ServerProcess,
     add_serve_arguments,
     add_target_arguments,
-    serve_for_run,
+    serve_or_explain,
 )
 from loadtests.soak.analysis import analyze
 from loadtests.soak.report import fmt, read_locust_totals, read_requests, write_outputs
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="recompute the analysis and report of an earlier soak directory (no load)",
     )
-    add_serve_arguments(parser)
+    add_serve_arguments(parser, train_quick=True)
     parser.add_argument(
         "--server-pid",
         type=int,
@@ -330,10 +330,7 @@ def soak(
     host = (args.host or "http://127.0.0.1:3000").rstrip("/")
     try:
         if args.serve:
-            try:
-                server = serve_for_run(args, out, models_timeout=180)
-            except ValueError as exc:
-                print(exc, file=sys.stderr)
+            if (server := serve_or_explain(args, out, models_timeout=180)) is None:
                 return 2
             host, root_pid = server.url, server.process.pid
         else:

@@ -20,11 +20,11 @@ import json
 import os
 from pathlib import Path
 
+import litserve as ls
 import numpy as np
 from fastapi import HTTPException
 from fastapi.responses import PlainTextResponse
 
-import litserve as ls
 from loadtests.baselines.common import (
     BatchStats,
     Invalid,

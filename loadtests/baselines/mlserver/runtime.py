@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 from fastapi import Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.context import model_context
