@@ -4,6 +4,7 @@ frameworks' table of part (f), how each server is started, and the baselines' sh
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -173,3 +174,52 @@ def test_rounds_collapse_to_each_figures_median():
     assert (one.goodput, one.p99_ms, one.server_cpu_ms_per_req) == (100, 30, 3.0)
     assert one.requests == sum(r.requests for r in runs) and "median of 3 rounds" in one.notes
     assert measure.median_run(runs[:1]) is runs[0]
+
+
+def test_the_cli_checks_its_options_and_adds_the_fixed_load_to_the_levels(capsys):
+    from loadtests.benchmark import __main__ as cli
+
+    args = cli.parse_args(["--levels", "1,4", "--users", "8", "--duration", "30s", "--only", "c,g"])
+    assert args.level_list == [1, 4, 8] and args.parts == {"c", "g"}
+    assert (args.duration_s, args.ladder_s) == (30.0, 15.0)
+    assert args.budgets == {"classic": 100.0, "ensemble": 500.0}
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse_args(["--only", "a,z"])
+    assert exit_.value.code == 2 and "unknown part(s) ['z']" in capsys.readouterr().err
+
+
+def test_the_plan_skips_the_before_rows_without_a_ref_and_starts_each_server_once():
+    targets, skipped = plan.select_targets({"c", "g"}, before=None)
+    keys = [t.key for t in targets]
+    assert keys == [t.key for t in plan.TARGETS if t.key in keys]  # TARGETS order
+    assert set(keys) == {"classic_routed", "classic_direct", "ensemble_routed", "ensemble_batching"}
+    assert skipped == dict.fromkeys(
+        ["classic_routed_before", "ensemble_routed_before", "classic_direct_before",
+         "ensemble_direct_before"], "no --before REF")  # fmt: skip
+    assert plan.servers_for(targets) == ["bentoml"]
+    with_ref, none_skipped = plan.select_targets({"g"}, before="HEAD~1")
+    assert not none_skipped and plan.servers_for(with_ref) == ["bentoml", "bentoml-before"]
+
+
+def test_the_outputs_are_the_report_the_results_and_the_chart(tmp_path):
+    from loadtests.benchmark import __main__ as cli
+
+    args = cli.parse_args(["--levels", "1,16", "--users", "16", "--only", "g"])
+    meta = {
+        "started": "2026-12-08T02:00:00",
+        "command": "python -m loadtests.benchmark --only g",
+        "machine": "2 CPUs",
+        "load_average_start": [1.0, 1.0, 1.0],
+        "load_average_end": [2.0, 1.0, 1.0],
+        "models": "classic:x, ensemble:y",
+        "levels": [1, 16],
+        "duration_s": 20.0,
+        "ladder_s": 10.0,
+        "elapsed_s": 99,
+    }
+    text = cli.write_outputs(tmp_path, meta, None, CANNED, CANNED, args)
+    assert text == (tmp_path / "report.md").read_text() and "Elapsed 99 s" in text
+    assert "### Ratios (A / B)" in text and "| (g) | routed ensemble: now vs before |" in text
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["served"]["classic_routed"][1]["users"] == 16 and saved["inprocess"] is None
+    assert (tmp_path / "latency.png").stat().st_size > 1000
