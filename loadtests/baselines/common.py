@@ -1,9 +1,10 @@
-"""What the framework baselines of `python -m loadtests.benchmark` share (part f: LitServe and Ray
-Serve, each in its own venv; MLServer's runtime is in loadtests/baselines/mlserver/): our request
-body validated by the stored model's schema, our answer shape, and the batch-size counters.
+"""What the framework baselines of `python -m loadtests.benchmark` share (MLServer, LitServe and
+Ray Serve, each in its own venv): our request body validated by the stored model's schema, our
+answer shape, the batch-size counters, the stored ensemble loaded and warmed up.
 
-Stdlib, numpy and the model code only (no bentoml, no FastAPI): imported inside .venv-litserve and
-.venv-ray, where the stored ensemble is loaded by path (`models.ensemble.EnsembleModel.load`).
+Stdlib, numpy and the model code only (no bentoml, no FastAPI): imported inside .venv-mlserver,
+.venv-litserve and .venv-ray, where the stored ensemble is loaded by path
+(`models.ensemble.EnsembleModel.load`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ class Invalid(ValueError):
 
 
 def encode_body(model: Any, body: Any):
-    """One request body -> its (1, features) code matrix, validated like our API (as
-    loadtests/baselines/mlserver/runtime.py does); Invalid otherwise."""
+    """One request body -> its (1, features) code matrix, validated like our API
+    (422 naming the field, as loadtests/baselines/fastapi_app.py answers); Invalid otherwise."""
     from models.schema import SchemaValidationError
 
     if not isinstance(body, dict) or not isinstance(body.get("features"), dict):

@@ -25,6 +25,24 @@ Summary = dict[str, dict[str, Any]]
 fixed load, "budget": the p99 budget}."""
 
 
+RUN_COLUMNS = ("s", "requests", "goodput", "p50", "p95", "p99", "errors", "server CPU ms/req")
+"""The columns every-run table gives each Measurement (run_cells), here and in replicas/."""
+
+
+def run_cells(m: Measurement) -> list[str]:
+    """One run's RUN_COLUMNS cells."""
+    return [
+        f"{m.seconds:.0f}",
+        str(m.requests),
+        f"{m.goodput:,.1f}",
+        _f(m.p50_ms),
+        _f(m.p95_ms),
+        _f(m.p99_ms),
+        f"{m.error_rate:.2%}",
+        _f(m.server_cpu_ms_per_req, 2),
+    ]
+
+
 def render(
     meta: dict[str, Any],
     inproc: dict[str, Any] | None,
@@ -222,14 +240,7 @@ def _every_run(results: dict[str, list[Measurement]]) -> list[str]:
         markdown_row(
             "configuration",
             "users",
-            "s",
-            "requests",
-            "goodput",
-            "p50",
-            "p95",
-            "p99",
-            "errors",
-            "server CPU ms/req",
+            *RUN_COLUMNS,
             "ensemble rows/batch",
             "Locust CPU s",
             "notes",
@@ -242,14 +253,7 @@ def _every_run(results: dict[str, list[Measurement]]) -> list[str]:
                 markdown_row(
                     key,
                     m.users,
-                    f"{m.seconds:.0f}",
-                    m.requests,
-                    f"{m.goodput:,.1f}",
-                    _f(m.p50_ms),
-                    _f(m.p95_ms),
-                    _f(m.p99_ms),
-                    f"{m.error_rate:.2%}",
-                    _f(m.server_cpu_ms_per_req, 2),
+                    *run_cells(m),
                     _f(m.ensemble_batch_rows, 1),
                     f"{m.client_cpu_s:.1f}",
                     "; ".join(m.notes),

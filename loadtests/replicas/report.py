@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadtests.benchmark.measure import Measurement
+from loadtests.benchmark.report import RUN_COLUMNS, run_cells
 from loadtests.harness.common import fmt as _f
 from loadtests.harness.common import markdown_row
 from loadtests.harness.common import ratio as _ratio
@@ -183,14 +184,7 @@ def _every_run(runs: dict[str, list[Run]]) -> list[str]:
         markdown_row(
             "configuration",
             "round",
-            "s",
-            "requests",
-            "goodput",
-            "p50",
-            "p95",
-            "p99",
-            "errors",
-            "server CPU ms/req",
+            *RUN_COLUMNS,
             "graphs / nginx / PostgreSQL",
             "notes",
         ),
@@ -204,14 +198,7 @@ def _every_run(runs: dict[str, list[Run]]) -> list[str]:
                 markdown_row(
                     f"({key}) {CONFIG_BY_KEY[key].name}",
                     run.round,
-                    f"{m.seconds:.0f}",
-                    m.requests,
-                    f"{m.goodput:,.1f}",
-                    _f(m.p50_ms),
-                    _f(m.p95_ms),
-                    _f(m.p99_ms),
-                    f"{m.error_rate:.2%}",
-                    _f(m.server_cpu_ms_per_req, 2),
+                    *run_cells(m),
                     " / ".join(_f(cpu.get(p), 2) for p in ("graphs", "nginx", "postgres")),
                     "; ".join(m.notes),
                 )

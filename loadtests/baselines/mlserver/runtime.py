@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,27 +42,21 @@ from mlserver.context import model_context
 from mlserver.handlers import custom_handler
 from mlserver.types import InferenceRequest, InferenceResponse
 
-ALLOWED_KEYS = {"features", "user_id", "context"}
+from loadtests.baselines.common import BatchStats, Invalid, answer, encode_body, load_model
 
 
-def _invalid(message: str, fields: list[dict] | None = None) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": "invalid_input", "message": message, "fields": fields or []}},
-        status_code=422,
-    )
+def _invalid(exc: Invalid) -> JSONResponse:
+    """422 with our error body."""
+    return JSONResponse({"error": exc.error}, status_code=422)
 
 
 class EnsembleRuntime(MLModel):
     def __init__(self, settings):
         super().__init__(settings)
-        self._stats_lock = threading.Lock()
-        self.batch_rows_sum = 0
-        self.batch_count = 0
+        self.stats = BatchStats()
         self.model_version = "?"
 
     async def load(self) -> bool:
-        from models.ensemble import EnsembleModel
-
         params = self.settings.parameters
         directory = Path(
             params.uri if params and params.uri else os.environ["MLSERVER_ENSEMBLE_DIR"]
@@ -72,21 +64,14 @@ class EnsembleRuntime(MLModel):
         self.model_version = (
             params.version if params and params.version else None
         ) or directory.name
-        self.model = EnsembleModel.load(directory)
-        self.model.enable_member_parallelism(2)
+        self.model = load_model(directory)  # members on two threads, warmed up
         self.member_paths = {name: m.path_kind for name, m in self.model.members.items()}
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="predict")
-        # warm-up: first calls allocate sessions / interpreter tensors
-        row = self.model.schema.encode_rows([self.model.schema.example()], prefix="features")
-        for n in (1, 16, 64):
-            self.model.predict_proba(np.repeat(row, n, axis=0))
         return True
 
     def _predict_codes(self, codes: np.ndarray) -> np.ndarray:
         probabilities = self.model.predict_proba(codes)
-        with self._stats_lock:
-            self.batch_rows_sum += len(codes)
-            self.batch_count += 1
+        self.stats.add(len(codes))
         return probabilities
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
@@ -102,8 +87,6 @@ class EnsembleRuntime(MLModel):
 
     @custom_handler(rest_path="/classify/ensemble", rest_method="POST")
     async def classify(self, request: Request):
-        from models.schema import SchemaValidationError
-
         if not self.ready:
             return JSONResponse(
                 {"error": {"code": "not_ready", "message": "model is loading"}}, status_code=503
@@ -111,42 +94,16 @@ class EnsembleRuntime(MLModel):
         try:
             body = await request.json()
         except ValueError as exc:
-            return _invalid(f"body is not JSON: {exc}")
-        if not isinstance(body, dict) or not isinstance(body.get("features"), dict):
-            return _invalid(
-                "body must be an object with a `features` object",
-                [{"field": "features", "message": "required object"}],
-            )
-        extra = sorted(set(body) - ALLOWED_KEYS)
-        if extra:
-            return _invalid(
-                f"unknown field(s) {extra}", [{"field": k, "message": "extra field"} for k in extra]
-            )
-        if body.get("user_id") is not None and not isinstance(body["user_id"], str):
-            return _invalid(
-                "user_id must be a string", [{"field": "user_id", "message": "must be a string"}]
-            )
+            return _invalid(Invalid(f"body is not JSON: {exc}"))
         try:
-            codes = self.model.schema.encode_rows([body["features"]], prefix="features")
-        except SchemaValidationError as exc:
-            return _invalid(str(exc), [e.model_dump() for e in exc.errors])
+            codes = encode_body(self.model, body)
+        except Invalid as exc:
+            return _invalid(exc)
         inference_request = InferenceRequest(inputs=[NumpyCodec.encode_input("codes", codes)])
         with model_context(self.settings):
             response = await self.predict(inference_request)  # through the adaptive batcher
         probabilities = NumpyCodec.decode_output(response.outputs[0])[0]
-        classes = self.model.classes
-        best = int(probabilities.argmax())
-        return {
-            "label": classes[best],
-            # no strict=: .venv-mlserver may run a Python older than 3.10
-            "probabilities": {c: float(p) for c, p in zip(classes, probabilities)},  # noqa: B905
-            "model": "ensemble",
-            "model_version": self.model_version,
-            "request_id": uuid.uuid4().hex,
-            "fallback": False,
-            "cached": False,
-            "reason": "direct",
-        }
+        return answer(probabilities, self.model.classes, self.model_version)
 
     @custom_handler(rest_path="/api/models", rest_method="GET")
     async def api_models(self, request: Request):
@@ -169,11 +126,4 @@ class EnsembleRuntime(MLModel):
 
     @custom_handler(rest_path="/metrics", rest_method="GET")
     async def batch_metrics(self, request: Request):
-        with self._stats_lock:
-            total, count = self.batch_rows_sum, self.batch_count
-        return PlainTextResponse(
-            "# HELP tabular_ensemble_batch_rows Rows per predict call (one adaptive batch).\n"
-            "# TYPE tabular_ensemble_batch_rows summary\n"
-            f"tabular_ensemble_batch_rows_sum {float(total)}\n"
-            f"tabular_ensemble_batch_rows_count {float(count)}\n"
-        )
+        return PlainTextResponse(self.stats.text())
