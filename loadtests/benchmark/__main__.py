@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict
@@ -33,8 +32,9 @@ from loadtests.harness.common import (
     ROOT,
     exit_on_sigterm,
     fmt,
-    git_commit,
+    load_average,
     parse_duration,
+    run_facts,
 )
 from loadtests.harness.server import ServerProcess, use_model_store
 from models.fastpath import NATIVE_ENV
@@ -130,18 +130,12 @@ def run_meta(
 ) -> dict[str, Any]:
     """What the report's header says about the run (more is added as it goes)."""
     meta: dict[str, Any] = {
-        "started": datetime.now().isoformat(timespec="seconds"),
-        "command": "python -m loadtests.benchmark "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()}",
+        **run_facts("python -m loadtests.benchmark", sys.argv[1:] if argv is None else argv),
         "levels": args.level_list,
         "duration_s": args.duration_s,
         "ladder_s": args.ladder_s,
         "budgets_ms": args.budgets,
         "bentoml_home": env.get("BENTOML_HOME", "~/bentoml"),
-        "load_average_start": [round(x, 1) for x in os.getloadavg()],
-        "commit": git_commit(),
     }
     if any(name.startswith("mlserver") for name in servers):
         meta["mlserver"] = mlserver_version()
@@ -265,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_servers(running, out)
     meta["elapsed_s"] = round(time.monotonic() - started)
-    meta["load_average_end"] = [round(x, 1) for x in os.getloadavg()]
+    meta["load_average_end"] = load_average()
     report = write_outputs(out, meta, inproc, results, every_round, args)
     print()
     print(report)

@@ -165,3 +165,24 @@ def fmt(value: float | None, digits: int = 0) -> str:
 def ratio(a: float | None, b: float | None) -> str:
     """A / B for a report's ratio column ("1.23×"), "–" when either is missing or zero."""
     return f"{a / b:.2f}×" if a and b else "–"
+
+
+def load_average() -> list[float]:
+    """The 1/5/15-minute load average, rounded: a report's note of how busy the machine was."""
+    return [round(x, 1) for x in os.getloadavg()]
+
+
+def run_facts(prog: str, argv: Iterable[str]) -> dict[str, object]:
+    """Where and how a benchmark ran, for its report's header: start time, the command, the
+    machine, the commit and the load average at the start."""
+    import platform
+    from datetime import datetime
+
+    return {
+        "started": datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join([prog, *argv]),
+        "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}",
+        "commit": git_commit(),
+        "load_average_start": load_average(),
+    }

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import secrets
 import sys
 import time
@@ -17,7 +16,14 @@ from typing import Any
 
 from loadtests.benchmark.measure import Measurement, measure_alive, warm_up
 from loadtests.benchmark.plan import Target
-from loadtests.harness.common import ROOT, exit_on_sigterm, fmt, git_commit, parse_duration
+from loadtests.harness.common import (
+    ROOT,
+    exit_on_sigterm,
+    fmt,
+    load_average,
+    parse_duration,
+    run_facts,
+)
 from loadtests.harness.nginx import nginx_binary
 from loadtests.harness.postgres import postgres_available
 from loadtests.harness.server import use_model_store
@@ -113,18 +119,12 @@ def run_meta(
     args: argparse.Namespace, argv: list[str] | None, env: dict[str, str], skipped: dict[str, str]
 ) -> dict[str, Any]:
     return {
-        "started": datetime.now().isoformat(timespec="seconds"),
-        "command": "python -m loadtests.replicas "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()}",
+        **run_facts("python -m loadtests.replicas", sys.argv[1:] if argv is None else argv),
         "users": args.users,
         "duration_s": args.duration_s,
         "rounds": args.rounds,
         "header": f"X-Model-Preference: {args.model}",
         "bentoml_home": env.get("BENTOML_HOME", "~/bentoml"),
-        "commit": git_commit(),
-        "load_average_start": [round(x, 1) for x in os.getloadavg()],
         "skipped": skipped,
         "deployments": {},
     }
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         for deployment in deployments.values():
             deployment.stop()
     meta["elapsed_s"] = round(time.monotonic() - started)
-    meta["load_average_end"] = [round(x, 1) for x in os.getloadavg()]
+    meta["load_average_end"] = load_average()
     report = write_outputs(out, meta, runs)
     print()
     print(report)
