@@ -26,11 +26,12 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from models.schema import FeatureSchema
 from training import data as data_mod
 from training.feedback import (
     Check,
@@ -41,10 +42,14 @@ from training.feedback import (
     signal_check,
     to_frame,
 )
-
-if TYPE_CHECKING:
-    from models.schema import FeatureSchema
-    from training.pipeline import ExtraRows, Trained, TrainingOptions
+from training.pipeline import (
+    ExtraRows,
+    Trained,
+    TrainingOptions,
+    fit,
+    load_training_table,
+    save_models,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +108,6 @@ def resolve_parent(explicit: str | None, state: Any) -> str:
 
 def original_options(meta: dict[str, Any], opts: RetrainOptions) -> TrainingOptions:
     """TrainingOptions that regenerate (or reload) the parent's original training data."""
-    from training.pipeline import TrainingOptions
-
     training = meta.get("training", {})
     quick = bool(opts.quick or training.get("quick", False))
     seed = int(training.get("seed", data_mod.DEFAULT_SEED))
@@ -139,7 +142,6 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
     from models import store
     from serving.delivery.state import StateStore
     from training.evaluate import classification_metrics
-    from training.pipeline import fit
 
     started = time.perf_counter()
     try:
@@ -244,8 +246,6 @@ def check_original_data(
 ) -> tuple[TrainingOptions, Check]:
     """The options that regenerate the parent's training data, and the check that they do
     (the data's fingerprint against the one in the parent's metadata)."""
-    from training.pipeline import load_training_table
-
     options = original_options(parent_meta, opts)
     original_frame, _ = load_training_table(options)
     fingerprint = data_mod.fingerprint(original_frame)
@@ -291,8 +291,6 @@ class FeedbackSplit:
         )
 
     def extra_rows(self, feedback: Feedback) -> ExtraRows:
-        from training.pipeline import ExtraRows
-
         return ExtraRows(
             X_train=feedback.X.iloc[self.train].reset_index(drop=True),
             y_train=feedback.labels[self.train],
@@ -338,8 +336,6 @@ def _lineage(
 
 def _save_child(trained: Trained, lineage: dict[str, Any], parent_tag: str) -> str:
     """Save the accepted child's ensemble alone, labelled `origin: retrained`; its tag."""
-    from training.pipeline import save_models
-
     trained.ensemble_meta["lineage"] = lineage
     trained.labels = {
         **trained.labels,
