@@ -4,8 +4,8 @@ The users' plan calls it "Prod – Dynamic Selection". The first stage (one ense
 fast path, or the classic model's linear head) runs on every row; a row whose confidence (the
 largest class probability, or the margin between the two largest) is below a threshold is
 *escalated* to the full ensemble. The first stage and the threshold are chosen at training time by
-measurement (training/pipeline.py: every candidate on the validation split, and its served cost);
-the result is the cascade spec kept in the ensemble model's metadata (`CascadeSpec`).
+measurement (training/ensemble_fit.py: every candidate on the validation split, and its served
+cost); the result is the cascade spec kept in the ensemble model's metadata (`CascadeSpec`).
 
 Everything here is pure numpy over callables, so it is tested without models:
 - `confidence` scores rows; `run_cascade` answers a batch and says which rows escalated;

@@ -226,7 +226,10 @@ class FeatureSchema(BaseModel):
         """A valid example row (means and first categories), for docs and load tests."""
         row: dict[str, Any] = {}
         for f in self.features:
-            row[f.name] = round(f.mean, 4) if f.kind == "numeric" else f.categories[0]
+            if f.kind == "numeric":
+                row[f.name] = 0.0 if f.mean is None else round(f.mean, 4)
+            else:
+                row[f.name] = f.categories[0]
         return row
 
 

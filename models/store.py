@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import bentoml
 
@@ -11,13 +11,10 @@ from models.cascade import CascadeSpec
 from models.classic import ClassicModel
 from models.ensemble import EnsembleModel
 
-ModelKind = Literal["classic", "ensemble"]
-MODEL_NAMES: dict[str, str] = {"classic": "classic", "ensemble": "ensemble"}
-
 
 def save_classic(model: ClassicModel, metadata: dict[str, Any], labels: dict[str, str]) -> str:
     with bentoml.models.create("classic", labels=labels, metadata=metadata) as stored:
-        model.save(stored.path)
+        model.save(Path(stored.path))
     return str(stored.tag)
 
 
@@ -32,7 +29,7 @@ def save_ensemble(
     """Save the ensemble (see `EnsembleModel.save`); `classic_head` when its cascade's first
     stage is classic (metadata `cascade`, see models/cascade.py)."""
     with bentoml.models.create("ensemble", labels=labels, metadata=metadata) as stored:
-        model.save(stored.path, fitted, classic_head, members_from)
+        model.save(Path(stored.path), fitted, classic_head, members_from)
     return str(stored.tag)
 
 
@@ -41,25 +38,26 @@ def load(
 ) -> tuple[ClassicModel | EnsembleModel, bentoml.Model]:
     """Load `classic:<version>` or `ensemble:<version>`; returns the model and its store entry."""
     stored = bentoml.models.get(tag)
+    path = Path(stored.path)
     if stored.tag.name == "ensemble":
-        model = EnsembleModel.load(stored.path, exclude=exclude_members)
-        model.attach_cascade(CascadeSpec.from_metadata(stored.info.metadata), stored.path)
+        model = EnsembleModel.load(path, exclude=exclude_members)
+        model.attach_cascade(CascadeSpec.from_metadata(stored.info.metadata), path)
         return model, stored
-    return ClassicModel.load(stored.path), stored
+    return ClassicModel.load(path), stored
 
 
 def versions(name: str) -> list[dict[str, Any]]:
     """Every stored version of a model, newest first, with its labels and headline metrics."""
     out = []
     for stored in bentoml.models.list(name):
-        metrics = stored.info.metadata.get("metrics", {})
+        metrics = stored.info.metadata.get("metrics")
         out.append(
             {
                 "tag": str(stored.tag),
                 "version": stored.tag.version,
                 "created_at": stored.info.creation_time.isoformat(),
                 "labels": dict(stored.info.labels),
-                "accuracy": metrics.get("accuracy"),
+                "accuracy": metrics.get("accuracy") if isinstance(metrics, dict) else None,
             }
         )
     return sorted(out, key=lambda v: v["created_at"], reverse=True)

@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
@@ -101,8 +102,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def summary_table(report: dict) -> str:
-    rows = [("model", "accuracy", "macro_f1", "log_loss", "vote weight", "stacker share")]
+def summary_table(report: dict[str, Any]) -> str:
+    rows: list[tuple[str, ...]] = [
+        ("model", "accuracy", "macro_f1", "log_loss", "vote weight", "stacker share")
+    ]
     metrics = ("accuracy", "macro_f1", "log_loss")
     rows.append(("classic", *(f"{report['classic'][k]:.4f}" for k in metrics), "", ""))
     for name, m in report["members"].items():

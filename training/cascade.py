@@ -138,7 +138,7 @@ def choose_cascade(
 def summary_lines(cascade: Mapping[str, Any]) -> list[str]:
     """The cascade's part of the training summary: the candidates, the choice, the table."""
     header = ("first stage", "score", "threshold", "val esc", "val acc", "test esc", "test acc")
-    rows = [(*header, "1 row ms", "64 rows ms", "expected ms/row")]
+    rows: list[tuple[str, ...]] = [(*header, "1 row ms", "64 rows ms", "expected ms/row")]
     for name, c in cascade["candidates"].items():
         marker = "* " if name == cascade["first_stage"] else "  "
         rows.append(

@@ -53,106 +53,127 @@ def make_default_dataset(
     `shift=0` is today's data exactly (same bytes, same fingerprint).
     """
     rng = np.random.default_rng(seed)
-    n = n_rows
-    age = rng.uniform(18, 80, n)
-    income = rng.lognormal(10.6, 0.55, n)
-    debt_ratio = rng.beta(2.0, 5.0, n)
-    credit_utilization = rng.beta(2.0, 3.0, n)
-    num_accounts = rng.poisson(4.0, n).astype(float)
-    late_payments_12m = rng.poisson(0.8, n).astype(float)
-    account_age_months = rng.gamma(3.0, 24.0, n)
-    loan_amount = rng.lognormal(9.5, 0.8, n)
-    loan_term_months = rng.choice([12.0, 24.0, 36.0, 48.0, 60.0], n)
-    savings_balance = rng.lognormal(8.0, 1.3, n)
-    transaction_volatility = rng.normal(0.0, 1.0, n)
-    days_since_last_login = rng.exponential(20.0, n)
-    support_tickets = rng.poisson(1.2, n).astype(float)
-    employment_years = np.clip(rng.normal(8.0, 6.0, n), 0, None)
-    dependents = rng.poisson(1.1, n).astype(float)
-    region = rng.choice(REGIONS, n, p=[0.25, 0.2, 0.2, 0.2, 0.15])
-    plan = rng.choice(PLANS, n, p=[0.4, 0.3, 0.2, 0.1])
-    noise_cols = {f"signal_{i:02d}": rng.normal(0.0, 1.0, n) for i in range(7)}
+    f = _draw_features(rng, n_rows)
+    low, medium, high = _latent_scores(f)
+    if shift:  # SHIFT_TERMS; its own random stream, so the original draws stay the same
+        segment = np.random.default_rng([seed, 5]).random(n_rows) < SHIFT_SEGMENT_SHARE
+        f["signal_05"] = f["signal_05"] + 4.0 * shift * segment
+        high = high + 2.5 * shift * np.clip(f["signal_05"] - 2.5, 0.0, None)
+        low = low + 2.5 * shift * segment * (f["region"] == "south")
+    scores = np.column_stack([low + 0.55, medium + 0.45, high - 0.25])
+    scores += rng.gumbel(0.0, 0.2, scores.shape)
+    frame = pd.DataFrame(
+        {name: f[name] if places is None else f[name].round(places) for name, places in _COLUMNS}
+    )
+    # Missing values, as real exports have them (MCAR, a few percent in some columns).
+    for column, rate in _MISSING_RATES:
+        frame.loc[rng.random(n_rows) < rate, column] = None
+    frame[DEFAULT_TARGET] = np.array(CLASSES)[scores.argmax(axis=1)]
+    return frame
 
-    z_income = (np.log(income) - 10.6) / 0.55
-    z_age = (age - 49.0) / 17.9
-    periodic = np.sin(account_age_months / 9.0)
-    loan_to_income = loan_amount / income
-    region_idx = np.searchsorted(np.array(sorted(REGIONS)), region)
-    plan_idx = np.array([PLANS.index(p) for p in plan])
-    region_plan = ((region_idx + plan_idx) % 3) - 1.0  # an interaction no single feature shows
 
+_NOISE = tuple(f"signal_{i:02d}" for i in range(7))
+"""Seven standard-normal columns: five enter the label only through non-linear terms (cosine,
+sign, sine), signal_05 only under `shift`, signal_06 never."""
+
+_COLUMNS: tuple[tuple[str, int | None], ...] = (
+    ("age", 0),
+    ("income", 2),
+    ("debt_ratio", 4),
+    ("credit_utilization", 4),
+    ("num_accounts", None),
+    ("late_payments_12m", None),
+    ("account_age_months", 1),
+    ("loan_amount", 2),
+    ("loan_term_months", None),
+    ("savings_balance", 2),
+    ("transaction_volatility", 4),
+    ("days_since_last_login", 1),
+    ("support_tickets", None),
+    ("employment_years", 1),
+    ("dependents", None),
+    *((name, 4) for name in _NOISE),
+    ("region", None),
+    ("plan", None),
+)
+"""The default data's columns in order, with the decimals each is rounded to (None: as is)."""
+
+_MISSING_RATES = (
+    ("income", 0.04),
+    ("savings_balance", 0.06),
+    ("employment_years", 0.05),
+    ("days_since_last_login", 0.03),
+    ("signal_05", 0.02),
+    ("region", 0.03),
+)
+
+
+def _draw_features(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """The raw feature draws, in the order the data set's bytes depend on."""
+    f = {
+        "age": rng.uniform(18, 80, n),
+        "income": rng.lognormal(10.6, 0.55, n),
+        "debt_ratio": rng.beta(2.0, 5.0, n),
+        "credit_utilization": rng.beta(2.0, 3.0, n),
+        "num_accounts": rng.poisson(4.0, n).astype(float),
+        "late_payments_12m": rng.poisson(0.8, n).astype(float),
+        "account_age_months": rng.gamma(3.0, 24.0, n),
+        "loan_amount": rng.lognormal(9.5, 0.8, n),
+        "loan_term_months": rng.choice([12.0, 24.0, 36.0, 48.0, 60.0], n),
+        "savings_balance": rng.lognormal(8.0, 1.3, n),
+        "transaction_volatility": rng.normal(0.0, 1.0, n),
+        "days_since_last_login": rng.exponential(20.0, n),
+        "support_tickets": rng.poisson(1.2, n).astype(float),
+        "employment_years": np.clip(rng.normal(8.0, 6.0, n), 0, None),
+        "dependents": rng.poisson(1.1, n).astype(float),
+        "region": rng.choice(REGIONS, n, p=[0.25, 0.2, 0.2, 0.2, 0.15]),
+        "plan": rng.choice(PLANS, n, p=[0.4, 0.3, 0.2, 0.1]),
+    }
+    f.update({name: rng.normal(0.0, 1.0, n) for name in _NOISE})
+    return f
+
+
+def _latent_scores(f: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The low / medium / high scores before noise: thresholds, sign interactions, a periodic
+    effect and a region-by-plan interaction no single feature shows."""
+    z_income = (np.log(f["income"]) - 10.6) / 0.55
+    z_age = (f["age"] - 49.0) / 17.9
+    periodic = np.sin(f["account_age_months"] / 9.0)
+    loan_to_income = f["loan_amount"] / f["income"]
+    region_idx = np.searchsorted(np.array(sorted(REGIONS)), f["region"])
+    plan_idx = np.array([PLANS.index(p) for p in f["plan"]])
+    region_plan = ((region_idx + plan_idx) % 3) - 1.0
+    debt, utilization, late = f["debt_ratio"], f["credit_utilization"], f["late_payments_12m"]
     high = (
-        2.2 * (late_payments_12m >= 2)
-        + 1.6 * (credit_utilization > 0.65) * (debt_ratio > 0.3)
-        + 1.4 * np.sign(transaction_volatility) * np.sign(z_age)
+        2.2 * (late >= 2)
+        + 1.6 * (utilization > 0.65) * (debt > 0.3)
+        + 1.4 * np.sign(f["transaction_volatility"]) * np.sign(z_age)
         + 1.2 * periodic
         + 1.5 * (loan_to_income > 0.5)
         + 0.9 * region_plan
-        - 1.0 * (savings_balance > 6000)
-        + 0.8 * (days_since_last_login > 40)
-        + 1.2 * (debt_ratio - 0.29) / 0.16
-        + 0.6 * late_payments_12m
+        - 1.0 * (f["savings_balance"] > 6000)
+        + 0.8 * (f["days_since_last_login"] > 40)
+        + 1.2 * (debt - 0.29) / 0.16
+        + 0.6 * late
     )
     medium = (
         1.5 * (np.abs(z_income) < 0.6)
-        + 1.3 * np.cos(2.0 * noise_cols["signal_00"]) * (num_accounts > 3)
-        + 1.0 * (support_tickets >= 2)
-        + 1.2 * (employment_years < 3) * (dependents >= 2)
-        + 0.8 * np.sign(noise_cols["signal_01"] * noise_cols["signal_02"])
-        + 0.6 * (loan_term_months >= 48)
+        + 1.3 * np.cos(2.0 * f["signal_00"]) * (f["num_accounts"] > 3)
+        + 1.0 * (f["support_tickets"] >= 2)
+        + 1.2 * (f["employment_years"] < 3) * (f["dependents"] >= 2)
+        + 0.8 * np.sign(f["signal_01"] * f["signal_02"])
+        + 0.6 * (f["loan_term_months"] >= 48)
     )
     low = (
-        1.6 * (z_income > 0.4) * (debt_ratio < 0.25)
-        + 1.2 * (account_age_months > 80)
+        1.6 * (z_income > 0.4) * (debt < 0.25)
+        + 1.2 * (f["account_age_months"] > 80)
         + 1.1 * (plan_idx >= 2) * (region_idx % 2 == 0)
-        + 1.0 * np.abs(noise_cols["signal_03"]) * (credit_utilization < 0.4)
-        + 0.7 * np.sin(3.0 * noise_cols["signal_04"])
+        + 1.0 * np.abs(f["signal_03"]) * (utilization < 0.4)
+        + 0.7 * np.sin(3.0 * f["signal_04"])
         + 1.1 * z_income
-        - 0.9 * (credit_utilization - 0.4) / 0.2
+        - 0.9 * (utilization - 0.4) / 0.2
     )
-    if shift:  # SHIFT_TERMS; its own random stream, so the original draws stay the same
-        segment = np.random.default_rng([seed, 5]).random(n) < SHIFT_SEGMENT_SHARE
-        noise_cols["signal_05"] = noise_cols["signal_05"] + 4.0 * shift * segment
-        high = high + 2.5 * shift * np.clip(noise_cols["signal_05"] - 2.5, 0.0, None)
-        low = low + 2.5 * shift * segment * (region == "south")
-    scores = np.column_stack([low + 0.55, medium + 0.45, high - 0.25])
-    scores += rng.gumbel(0.0, 0.2, scores.shape)
-    label = np.array(CLASSES)[scores.argmax(axis=1)]
-
-    frame = pd.DataFrame(
-        {
-            "age": age.round(0),
-            "income": income.round(2),
-            "debt_ratio": debt_ratio.round(4),
-            "credit_utilization": credit_utilization.round(4),
-            "num_accounts": num_accounts,
-            "late_payments_12m": late_payments_12m,
-            "account_age_months": account_age_months.round(1),
-            "loan_amount": loan_amount.round(2),
-            "loan_term_months": loan_term_months,
-            "savings_balance": savings_balance.round(2),
-            "transaction_volatility": transaction_volatility.round(4),
-            "days_since_last_login": days_since_last_login.round(1),
-            "support_tickets": support_tickets,
-            "employment_years": employment_years.round(1),
-            "dependents": dependents,
-            **{k: v.round(4) for k, v in noise_cols.items()},
-            "region": region,
-            "plan": plan,
-        }
-    )
-    # Missing values, as real exports have them (MCAR, a few percent in some columns).
-    for column, rate in [
-        ("income", 0.04),
-        ("savings_balance", 0.06),
-        ("employment_years", 0.05),
-        ("days_since_last_login", 0.03),
-        ("signal_05", 0.02),
-        ("region", 0.03),
-    ]:
-        frame.loc[rng.random(n) < rate, column] = None
-    frame[DEFAULT_TARGET] = label
-    return frame
+    return low, medium, high
 
 
 def load_table(path: str | Path) -> pd.DataFrame:

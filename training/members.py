@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -59,6 +60,35 @@ def fit_members(
     params: MemberParams,
     seed: int,
 ) -> FittedMembers:
+    """Fit the six library members one after the other (timed), then the int8 network."""
+    makers = _makers(X_train, y_train, X_val, y_val, n_classes, params, seed)
+    models: dict[str, object] = {}
+    seconds: dict[str, float] = {}
+    for name, make in makers.items():
+        start = time.perf_counter()
+        models[name] = make()
+        seconds[name] = time.perf_counter() - start
+        log.info("fitted %s in %.1fs", name, seconds[name])
+
+    start = time.perf_counter()
+    network = train_quantized_network(
+        X_train, y_train, X_val, y_val, n_classes, epochs=params.network_epochs, seed=seed
+    )
+    seconds["mlp_int8"] = time.perf_counter() - start
+    models["mlp_int8"] = network.tflite_int8
+    return FittedMembers(models=models, seconds=seconds, network=network)
+
+
+def _makers(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    n_classes: int,
+    p: MemberParams,
+    seed: int,
+) -> dict[str, Callable[[], object]]:
+    """Each library member's fit, as `save_member` stores it (XGBoost: the booster)."""
     from catboost import CatBoostClassifier
     from lightgbm import LGBMClassifier
     from sklearn.ensemble import (
@@ -68,24 +98,19 @@ def fit_members(
     )
     from xgboost import XGBClassifier
 
-    p = params
-    makers: dict[str, Callable[[], object]] = {
-        "random_forest": lambda: RandomForestClassifier(
+    def forest(cls: Any, max_features: str | float) -> Callable[[], object]:
+        return lambda: cls(
             n_estimators=p.forest_trees,
             min_samples_leaf=p.forest_min_samples_leaf,
             max_leaf_nodes=p.forest_max_leaf_nodes,
-            max_features="sqrt",
+            max_features=max_features,
             n_jobs=p.threads,
             random_state=seed,
-        ).fit(X_train, y_train),
-        "extra_trees": lambda: ExtraTreesClassifier(
-            n_estimators=p.forest_trees,
-            min_samples_leaf=p.forest_min_samples_leaf,
-            max_leaf_nodes=p.forest_max_leaf_nodes,
-            max_features=0.5,
-            n_jobs=p.threads,
-            random_state=seed,
-        ).fit(X_train, y_train),
+        ).fit(X_train, y_train)
+
+    return {
+        "random_forest": forest(RandomForestClassifier, "sqrt"),
+        "extra_trees": forest(ExtraTreesClassifier, 0.5),
         "hist_gradient_boosting": lambda: HistGradientBoostingClassifier(
             max_iter=p.boosting_rounds,
             learning_rate=p.learning_rate,
@@ -95,16 +120,20 @@ def fit_members(
             n_iter_no_change=20,
             random_state=seed,
         ).fit(X_train, y_train),
-        "xgboost": lambda: XGBClassifier(
-            n_estimators=p.boosting_rounds,
-            learning_rate=p.learning_rate,
-            max_depth=6,
-            tree_method="hist",
-            n_jobs=p.threads,
-            random_state=seed,
-            early_stopping_rounds=30,
-            eval_metric="mlogloss" if n_classes > 2 else "logloss",
-        ).fit(X_train, y_train, eval_set=[(X_val, y_val)], verbose=False),
+        "xgboost": lambda: (
+            XGBClassifier(
+                n_estimators=p.boosting_rounds,
+                learning_rate=p.learning_rate,
+                max_depth=6,
+                tree_method="hist",
+                n_jobs=p.threads,
+                random_state=seed,
+                early_stopping_rounds=30,
+                eval_metric="mlogloss" if n_classes > 2 else "logloss",
+            )
+            .fit(X_train, y_train, eval_set=[(X_val, y_val)], verbose=False)
+            .get_booster()
+        ),
         "lightgbm": lambda: _fit_lightgbm(LGBMClassifier, X_train, y_train, X_val, y_val, p, seed),
         "catboost": lambda: CatBoostClassifier(
             iterations=p.boosting_rounds,
@@ -117,26 +146,17 @@ def fit_members(
             early_stopping_rounds=30,
         ).fit(X_train, y_train, eval_set=(X_val, y_val)),
     }
-    models: dict[str, object] = {}
-    seconds: dict[str, float] = {}
-    for name, make in makers.items():
-        start = time.perf_counter()
-        models[name] = make()
-        seconds[name] = time.perf_counter() - start
-        log.info("fitted %s in %.1fs", name, seconds[name])
-
-    start = time.perf_counter()
-    network = train_quantized_network(
-        X_train, y_train, X_val, y_val, n_classes, epochs=p.network_epochs, seed=seed
-    )
-    seconds["mlp_int8"] = time.perf_counter() - start
-    models["mlp_int8"] = network.tflite_int8
-    xgb_booster = models["xgboost"].get_booster()  # type: ignore[attr-defined]
-    models["xgboost"] = xgb_booster
-    return FittedMembers(models=models, seconds=seconds, network=network)
 
 
-def _fit_lightgbm(cls, X_train, y_train, X_val, y_val, p: MemberParams, seed: int):
+def _fit_lightgbm(
+    cls: Any,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    p: MemberParams,
+    seed: int,
+) -> Any:
     import lightgbm as lgb
 
     return cls(

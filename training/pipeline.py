@@ -18,21 +18,17 @@ from pydantic import BaseModel, Field
 
 from models.cascade import DEFAULT_TOLERANCE
 from models.classic import ClassicModel
-from models.ensemble import (
-    CLASSIC_STAGE,
-    EnsembleModel,
-    fit_stacker,
-    fit_weights,
-    linear_head,
-    soft_vote,
-    stacker_importance,
-)
-from models.members import MEMBER_NAMES, load_member
+from models.ensemble import CLASSIC_STAGE, EnsembleModel
 from models.preprocessing import TabularPreprocessor
-from training import cascade as cascade_mod
+from models.schema import FeatureSchema
 from training import data as data_mod
-from training.evaluate import classification_metrics, reference_statistics
-from training.members import MemberParams, fit_members
+from training.ensemble_fit import Design, EnsembleFit, fit_ensemble, select_cascade
+from training.evaluate import (
+    classification_metrics,
+    permutation_importance,
+    reference_statistics,
+)
+from training.members import MemberParams
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +97,23 @@ class ExtraRows:
 
 
 @dataclass
+class EncodedSplits:
+    """One run's table after the split: schema codes and class indices of each split."""
+
+    fingerprint: str
+    """Of the table as loaded (`data.fingerprint`), recorded with the models."""
+    source: str
+    schema: FeatureSchema
+    n_rows: int
+    codes_train: np.ndarray
+    codes_val: np.ndarray
+    codes_test: np.ndarray
+    y_train: np.ndarray
+    y_val: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclass
 class Trained:
     """A finished fit, not yet saved: what `save_models` writes and the retraining judges."""
 
@@ -112,7 +125,7 @@ class Trained:
     ensemble_meta: dict[str, Any]
     labels: dict[str, str]
     report: dict[str, Any]
-    schema: Any
+    schema: FeatureSchema
     codes_test: np.ndarray
     y_test: np.ndarray
     classic_metrics: dict[str, float]
@@ -162,220 +175,159 @@ def fit(options: TrainingOptions, extra: ExtraRows | None = None) -> Trained:
     """Train and evaluate both models (nothing saved); `extra` rows join the training and
     validation splits. The caller cleans up `members_dir` (after saving)."""
     started = time.perf_counter()
-    frame, source = load_training_table(options)
-    X, y, schema = data_mod.prepare(frame, options.target)
-    splits = data_mod.split(X, y, options.seed)
-    X_train_raw, X_val_raw = splits.X_train, splits.X_val
-    y_train_raw, y_val_raw = np.asarray(splits.y_train), np.asarray(splits.y_val)
-    if extra is not None:
-        repeated = [schema.coerce_frame(extra.X_train)] * max(int(extra.repeat), 1)
-        X_train_raw = pd.concat([X_train_raw, *repeated], ignore_index=True)
-        y_train_raw = np.concatenate(
-            [y_train_raw, *[np.asarray(extra.y_train)] * max(int(extra.repeat), 1)]
-        )
-        X_val_raw = pd.concat([X_val_raw, schema.coerce_frame(extra.X_val)], ignore_index=True)
-        y_val_raw = np.concatenate([y_val_raw, np.asarray(extra.y_val)])
-    class_index = {c: i for i, c in enumerate(schema.classes)}
-    y_train = np.array([class_index[v] for v in y_train_raw])
-    y_val = np.array([class_index[v] for v in y_val_raw])
-    y_test = np.array([class_index[v] for v in splits.y_test])
-
-    codes_train = schema.encode_frame(X_train_raw)
-    codes_val = schema.encode_frame(X_val_raw)
-    codes_test = schema.encode_frame(splits.X_test)
-    preprocessor = TabularPreprocessor.for_schema(schema).fit(codes_train)
+    data = encode_splits(options, extra)
+    preprocessor = TabularPreprocessor.for_schema(data.schema).fit(data.codes_train)
     X_train, X_val, X_test = (
-        preprocessor.transform(c) for c in (codes_train, codes_val, codes_test)
+        preprocessor.transform(c) for c in (data.codes_train, data.codes_val, data.codes_test)
     )
-
-    # Classic -----------------------------------------------------------------------------
-    from sklearn.linear_model import LogisticRegression
-
-    t0 = time.perf_counter()
-    classic = ClassicModel(
-        schema, preprocessor, LogisticRegression(C=1.0, max_iter=2000).fit(X_train, y_train)
-    )
-    classic_seconds = time.perf_counter() - t0
-    classic_metrics = classification_metrics(y_test, classic.predict_proba(codes_test))
-
-    # Ensemble ----------------------------------------------------------------------------
+    design = Design(X_train, data.y_train, X_val, data.y_val, X_test, data.y_test)
+    classic, classic_seconds = _fit_classic(data.schema, preprocessor, design)
+    classic_metrics = classification_metrics(data.y_test, classic.predict_proba(data.codes_test))
     params = MemberParams.quick() if options.quick else MemberParams()
-    fitted = fit_members(X_train, y_train, X_val, y_val, len(schema.classes), params, options.seed)
-    # Evaluate members through the serving loaders, so the figures describe what is served
-    # (the int8 network as TFLite, the tree members on their checked fast paths); the members
-    # are written (and their fast paths converted) once, here, and copied to the store.
-    from models.members import save_member
-
-    members_dir = tempfile.TemporaryDirectory(prefix="ensemble-members-")  # removed at the end,
-    tmp = Path(members_dir.name)  # or by its finaliser when training fails
-    served = {}
-    for name in MEMBER_NAMES:
-        save_member(tmp, name, fitted.models[name])
-        served[name] = load_member(tmp, name)
-    val_probas = {n: m.predict_proba(X_val) for n, m in served.items()}
-    test_probas = {n: m.predict_proba(X_test) for n, m in served.items()}
-    weights_arr = fit_weights([val_probas[n] for n in MEMBER_NAMES], y_val)
-    weights = {n: round(float(w), 6) for n, w in zip(MEMBER_NAMES, weights_arr, strict=False)}
-    stacker = fit_stacker([val_probas[n] for n in MEMBER_NAMES], y_val)
-    importance = stacker_importance(stacker, MEMBER_NAMES, len(schema.classes))
-    ensemble = EnsembleModel(schema, preprocessor, served, weights, stacker=stacker)
-    ensemble_metrics = classification_metrics(y_test, ensemble.combine(test_probas))
-    soft_vote_metrics = classification_metrics(
-        y_test, soft_vote([test_probas[n] for n in MEMBER_NAMES], list(weights.values()))
-    )
-    members_report = {
-        n: {
-            **classification_metrics(y_test, test_probas[n]),
-            "weight": weights[n],
-            "stacker_importance": importance[n],
-            "fit_seconds": round(fitted.seconds[n], 2),
-        }
-        for n in MEMBER_NAMES
-    }
-    float_net = classification_metrics(y_test, fitted.network.predict_float(X_test))
-    network_report = {
-        "float_accuracy": float_net["accuracy"],
-        "int8_accuracy": members_report["mlp_int8"]["accuracy"],
-        "tflite_bytes": len(fitted.models["mlp_int8"]),
-        "epochs": fitted.network.epochs_run,
-    }
-    best_member = max(members_report, key=lambda n: members_report[n]["accuracy"])
-
-    # Dynamic selection: the cascade's first stage and threshold, chosen by measurement --------
-    from models.links import softmax
-
-    coef_t, intercept = linear_head(classic.estimator)
-
-    def classic_first(X: np.ndarray) -> np.ndarray:  # classic's head on the shared features
-        return softmax(X.astype(np.float64) @ coef_t + intercept)
-
-    stages = {CLASSIC_STAGE: classic_first, **{n: served[n].predict_proba for n in MEMBER_NAMES}}
-    costs = cascade_mod.measure_costs(stages, X_test)
-    ensemble_costs = cascade_mod.measure_costs(
-        {
-            "ensemble": lambda X: ensemble.combine(
-                {n: m.predict_proba(X) for n, m in served.items()}
-            )
-        },
-        X_test,
-    )["ensemble"]
-    cascade = cascade_mod.choose_cascade(
-        {CLASSIC_STAGE: classic_first(X_val), **val_probas},
-        {CLASSIC_STAGE: classic_first(X_test), **test_probas},
-        ensemble.combine(val_probas),
-        ensemble.combine(test_probas),
-        y_val,
-        y_test,
-        costs,
-        ensemble_costs,
-        MEMBER_NAMES,
-        options.cascade_tolerance,
-    )
-
-    fingerprint = data_mod.fingerprint(frame)
-    common_meta = {
-        "schema": schema.model_dump(exclude_none=True),
-        "classes": schema.classes,
-        "target": options.target,
-        "training": {
-            "source": source,
-            "fingerprint": fingerprint,
-            "rows": int(len(X)),
-            "split": {"train": len(y_train), "validation": len(y_val), "test": len(y_test)},
-            "seed": options.seed,
-            "quick": options.quick,
-        },
-        "reference": reference_statistics(codes_train, schema),
-        "libraries": library_versions(),
-    }
-    labels = {
-        "data": "default" if options.data is None else "custom",
-        "profile": "quick" if options.quick else "full",
-        "fingerprint": fingerprint[:12],
-    }
-    report: dict[str, Any] = {
-        "data": {
-            "source": source,
-            "rows": int(len(X)),
-            "features": len(schema.features),
-            "classes": schema.classes,
-        },
-        "classic": {**classic_metrics, "fit_seconds": round(classic_seconds, 2)},
-        "ensemble": {
-            **ensemble_metrics,
-            "combiner": "stacking",
-            "soft_vote": soft_vote_metrics,
-            "best_member": best_member,
-            "best_member_accuracy": members_report[best_member]["accuracy"],
-        },
-        "members": members_report,
-        "network": network_report,
-        "weights": weights,
-        "cascade": cascade,
-    }
+    ens = fit_ensemble(design, data.schema, preprocessor, params, options.seed)
+    cascade = select_cascade(classic, ens, design, options.cascade_tolerance)
+    report = _report(data, classic_metrics, classic_seconds, ens, cascade)
     importance_started = time.perf_counter()
-    feature_importance = permutation_importance(ensemble, codes_test, y_test, schema, options.seed)
-    importance_seconds = time.perf_counter() - importance_started
+    feature_importance = permutation_importance(
+        ens.ensemble, data.codes_test, data.y_test, data.schema, options.seed
+    )
     report["feature_importance"] = feature_importance
-    report["feature_importance_seconds"] = round(importance_seconds, 2)
-    ensemble_meta = {
-        "kind": "ensemble",
-        "combination": "stacking: logistic regression on member log-probabilities "
-        "(validation split); "
-        "degraded: weighted soft vote, weights fitted on validation log-loss",
-        "metrics": ensemble_metrics,
-        "members": members_report,
-        "weights": weights,
-        "stacker_importance": importance,
-        "network": network_report,
-        "cascade": cascade,
-        "feature_importance": feature_importance,
-    }
+    report["feature_importance_seconds"] = round(time.perf_counter() - importance_started, 2)
     return Trained(
         classic=classic,
-        ensemble=ensemble,
-        fitted_models=fitted.models,
-        members_dir=members_dir,
-        common_meta=common_meta,
-        ensemble_meta=ensemble_meta,
-        labels=labels,
+        ensemble=ens.ensemble,
+        fitted_models=ens.fitted.models,
+        members_dir=ens.members_dir,
+        common_meta=_common_meta(options, data),
+        ensemble_meta=_ensemble_meta(ens, cascade, feature_importance),
+        labels=_labels(options, data),
         report=report,
-        schema=schema,
-        codes_test=codes_test,
-        y_test=y_test,
+        schema=data.schema,
+        codes_test=data.codes_test,
+        y_test=data.y_test,
         classic_metrics=classic_metrics,
         started=started,
     )
 
 
-def permutation_importance(
-    model: Any,
-    codes: np.ndarray,
-    y: np.ndarray,
-    schema: Any,
-    seed: int,
-    max_rows: int = 1000,
-) -> dict[str, float]:
-    """Permutation importance of `model` over the schema's input features, normalised to sum 1.
+def encode_splits(options: TrainingOptions, extra: ExtraRows | None = None) -> EncodedSplits:
+    """The table loaded, its schema inferred, split (seeded), `extra` rows added, encoded."""
+    frame, source = load_training_table(options)
+    X, y, schema = data_mod.prepare(frame, options.target)
+    splits = data_mod.split(X, y, options.seed)
+    X_train, X_val = splits.X_train, splits.X_val
+    y_train, y_val = np.asarray(splits.y_train), np.asarray(splits.y_val)
+    if extra is not None:
+        repeat = max(int(extra.repeat), 1)
+        added = [schema.coerce_frame(extra.X_train)] * repeat
+        X_train = pd.concat([X_train, *added], ignore_index=True)
+        y_train = np.concatenate([y_train, *[np.asarray(extra.y_train)] * repeat])
+        X_val = pd.concat([X_val, schema.coerce_frame(extra.X_val)], ignore_index=True)
+        y_val = np.concatenate([y_val, np.asarray(extra.y_val)])
+    class_index = {c: i for i, c in enumerate(schema.classes)}
 
-    On at most `max_rows` rows: each feature's column is shuffled (seeded) and the increase of
-    the log-loss measured; all shuffled copies go through the model in one call. Negative
-    increases count as 0. Monitoring compares versions by the rank correlation of these.
-    """
-    rng = np.random.default_rng(seed)
-    if len(codes) > max_rows:
-        rows = rng.choice(len(codes), max_rows, replace=False)
-        codes, y = codes[rows], y[rows]
-    n, k = codes.shape
-    stacked = np.repeat(codes[np.newaxis], k + 1, axis=0)  # copy 0 is the unshuffled baseline
-    for j in range(k):
-        stacked[j + 1, :, j] = codes[rng.permutation(n), j]
-    proba = np.asarray(model.predict_proba(stacked.reshape(-1, k)), dtype=np.float64)
-    proba = np.clip(proba.reshape(k + 1, n, -1), 1e-15, 1.0)
-    losses = -np.log(proba[:, np.arange(n), y]).mean(axis=1)
-    increase = np.clip(losses[1:] - losses[0], 0.0, None)
-    total = float(increase.sum())
+    def indices(labels: Any) -> np.ndarray:
+        return np.array([class_index[v] for v in labels])
+
+    return EncodedSplits(
+        fingerprint=data_mod.fingerprint(frame),
+        source=source,
+        schema=schema,
+        n_rows=int(len(X)),
+        codes_train=schema.encode_frame(X_train),
+        codes_val=schema.encode_frame(X_val),
+        codes_test=schema.encode_frame(splits.X_test),
+        y_train=indices(y_train),
+        y_val=indices(y_val),
+        y_test=indices(splits.y_test),
+    )
+
+
+def _fit_classic(
+    schema: FeatureSchema, preprocessor: TabularPreprocessor, d: Design
+) -> tuple[ClassicModel, float]:
+    """The logistic regression on the shared design matrix, and its fit time in seconds."""
+    from sklearn.linear_model import LogisticRegression
+
+    t0 = time.perf_counter()
+    estimator = LogisticRegression(C=1.0, max_iter=2000).fit(d.X_train, d.y_train)
+    return ClassicModel(schema, preprocessor, estimator), time.perf_counter() - t0
+
+
+def _common_meta(options: TrainingOptions, data: EncodedSplits) -> dict[str, Any]:
+    """The metadata both models keep: schema, training data and split, reference statistics."""
     return {
-        f.name: round(float(v) / total, 6) if total > 0 else 0.0
-        for f, v in zip(schema.features, increase, strict=True)
+        "schema": data.schema.model_dump(exclude_none=True),
+        "classes": data.schema.classes,
+        "target": options.target,
+        "training": {
+            "source": data.source,
+            "fingerprint": data.fingerprint,
+            "rows": data.n_rows,
+            "split": {
+                "train": len(data.y_train),
+                "validation": len(data.y_val),
+                "test": len(data.y_test),
+            },
+            "seed": options.seed,
+            "quick": options.quick,
+        },
+        "reference": reference_statistics(data.codes_train, data.schema),
+        "libraries": library_versions(),
+    }
+
+
+def _labels(options: TrainingOptions, data: EncodedSplits) -> dict[str, str]:
+    return {
+        "data": "default" if options.data is None else "custom",
+        "profile": "quick" if options.quick else "full",
+        "fingerprint": data.fingerprint[:12],
+    }
+
+
+def _report(
+    data: EncodedSplits,
+    classic_metrics: dict[str, float],
+    classic_seconds: float,
+    ens: EnsembleFit,
+    cascade: dict[str, Any],
+) -> dict[str, Any]:
+    best = ens.best_member
+    return {
+        "data": {
+            "source": data.source,
+            "rows": data.n_rows,
+            "features": len(data.schema.features),
+            "classes": data.schema.classes,
+        },
+        "classic": {**classic_metrics, "fit_seconds": round(classic_seconds, 2)},
+        "ensemble": {
+            **ens.metrics,
+            "combiner": "stacking",
+            "soft_vote": ens.soft_vote_metrics,
+            "best_member": best,
+            "best_member_accuracy": ens.members_report[best]["accuracy"],
+        },
+        "members": ens.members_report,
+        "network": ens.network_report,
+        "weights": ens.weights,
+        "cascade": cascade,
+    }
+
+
+def _ensemble_meta(
+    ens: EnsembleFit, cascade: dict[str, Any], feature_importance: dict[str, float]
+) -> dict[str, Any]:
+    return {
+        "kind": "ensemble",
+        "combination": "stacking: logistic regression on member log-probabilities "
+        "(validation split); "
+        "degraded: weighted soft vote, weights fitted on validation log-loss",
+        "metrics": ens.metrics,
+        "members": ens.members_report,
+        "weights": ens.weights,
+        "stacker_importance": ens.importance,
+        "network": ens.network_report,
+        "cascade": cascade,
+        "feature_importance": feature_importance,
     }

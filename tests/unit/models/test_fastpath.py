@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from models import fastpath  # noqa: E402
+from models import fastpath, tree_compiler  # noqa: E402
 from models.members import BatchSplitMember, load_member, save_member  # noqa: E402
 
 TOLERANCE = 1e-5
@@ -221,7 +221,7 @@ def test_save_without_converter_keeps_native_only(tmp_path, monkeypatch):
 def test_inexact_conversion_is_not_exported(tmp_path, monkeypatch, caplog):
     X, y = _data(3, False, seed=6)
     model = _fit("random_forest", X, y)
-    real = fastpath._sklearn_forest
+    real = tree_compiler._sklearn_forest
 
     def shifted(est):  # a converter bug: every threshold moved
         compiled = real(est)
@@ -229,7 +229,7 @@ def test_inexact_conversion_is_not_exported(tmp_path, monkeypatch, caplog):
             tree.threshold = tree.threshold + 0.3
         return compiled
 
-    monkeypatch.setattr(fastpath, "_sklearn_forest", shifted)
+    monkeypatch.setattr(tree_compiler, "_sklearn_forest", shifted)
     with caplog.at_level(logging.WARNING):
         save_member(tmp_path, "random_forest", model)
     assert not fastpath.fast_path(tmp_path, "random_forest").exists()

@@ -101,6 +101,21 @@ def test_missing_features_are_errors_and_null_is_missing(frame):
     assert np.isnan(codes[0, 0]) and np.isnan(codes[0, 2])
 
 
+def test_example_row_is_valid_without_recorded_means():
+    schema = FeatureSchema.model_validate(
+        {
+            "features": [
+                {"name": "amount", "kind": "numeric"},  # a hand-written schema: no statistics
+                {"name": "city", "kind": "categorical", "categories": ["x", "y"]},
+            ],
+            "classes": ["a", "b"],
+        }
+    )
+    row = schema.example()
+    assert row == {"amount": 0.0, "city": "x"}
+    assert schema.encode_rows([row]).tolist() == [[0.0, 0.0]]
+
+
 def test_preprocessor_imputes_scales_and_one_hot_encodes(frame):
     schema = FeatureSchema.infer(frame, classes=["a"])
     codes = schema.encode_frame(frame)
