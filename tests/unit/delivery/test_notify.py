@@ -22,7 +22,7 @@ def test_retries_with_backoff_then_delivers_once():
         if len(attempts) < 3:
             raise ConnectionError("down")
 
-    notifier = Notifier("http://hook", send=flaky, sleep=sleeps.append, first_backoff_s=0.5)
+    notifier = Notifier("https://hook", send=flaky, sleep=sleeps.append, first_backoff_s=0.5)
     assert notifier.announce(ROLLBACK)
     notifier.drain()
     assert len(attempts) == 3 and sleeps == [0.5, 1.0]
@@ -33,7 +33,7 @@ def test_gives_up_after_max_attempts_and_skips_unannounced_actions():
     def down(url, body):
         raise ConnectionError("down")
 
-    notifier = Notifier("http://hook", send=down, sleep=lambda s: None, max_attempts=3)
+    notifier = Notifier("https://hook", send=down, sleep=lambda s: None, max_attempts=3)
     assert not notifier.announce({"action": "none"})
     assert notifier.announce(ROLLBACK)
     notifier.drain()
