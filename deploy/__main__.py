@@ -19,19 +19,21 @@ tool is not installed or a required variable is missing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel
 
 from serving.config.delivery import CLASSIC_SIZE, ENSEMBLE_SIZE, ROUTER_SIZE, AppSize
+from serving.config.secrets import clean_secret, redact, url_password
 
 PORT = 3000
 STATE_URL = "SERVING_STATE_URL"
@@ -234,11 +236,46 @@ class DeployError(RuntimeError):
     """A precondition is missing; the message says which and how to provide it."""
 
 
-class Runner:
-    """Runs commands, or only prints them with --dry-run."""
+def secret_env(name: str) -> str | None:
+    """A secret from the environment: None when unset, empty or only spaces (never "")."""
+    value = clean_secret(os.environ.get(name))
+    return value if isinstance(value, str) else None
 
-    def __init__(self, dry_run: bool):
+
+def known_secrets() -> list[str]:
+    """Every secret value this run may hold, to keep out of what it prints."""
+    names = (*ROUTER_SECRETS, REGISTRY_PASSWORD, "POSTGRES_PASSWORD")
+    values = [v for v in (secret_env(n) for n in names) if v]
+    return values + [p for p in [url_password(secret_env(STATE_URL))] if p]
+
+
+@contextlib.contextmanager
+def private_dir() -> Iterator[Path]:
+    """A directory only this user can read (mkdtemp: 0700, unpredictable name), deleted after."""
+    path = Path(tempfile.mkdtemp(prefix="deploy-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def write_secret_file(directory: Path, name: str, text: str) -> Path:
+    """A file created 0600 (mkstemp: never a moment readable by others, no predictable name)."""
+    fd, path = tempfile.mkstemp(dir=directory, prefix=f"{name}-")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return Path(path)
+
+
+class Runner:
+    """Runs commands, or only prints them with --dry-run; a known secret is never printed."""
+
+    def __init__(self, dry_run: bool, secrets: Iterable[str] = ()):
         self.dry_run = dry_run
+        self.secrets = list(secrets)
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.secrets)
 
     @staticmethod
     def which(tool: str) -> str | None:
@@ -269,9 +306,9 @@ class Runner:
         if cwd:
             line = f"(cd {shlex.quote(cwd)} && {line})"
         if self.dry_run:
-            print(line)
+            print(self.redact(line))
             return ""
-        print(f"+ {line}", file=sys.stderr, flush=True)
+        print(f"+ {self.redact(line)}", file=sys.stderr, flush=True)
         result = subprocess.run(
             [self.which(args[0]) or args[0], *args[1:]],
             check=True,
@@ -284,7 +321,7 @@ class Runner:
 
 
 def require_env(*names: str) -> dict[str, str]:
-    missing = [n for n in names if not os.environ.get(n)]
+    missing = [n for n in names if not (os.environ.get(n) or "").strip(" \t")]
     if missing:
         raise DeployError(
             f"set the environment variable(s) {', '.join(missing)} (see deploy/README.md)"
@@ -373,7 +410,7 @@ def cmd_apps(args, runner: Runner) -> None:
     env = require_env("ACR_NAME", "AZURE_RESOURCE_GROUP", "CONTAINERAPPS_ENVIRONMENT")
     runner.require_tools("az")
     registry, group = env["ACR_NAME"], env["AZURE_RESOURCE_GROUP"]
-    missing = [v for v in REQUIRED_SECRETS if not os.environ.get(v)]
+    missing = [v for v in REQUIRED_SECRETS if secret_env(v) is None]
     if missing and not runner.dry_run:
         raise DeployError(
             f"set {', '.join(missing)}: the apps read them as Container Apps secrets "
@@ -386,52 +423,62 @@ def cmd_apps(args, runner: Runner) -> None:
     password = runner.run(
         "az", "acr", "credential", "show", "--name", registry,
         "--query", "passwords[0].value", "--output", "tsv",
-    ) or os.environ.get(REGISTRY_PASSWORD, "")  # fmt: skip
+    ) or secret_env(REGISTRY_PASSWORD) or ""  # fmt: skip
+    runner.secrets.append(password)
     target = Target(
         environment_id=environment_id,
         location=os.environ.get("AZURE_LOCATION", "westeurope"),
         registry=registry,
     )
-    values = {v: os.environ.get(v) for v in ROUTER_SECRETS}
+    values: dict[str, str | None] = {v: secret_env(v) for v in ROUTER_SECRETS}
     values[REGISTRY_PASSWORD] = password
     if runner.dry_run:  # the commands and definitions, never a secret's value
         values = {k: (f"<${k}>" if v is not None or k in REQUIRED_SECRETS else None)
                   for k, v in values.items()}  # fmt: skip
         values[REGISTRY_PASSWORD] = "<the registry's password>"
-    for name, app in _selected(args).items():
-        if args.mode == "auto":
-            exists = True if runner.dry_run else _app_exists(runner, name, group)
-        else:
-            exists = args.mode == "update"
-        manifest = app.manifest(name, image_ref(registry, name, args.version), target, values)
-        definition = yaml.safe_dump(manifest, sort_keys=False)
-        path = os.path.join(tempfile.gettempdir(), f"containerapp-{name}.yaml")
-        if not runner.dry_run:
-            Path(path).write_text(definition)
-            os.chmod(path, 0o600)  # it holds the secrets' values
-        verb = "update" if exists else "create"
-        runner.run("az", "containerapp", verb, "--name", name, "--resource-group", group,
-                   "--yaml", path)  # fmt: skip
-        if runner.dry_run:
-            print("".join(f"#   {line}\n" for line in definition.splitlines()), end="")
+    with private_dir() as directory:  # the definitions hold the secrets' values
+        for name, app in _selected(args).items():
+            if args.mode == "auto":
+                exists = True if runner.dry_run else _app_exists(runner, name, group)
+            else:
+                exists = args.mode == "update"
+            manifest = app.manifest(name, image_ref(registry, name, args.version), target, values)
+            definition = yaml.safe_dump(manifest, sort_keys=False)
+            path = (
+                f"<private temp dir>/containerapp-{name}.yaml"
+                if runner.dry_run
+                else str(write_secret_file(directory, f"containerapp-{name}", definition))
+            )
+            verb = "update" if exists else "create"
+            runner.run("az", "containerapp", verb, "--name", name, "--resource-group", group,
+                       "--yaml", path)  # fmt: skip
+            if runner.dry_run:
+                print("".join(f"#   {line}\n" for line in definition.splitlines()), end="")
 
 
 def cmd_database(args, runner: Runner) -> None:
     """Azure Database for PostgreSQL (flexible server): the state store every replica shares."""
     env = require_env("AZURE_RESOURCE_GROUP", "POSTGRES_SERVER")
     runner.require_tools("az")
-    password = os.environ.get("POSTGRES_PASSWORD")
+    password = secret_env("POSTGRES_PASSWORD")
     if not password and not runner.dry_run:
         raise DeployError("set POSTGRES_PASSWORD: the server's administrator password")
     server, group = env["POSTGRES_SERVER"], env["AZURE_RESOURCE_GROUP"]
-    runner.run(
-        "az", "postgres", "flexible-server", "create", "--resource-group", group,
-        "--name", server, "--location", os.environ.get("AZURE_LOCATION", "westeurope"),
-        "--version", "16", "--tier", "Burstable", "--sku-name", "Standard_B1ms",
-        "--storage-size", "32", "--admin-user", "serving",
-        "--admin-password", "<$POSTGRES_PASSWORD>" if runner.dry_run else password,
-        "--public-access", "0.0.0.0", "--yes",
-    )  # fmt: skip
+    # The password goes by file (az reads `@path`), never on the command line (`ps`) or the screen.
+    with private_dir() as directory:
+        password_arg = (
+            "@<private file holding $POSTGRES_PASSWORD>"
+            if runner.dry_run
+            else f"@{write_secret_file(directory, 'postgres-password', password or '')}"
+        )
+        runner.run(
+            "az", "postgres", "flexible-server", "create", "--resource-group", group,
+            "--name", server, "--location", os.environ.get("AZURE_LOCATION", "westeurope"),
+            "--version", "16", "--tier", "Burstable", "--sku-name", "Standard_B1ms",
+            "--storage-size", "32", "--admin-user", "serving",
+            "--admin-password", password_arg,
+            "--public-access", "0.0.0.0", "--yes",
+        )  # fmt: skip
     runner.run(
         "az", "postgres", "flexible-server", "db", "create", "--resource-group", group,
         "--server-name", server, "--database-name", "serving",
@@ -558,7 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "traffic":
             p.add_argument("--weights", required=True, help="revision=percent,... adding up to 100")
     args = parser.parse_args(argv)
-    runner = Runner(args.dry_run)
+    runner = Runner(args.dry_run, known_secrets())
     handler = {
         "build": cmd_build,
         "images": cmd_images,
@@ -571,13 +618,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler[args.command](args, runner)
     except DeployError as exc:
-        print(f"deploy: {exc}", file=sys.stderr)
+        print(f"deploy: {runner.redact(str(exc))}", file=sys.stderr)
         return 2
     except subprocess.CalledProcessError as exc:
-        print(
-            f"deploy: command failed ({exc.returncode}): {' '.join(exc.cmd)}\n{exc.stderr or ''}",
-            file=sys.stderr,
-        )
+        command = " ".join(shlex.quote(str(a)) for a in exc.cmd)
+        failure = f"deploy: command failed ({exc.returncode}): {command}\n{exc.stderr or ''}"
+        print(runner.redact(failure), file=sys.stderr)
         return 1
     return 0
 

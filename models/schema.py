@@ -19,6 +19,13 @@ from pydantic import BaseModel, Field
 
 MAX_CATEGORIES = 200
 """A string column with more distinct values than this is an identifier, not a feature."""
+MAGNITUDE_FACTOR = 1e6
+"""A numeric value may be at most this many times the largest magnitude seen in training (or 1):
+far outside the data range is still served, but 1e308 is not a measurement. Why: finite 1e308
+values overflowed retraining's scaler statistics (mean, variance) to inf/NaN, and a 400-digit
+integer raised OverflowError (a 500) on float conversion."""
+MAX_MAGNITUDE = 1e15
+"""The ceiling whatever the training range (float64 stops being exact for integers at 2**53)."""
 
 
 class FieldError(BaseModel):
@@ -49,6 +56,12 @@ class Feature(BaseModel):
     mean: float | None = None
     std: float | None = None
     missing_rate: float = 0.0
+
+    @property
+    def magnitude_limit(self) -> float:
+        """The largest |value| a request may send for this numeric feature."""
+        seen = max(abs(self.min or 0.0), abs(self.max or 0.0), 1.0)
+        return min(MAGNITUDE_FACTOR * seen, MAX_MAGNITUDE)
 
 
 class FeatureSchema(BaseModel):
@@ -180,10 +193,8 @@ class FeatureSchema(BaseModel):
                                 message=f"must be a number or null, got {type(value).__name__}",
                             )
                         )
-                    elif not math.isfinite(value):
-                        errors.append(
-                            FieldError(field=f"{where}.{name}", message="must be a finite number")
-                        )
+                    elif (problem := _magnitude_problem(value, feature)) is not None:
+                        errors.append(FieldError(field=f"{where}.{name}", message=problem))
                     else:
                         codes[i, j] = float(value)
                 else:
@@ -231,6 +242,19 @@ class FeatureSchema(BaseModel):
             else:
                 row[f.name] = f.categories[0]
         return row
+
+
+def _magnitude_problem(value: int | float, feature: Feature) -> str | None:
+    """Why a JSON number cannot be this feature's value (None: it can). Integers are compared
+    before any float conversion, so a 400-digit one is an answer, not an OverflowError."""
+    limit = feature.magnitude_limit
+    if isinstance(value, int):
+        ok = -limit <= value <= limit  # int vs float compares exactly, never overflows
+    else:
+        if not math.isfinite(value):
+            return "must be a finite number"
+        ok = abs(value) <= limit
+    return None if ok else f"must be between {-limit:g} and {limit:g}"
 
 
 def _is_missing(value: Any) -> bool:

@@ -256,8 +256,10 @@ class BackgroundWork:
         if self.core.live is not None:  # what this replica answered reaches the evidence
             try:
                 await asyncio.to_thread(self.core.live.flush_outcomes)
-            except Exception as exc:
-                log.error("outcomes lost at shutdown (store unreachable): %s", exc)
+            except Exception as exc:  # counted, not only logged: the evidence is short by these
+                lost = self.core.live.outcomes.pending
+                metrics.OUTCOMES_DROPPED.inc(lost)
+                log.error("%d outcomes lost at shutdown (store unreachable): %s", lost, exc)
         if self.lease is not None:  # hand the controller over at once, not after the TTL
             await asyncio.to_thread(self.lease.release)
 

@@ -147,7 +147,10 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
     try:
         state = StateStore(opts.state_url)
     except Exception as exc:
-        raise RetrainError(f"cannot open the state store {opts.state_url}: {exc}") from None
+        from serving.config.secrets import redact, url_password
+
+        shown = redact(f"{opts.state_url}: {exc}", [url_password(opts.state_url)])
+        raise RetrainError(f"cannot open the state store {shown}") from None
     until = time.time()
     since = until - float(opts.since_s)
     try:

@@ -6,14 +6,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serving.config.secrets import clean_secret, url_password, webhook_url_problem
+
+SECRET_FIELDS = ("request_id_secret", "viewer_token", "admin_token", "user_token_secret")
+"""Settings that are secrets: blank is unset, and none is ever shown in an error or a log."""
 
 
 class ServingSettings(BaseSettings):
     """Everything about the serving processes that is not a traffic flag (see config/flags.yaml)."""
 
-    model_config = SettingsConfigDict(env_prefix="SERVING_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="SERVING_", extra="ignore", hide_input_in_errors=True
+    )
 
     classic_model: str = "classic:latest"
     """Model store tag the classic arm serves (pin a version to roll back)."""
@@ -106,6 +113,30 @@ class ServingSettings(BaseSettings):
     """Adaptive batching: BentoML's queueing budget before it rejects (a rejection budget, not a
     wait).
     """
+
+    @field_validator(*SECRET_FIELDS, mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: object) -> object:
+        """`SERVING_ADMIN_TOKEN=""` (or spaces) means no admin token, never an empty one."""
+        return clean_secret(value)
+
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _webhook_https_only(cls, value: object) -> object:
+        """Refuse to start with a webhook that is not https (http only to loopback): a
+        `file://` URL or a plain-http hop would carry the decisions anywhere."""
+        if isinstance(value, str) and not value.strip(" \t"):
+            return None
+        if isinstance(value, str) and (problem := webhook_url_problem(value.strip(" \t"))):
+            raise ValueError(f"SERVING_WEBHOOK_URL {problem}")
+        return value.strip(" \t") if isinstance(value, str) else value
+
+    def secrets(self) -> list[str]:
+        """Every secret value this process holds (for redaction): the tokens and the state
+        store's password."""
+        values = [getattr(self, name) for name in SECRET_FIELDS]
+        out = [v.get_secret_value() for v in values if v is not None]
+        return out + [p for p in (url_password(self.state_url), self.webhook_url) if p]
 
     def arm_url(self, arm: Literal["classic", "ensemble"]) -> str | None:
         """Where an arm is reached: its URL; None = in this graph. In the router role a missing URL

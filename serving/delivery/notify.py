@@ -18,6 +18,8 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from serving.config.secrets import webhook_url_problem
+
 log = logging.getLogger(__name__)
 
 NOTIFY_ACTIONS = frozenset({"promote", "rollback", "kill_switch", "hold"})
@@ -38,13 +40,30 @@ def slack_message(decision: Mapping[str, Any]) -> dict[str, Any]:
     return {"text": text, "decision": dict(decision)}
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx is an answer, not a hop: following it would send the decision (and whatever the
+    URL's owner put in it) to a host nobody configured, or down to plain http."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: PLR0913
+        raise urllib.error.HTTPError(
+            req.full_url, code, "webhook redirects are not followed", headers, fp
+        )
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+"""urllib's opener without redirects (and without file:// or ftp:// use: the URL is checked)."""
+
+
 def post_json(url: str, body: Mapping[str, Any], timeout_s: float = 5.0) -> None:
-    """POST `body` as JSON; raises on a network error or a non-2xx answer."""
+    """POST `body` as JSON; raises on a refused URL (not https, nor http to loopback), a network
+    error, a redirect or a non-2xx answer."""
+    if (problem := webhook_url_problem(url)) is not None:
+        raise ValueError(f"webhook URL {problem}")
     data = json.dumps(body, default=str).encode()
     request = urllib.request.Request(
         url, data=data, headers={"Content-Type": "application/json"}, method="POST"
     )
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (operator URL)
+    with _OPENER.open(request, timeout=timeout_s) as response:
         if not 200 <= response.status < 300:
             raise urllib.error.HTTPError(url, response.status, "webhook refused", None, None)
 
@@ -61,6 +80,8 @@ class Notifier:
         send: Callable[[str, Mapping[str, Any]], None] = post_json,
         sleep: Callable[[float], None] = time.sleep,
     ):
+        if url and (problem := webhook_url_problem(url)) is not None:
+            raise ValueError(f"webhook URL {problem}")
         self.url = url
         self.max_attempts = max_attempts
         self.first_backoff_s = first_backoff_s

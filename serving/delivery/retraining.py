@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from serving.config.experiments import RetrainingConfig
+from serving.config.secrets import redact, url_password
+from serving.config.settings import SECRET_FIELDS
 from serving.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -99,9 +101,7 @@ def training_command(
         sys.executable,
         "-m",
         "training",
-        "--from-feedback",
-        "--state-url",
-        state_url,
+        "--from-feedback",  # the state URL (with its password) goes by environment, never argv
         "--since",
         repr(float(cfg.feedback_window_s)),
         "--holdout",
@@ -122,9 +122,20 @@ def training_command(
     return argv
 
 
-def training_env(cfg: RetrainingConfig, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The subprocess's environment: `base` (default os.environ) with the thread limits."""
-    env = dict(os.environ if base is None else base)
+STATE_URL_VARIABLE = "SERVING_STATE_URL"
+"""How the subprocess learns the state store: the environment (not `ps`-visible like argv)."""
+WITHHELD = frozenset(f"SERVING_{name.upper()}" for name in SECRET_FIELDS) | {"SERVING_WEBHOOK_URL"}
+"""Secrets training never needs (tokens, request-id and user-token secrets, the webhook)."""
+
+
+def training_env(
+    cfg: RetrainingConfig, base: dict[str, str] | None = None, state_url: str | None = None
+) -> dict[str, str]:
+    """The subprocess's environment: `base` (default os.environ) without the secrets training
+    does not need, with the state store's URL and the thread limits."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in WITHHELD}
+    if state_url is not None:
+        env[STATE_URL_VARIABLE] = state_url
     for name in THREAD_VARIABLES:
         env[name] = str(int(cfg.threads))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -235,7 +246,8 @@ class RetrainingJob:
                 record.update(await self._subprocess(cfg))
             except Exception as exc:  # the job must never take the loop down
                 log.exception("retraining run %s failed to run", run_id)
-                record.update({"outcome": "failed", "reasons": [f"{type(exc).__name__}: {exc}"]})
+                reason = redact(f"{type(exc).__name__}: {exc}", [url_password(self.state_url)])
+                record.update({"outcome": "failed", "reasons": [reason]})
             finally:
                 renew.cancel()
                 finished_at = self.clock()
@@ -274,7 +286,7 @@ class RetrainingJob:
             process = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=str(self.cwd),
-                env=training_env(cfg),
+                env=training_env(cfg, state_url=self.state_url),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 preexec_fn=lower_priority,
@@ -305,6 +317,9 @@ class RetrainingJob:
         elif outcome == "failed" and not reasons:
             reasons.append(f"training exited with code {process.returncode}: {tail[-500:]}")
         lineage = report.get("lineage") or {}
+        secret = url_password(self.state_url)
+        reasons = [redact(str(r), [secret]) for r in reasons]  # the viewer token reads runs
+        tail = redact(tail, [secret])
         return {
             "outcome": outcome,
             "exit_code": process.returncode,

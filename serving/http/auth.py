@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
+from serving.config.secrets import presented
 from serving.errors import Forbidden, Unauthorized
 from serving.http.dependencies import UserIdPath
 from serving.routing.preferences import MIN_SECRET_LENGTH, verify_user_token
@@ -66,9 +67,10 @@ async def require_admin(request: Request, _: AdminCredentials) -> None:
     authorization = request.headers.get("authorization")
     if not authorization or not authorization.lower().startswith("bearer "):
         raise Unauthorized()
-    if not hmac.compare_digest(
-        authorization[7:].strip().encode(), token.get_secret_value().encode()
-    ):
+    value = presented(authorization[7:])
+    if value is None:  # `Bearer <U+00A0>` and the like: no token at all
+        raise Unauthorized()
+    if not _same_secret(value, token):
         raise Forbidden("invalid admin token")
 
 
@@ -82,15 +84,13 @@ async def require_operator(request: Request, _: OperatorCredentials) -> None:
             "the dashboard and /api/status are disabled: set SERVING_VIEWER_TOKEN (read-only) or "
             "SERVING_ADMIN_TOKEN on the server"
         )
-    presented = presented_token(request.headers.get("authorization"))
-    if presented is None:
+    token = presented_token(request.headers.get("authorization"))
+    if token is None:
         raise Unauthorized(
             "missing operator token: send 'Authorization: Bearer <token>' (viewer or admin)",
             headers=OPERATOR_CHALLENGE,
         )
-    if not any(
-        hmac.compare_digest(presented.encode(), t.get_secret_value().encode()) for t in tokens
-    ):
+    if not any(_same_secret(token, t) for t in tokens):
         raise Forbidden("invalid operator token")
 
 
@@ -98,18 +98,24 @@ def presented_token(authorization: str | None) -> str | None:
     """The token of `Bearer <token>`, or the password of `Basic base64(user:token)`."""
     if not authorization:
         return None
-    scheme, _, value = authorization.strip().partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
+    scheme, _, value = authorization.strip(" \t").partition(" ")
+    if scheme.lower() == "bearer":
+        return presented(value)
     if scheme.lower() == "basic":
         try:
             _user, _, password = (
-                base64.b64decode(value.strip(), validate=True).decode().partition(":")
+                base64.b64decode(value.strip(" \t"), validate=True).decode().partition(":")
             )
         except (ValueError, UnicodeDecodeError):
             return None
-        return password or None
+        return presented(password)
     return None
+
+
+def _same_secret(value: str, secret: SecretStr) -> bool:
+    """Constant-time comparison; an empty secret (never configured so) matches nothing."""
+    expected = secret.get_secret_value()
+    return bool(expected) and hmac.compare_digest(value.encode(), expected.encode())
 
 
 def user_token_dependency(secret: SecretStr | None) -> Callable[..., Awaitable[str]]:
@@ -128,7 +134,8 @@ def user_token_dependency(secret: SecretStr | None) -> Callable[..., Awaitable[s
         authorization = request.headers.get("authorization")
         if not token and authorization and authorization.lower().startswith("bearer "):
             token = authorization[7:]
-        if not token or not token.strip():
+        token = presented(token)
+        if token is None:
             raise Unauthorized(
                 "missing user token: send 'Authorization: Bearer <token>' or "
                 "'X-User-Token: <token>'"

@@ -101,11 +101,15 @@ class RequestGuard:
                 return PayloadTooLarge(
                     f"request body of {length} bytes exceeds {self.max_body_bytes}"
                 )
-        content_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        no_body = length == "0" or (length is None and "transfer-encoding" not in headers)
+        if no_body and "content-type" not in headers:
+            return None  # a bodiless POST (an admin action): nothing to be JSON
+        # A body must say it is JSON: without a Content-Type it used to be read as JSON anyway,
+        # so a cross-site form post (a Blob without a type) reached classify and feedback.
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json" and not content_type.endswith("+json"):
-            return UnsupportedMediaType(
-                f"send the body as application/json (got {content_type[:60]!r})"
-            )
+            got = repr(content_type[:60]) if content_type else "no Content-Type"
+            return UnsupportedMediaType(f"send the body as application/json (got {got})")
         return None
 
     async def _read_body(self, receive: Receive) -> bytes:

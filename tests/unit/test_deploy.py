@@ -3,6 +3,7 @@ reference, the plan's sizes, probes and an HTTP scale rule; no secret value in a
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -100,3 +101,105 @@ def test_a_dry_run_prints_valid_yaml_and_no_secret():
         parsed = yaml.safe_load(text)
         assert parsed["type"] == "Microsoft.App/containerApps"
         assert parsed["properties"]["template"]["scale"]["rules"]
+
+
+FAKE_AZ = r"""#!/usr/bin/env python3
+# A stand-in for the Azure CLI: records each call (and any @file or --yaml file: its mode and
+# whether it holds the secret), answers what `deploy` asks, fails like az does (echoing its input).
+import json, os, stat, sys
+args = sys.argv[1:]
+files = [a[1:] for a in args if a.startswith("@")]
+if "--yaml" in args:
+    files.append(args[args.index("--yaml") + 1])
+seen = [{"path": f, "mode": oct(stat.S_IMODE(os.stat(f).st_mode)),
+         "dir_mode": oct(stat.S_IMODE(os.stat(os.path.dirname(f)).st_mode)),
+         "text": open(f).read()} for f in files]
+with open(os.environ["FAKE_AZ_LOG"], "a") as log:
+    log.write(json.dumps({"args": args, "files": seen}) + "\n")
+if args[:3] == ["containerapp", "env", "show"]:
+    print("/subscriptions/s/env")
+elif args[:3] == ["acr", "credential", "show"]:
+    print("registry-Pa55-from-azure")
+elif args[:2] == ["containerapp", "show"]:
+    pass
+else:
+    sys.stderr.write("ERROR: refused: " + " ".join(args) + " " + "".join(s["text"] for s in seen))
+    sys.exit(1)
+"""
+DEPLOY_SECRETS = {
+    "POSTGRES_PASSWORD": "pg-Pa55-hunter2",
+    "SERVING_STATE_URL": "postgresql+psycopg://serving:db-Pa55-hunter3@db/serving",
+    "SERVING_ADMIN_TOKEN": "admin-Pa55-hunter4",
+    "SERVING_USER_TOKEN_SECRET": "user-Pa55-hunter5-0123456789",
+}
+
+
+def run_deploy_with_fake_az(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, list]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "az").write_text(FAKE_AZ)
+    (bin_dir / "az").chmod(0o755)
+    log = tmp_path / "az.log"
+    env = {
+        **os.environ,
+        **DEPLOY_SECRETS,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_AZ_LOG": str(log),
+        "ACR_NAME": "myacr",
+        "AZURE_RESOURCE_GROUP": "rg",
+        "CONTAINERAPPS_ENVIRONMENT": "env",
+        "POSTGRES_SERVER": "pg",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return result, calls
+
+
+def secrets_in(text: str) -> list[str]:
+    values = [*DEPLOY_SECRETS.values(), "db-Pa55-hunter3", "registry-Pa55-from-azure"]
+    return [v for v in values if v in text]
+
+
+def test_database_passes_the_password_by_a_private_file_and_never_prints_it(tmp_path):
+    """`--admin-password <value>` was printed (and again when az failed) and visible in `ps`:
+    now az reads it from a 0600 file in a 0700 temp dir, deleted afterwards; the failure output
+    names the command without the secret."""
+    result, calls = run_deploy_with_fake_az(tmp_path, "database")
+    assert result.returncode == 1 and "command failed" in result.stderr
+    assert secrets_in(result.stdout + result.stderr) == []
+    (create,) = [c for c in calls if c["args"][:3] == ["postgres", "flexible-server", "create"]]
+    assert secrets_in(" ".join(create["args"])) == []  # what `ps` would have shown
+    (file,) = create["files"]
+    assert file["text"] == DEPLOY_SECRETS["POSTGRES_PASSWORD"]
+    assert (file["mode"], file["dir_mode"]) == ("0o600", "0o700")
+    assert not os.path.exists(file["path"]) and not os.path.exists(os.path.dirname(file["path"]))
+    dry = run_deploy_with_fake_az(tmp_path / "dry", "database", "--dry-run")[0]
+    assert dry.returncode == 0 and "--admin-password" in dry.stdout
+    assert secrets_in(dry.stdout + dry.stderr) == []
+
+
+def test_apps_writes_definitions_0600_in_a_private_dir_and_deletes_them(tmp_path):
+    result, calls = run_deploy_with_fake_az(
+        tmp_path, "apps", "--mode", "update", "--app", "tabular-router"
+    )
+    assert result.returncode == 1, result.stderr
+    assert secrets_in(result.stdout + result.stderr) == []  # az echoed them: redacted
+    (update,) = [c for c in calls if c["args"][:2] == ["containerapp", "update"]]
+    (file,) = update["files"]
+    assert DEPLOY_SECRETS["SERVING_ADMIN_TOKEN"] in file["text"]  # the definition carries it ...
+    assert (file["mode"], file["dir_mode"]) == ("0o600", "0o700")  # ... readable by us only
+    assert not os.path.exists(file["path"]) and not os.path.exists(os.path.dirname(file["path"]))
+
+
+def test_blank_required_secrets_refuse_to_deploy(tmp_path, monkeypatch):
+    monkeypatch.setitem(DEPLOY_SECRETS, "SERVING_ADMIN_TOKEN", " \t ")
+    result, calls = run_deploy_with_fake_az(tmp_path, "apps")
+    assert result.returncode == 2 and "SERVING_ADMIN_TOKEN" in result.stderr
+    assert not any(c["args"][:2] == ["containerapp", "update"] for c in calls)

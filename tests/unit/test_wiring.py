@@ -70,3 +70,27 @@ def test_coalescing_off_calls_the_service_directly(tmp_path):
     core = build_router_core(settings, services)
     assert core.ensemble._predict is services.ensemble.predict
     assert core.model_loaders["ensemble"] is services.ensemble.load_version
+
+
+def test_a_failed_final_flush_is_counted_not_only_logged():
+    """Shutdown with the store unreachable: what could not be written is counted as dropped."""
+    from types import SimpleNamespace
+
+    from prometheus_client import REGISTRY
+
+    from serving.wiring import BackgroundWork
+
+    def unreachable():
+        raise ConnectionError("store down")
+
+    async def drained():
+        return None
+
+    live = SimpleNamespace(flush_outcomes=unreachable, outcomes=SimpleNamespace(pending=7))
+    core = SimpleNamespace(shadow=SimpleNamespace(drain=drained), live=live)
+    lease = SimpleNamespace(release=lambda: None)
+    work = BackgroundWork(core=core, settings=ServingSettings(), lease=lease)  # type: ignore[arg-type]
+    name = "tabular_router_outcomes_dropped_total"
+    before = REGISTRY.get_sample_value(name) or 0.0
+    asyncio.run(work.stop())
+    assert (REGISTRY.get_sample_value(name) or 0.0) - before == 7

@@ -4,6 +4,7 @@ training command (one at a time over replicas, outcomes, records, timeout)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from datetime import UTC, datetime
 
@@ -78,6 +79,51 @@ def test_command_and_environment_limit_the_run(tmp_path):
     assert argv[argv.index("--parent") + 1] == "ensemble:abc"
     env = training_env(cfg, {})
     assert all(env[name] == "1" for name in THREAD_VARIABLES)
+
+
+DB_PASSWORD = "pg-Pa55word-never-shown"
+DB_URL = f"postgresql+psycopg://serving:{DB_PASSWORD}@db.example:5432/serving"
+
+
+def test_the_state_url_goes_by_environment_and_other_secrets_stay_home(tmp_path):
+    """`ps` shows argv to every user: the database password must not be on it; and training gets
+    only the secrets it needs (the state store), not the admin token or signing secrets."""
+    cfg = _cfg()
+    argv = training_command(cfg, DB_URL, tmp_path / "r.json", None)
+    assert not any(DB_PASSWORD in a for a in argv) and "--state-url" not in argv
+    base = {
+        "PATH": "/bin",
+        "SERVING_ADMIN_TOKEN": "admin-token-value",
+        "SERVING_VIEWER_TOKEN": "viewer-token-value",
+        "SERVING_USER_TOKEN_SECRET": "user-token-secret-value",
+        "SERVING_REQUEST_ID_SECRET": "request-id-secret-value",
+        "SERVING_WEBHOOK_URL": "https://hooks.example/T000/secret-path",
+        "SERVING_STATE_URL": "sqlite:///stale.db",
+    }
+    env = training_env(cfg, base, state_url=DB_URL)
+    assert env["SERVING_STATE_URL"] == DB_URL and env["PATH"] == "/bin"
+    leaked = [v for k, v in base.items() if k not in ("PATH", "SERVING_STATE_URL")]
+    assert not any(value in str(env) for value in leaked)
+
+
+def test_a_failed_run_records_no_database_password(store):
+    """The run record is what the viewer token reads: a training failure that printed the URL
+    (reasons and log tail) is recorded with the password replaced by ***."""
+
+    def command(cfg, state_url, report_path, parent):
+        script = (
+            "import json,os,sys; url=os.environ['SERVING_STATE_URL']; print('cannot open', url); "
+            f"open({str(report_path)!r},'w').write(json.dumps({{'reasons': ['no store ' + url]}}));"
+            " sys.exit(2)"
+        )
+        return [sys.executable, "-c", script]
+
+    job = RetrainingJob(store, DB_URL, "replica-a", command=command)
+    record = asyncio.run(job.run_now(_cfg()))
+    assert record["outcome"] == "failed"
+    stored = json.dumps(store.retraining_runs(5), default=str)
+    assert "db.example" in stored  # the URL's output did reach the record ...
+    assert DB_PASSWORD not in stored and DB_PASSWORD not in json.dumps(record, default=str)
 
 
 def _fake(exit_code: int, report: dict | None, sleep: float = 0.0):

@@ -78,8 +78,9 @@ def test_version_swap_validates_name_then_body(client, core):
 
     core.swap_model = swap_model
     url = "/api/admin/models/{}/version"
-    assert error(client.post(url.format("gpt"), content=b"[", headers=ADMIN), 404)
-    assert error(client.post(url.format("ensemble"), content=b"[1]", headers=ADMIN), 400)
+    as_json = {**ADMIN, "Content-Type": "application/json"}
+    assert error(client.post(url.format("gpt"), content=b"[", headers=as_json), 404)
+    assert error(client.post(url.format("ensemble"), content=b"[1]", headers=as_json), 400)
     for body in ({}, {"version": ""}, {"version": 3}, {"version": "x" * 65}):
         missing = error(client.post(url.format("ensemble"), json=body, headers=ADMIN), 422)
         assert missing["fields"] == [{"field": "version", "message": "required string"}]
