@@ -3,7 +3,7 @@
 Why: scikit-learn's forests and HistGradientBoosting cost a fixed 9-20 ms per `predict_proba`
 call whatever the batch (validation, thread-pool set-up), XGBoost about 0.6 ms, and LightGBM
 walks batches slowly on one thread. The same trees as one `ai.onnx.ml` tree-ensemble node, run by
-onnxruntime on one thread, cost 0.1-0.4 ms for a row (figures: `python -m loadtests.benchmark.members`).
+onnxruntime on one thread, cost 0.1-0.4 ms for a row (`python -m loadtests.benchmark.members`).
 
 Exactness: thresholds, leaf values and sums are float64 and the inputs are the float32 design
 matrix widened exactly, so every split decision is the native library's (`x <= t` for
