@@ -296,11 +296,41 @@ def test_shadow_passes_on_the_lower_bound():
     assert result["verdict"] == "pass"
 
 
-def test_shadow_fails_when_the_interval_reaches_below_the_minimum():
-    # 0.62 observed, but the 95 % lower bound is below 0.6: not yet shown to agree enough
+def test_shadow_waits_while_the_sequence_straddles_the_minimum():
+    # 0.62 observed, the lower bound below 0.6 and the upper above: not yet shown either way
+    # (the fixed-sample gate failed it at once, and would have passed a lucky look later)
     pairs = [("a", "a")] * 124 + [("b", "a")] * 76
     result = shadow_agreement(pairs, SHADOW)
     assert result["rate"] == pytest.approx(0.62)
-    assert result["ci_low"] < 0.6
+    assert result["sequential"]["cs_low"] < 0.6 < result["sequential"]["cs_high"]
+    assert result["verdict"] == "wait", result["reason"]
+
+
+def test_shadow_fails_when_the_sequence_is_below_the_minimum():
+    result = shadow_agreement([("a", "a")] * 80 + [("b", "a")] * 220, SHADOW)
+    assert result["sequential"]["cs_high"] < 0.6
     assert result["verdict"] == "fail"
     assert shadow_agreement([("b", "a")] * 300, SHADOW)["verdict"] == "fail"
+
+
+def test_shadow_pass_needs_the_anytime_valid_lower_bound():
+    # Wilson's 95 % lower bound of 0.615 at n = 200 is above 0.6 but the sequence's is not yet
+    pairs = [("a", "a")] * 136 + [("b", "a")] * 64
+    result = shadow_agreement(pairs, SHADOW)
+    assert result["ci_low"] > 0.6 > result["sequential"]["cs_low"]
+    assert result["verdict"] == "wait"
+
+
+def test_a_fixed_sample_go_is_not_an_anytime_valid_go():
+    """+3.5 points at 1,000 labels per arm: the fixed-sample non-inferiority p is below 0.05,
+    the always-valid one is not: the controller waits for more labels."""
+    feedback = rows("classic", "xyz", 1000, 800) + rows("ensemble", "abc", 1000, 835)
+    c = experiment_report(feedback, three_variants(), SERVED, CFG)["challengers"]["champion"]
+    assert c["noninferiority"]["p_value"] < 0.05
+    seq = c["sequential"]
+    assert seq["noninferiority_p_value"] > 0.05
+    assert seq["cs_low"] < c["ci_low"] and seq["cs_high"] > c["ci_high"]
+    assert c["verdict"] == "wait"
+    more = rows("classic", "xyz", 4000, 3200) + rows("ensemble", "abc", 4000, 3340)
+    c = experiment_report(more, three_variants(), SERVED, CFG)["challengers"]["champion"]
+    assert c["verdict"] == "go" and "always-valid" in c["reason"]
