@@ -64,6 +64,9 @@ class ScoreConfig(StrictModel):
     """Requests the ensemble needs before its stability counts."""
     include_shadow_labels: bool = True
     """Judge the ensemble's accuracy on its own labels plus its shadow predictions' labels."""
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    """Error rate of the anytime-valid accuracy gate and rollback trigger (the controller
+    re-judges every tick; serving/evidence/sequential.py)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> ScoreConfig:

@@ -31,6 +31,7 @@ import numpy as np
 from scipy import stats
 
 from serving.config.delivery import ScoreConfig
+from serving.evidence import sequential
 
 ARMS: tuple[str, ...] = ("classic", "ensemble", "cascade", "shadow")
 """The arms the windows track by default."""
@@ -511,6 +512,17 @@ def go_no_go(
         result["verdict"] = "not enough data"
         return result
 
+    evidence = accuracy_evidence(correct_c, n_c, correct_e, n_e, config)
+    result["accuracy_evidence"] = evidence
+    if not evidence["passed"]:
+        result["failed_gates"].append(
+            _gate(
+                "accuracy_evidence",
+                evidence["p_value"],
+                config.alpha,
+                "<",
+            )
+        )
     values = _term_values(acc_c, acc_e, inputs)
     terms: dict[str, dict] = {}
     for term in SCORE_TERMS:
@@ -537,6 +549,35 @@ def go_no_go(
         result["failed_gates"].append(_gate("score", score, config.proceed_threshold, ">="))
     result["verdict"] = "hold" if result["failed_gates"] else "proceed"
     return result
+
+
+def accuracy_evidence(
+    correct_c: int, n_c: int, correct_e: int, n_e: int, config: ScoreConfig
+) -> dict[str, Any]:
+    """Is the ensemble's relative improvement over classic at least `accuracy_improvement_min`,
+    anytime-valid? The rollout re-judges every tick, so the accuracy gate is the one-sided
+    mixture test of H0: acc_e - acc_c <= accuracy_improvement_min * acc_c
+    (`serving.evidence.sequential`), not the point estimate: passes when its always-valid
+    p-value is below `config.alpha`. `relative_low`: the anytime-valid lower bound of the
+    improvement, relative to classic's observed accuracy."""
+    acc_c = correct_c / n_c if n_c else 0.0
+    needed = config.accuracy_improvement_min * acc_c
+    seq = sequential.difference(correct_c, n_c, correct_e, n_e, config.alpha, margin=-needed)
+    p = seq["noninferiority_p_value"]
+    low = seq["noninferiority_low"]
+    return {
+        "method": seq["method"],
+        "null": f"ensemble - classic accuracy <= {needed:.4f} "
+        f"({config.accuracy_improvement_min:g} x classic)",
+        "p_value": p,
+        "alpha": config.alpha,
+        "diff": seq["diff"],
+        "lower_bound": low,
+        "relative_low": low / acc_c if low is not None and acc_c > 0 else None,
+        "cs_low": seq["cs_low"],
+        "cs_high": seq["cs_high"],
+        "passed": bool(p is not None and p < config.alpha),
+    }
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,10 @@ One evaluation (`evaluate`) decides, in this order:
 1. rolled back already -> "none" (a manual `promote` restarts at the first stage);
 2. rollback when ANY trigger fires, each only once it has enough samples:
    ensemble accuracy more than `max_accuracy_drop` below classic (both arms with
-   `min_labelled_samples` labels), ensemble p95 latency more than `max_p95_increase_ms` above
+   `min_labelled_samples` labels; anytime-valid: the one-sided mixture test of
+   H0: classic - ensemble <= max_accuracy_drop rejects at `score.alpha`, so re-judging every
+   tick does not roll back a healthy ensemble on noise), ensemble p95 latency more than
+   `max_p95_increase_ms` above
    classic (both with `min_request_samples` latency samples), ensemble error rate above
    `max_error_rate` (`min_request_samples` requests). Triggers fire even while paused, frozen by
    drift, or with automatic promotion disabled: rollback is the safety net;
@@ -33,6 +36,7 @@ from typing import Any
 from serving.config.delivery import RolloutConfig
 from serving.delivery.evaluation import candidate_accuracy, compare_accuracy, go_no_go
 from serving.delivery.state import StateStore
+from serving.evidence import sequential
 
 STATE_KEY = "rollout"
 """The store key holding the rollout state."""
@@ -289,6 +293,12 @@ class RolloutController:
         acc_e = correct_e / n_e if n_e else None
         drop = acc_c - acc_e if acc_c is not None and acc_e is not None else None
         enough_acc = min(n_c, n_e) >= cfg.min_labelled_samples
+        # evidence the drop exceeds the limit: "challenger" classic vs "control" ensemble,
+        # H0: classic <= ensemble + max_accuracy_drop (margin -max_accuracy_drop)
+        drop_test = sequential.difference(
+            correct_e, n_e, correct_c, n_c, cfg.score.alpha, margin=-cfg.max_accuracy_drop
+        )
+        drop_p = drop_test["noninferiority_p_value"]
 
         lat_c, lat_e = classic.get("p95_latency_ms"), ensemble.get("p95_latency_ms")
         n_lat = min(
@@ -311,7 +321,11 @@ class RolloutController:
                 "samples": min(n_c, n_e),
                 "min_samples": cfg.min_labelled_samples,
                 "enough_data": enough_acc,
-                "triggered": bool(enough_acc and drop is not None and drop > cfg.max_accuracy_drop),
+                "p_value": drop_p,
+                "alpha": cfg.score.alpha,
+                "drop_low": drop_test["noninferiority_low"],
+                "test": "anytime-valid one-sided mixture, H0: drop <= threshold",
+                "triggered": bool(enough_acc and drop_p is not None and drop_p < cfg.score.alpha),
                 "description": (
                     f"ensemble accuracy {_fmt(acc_e)} is {_fmt(drop)} below classic "
                     f"{_fmt(acc_c)} (limit {cfg.max_accuracy_drop})"

@@ -33,7 +33,7 @@ def _stream(
     n: int = 300,
     *,
     classic_acc: float = 0.70,
-    ensemble_acc: float = 0.82,
+    ensemble_acc: float = 0.90,
     classic_ms: float = 5.0,
     ensemble_ms: float = 40.0,
     ensemble_errors: float = 0.0,
@@ -202,10 +202,24 @@ def test_holds_are_logged_only_when_their_reasons_change(store, clock):
 
 
 # ---------------------------------------------------------------------------- rollback
+def test_a_small_drop_within_noise_does_not_roll_back(store, clock):
+    """6 points below classic at 300 labels per arm: the point estimate is past the 5-point
+    limit, but that is not evidence the drop exceeds it (the trigger is re-judged every tick);
+    the gate says so with its always-valid p-value."""
+    controller = RolloutController(_config(), store, clock=clock)
+    windows = _fresh_windows(clock)
+    _stream(windows, ensemble_acc=0.64)
+    clock.advance(10)
+    decision = controller.evaluate(windows.snapshot())
+    gate = decision["evidence"]["gates"]["accuracy"]
+    assert gate["value"] > gate["threshold"] and gate["p_value"] > 0.05
+    assert decision["action"] != "rollback" and not gate["triggered"]
+
+
 @pytest.mark.parametrize(
     "bad, gate",
     [
-        ({"ensemble_acc": 0.64}, "accuracy"),  # 6 points below classic's 0.70
+        ({"ensemble_acc": 0.50}, "accuracy"),  # 20 points below classic's 0.70
         ({"ensemble_ms": 160.0}, "latency"),  # p95 ~ 166 ms vs ~ 9 ms
         ({"ensemble_errors": 0.03}, "errors"),  # 3 % errors
     ],
