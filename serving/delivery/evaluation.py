@@ -191,6 +191,9 @@ class EvaluationWindows:
         self.windows: dict[str, ArmWindow] = {
             arm: ArmWindow(max_events=max_events, max_age_s=max_age_s, clock=clock) for arm in arms
         }
+        self.forced_labels: dict[str, int] = {}
+        """Labels of requests whose arm was chosen, not assigned at random (header, preference,
+        allow-list, direct endpoint, fallback): reported per arm, never compared."""
 
     def __getitem__(self, arm: str) -> ArmWindow:
         """The window of `arm` (KeyError for an unknown arm)."""
@@ -233,8 +236,10 @@ class EvaluationWindows:
     def replay_feedback(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Rebuild the label windows from stored feedback (`StateStore.feedback_since`).
 
-        Each row's label goes to its serving arm and, when it carries a shadow prediction, to the
-        "shadow" window (without the rating, which judged the served answer). Only labels are
+        Only rows whose arm was assigned at random (`randomised`, missing = True) are labels
+        here; the others are counted in `forced_labels`. Each row's label goes to its serving arm
+        and, when it carries a shadow prediction, to the "shadow" window (without the rating,
+        which judged the served answer). Only labels are
         rebuilt here (`replay_requests` rebuilds the request counters). Returns the number of rows
         replayed. A row's label counts from the row's `created_at` (the prediction's time) when it
         has one, else from now.
@@ -242,6 +247,10 @@ class EvaluationWindows:
         replayed = 0
         for row in rows:
             arm, at = row.get("arm"), row.get("created_at")
+            if not row.get("randomised", True):  # only randomised traffic is A/B evidence
+                self.forced_labels[str(arm)] = self.forced_labels.get(str(arm), 0) + 1
+                replayed += 1
+                continue
             if arm in self.windows:
                 correct = row.get("correct")
                 if correct is None:
@@ -259,8 +268,12 @@ class EvaluationWindows:
             window.clear()
 
     def snapshot(self) -> dict[str, dict]:
-        """{arm: ArmWindow.snapshot()} for every arm."""
-        return {arm: window.snapshot() for arm, window in self.windows.items()}
+        """{arm: ArmWindow.snapshot()} for every arm, with `forced_labelled`: labels of traffic
+        whose arm was not assigned at random (left out of `labelled`)."""
+        out = {arm: window.snapshot() for arm, window in self.windows.items()}
+        for arm, snap in out.items():
+            snap["forced_labelled"] = self.forced_labels.get(arm, 0)
+        return out
 
     def compare(
         self,

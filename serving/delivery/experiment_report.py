@@ -1,6 +1,9 @@
 """Evaluation of an experiment with more than two arms: every challenger against the control.
 
-Feedback rows (`StateStore.feedback_since`) say which arm answered and which model version did;
+Feedback rows (`StateStore.feedback_since`) say which arm answered and which model version did,
+and whether the split assigned the arm (`randomised`): rows whose arm a header, a preference, an
+allow-list or a fallback chose are counted under `not_randomised` per arm and left out (only
+randomised assignment compares arms without bias);
 `variant_of` credits each row to the experiment's variant that really answered it, and
 `experiment_report` gives per variant the labelled accuracy (Wilson 95 % interval) and mean
 latency, and per challenger against the control:
@@ -170,8 +173,12 @@ def experiment_report(
     """
     control = experiment.control
     tallies = {v.name: _Tally() for v in experiment.variants}
+    tallies_forced: dict[str, int] = {}
     unattributed = 0
     for row in rows:
+        if not row.get("randomised", True):  # chosen arms are reported, never compared
+            tallies_forced[str(row.get("arm"))] = tallies_forced.get(str(row.get("arm")), 0) + 1
+            continue
         name = variant_of(row, experiment, served)
         if name is None:
             unattributed += 1
@@ -241,6 +248,7 @@ def experiment_report(
         "challengers": comparisons,
         "best": best,
         "unattributed": unattributed,
+        "not_randomised": tallies_forced,
         "method": {
             "variant_interval": "wilson 95 %",
             "difference_interval": "newcombe-wilson (not adjusted for multiplicity)",

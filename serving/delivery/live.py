@@ -39,6 +39,7 @@ from serving.delivery.state import StateStore
 from serving.errors import InvalidInput, NotFound, StoreUnavailable
 from serving.observability import metrics
 from serving.results import RoutedPrediction
+from serving.routing.policy import is_randomised
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class Served(NamedTuple):
     latency_ms: float | None
     created_at: float
     shadow_label: str | None = None
+    randomised: bool = False
+    """The split chose the arm: only such labels are A/B evidence (routing.policy)."""
 
 
 class RecentPredictions:
@@ -201,7 +204,8 @@ class LiveEvaluation:
         for p in predictions:
             self.windows.record_request(arm, latency, cached=cached, cpu_seconds=per_row_cpu)
             self.outcomes.add_request(arm, latency, per_row_cpu, now, cached=cached)
-            self.recent.add(p.request_id, Served(arm, p.label, latency_ms, now))
+            randomised = is_randomised(p.reason, p.fallback)
+            self.recent.add(p.request_id, Served(arm, p.label, latency_ms, now, None, randomised))
 
     def record_shadow(
         self, request_ids: Sequence[str], probabilities: np.ndarray, seconds: float
@@ -255,9 +259,10 @@ class LiveEvaluation:
             served.created_at,
             replica=self.replica,
             model_version=version,
+            randomised=served.randomised,
         )
         correct = served.label == label
-        if stored:
+        if stored and served.randomised:  # forced arms are reported, never compared
             self.windows.record_label(served.arm, correct, rating)
             if served.shadow_label is not None:
                 self.windows.record_label("shadow", served.shadow_label == label)
@@ -281,7 +286,8 @@ class LiveEvaluation:
             return None, None
         shadow = self.store.shadow_label(request_id) if claim.arm == "classic" else None
         label = self.classes[claim.class_index]
-        return Served(claim.arm, label, None, claim.created_at, shadow), claim.model_version
+        served = Served(claim.arm, label, None, claim.created_at, shadow, claim.randomised)
+        return served, claim.model_version
 
     # ------------------------------------------------------------------ shared evidence
     def flush_outcomes(self) -> int:

@@ -334,3 +334,17 @@ def test_a_fixed_sample_go_is_not_an_anytime_valid_go():
     more = rows("classic", "xyz", 4000, 3200) + rows("ensemble", "abc", 4000, 3340)
     c = experiment_report(more, three_variants(), SERVED, CFG)["challengers"]["champion"]
     assert c["verdict"] == "go" and "always-valid" in c["reason"]
+
+
+def test_only_randomised_rows_are_compared_and_forced_ones_are_reported():
+    """Allow-listed users who love the challenger must not make it win: their rows are counted
+    under `not_randomised`, not in the comparison."""
+    forced = [
+        {**r, "randomised": False, "request_id": "f" + r["request_id"]}
+        for r in rows("ensemble", "abc", 2000, 2000)
+    ]
+    feedback = rows("classic", "xyz", 300, 210) + rows("ensemble", "abc", 300, 210) + forced
+    report = experiment_report(feedback, three_variants(), SERVED, CFG)
+    champion = report["challengers"]["champion"]
+    assert champion["labelled"] == 300 and champion["verdict"] == "wait"
+    assert report["not_randomised"] == {"ensemble": 2000}
