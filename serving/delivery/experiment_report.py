@@ -48,7 +48,7 @@ from scipy import stats
 
 from serving.config.experiments import ChallengerConfig, Experiment, Variant
 from serving.delivery.evaluation import compare_accuracy, wilson_interval
-from serving.evidence import sequential
+from serving.evidence import sequential, srm
 
 INTERVAL_ALPHA = 0.05
 """Per-variant accuracy and shadow agreement intervals are 95 % Wilson intervals."""
@@ -233,9 +233,20 @@ def experiment_report(
 
     names = list(comparisons)
     _adjust(comparisons, names)
+    ratio = srm.check(
+        {v.name: tallies[v.name].labelled for v in experiment.variants},
+        {v.name: v.weight for v in experiment.variants},
+    )
 
     for name in names:
         comparisons[name].update(_verdict(comparisons[name], cfg))
+        if ratio["mismatch"] and comparisons[name]["verdict"] != WAIT:
+            comparisons[name].update(
+                verdict=WAIT,
+                reason=f"sample ratio mismatch: labelled shares {ratio['observed_share']} vs "
+                f"configured {ratio['expected_share']} (always-valid p {ratio['p_value']:.3g}); "
+                f"no verdict until the split is fixed (would be: {comparisons[name]['reason']})",
+            )
 
     goes = [n for n in names if comparisons[n]["verdict"] == GO]
     best = max(goes, key=lambda n: comparisons[n]["accuracy"], default=None)
@@ -249,6 +260,7 @@ def experiment_report(
         "best": best,
         "unattributed": unattributed,
         "not_randomised": tallies_forced,
+        "sample_ratio": ratio,
         "method": {
             "variant_interval": "wilson 95 %",
             "difference_interval": "newcombe-wilson (not adjusted for multiplicity)",

@@ -37,6 +37,7 @@ from serving.delivery.request_ids import RequestIds
 from serving.delivery.rollout import RolloutController
 from serving.delivery.state import StateStore
 from serving.errors import InvalidInput, NotFound, StoreUnavailable
+from serving.evidence import srm
 from serving.observability import metrics
 from serving.results import RoutedPrediction
 from serving.routing.policy import is_randomised
@@ -486,7 +487,11 @@ class LiveEvaluation:
             return None
         self._last_evaluation = now
         drifted = bool(self.drift_report().get("drifted"))
-        decision = self.controller.evaluate(self.snapshot(), drift_frozen=drifted)
+        rows = self.store.feedback_since(self.controller.state.entered_at)
+        assignment = srm.rollout_counts(rows)
+        decision = self.controller.evaluate(self.snapshot(), drifted, assignment)
+        ratio = decision["evidence"].get("sample_ratio") or {}
+        metrics.SAMPLE_RATIO_MISMATCH.labels(scope="rollout").set(int(bool(ratio.get("mismatch"))))
         metrics.ROLLOUT_DECISIONS.labels(action=decision["action"]).inc()
         if decision["action"] == "rollback":
             log.warning("rollout: automatic ROLLBACK: %s", "; ".join(decision.get("reasons", [])))

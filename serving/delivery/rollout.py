@@ -18,7 +18,9 @@ One evaluation (`evaluate`) decides, in this order:
    `max_error_rate` (`min_request_samples` requests). Triggers fire even while paused, frozen by
    drift, or with automatic promotion disabled: rollback is the safety net;
 3. at the last stage with nothing wrong -> "none" (rollout complete);
-4. hold when: paused, drift_frozen, automatic promotion disabled (`enabled: false`), stage younger
+4. hold when: paused, drift_frozen, a sample-ratio mismatch (`sample_ratio`: the randomised
+   labelled traffic's split since the stage began is not the configured one), automatic
+   promotion disabled (`enabled: false`), stage younger
    than `min_stage_seconds`, too few samples for any gate, or the go/no-go score says "hold";
 5. otherwise promote to the next stage.
 
@@ -36,7 +38,7 @@ from typing import Any
 from serving.config.delivery import RolloutConfig
 from serving.delivery.evaluation import candidate_accuracy, compare_accuracy, go_no_go
 from serving.delivery.state import StateStore
-from serving.evidence import sequential
+from serving.evidence import sequential, srm
 
 STATE_KEY = "rollout"
 """The store key holding the rollout state."""
@@ -123,7 +125,10 @@ class RolloutController:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(
-        self, snapshot: Mapping[str, Mapping[str, Any]], drift_frozen: bool = False
+        self,
+        snapshot: Mapping[str, Mapping[str, Any]],
+        drift_frozen: bool = False,
+        assignment: Mapping[str, int] | None = None,
     ) -> dict:
         """Run one evaluation on `snapshot` (an `EvaluationWindows.snapshot()`) and apply it.
 
@@ -131,13 +136,21 @@ class RolloutController:
         `from` and `to` (stage index and percentage), the resulting `state`, `applied` (False when
         another replica changed the state first: the action is then "none"), and `evidence`:
         every gate (value, threshold, enough data, triggered/passed), the accuracy comparison and
-        the go/no-go result.
+        the go/no-go result. `assignment`: randomised labelled requests per side ("classic",
+        "ensemble") since the stage began, for the sample-ratio check (a mismatch holds).
         """
         now = self._clock()
         state = self.refresh()
         expected = self._raw
         cfg = self.config
         evidence = self._evidence(snapshot, state, now, drift_frozen)
+        evidence["sample_ratio"] = (
+            None
+            if assignment is None
+            else srm.check(
+                assignment, {"classic": 100.0 - state.percentage, "ensemble": state.percentage}
+            )
+        )
         gates = evidence["gates"]
         triggered = [name for name, gate in gates.items() if gate["triggered"]]
         last_stage = state.stage_index >= len(cfg.schedule) - 1
@@ -174,6 +187,12 @@ class RolloutController:
             holds.append("paused")
         if drift_frozen:
             holds.append("frozen: input drift detected")
+        ratio = evidence["sample_ratio"]
+        if ratio is not None and ratio["mismatch"]:
+            holds.append(
+                f"sample_ratio: the split is not the split (observed {ratio['observed_share']}, "
+                f"configured {ratio['expected_share']}, always-valid p {ratio['p_value']:.3g})"
+            )
         age = now - state.entered_at
         if age < cfg.min_stage_seconds:
             holds.append(f"stage is {age:.0f} s old, needs {cfg.min_stage_seconds:.0f} s")

@@ -374,3 +374,19 @@ def test_a_changed_schedule_is_applied_to_the_stored_stage(store, clock):
     assert longer.percentage() == 10
     longer.promote()
     assert longer.percentage() == 20
+
+
+def test_a_sample_ratio_mismatch_holds_the_stage(store, clock):
+    """At 10 % the randomised labelled traffic came half and half: the split is broken, so
+    nothing it measured is trusted; the hold names the gate. The honest split promotes."""
+    controller = RolloutController(_config(), store, clock=clock)
+    windows = _fresh_windows(clock)
+    _stream(windows)
+    clock.advance(301)
+    broken = controller.evaluate(windows.snapshot(), assignment={"classic": 500, "ensemble": 500})
+    assert broken["action"] == "hold"
+    assert any(r.startswith("sample_ratio") for r in broken["reasons"]), broken["reasons"]
+    assert broken["evidence"]["sample_ratio"]["mismatch"]
+    honest = controller.evaluate(windows.snapshot(), assignment={"classic": 905, "ensemble": 95})
+    assert not honest["evidence"]["sample_ratio"]["mismatch"]
+    assert honest["action"] == "promote", honest["reasons"]
