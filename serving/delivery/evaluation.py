@@ -540,6 +540,11 @@ def go_no_go(
     terms: dict[str, dict] = {}
     for term in SCORE_TERMS:
         value = values[term.name]
+        if value is None and term.name in FAIL_CLOSED:
+            result["missing"].append(term.name)
+            terms[term.name] = _unknown(term, config)
+            result["failed_gates"].append(_unknown_gate(term, config, cost))
+            continue
         if value is None:
             result["missing"].append(term.name)
             continue
@@ -590,6 +595,35 @@ def accuracy_evidence(
         "cs_low": seq["cs_low"],
         "cs_high": seq["cs_high"],
         "passed": bool(p is not None and p < config.alpha),
+    }
+
+
+FAIL_CLOSED = ("cost",)
+"""Terms that may not be left out: without their inputs the term is `unknown`, it scores 0 with
+its full weight (the other weights are not renormalised around it) and its gate fails, so the
+verdict is hold. (Satisfaction needs ratings users may never give: it stays optional.)"""
+
+
+def _unknown(term: ScoreTerm, config: ScoreConfig) -> dict[str, Any]:
+    return {
+        "value": None,
+        "status": "unknown",
+        "threshold": getattr(config, term.minimum),
+        "target": getattr(config, term.target),
+        "margin": None,
+        "weight": getattr(config, term.weight),
+        "score": 0.0,
+        "unit": term.unit,
+    }
+
+
+def _unknown_gate(term: ScoreTerm, config: ScoreConfig, cost: Mapping[str, Any]) -> dict:
+    why = "; ".join(cost.get("missing") or []) or "no bill"
+    return {
+        "gate": term.gate,
+        "value": None,
+        "threshold": getattr(config, term.minimum),
+        "rule": f"unknown ({why}): fail closed",
     }
 
 

@@ -380,12 +380,21 @@ def test_exactly_at_the_minimum_passes_the_gate_but_scores_zero():
     assert result["score"] == pytest.approx(0.6)  # 0.3 + 0.2 + 0.1
 
 
-def test_missing_satisfaction_and_cost_renormalise_the_weights():
-    result = go_no_go(_snapshot(satisfaction=None, cost_increase=None), ScoreConfig())
-    assert result["missing"] == ["satisfaction", "cost"]
-    assert set(result["terms"]) == {"accuracy", "stability"}
-    assert result["terms"]["accuracy"]["weight_used"] == pytest.approx(0.8)
-    assert result["score"] == pytest.approx(1.0) and result["verdict"] == "proceed"
+def test_missing_satisfaction_renormalises_but_missing_cost_fails_closed():
+    result = go_no_go(_snapshot(satisfaction=None), ScoreConfig())
+    assert result["missing"] == ["satisfaction"]
+    assert result["terms"]["accuracy"]["weight_used"] == pytest.approx(0.4 / 0.7)
+    assert result["verdict"] == "proceed"
+    unknown = go_no_go(_snapshot(satisfaction=None, cost_increase=None), ScoreConfig())
+    assert unknown["missing"] == ["satisfaction", "cost"]
+    assert unknown["terms"]["cost"]["status"] == "unknown"
+    assert unknown["terms"]["cost"]["score"] == 0.0
+    # the cost weight stays in: accuracy 0.4 and stability 0.1 of 0.7, not of 0.5
+    assert unknown["terms"]["accuracy"]["weight_used"] == pytest.approx(0.4 / 0.7)
+    assert unknown["score"] == pytest.approx(0.5 / 0.7)
+    gate = {g["gate"]: g for g in unknown["failed_gates"]}["cost_increase"]
+    assert gate["value"] is None and "fail closed" in gate["rule"]
+    assert unknown["verdict"] == "hold"
 
 
 def test_not_enough_data():
