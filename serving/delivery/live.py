@@ -440,6 +440,7 @@ class LiveEvaluation:
             self.current_percentage(),
             requests_source=source,
             increases=(score.cost_increase_max, score.cost_increase_target),
+            observed_requests_per_second=reading and reading.requests_per_second,
         )
         cost["inputs"]["window_s"] = window_s
         return {**arms, COST_KEY: cost}
