@@ -88,6 +88,9 @@ class Usage:
     """Classic answers in the router process (its CPU bills as the router's)."""
     shadow_rate: float = 0.0
     """Share of classic-served predictions mirrored to the ensemble (0 with shadow off)."""
+    cascade_cpu_seconds_per_request: float | None = None
+    """The ensemble service's CPU per prediction the cascade served (its cheap first stage,
+    the whole ensemble for the rows it escalates); None before the cascade served any."""
 
 
 @dataclass(frozen=True)
@@ -425,10 +428,11 @@ def traffic_for_increase(
     # scale-to-zero makes the curve non-monotone at a trickle (an app up a small share of the
     # time costs little): bracket the highest crossing on a log grid, then bisect it
     grid = [low * (high / low) ** (i / 120) for i in range(121)]
-    values = [excess(rate) for rate in grid]
-    if any(v is None for v in values):
+    maybe = [excess(rate) for rate in grid]
+    values = [v for v in maybe if v is not None]
+    if len(values) != len(maybe):
         return None
-    bracket = None
+    bracket: tuple[float, float, float] | None = None
     for i in range(len(grid) - 1, 0, -1):
         if (values[i] > 0) != (values[i - 1] > 0):
             bracket = (grid[i - 1], grid[i], values[i - 1])
@@ -518,6 +522,7 @@ def cost_report(
             "cost_per_request": None if bill is None else bill.per_request,
             "monthly": None if bill is None else bill.per_month,
         }
+    arms["cascade"] = _cascade(usage, config, classic_alone)
     value = increase(classic_alone, full)
     return {
         "definition": (
@@ -578,3 +583,23 @@ def _by_traffic(
         rate = usage.requests_per_second
     out.append(verdict_at_traffic(usage, config, rate, maximum, "observed"))
     return out
+
+
+def _cascade(usage: Usage, config: CostConfig, classic_alone: StageBill | None) -> dict[str, Any]:
+    """The deployment with all traffic on the cascade (served by the ensemble app at the
+    cascade's measured CPU per prediction), and its increase over classic alone."""
+    cpu = usage.cascade_cpu_seconds_per_request
+    bill = (
+        None
+        if cpu is None
+        else stage_bill(replace(usage, ensemble_cpu_seconds_per_request=cpu), config, 1.0)
+    )
+    return {
+        "cpu_seconds_per_request": cpu,
+        "cost_per_request": None if bill is None else bill.per_request,
+        "monthly": None if bill is None else bill.per_month,
+        "increase": increase(classic_alone, bill),
+        "breakdown_per_month": None
+        if bill is None
+        else {k: v * config.seconds_per_month for k, v in bill.breakdown().items()},
+    }

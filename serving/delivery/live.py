@@ -402,6 +402,7 @@ class LiveEvaluation:
             router_cpu_seconds_per_request=reading and reading.router_cpu_seconds_per_request,
             classic_cpu_seconds_per_request=arm_cpu_per_served(arms.get("classic") or {}),
             ensemble_cpu_seconds_per_request=arm_cpu_per_served(arms.get("ensemble") or {}),
+            cascade_cpu_seconds_per_request=arm_cpu_per_served(arms.get("cascade") or {}),
             classic_in_router="classic" in self.in_process_arms,
             shadow_rate=shadow.sample_rate if shadow.enabled else 0.0,
         )

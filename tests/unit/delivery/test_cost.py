@@ -396,3 +396,15 @@ def test_the_plans_table_and_why_this_model_differs():
     model_increase = (full.per_month + 25.0) / (classic.per_month + 15.0) - 1
     assert plan_increase == pytest.approx(0.714, abs=1e-3)
     assert model_increase > 1.0  # at this steady traffic the gate (< 100 %) fails
+
+
+def test_the_cascade_is_priced_at_its_own_cpu():
+    """At 300 predictions/s the ensemble needs 1.8 replicas, the cascade (2.5 % of rows
+    escalated, 0.4 ms a row) one: it costs less than the ensemble, more than classic."""
+    report = cost_report(usage(300.0, cascade_cpu_seconds_per_request=0.0004), CONFIG, [100], 0)
+    cascade, ensemble = report["arms"]["cascade"], report["arms"]["ensemble"]
+    classic = report["arms"]["classic"]
+    assert classic["cost_per_request"] < cascade["cost_per_request"]
+    assert cascade["cost_per_request"] < ensemble["cost_per_request"]
+    assert 0 < cascade["increase"] < report["increase_at_full_rollout"]
+    assert cost_report(usage(50.0), CONFIG, [100], 0)["arms"]["cascade"]["increase"] is None
