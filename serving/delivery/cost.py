@@ -537,6 +537,7 @@ def cost_report(
             "router_cpu_seconds_per_request": usage.router_cpu_seconds_per_request,
             "classic_cpu_seconds_per_request": usage.classic_cpu_seconds_per_request,
             "ensemble_cpu_seconds_per_request": usage.ensemble_cpu_seconds_per_request,
+            "cascade_cpu_seconds_per_request": usage.cascade_cpu_seconds_per_request,
             "classic_in_router": usage.classic_in_router,
             "shadow_rate": usage.shadow_rate,
         },
