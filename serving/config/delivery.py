@@ -64,6 +64,9 @@ class ScoreConfig(StrictModel):
     """Requests the ensemble needs before its stability counts."""
     include_shadow_labels: bool = True
     """Judge the ensemble's accuracy on its own labels plus its shadow predictions' labels."""
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    """Error rate of the anytime-valid accuracy gate and rollback trigger (the controller
+    re-judges every tick; serving/evidence/sequential.py)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> ScoreConfig:
@@ -239,6 +242,13 @@ class CostConfig(StrictModel):
     seconds_per_month: float = Field(730 * 3600, gt=0)
     """Seconds in the projected month (730 h, the month of Azure's pricing calculator)."""
     requests_per_second: float | None = Field(None, gt=0)
-    """Traffic to project at; None uses the router's observed traffic over the evaluation window."""
+    """Traffic to project at (the declared forecast the cost gate judges); None uses the router's
+    observed traffic over the evaluation window. The report shows both side by side."""
+    scale_down_cooldown_s: float = Field(300.0, ge=0)
+    """How long a scale-to-zero app (min_replicas 0) stays up after its last request (Container
+    Apps' default cooldown): with Poisson traffic of r per second it is up 1 - exp(-r x this) of
+    the time, and r x exp(-r x this) requests per second find it at zero (a cold start)."""
+    cold_start_s: float = Field(10.0, ge=0)
+    """Active replica time a cold start bills before the first answer (5-12 s measured here)."""
     plan: PlanKpi = Field(default_factory=PlanKpi)
     """The plan's $/request KPI row."""

@@ -5,11 +5,15 @@ replica serves the same trial; only the leader (the rollout controller's lease h
 
     shadow    the challenger answers a sample of the champion's requests in the background; the
               replicas add up how often it agrees with the champion (agreement, not accuracy:
-              no label is needed yet). Too little agreement -> rejected.
+              no label is needed yet). Judged on an anytime-valid confidence sequence (the
+              leader looks every tick): shown above `min_agreement` -> A/B, shown below ->
+              rejected.
     ab        the challenger answers its weight of the champion's users (sticky), every answer
-              carries its version, and the labelled feedback compares the two with the same
-              statistics as any experiment (serving/delivery/experiment_report.py): go ->
-              promoted, no-go -> rejected.
+              carries its version, and the labelled feedback of randomly assigned requests
+              compares the two with the same statistics as any experiment
+              (serving/delivery/experiment_report.py: always-valid p-values, so promoting at
+              the first `go` of a look every 5 s keeps the error at alpha; a sample-ratio
+              mismatch holds the verdict): go -> promoted, no-go -> rejected.
     promoted  the challenger's version is pinned for every replica's ensemble service (the
               champion is swapped, as an operator's version swap would); `rollback` restores
               the previous champion.

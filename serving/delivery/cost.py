@@ -88,6 +88,9 @@ class Usage:
     """Classic answers in the router process (its CPU bills as the router's)."""
     shadow_rate: float = 0.0
     """Share of classic-served predictions mirrored to the ensemble (0 with shadow off)."""
+    cascade_cpu_seconds_per_request: float | None = None
+    """The ensemble service's CPU per prediction the cascade served (its cheap first stage,
+    the whole ensemble for the rows it escalates); None before the cascade served any."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,10 @@ class AppBill:
     """List price of the above, per second (no free grant)."""
     saturated: bool
     """The work needs more replicas than max_replicas allows."""
+    cold_starts_per_second: float = 0.0
+    """Requests that find a scale-to-zero app at zero replicas (each bills `cold_start_s`)."""
+    compute_cost_per_second: float = 0.0
+    """The busy part of `cost_per_second`: the work itself at the active rates."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -206,7 +213,19 @@ class StageBill:
         out = asdict(self)
         out["percentage"] = self.share * 100.0
         out["apps"] = {app.name: app.to_dict() for app in self.apps}
+        out["breakdown_per_second"] = self.breakdown()
         return out
+
+    def breakdown(self) -> dict[str, float]:
+        """List price per second split into compute (the work, active rates), idle replicas
+        (standing replicas and cold starts beyond the work) and request charges."""
+        compute = sum(b.compute_cost_per_second for b in self.apps)
+        apps = sum(b.cost_per_second for b in self.apps)
+        return {
+            "compute": compute,
+            "idle_replicas": apps - compute,
+            "requests": self.requests_cost_per_second,
+        }
 
 
 def missing_inputs(usage: Usage, share: float) -> list[str]:
@@ -230,10 +249,22 @@ def app_bill(
     rows: float,
     prices: PriceTable,
     utilisation: float = 1.0,
+    cooldown_s: float | None = None,
+    cold_start_s: float = 0.0,
 ) -> AppBill:
-    """Bill one app doing `cpu_seconds` of work and computing `rows` predictions per second."""
+    """Bill one app doing `cpu_seconds` of work and computing `rows` predictions per second.
+
+    A scale-to-zero app (min_replicas 0) with `cooldown_s` given is up only the share of time
+    some request came within the cooldown (Poisson traffic: 1 - exp(-rows x cooldown)), and each
+    request that finds it at zero bills `cold_start_s` of active time; without `cooldown_s` it is
+    up whenever it serves any traffic (the upper bound)."""
     busy = cpu_seconds / (size.cpu * utilisation)
-    replicas = max(busy, float(size.min_replicas), 1.0 if rows > 0 else 0.0)
+    up = 1.0 if rows > 0 else 0.0
+    cold = 0.0
+    if size.min_replicas == 0 and cooldown_s is not None and rows > 0:
+        up = -math.expm1(-rows * cooldown_s)
+        cold = rows * math.exp(-rows * cooldown_s)
+    replicas = max(busy, float(size.min_replicas), up) + cold * cold_start_s
     standing = replicas - busy
     idle = standing if size.min_replicas > 0 else 0.0
     active = replicas - idle
@@ -257,6 +288,9 @@ def app_bill(
         idle_gib_seconds=idle_gib,
         cost_per_second=cost,
         saturated=busy > size.max_replicas,
+        cold_starts_per_second=cold,
+        compute_cost_per_second=busy
+        * (size.cpu * prices.active_vcpu_second + size.memory_gib * prices.active_gib_second),
     )
 
 
@@ -275,8 +309,9 @@ def stage_bill(usage: Usage, config: CostConfig, share: float) -> StageBill | No
     if usage.classic_in_router:
         router_cpu += classic_cpu
     apps, prices = config.apps, config.prices
+    cold = (config.scale_down_cooldown_s, config.cold_start_s)
     bills = (
-        app_bill("router", apps.router, router_cpu, rate, prices, config.utilisation),
+        app_bill("router", apps.router, router_cpu, rate, prices, config.utilisation, *cold),
         app_bill(
             "classic",
             apps.classic,
@@ -284,6 +319,7 @@ def stage_bill(usage: Usage, config: CostConfig, share: float) -> StageBill | No
             0.0 if usage.classic_in_router else classic_rows,
             prices,
             config.utilisation,
+            *cold,
         ),
         app_bill(
             "ensemble",
@@ -292,6 +328,7 @@ def stage_bill(usage: Usage, config: CostConfig, share: float) -> StageBill | No
             ensemble_rows,
             prices,
             config.utilisation,
+            *cold,
         ),
     )
     requests_cost = rate * prices.per_million_requests / 1e6
@@ -379,18 +416,31 @@ def traffic_for_increase(
 ) -> float | None:
     """Predictions per second at which the increase at full rollout equals `target`, the other
     measurements as they are: the increase falls as traffic grows (standing replicas spread over
-    more predictions), so below this traffic the increase is higher. Bisection on a log scale;
-    None when an input is missing or the increase does not cross `target` in [low, high]."""
+    more predictions), so just below this traffic the increase is higher. The highest crossing
+    in [low, high] (a log grid, then bisection); None when an input is missing or the increase
+    does not cross `target` there."""
 
     def excess(rate: float) -> float | None:
         at = replace(usage, requests_per_second=rate)
         value = increase(stage_bill(at, config, 0.0), stage_bill(at, config, 1.0))
         return None if value is None else value - target
 
-    below, above = excess(low), excess(high)
-    if below is None or above is None or (below > 0) == (above > 0):
+    # scale-to-zero makes the curve non-monotone at a trickle (an app up a small share of the
+    # time costs little): bracket the highest crossing on a log grid, then bisect it
+    grid = [low * (high / low) ** (i / 120) for i in range(121)]
+    maybe = [excess(rate) for rate in grid]
+    values = [v for v in maybe if v is not None]
+    if len(values) != len(maybe):
         return None
-    for _ in range(80):
+    bracket: tuple[float, float, float] | None = None
+    for i in range(len(grid) - 1, 0, -1):
+        if (values[i] > 0) != (values[i - 1] > 0):
+            bracket = (grid[i - 1], grid[i], values[i - 1])
+            break
+    if bracket is None:
+        return None
+    low, high, below = bracket
+    for _ in range(60):
         middle = math.sqrt(low * high)
         value = excess(middle)
         if value is None:
@@ -402,6 +452,36 @@ def traffic_for_increase(
     return math.sqrt(low * high)
 
 
+def verdict_at_traffic(
+    usage: Usage, config: CostConfig, rate: float | None, maximum: float, label: str
+) -> dict[str, Any]:
+    """The cost gate's verdict at `rate` predictions per second, the measured CPU as it is:
+    classic alone and 100 % ensemble per month with their bills broken down (compute, idle
+    replicas, request charges), the increase, and `pass` (increase < maximum), `fail`, or
+    `unknown` when an input is missing (the gate then fails closed)."""
+    at = replace(usage, requests_per_second=rate)
+    classic, full = stage_bill(at, config, 0.0), stage_bill(at, config, 1.0)
+    value = increase(classic, full)
+    month = config.seconds_per_month
+
+    def monthly(bill: StageBill | None) -> dict[str, Any] | None:
+        if bill is None:
+            return None
+        parts = {k: v * month for k, v in bill.breakdown().items()}
+        return {"total": bill.per_month, "per_request": bill.per_request, **parts}
+
+    return {
+        "traffic": label,
+        "requests_per_second": rate,
+        "classic_alone": monthly(classic),
+        "ensemble_full": monthly(full),
+        "increase": value,
+        "maximum": maximum,
+        "verdict": "unknown" if value is None else "pass" if value < maximum else "fail",
+        "missing": sorted(set(missing_inputs(at, 0.0) + missing_inputs(at, 1.0))),
+    }
+
+
 def cost_report(
     usage: Usage,
     config: CostConfig,
@@ -409,6 +489,7 @@ def cost_report(
     current_percentage: float,
     requests_source: str = "observed",
     increases: Sequence[float] = (),
+    observed_requests_per_second: float | None = None,
 ) -> dict[str, Any]:
     """Everything the evaluation report shows about cost: inputs, per-arm $/request, the blended
     $/request at the current stage, the bill at classic alone and at every stage of `schedule`
@@ -441,6 +522,7 @@ def cost_report(
             "cost_per_request": None if bill is None else bill.per_request,
             "monthly": None if bill is None else bill.per_month,
         }
+    arms["cascade"] = _cascade(usage, config, classic_alone)
     value = increase(classic_alone, full)
     return {
         "definition": (
@@ -455,6 +537,7 @@ def cost_report(
             "router_cpu_seconds_per_request": usage.router_cpu_seconds_per_request,
             "classic_cpu_seconds_per_request": usage.classic_cpu_seconds_per_request,
             "ensemble_cpu_seconds_per_request": usage.ensemble_cpu_seconds_per_request,
+            "cascade_cpu_seconds_per_request": usage.cascade_cpu_seconds_per_request,
             "classic_in_router": usage.classic_in_router,
             "shadow_rate": usage.shadow_rate,
         },
@@ -471,6 +554,53 @@ def cost_report(
             for target in increases
         ],
         "missing": sorted(set(missing_inputs(usage, 0.0) + missing_inputs(usage, 1.0))),
+        "by_traffic": _by_traffic(
+            usage, config, requests_source, increases, observed_requests_per_second
+        ),
         "plan": config.plan.model_dump(),
         "config": config.model_dump(mode="json"),
+    }
+
+
+def _by_traffic(
+    usage: Usage,
+    config: CostConfig,
+    source: str,
+    increases: Sequence[float],
+    observed: float | None,
+) -> list[dict[str, Any]]:
+    """The verdict at the declared forecast (when one is configured) beside the one at the
+    observed traffic: a test client's speed is not the product's traffic."""
+    if not increases:
+        return []
+    maximum = float(increases[0])
+    out = []
+    if source == "assumed":
+        out.append(
+            verdict_at_traffic(usage, config, usage.requests_per_second, maximum, "declared")
+        )
+        rate = observed
+    else:
+        rate = usage.requests_per_second
+    out.append(verdict_at_traffic(usage, config, rate, maximum, "observed"))
+    return out
+
+
+def _cascade(usage: Usage, config: CostConfig, classic_alone: StageBill | None) -> dict[str, Any]:
+    """The deployment with all traffic on the cascade (served by the ensemble app at the
+    cascade's measured CPU per prediction), and its increase over classic alone."""
+    cpu = usage.cascade_cpu_seconds_per_request
+    bill = (
+        None
+        if cpu is None
+        else stage_bill(replace(usage, ensemble_cpu_seconds_per_request=cpu), config, 1.0)
+    )
+    return {
+        "cpu_seconds_per_request": cpu,
+        "cost_per_request": None if bill is None else bill.per_request,
+        "monthly": None if bill is None else bill.per_month,
+        "increase": increase(classic_alone, bill),
+        "breakdown_per_month": None
+        if bill is None
+        else {k: v * config.seconds_per_month for k, v in bill.breakdown().items()},
     }

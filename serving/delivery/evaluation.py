@@ -31,6 +31,7 @@ import numpy as np
 from scipy import stats
 
 from serving.config.delivery import ScoreConfig
+from serving.evidence import sequential
 
 ARMS: tuple[str, ...] = ("classic", "ensemble", "cascade", "shadow")
 """The arms the windows track by default."""
@@ -190,6 +191,9 @@ class EvaluationWindows:
         self.windows: dict[str, ArmWindow] = {
             arm: ArmWindow(max_events=max_events, max_age_s=max_age_s, clock=clock) for arm in arms
         }
+        self.forced_labels: dict[str, int] = {}
+        """Labels of requests whose arm was chosen, not assigned at random (header, preference,
+        allow-list, direct endpoint, fallback): reported per arm, never compared."""
 
     def __getitem__(self, arm: str) -> ArmWindow:
         """The window of `arm` (KeyError for an unknown arm)."""
@@ -232,8 +236,10 @@ class EvaluationWindows:
     def replay_feedback(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Rebuild the label windows from stored feedback (`StateStore.feedback_since`).
 
-        Each row's label goes to its serving arm and, when it carries a shadow prediction, to the
-        "shadow" window (without the rating, which judged the served answer). Only labels are
+        Only rows whose arm was assigned at random (`randomised`, missing = True) are labels
+        here; the others are counted in `forced_labels`. Each row's label goes to its serving arm
+        and, when it carries a shadow prediction, to the "shadow" window (without the rating,
+        which judged the served answer). Only labels are
         rebuilt here (`replay_requests` rebuilds the request counters). Returns the number of rows
         replayed. A row's label counts from the row's `created_at` (the prediction's time) when it
         has one, else from now.
@@ -241,6 +247,10 @@ class EvaluationWindows:
         replayed = 0
         for row in rows:
             arm, at = row.get("arm"), row.get("created_at")
+            if not row.get("randomised", True):  # only randomised traffic is A/B evidence
+                self.forced_labels[str(arm)] = self.forced_labels.get(str(arm), 0) + 1
+                replayed += 1
+                continue
             if arm in self.windows:
                 correct = row.get("correct")
                 if correct is None:
@@ -258,8 +268,12 @@ class EvaluationWindows:
             window.clear()
 
     def snapshot(self) -> dict[str, dict]:
-        """{arm: ArmWindow.snapshot()} for every arm."""
-        return {arm: window.snapshot() for arm, window in self.windows.items()}
+        """{arm: ArmWindow.snapshot()} for every arm, with `forced_labelled`: labels of traffic
+        whose arm was not assigned at random (left out of `labelled`)."""
+        out = {arm: window.snapshot() for arm, window in self.windows.items()}
+        for arm, snap in out.items():
+            snap["forced_labelled"] = self.forced_labels.get(arm, 0)
+        return out
 
     def compare(
         self,
@@ -511,10 +525,26 @@ def go_no_go(
         result["verdict"] = "not enough data"
         return result
 
+    evidence = accuracy_evidence(correct_c, n_c, correct_e, n_e, config)
+    result["accuracy_evidence"] = evidence
+    if not evidence["passed"]:
+        result["failed_gates"].append(
+            _gate(
+                "accuracy_evidence",
+                evidence["p_value"],
+                config.alpha,
+                "<",
+            )
+        )
     values = _term_values(acc_c, acc_e, inputs)
     terms: dict[str, dict] = {}
     for term in SCORE_TERMS:
         value = values[term.name]
+        if value is None and term.name in FAIL_CLOSED:
+            result["missing"].append(term.name)
+            terms[term.name] = _unknown(term, config)
+            result["failed_gates"].append(_unknown_gate(term, config, cost))
+            continue
         if value is None:
             result["missing"].append(term.name)
             continue
@@ -537,6 +567,64 @@ def go_no_go(
         result["failed_gates"].append(_gate("score", score, config.proceed_threshold, ">="))
     result["verdict"] = "hold" if result["failed_gates"] else "proceed"
     return result
+
+
+def accuracy_evidence(
+    correct_c: int, n_c: int, correct_e: int, n_e: int, config: ScoreConfig
+) -> dict[str, Any]:
+    """Is the ensemble's relative improvement over classic at least `accuracy_improvement_min`,
+    anytime-valid? The rollout re-judges every tick, so the accuracy gate is the one-sided
+    mixture test of H0: acc_e - acc_c <= accuracy_improvement_min * acc_c
+    (`serving.evidence.sequential`), not the point estimate: passes when its always-valid
+    p-value is below `config.alpha`. `relative_low`: the anytime-valid lower bound of the
+    improvement, relative to classic's observed accuracy."""
+    acc_c = correct_c / n_c if n_c else 0.0
+    needed = config.accuracy_improvement_min * acc_c
+    seq = sequential.difference(correct_c, n_c, correct_e, n_e, config.alpha, margin=-needed)
+    p = seq["noninferiority_p_value"]
+    low = seq["noninferiority_low"]
+    return {
+        "method": seq["method"],
+        "null": f"ensemble - classic accuracy <= {needed:.4f} "
+        f"({config.accuracy_improvement_min:g} x classic)",
+        "p_value": p,
+        "alpha": config.alpha,
+        "diff": seq["diff"],
+        "lower_bound": low,
+        "relative_low": low / acc_c if low is not None and acc_c > 0 else None,
+        "cs_low": seq["cs_low"],
+        "cs_high": seq["cs_high"],
+        "passed": bool(p is not None and p < config.alpha),
+    }
+
+
+FAIL_CLOSED = ("cost",)
+"""Terms that may not be left out: without their inputs the term is `unknown`, it scores 0 with
+its full weight (the other weights are not renormalised around it) and its gate fails, so the
+verdict is hold. (Satisfaction needs ratings users may never give: it stays optional.)"""
+
+
+def _unknown(term: ScoreTerm, config: ScoreConfig) -> dict[str, Any]:
+    return {
+        "value": None,
+        "status": "unknown",
+        "threshold": getattr(config, term.minimum),
+        "target": getattr(config, term.target),
+        "margin": None,
+        "weight": getattr(config, term.weight),
+        "score": 0.0,
+        "unit": term.unit,
+    }
+
+
+def _unknown_gate(term: ScoreTerm, config: ScoreConfig, cost: Mapping[str, Any]) -> dict:
+    why = "; ".join(cost.get("missing") or []) or "no bill"
+    return {
+        "gate": term.gate,
+        "value": None,
+        "threshold": getattr(config, term.minimum),
+        "rule": f"unknown ({why}): fail closed",
+    }
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,10 @@ from serving.delivery.request_ids import RequestIds
 from serving.delivery.rollout import RolloutController
 from serving.delivery.state import StateStore
 from serving.errors import InvalidInput, NotFound, StoreUnavailable
+from serving.evidence import srm
 from serving.observability import metrics
 from serving.results import RoutedPrediction
+from serving.routing.policy import is_randomised
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class Served(NamedTuple):
     latency_ms: float | None
     created_at: float
     shadow_label: str | None = None
+    randomised: bool = False
+    """The split chose the arm: only such labels are A/B evidence (routing.policy)."""
 
 
 class RecentPredictions:
@@ -201,7 +205,8 @@ class LiveEvaluation:
         for p in predictions:
             self.windows.record_request(arm, latency, cached=cached, cpu_seconds=per_row_cpu)
             self.outcomes.add_request(arm, latency, per_row_cpu, now, cached=cached)
-            self.recent.add(p.request_id, Served(arm, p.label, latency_ms, now))
+            randomised = is_randomised(p.reason, p.fallback)
+            self.recent.add(p.request_id, Served(arm, p.label, latency_ms, now, None, randomised))
 
     def record_shadow(
         self, request_ids: Sequence[str], probabilities: np.ndarray, seconds: float
@@ -255,9 +260,10 @@ class LiveEvaluation:
             served.created_at,
             replica=self.replica,
             model_version=version,
+            randomised=served.randomised,
         )
         correct = served.label == label
-        if stored:
+        if stored and served.randomised:  # forced arms are reported, never compared
             self.windows.record_label(served.arm, correct, rating)
             if served.shadow_label is not None:
                 self.windows.record_label("shadow", served.shadow_label == label)
@@ -281,7 +287,8 @@ class LiveEvaluation:
             return None, None
         shadow = self.store.shadow_label(request_id) if claim.arm == "classic" else None
         label = self.classes[claim.class_index]
-        return Served(claim.arm, label, None, claim.created_at, shadow), claim.model_version
+        served = Served(claim.arm, label, None, claim.created_at, shadow, claim.randomised)
+        return served, claim.model_version
 
     # ------------------------------------------------------------------ shared evidence
     def flush_outcomes(self) -> int:
@@ -395,6 +402,7 @@ class LiveEvaluation:
             router_cpu_seconds_per_request=reading and reading.router_cpu_seconds_per_request,
             classic_cpu_seconds_per_request=arm_cpu_per_served(arms.get("classic") or {}),
             ensemble_cpu_seconds_per_request=arm_cpu_per_served(arms.get("ensemble") or {}),
+            cascade_cpu_seconds_per_request=arm_cpu_per_served(arms.get("cascade") or {}),
             classic_in_router="classic" in self.in_process_arms,
             shadow_rate=shadow.sample_rate if shadow.enabled else 0.0,
         )
@@ -433,6 +441,7 @@ class LiveEvaluation:
             self.current_percentage(),
             requests_source=source,
             increases=(score.cost_increase_max, score.cost_increase_target),
+            observed_requests_per_second=reading and reading.requests_per_second,
         )
         cost["inputs"]["window_s"] = window_s
         return {**arms, COST_KEY: cost}
@@ -480,7 +489,11 @@ class LiveEvaluation:
             return None
         self._last_evaluation = now
         drifted = bool(self.drift_report().get("drifted"))
-        decision = self.controller.evaluate(self.snapshot(), drift_frozen=drifted)
+        rows = self.store.feedback_since(self.controller.state.entered_at)
+        assignment = srm.rollout_counts(rows)
+        decision = self.controller.evaluate(self.snapshot(), drifted, assignment)
+        ratio = decision["evidence"].get("sample_ratio") or {}
+        metrics.SAMPLE_RATIO_MISMATCH.labels(scope="rollout").set(int(bool(ratio.get("mismatch"))))
         metrics.ROLLOUT_DECISIONS.labels(action=decision["action"]).inc()
         if decision["action"] == "rollback":
             log.warning("rollout: automatic ROLLBACK: %s", "; ".join(decision.get("reasons", [])))

@@ -11,7 +11,8 @@ hot path (or a write-behind buffer a feedback call can overtake, and a restart c
 costs one HMAC (~2 µs) and nothing when the database is down.
 
 Layout (then url-safe base64, no padding; 80-90 characters):
-    version (1) | created_at, ms since epoch (6) | nonce (6) | class index (2)
+    version (1; its high bit: the arm was assigned at random, `policy.is_randomised`)
+    | created_at, ms since epoch (6) | nonce (6) | class index (2)
     | probabilities digest (4) | arm (1 + n) | model version (1 + n) | tag (12)
 """
 
@@ -29,6 +30,9 @@ import numpy as np
 from serving import tokens
 
 FORMAT_VERSION = 1
+RANDOMISED_BIT = 0x80
+"""Set in the version byte when the split chose the arm: only such feedback is A/B evidence
+(ids issued before the bit existed read as not randomised: fail closed)."""
 TAG_BYTES = 12
 """96-bit tag: forging one blindly takes ~2^95 online tries, each a rate-limited HTTP call."""
 MAX_LENGTH = 128
@@ -45,6 +49,7 @@ class Claim:
     class_index: int
     created_at: float
     digest: bytes
+    randomised: bool = False
 
 
 class RequestIds:
@@ -63,13 +68,17 @@ class RequestIds:
         self._random = random_bytes
 
     def issue(
-        self, arm: str, model_version: str, class_index: int, probabilities: np.ndarray
+        self,
+        arm: str,
+        model_version: str,
+        class_index: int,
+        probabilities: np.ndarray,
+        randomised: bool = False,
     ) -> str:
         millis = int(self._clock() * 1000)
         digest = hashlib.blake2b(probabilities.tobytes(), digest_size=4).digest()
-        body = _HEAD.pack(
-            FORMAT_VERSION, millis.to_bytes(6, "big"), self._random(6), class_index, digest
-        )
+        head = FORMAT_VERSION | (RANDOMISED_BIT if randomised else 0)
+        body = _HEAD.pack(head, millis.to_bytes(6, "big"), self._random(6), class_index, digest)
         body += _short(arm) + _short(model_version)
         return tokens.b64encode(body + tokens.mac(self._key, body, TAG_BYTES))
 
@@ -87,8 +96,8 @@ class RequestIds:
         body, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
         if not tokens.same(tag, tokens.mac(self._key, body, TAG_BYTES)):
             return None
-        version, millis, _nonce, class_index, digest = _HEAD.unpack_from(body)
-        if version != FORMAT_VERSION:
+        head, millis, _nonce, class_index, digest = _HEAD.unpack_from(body)
+        if head & ~RANDOMISED_BIT != FORMAT_VERSION:
             return None
         try:
             arm, rest = _read_short(body[_HEAD.size :])
@@ -99,7 +108,8 @@ class RequestIds:
         age = self._clock() - created_at
         if rest or age > self.ttl_s or age < -60.0:  # a little clock skew between replicas
             return None
-        return Claim(arm, model_version, class_index, created_at, digest)
+        randomised = bool(head & RANDOMISED_BIT)
+        return Claim(arm, model_version, class_index, created_at, digest, randomised)
 
 
 def _short(text: str) -> bytes:

@@ -10,12 +10,17 @@ One evaluation (`evaluate`) decides, in this order:
 1. rolled back already -> "none" (a manual `promote` restarts at the first stage);
 2. rollback when ANY trigger fires, each only once it has enough samples:
    ensemble accuracy more than `max_accuracy_drop` below classic (both arms with
-   `min_labelled_samples` labels), ensemble p95 latency more than `max_p95_increase_ms` above
+   `min_labelled_samples` labels; anytime-valid: the one-sided mixture test of
+   H0: classic - ensemble <= max_accuracy_drop rejects at `score.alpha`, so re-judging every
+   tick does not roll back a healthy ensemble on noise), ensemble p95 latency more than
+   `max_p95_increase_ms` above
    classic (both with `min_request_samples` latency samples), ensemble error rate above
    `max_error_rate` (`min_request_samples` requests). Triggers fire even while paused, frozen by
    drift, or with automatic promotion disabled: rollback is the safety net;
 3. at the last stage with nothing wrong -> "none" (rollout complete);
-4. hold when: paused, drift_frozen, automatic promotion disabled (`enabled: false`), stage younger
+4. hold when: paused, drift_frozen, a sample-ratio mismatch (`sample_ratio`: the randomised
+   labelled traffic's split since the stage began is not the configured one), automatic
+   promotion disabled (`enabled: false`), stage younger
    than `min_stage_seconds`, too few samples for any gate, or the go/no-go score says "hold";
 5. otherwise promote to the next stage.
 
@@ -33,6 +38,7 @@ from typing import Any
 from serving.config.delivery import RolloutConfig
 from serving.delivery.evaluation import candidate_accuracy, compare_accuracy, go_no_go
 from serving.delivery.state import StateStore
+from serving.evidence import sequential, srm
 
 STATE_KEY = "rollout"
 """The store key holding the rollout state."""
@@ -119,7 +125,10 @@ class RolloutController:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(
-        self, snapshot: Mapping[str, Mapping[str, Any]], drift_frozen: bool = False
+        self,
+        snapshot: Mapping[str, Mapping[str, Any]],
+        drift_frozen: bool = False,
+        assignment: Mapping[str, int] | None = None,
     ) -> dict:
         """Run one evaluation on `snapshot` (an `EvaluationWindows.snapshot()`) and apply it.
 
@@ -127,13 +136,21 @@ class RolloutController:
         `from` and `to` (stage index and percentage), the resulting `state`, `applied` (False when
         another replica changed the state first: the action is then "none"), and `evidence`:
         every gate (value, threshold, enough data, triggered/passed), the accuracy comparison and
-        the go/no-go result.
+        the go/no-go result. `assignment`: randomised labelled requests per side ("classic",
+        "ensemble") since the stage began, for the sample-ratio check (a mismatch holds).
         """
         now = self._clock()
         state = self.refresh()
         expected = self._raw
         cfg = self.config
         evidence = self._evidence(snapshot, state, now, drift_frozen)
+        evidence["sample_ratio"] = (
+            None
+            if assignment is None
+            else srm.check(
+                assignment, {"classic": 100.0 - state.percentage, "ensemble": state.percentage}
+            )
+        )
         gates = evidence["gates"]
         triggered = [name for name, gate in gates.items() if gate["triggered"]]
         last_stage = state.stage_index >= len(cfg.schedule) - 1
@@ -170,6 +187,12 @@ class RolloutController:
             holds.append("paused")
         if drift_frozen:
             holds.append("frozen: input drift detected")
+        ratio = evidence["sample_ratio"]
+        if ratio is not None and ratio["mismatch"]:
+            holds.append(
+                f"sample_ratio: the split is not the split (observed {ratio['observed_share']}, "
+                f"configured {ratio['expected_share']}, always-valid p {ratio['p_value']:.3g})"
+            )
         age = now - state.entered_at
         if age < cfg.min_stage_seconds:
             holds.append(f"stage is {age:.0f} s old, needs {cfg.min_stage_seconds:.0f} s")
@@ -289,6 +312,12 @@ class RolloutController:
         acc_e = correct_e / n_e if n_e else None
         drop = acc_c - acc_e if acc_c is not None and acc_e is not None else None
         enough_acc = min(n_c, n_e) >= cfg.min_labelled_samples
+        # evidence the drop exceeds the limit: "challenger" classic vs "control" ensemble,
+        # H0: classic <= ensemble + max_accuracy_drop (margin -max_accuracy_drop)
+        drop_test = sequential.difference(
+            correct_e, n_e, correct_c, n_c, cfg.score.alpha, margin=-cfg.max_accuracy_drop
+        )
+        drop_p = drop_test["noninferiority_p_value"]
 
         lat_c, lat_e = classic.get("p95_latency_ms"), ensemble.get("p95_latency_ms")
         n_lat = min(
@@ -311,7 +340,11 @@ class RolloutController:
                 "samples": min(n_c, n_e),
                 "min_samples": cfg.min_labelled_samples,
                 "enough_data": enough_acc,
-                "triggered": bool(enough_acc and drop is not None and drop > cfg.max_accuracy_drop),
+                "p_value": drop_p,
+                "alpha": cfg.score.alpha,
+                "drop_low": drop_test["noninferiority_low"],
+                "test": "anytime-valid one-sided mixture, H0: drop <= threshold",
+                "triggered": bool(enough_acc and drop_p is not None and drop_p < cfg.score.alpha),
                 "description": (
                     f"ensemble accuracy {_fmt(acc_e)} is {_fmt(drop)} below classic "
                     f"{_fmt(acc_c)} (limit {cfg.max_accuracy_drop})"

@@ -86,6 +86,7 @@ feedback_table = Table(
     Column("created_at", Float, nullable=False, index=True),
     Column("replica", String(100), nullable=True),
     Column("model_version", String(200), nullable=True),
+    Column("randomised", Integer, nullable=True),
 )
 
 decisions_table = Table(
@@ -176,7 +177,11 @@ PREFERENCE_CHANGE_KEY = "preferences.change"
 
 _ADDED_COLUMNS: dict[str, dict[str, str]] = {
     "serving_preferences": {"change": "INTEGER"},
-    "serving_feedback": {"replica": "VARCHAR(100)", "model_version": "VARCHAR(200)"},
+    "serving_feedback": {
+        "replica": "VARCHAR(100)",
+        "model_version": "VARCHAR(200)",
+        "randomised": "INTEGER",
+    },
 }
 """Nullable columns added after a table first shipped: created on stores made before them."""
 
@@ -700,6 +705,7 @@ class StateStore:
         created_at: float,
         replica: str | None = None,
         model_version: str | None = None,
+        randomised: bool = True,
     ) -> bool:
         """Store the true label (and optional 1..10 rating) for one answered request.
 
@@ -719,6 +725,7 @@ class StateStore:
             "created_at": float(created_at),
             "replica": None if replica is None else str(replica)[:100],
             "model_version": None if model_version is None else str(model_version)[:200],
+            "randomised": int(bool(randomised)),
         }
         try:
             with self._write() as conn:
@@ -758,6 +765,7 @@ class StateStore:
         for row in rows:
             item = dict(row)
             item["correct"] = item["predicted"] == item["label"]
+            item["randomised"] = bool(item["randomised"])  # NULL: stored before the bit
             item["shadow_correct"] = (
                 None
                 if item["shadow_predicted"] is None

@@ -138,6 +138,12 @@ ROLLOUT_STAGE = Gauge(
     "Share of traffic the rollout controller's stage sends to the ensemble (0..1)",
     multiprocess_mode="mostrecent",
 )
+SAMPLE_RATIO_MISMATCH = Gauge(
+    "tabular_sample_ratio_mismatch",
+    "1 when the observed split differs from the configured one (sequential SRM check); alert",
+    ["scope"],
+    multiprocess_mode="mostrecent",
+)
 ROLLOUT_DECISIONS = Counter(
     "tabular_rollout_decisions_total", "Rollout controller evaluations by action", ["action"]
 )

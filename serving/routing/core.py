@@ -51,6 +51,7 @@ from serving.routing.policy import (
     RequestContext,
     decide,
     explain,
+    is_randomised,
 )
 from serving.routing.shadow import ShadowMirror
 from serving.routing.versions import VersionArms
@@ -644,7 +645,9 @@ class RouterCore:
                     probabilities={c: float(p) for c, p in zip(classes, probs, strict=True)},
                     model=answer.arm,
                     model_version=version,
-                    request_id=self._request_id(answer.arm, version, index, probs),
+                    request_id=self._request_id(
+                        answer.arm, version, index, probs, is_randomised(reason, answer.fallback)
+                    ),
                     fallback=answer.fallback,
                     cached=cached,
                     reason=reason,
@@ -652,11 +655,13 @@ class RouterCore:
             )
         return out
 
-    def _request_id(self, arm: str, version: str, index: int, probs: np.ndarray) -> str:
+    def _request_id(
+        self, arm: str, version: str, index: int, probs: np.ndarray, randomised: bool
+    ) -> str:
         """A signed id any replica can join feedback to; a random one without a signer."""
         if self.request_ids is None:
             return uuid.uuid4().hex
-        return self.request_ids.issue(arm, version, index, probs)
+        return self.request_ids.issue(arm, version, index, probs, randomised)
 
     def flags_document(self) -> dict[str, Any]:
         return dump_flag_config(self._flags)

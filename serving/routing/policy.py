@@ -55,6 +55,17 @@ class Reason(StrEnum):
     VARIANT = "variant"
 
 
+RANDOMISED_REASONS: frozenset[str] = frozenset({Reason.SPLIT.value, Reason.VARIANT.value})
+"""The rules whose arm a hash of the user chose: the only A/B evidence. A header, a preference,
+an allow-list, a kill switch, a direct endpoint or a fallback chose (or forced) the arm; such
+traffic is reported, never compared (selection would bias the comparison)."""
+
+
+def is_randomised(reason: str, fallback: bool) -> bool:
+    """Whether a request's arm was assigned at random (the split or a variant, no fallback)."""
+    return reason in RANDOMISED_REASONS and not fallback
+
+
 PRECEDENCE: tuple[tuple[Reason, str], ...] = (
     (Reason.KILL_SWITCH, "ensemble.enabled is false: classic for everyone, nothing else is asked"),
     (Reason.BREAKER_OPEN, "the rules below chose the ensemble but its breaker is open: classic"),
@@ -157,10 +168,15 @@ class Decision:
     variant: str | None = None
     """The experiment variant (or "challenger"/"champion" in a challenger's A/B), if any."""
 
+    @property
+    def randomised(self) -> bool:
+        return is_randomised(self.reason.value, self.fallback)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "arm": self.arm,
             "reason": self.reason.value,
+            "randomised": self.randomised,
             "fallback": self.fallback,
             "bucket": self.bucket,
             "meant": self.meant,

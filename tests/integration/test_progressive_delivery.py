@@ -151,6 +151,8 @@ def check_decision(decision: dict) -> None:
             ), (reason, go)
         elif reason == "frozen: input drift detected":
             assert evidence["drift_frozen"]
+        elif reason.startswith("sample_ratio"):
+            assert evidence["sample_ratio"]["mismatch"], evidence["sample_ratio"]
         else:
             pytest.fail(f"a hold for a reason this test does not expect: {reason}")
 

@@ -77,7 +77,7 @@ def test_a_worse_challenger_is_rejected_in_the_ab_and_never_promoted(setup):
     controller.enter("v2", "retraining")
     controller.add_shadow("replica-a", "v2", 200, 170)
     asyncio.run(controller.tick(CFG))
-    label(store, 300, "v1", 0.85, clock.now + 1, "champion")
+    label(store, 700, "v1", 0.85, clock.now + 1, "champion")
     label(store, 300, "v2", 0.60, clock.now + 1, "challenger")
     moved = asyncio.run(controller.tick(CFG))
     assert moved["stage"] == "rejected" and champion.promoted == []
@@ -117,7 +117,7 @@ def test_a_version_the_service_cannot_load_is_rejected_not_retried_forever(setup
     controller.enter("v2", "retraining")
     controller.add_shadow("replica-a", "v2", 200, 170)
     asyncio.run(controller.tick(CFG))
-    label(store, 300, "v1", 0.70, clock.now + 1, "champion")
+    label(store, 700, "v1", 0.70, clock.now + 1, "champion")
     label(store, 300, "v2", 0.90, clock.now + 1, "challenger")
     moved = asyncio.run(controller.tick(CFG))
     assert moved["stage"] == "rejected" and champion.version == "v1"

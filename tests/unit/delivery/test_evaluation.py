@@ -259,7 +259,7 @@ def _snapshot(
     *,
     acc_c=0.70,
     acc_e=0.805,
-    n=400,
+    n=4000,
     satisfaction=0.9,
     cost_increase=0.3,
     errors=0,
@@ -339,7 +339,9 @@ def test_score_weights_each_normalised_term():
     assert terms["stability"]["score"] == pytest.approx(0.5)
     assert result["score"] == pytest.approx(0.5)
     assert result["verdict"] == "hold"
-    assert result["failed_gates"] == [
+    # +12.5 % observed, but 4,000 labels per arm do not yet prove +10 % at any look
+    assert result["failed_gates"][0]["gate"] == "accuracy_evidence"
+    assert result["failed_gates"][1:] == [
         {
             "gate": "score",
             "value": pytest.approx(0.5),
@@ -355,6 +357,7 @@ def test_gates_fail_with_value_and_threshold():
     failed = {g["gate"]: g for g in result["failed_gates"]}
     assert set(failed) == {
         "accuracy_improvement",
+        "accuracy_evidence",
         "satisfaction",
         "cost_increase",
         "stability",
@@ -377,26 +380,38 @@ def test_exactly_at_the_minimum_passes_the_gate_but_scores_zero():
     assert result["score"] == pytest.approx(0.6)  # 0.3 + 0.2 + 0.1
 
 
-def test_missing_satisfaction_and_cost_renormalise_the_weights():
-    result = go_no_go(_snapshot(satisfaction=None, cost_increase=None), ScoreConfig())
-    assert result["missing"] == ["satisfaction", "cost"]
-    assert set(result["terms"]) == {"accuracy", "stability"}
-    assert result["terms"]["accuracy"]["weight_used"] == pytest.approx(0.8)
-    assert result["score"] == pytest.approx(1.0) and result["verdict"] == "proceed"
+def test_missing_satisfaction_renormalises_but_missing_cost_fails_closed():
+    result = go_no_go(_snapshot(satisfaction=None), ScoreConfig())
+    assert result["missing"] == ["satisfaction"]
+    assert result["terms"]["accuracy"]["weight_used"] == pytest.approx(0.4 / 0.7)
+    assert result["verdict"] == "proceed"
+    unknown = go_no_go(_snapshot(satisfaction=None, cost_increase=None), ScoreConfig())
+    assert unknown["missing"] == ["satisfaction", "cost"]
+    assert unknown["terms"]["cost"]["status"] == "unknown"
+    assert unknown["terms"]["cost"]["score"] == 0.0
+    # the cost weight stays in: accuracy 0.4 and stability 0.1 of 0.7, not of 0.5
+    assert unknown["terms"]["accuracy"]["weight_used"] == pytest.approx(0.4 / 0.7)
+    assert unknown["score"] == pytest.approx(0.5 / 0.7)
+    gate = {g["gate"]: g for g in unknown["failed_gates"]}["cost_increase"]
+    assert gate["value"] is None and "fail closed" in gate["rule"]
+    assert unknown["verdict"] == "hold"
 
 
 def test_not_enough_data():
     result = go_no_go(_snapshot(n=150), ScoreConfig())
     assert result["verdict"] == "not enough data" and result["score"] is None
     assert go_no_go(_snapshot(requests=100), ScoreConfig())["verdict"] == "not enough data"
-    assert go_no_go(_snapshot(n=150), ScoreConfig(), min_samples=100)["verdict"] == "proceed"
+    assert (
+        go_no_go(_snapshot(n=150, acc_e=0.95), ScoreConfig(), min_samples=100)["verdict"]
+        == "proceed"
+    )
     assert go_no_go({}, ScoreConfig())["verdict"] == "not enough data"
 
 
 def test_shadow_labels_count_towards_ensemble_accuracy_when_asked():
     snap = _snapshot(acc_e=0.805, n=100)
-    snap["classic"].update(labelled=400, correct=280)
-    snap["shadow"] = {"labelled": 300, "correct": round(0.805 * 300)}
+    snap["classic"].update(labelled=4000, correct=2800)
+    snap["shadow"] = {"labelled": 3900, "correct": round(0.805 * 3900)}
     assert go_no_go(snap, ScoreConfig())["verdict"] == "proceed"
     assert go_no_go(snap, ScoreConfig(include_shadow_labels=False))["verdict"] == "not enough data"
 
@@ -495,3 +510,16 @@ def test_the_bill_is_reported_before_there_is_enough_data():
     assert result["verdict"] == "not enough data"
     assert result["cost"]["increase_at_full_rollout"] == pytest.approx(2.392 / 0.8983 - 1)
     assert go_no_go(_snapshot(cost_increase=None))["cost"] is None
+
+
+def test_accuracy_gate_needs_anytime_valid_evidence_of_the_minimum_improvement():
+    """+15 % observed at 400 labels per arm clears the point-estimate gate but not the
+    anytime-valid one (the rollout re-judges every tick); more labels at the same rates do."""
+    few = go_no_go(_snapshot(n=400), ScoreConfig())
+    assert "accuracy_improvement" not in {g["gate"] for g in few["failed_gates"]}
+    assert few["accuracy_evidence"]["p_value"] >= 0.05
+    assert few["verdict"] == "hold"
+    assert "accuracy_evidence" in {g["gate"] for g in few["failed_gates"]}
+    many = go_no_go(_snapshot(n=4000), ScoreConfig())
+    assert many["accuracy_evidence"]["passed"] and many["accuracy_evidence"]["relative_low"] > 0.1
+    assert many["verdict"] == "proceed"

@@ -25,14 +25,17 @@ from serving.delivery.experiment_report import (
 SERVED = {"ensemble": "abc", "classic": "xyz"}
 
 
-def three_variants(**extra) -> Experiment:
-    """Classic control, the champion ensemble (follows the pin), a retrained ensemble version."""
+def three_variants(weights=(40, 30, 30), **extra) -> Experiment:
+    """Classic control, the champion ensemble (follows the pin), a retrained ensemble version.
+    Tests give the weights their simulated traffic was split by (the sample-ratio check holds
+    any verdict on traffic that does not match them)."""
+    w_control, w_champion, w_retrained = weights
     return Experiment(
         name="plan-b",
         variants=[
-            {"name": "control", "model": "classic", "weight": 40, "control": True},
-            {"name": "champion", "model": "ensemble", "weight": 30},
-            {"name": "retrained", "model": "ensemble", "version": "v2", "weight": 30},
+            {"name": "control", "model": "classic", "weight": w_control, "control": True},
+            {"name": "champion", "model": "ensemble", "weight": w_champion},
+            {"name": "retrained", "model": "ensemble", "version": "v2", "weight": w_retrained},
         ],
         **extra,
     )
@@ -117,8 +120,9 @@ def test_three_variants_each_against_the_control():
         + rows("ensemble", "v2", 600, 330, latency=None)  # 0.55: worse
         + rows("ensemble", "old", 50, 50)  # an earlier champion
     )
-    report = experiment_report(feedback, three_variants(), SERVED, CFG)
+    report = experiment_report(feedback, three_variants((34, 33, 33)), SERVED, CFG)
     json.dumps(report, allow_nan=False)
+    assert not report["sample_ratio"]["mismatch"]
 
     assert report["control"] == "control"
     assert report["unattributed"] == 50
@@ -150,7 +154,7 @@ def test_too_few_rows_wait_and_say_how_many_more():
         + rows("ensemble", "abc", 600, 510)
         + rows("ensemble", "v2", 150, 150)
     )
-    report = experiment_report(feedback, three_variants(), SERVED, CFG)
+    report = experiment_report(feedback, three_variants((44, 44, 12)), SERVED, CFG)
     retrained = report["challengers"]["retrained"]
     assert retrained["verdict"] == "wait"
     assert "challenger 150 (50 more)" in retrained["reason"]
@@ -185,10 +189,11 @@ def test_an_undecided_challenger_waits():
 
 def test_non_inferiority_margin_turns_a_small_loss_into_a_go():
     feedback = rows("classic", "xyz", 5000, 4000) + rows("ensemble", "abc", 5000, 3950)
-    strict = experiment_report(feedback, three_variants(), SERVED, CFG)
+    halves = three_variants((50, 50, 0))
+    strict = experiment_report(feedback, halves, SERVED, CFG)
     assert strict["challengers"]["champion"]["verdict"] == "wait"
     tolerant = experiment_report(
-        feedback, three_variants(), SERVED, ChallengerConfig(min_labelled=200, margin=0.05)
+        feedback, halves, SERVED, ChallengerConfig(min_labelled=200, margin=0.05)
     )
     champion = tolerant["challengers"]["champion"]
     assert champion["verdict"] == "go"
@@ -296,11 +301,71 @@ def test_shadow_passes_on_the_lower_bound():
     assert result["verdict"] == "pass"
 
 
-def test_shadow_fails_when_the_interval_reaches_below_the_minimum():
-    # 0.62 observed, but the 95 % lower bound is below 0.6: not yet shown to agree enough
+def test_shadow_waits_while_the_sequence_straddles_the_minimum():
+    # 0.62 observed, the lower bound below 0.6 and the upper above: not yet shown either way
+    # (the fixed-sample gate failed it at once, and would have passed a lucky look later)
     pairs = [("a", "a")] * 124 + [("b", "a")] * 76
     result = shadow_agreement(pairs, SHADOW)
     assert result["rate"] == pytest.approx(0.62)
-    assert result["ci_low"] < 0.6
+    assert result["sequential"]["cs_low"] < 0.6 < result["sequential"]["cs_high"]
+    assert result["verdict"] == "wait", result["reason"]
+
+
+def test_shadow_fails_when_the_sequence_is_below_the_minimum():
+    result = shadow_agreement([("a", "a")] * 80 + [("b", "a")] * 220, SHADOW)
+    assert result["sequential"]["cs_high"] < 0.6
     assert result["verdict"] == "fail"
     assert shadow_agreement([("b", "a")] * 300, SHADOW)["verdict"] == "fail"
+
+
+def test_shadow_pass_needs_the_anytime_valid_lower_bound():
+    # Wilson's 95 % lower bound of 0.615 at n = 200 is above 0.6 but the sequence's is not yet
+    pairs = [("a", "a")] * 136 + [("b", "a")] * 64
+    result = shadow_agreement(pairs, SHADOW)
+    assert result["ci_low"] > 0.6 > result["sequential"]["cs_low"]
+    assert result["verdict"] == "wait"
+
+
+def test_a_fixed_sample_go_is_not_an_anytime_valid_go():
+    """+3.5 points at 1,000 labels per arm: the fixed-sample non-inferiority p is below 0.05,
+    the always-valid one is not: the controller waits for more labels."""
+    halves = three_variants((50, 50, 0))
+    feedback = rows("classic", "xyz", 1000, 800) + rows("ensemble", "abc", 1000, 835)
+    c = experiment_report(feedback, halves, SERVED, CFG)["challengers"]["champion"]
+    assert c["noninferiority"]["p_value"] < 0.05
+    seq = c["sequential"]
+    assert seq["noninferiority_p_value"] > 0.05
+    assert seq["cs_low"] < c["ci_low"] and seq["cs_high"] > c["ci_high"]
+    assert c["verdict"] == "wait"
+    more = rows("classic", "xyz", 4000, 3200) + rows("ensemble", "abc", 4000, 3340)
+    c = experiment_report(more, halves, SERVED, CFG)["challengers"]["champion"]
+    assert c["verdict"] == "go" and "always-valid" in c["reason"]
+
+
+def test_only_randomised_rows_are_compared_and_forced_ones_are_reported():
+    """Allow-listed users who love the challenger must not make it win: their rows are counted
+    under `not_randomised`, not in the comparison."""
+    forced = [
+        {**r, "randomised": False, "request_id": "f" + r["request_id"]}
+        for r in rows("ensemble", "abc", 2000, 2000)
+    ]
+    feedback = rows("classic", "xyz", 300, 210) + rows("ensemble", "abc", 300, 210) + forced
+    report = experiment_report(feedback, three_variants(), SERVED, CFG)
+    champion = report["challengers"]["champion"]
+    assert champion["labelled"] == 300 and champion["verdict"] == "wait"
+    assert report["not_randomised"] == {"ensemble": 2000}
+
+
+def test_a_sample_ratio_mismatch_holds_every_verdict():
+    """The split says 40/30/30; the labelled traffic came 600/600/600: whatever the accuracies,
+    no verdict until the split is explained (the reason keeps what it would have been)."""
+    feedback = (
+        rows("classic", "xyz", 600, 420)
+        + rows("ensemble", "abc", 600, 510)
+        + rows("ensemble", "v2", 600, 330)
+    )
+    report = experiment_report(feedback, three_variants(), SERVED, CFG)
+    assert report["sample_ratio"]["mismatch"]
+    for c in report["challengers"].values():
+        assert c["verdict"] == "wait" and c["reason"].startswith("sample ratio mismatch")
+    assert report["best"] is None

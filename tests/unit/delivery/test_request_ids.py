@@ -55,3 +55,17 @@ def test_another_secret_expiry_and_garbage_fail():
     assert ids(clock).verify(rid) is None
     for garbage in ("", "nope", "x" * 500, "=====", "0" * 40, "é"):
         assert ids(clock).verify(garbage) is None
+
+
+def test_the_id_carries_whether_the_arm_was_randomised_and_defaults_to_not():
+    request_ids = ids()
+    assert request_ids.verify(request_ids.issue("ensemble", "v1", 1, PROBS, True)).randomised
+    assert not request_ids.verify(request_ids.issue("ensemble", "v1", 1, PROBS)).randomised
+    assert not request_ids.verify(request_ids.issue("classic", "v1", 1, PROBS, False)).randomised
+
+
+def test_flipping_the_randomised_bit_breaks_the_tag():
+    request_ids = ids()
+    raw = bytearray(b64decode(request_ids.issue("ensemble", "v1", 1, PROBS, False)))
+    raw[0] |= 0x80
+    assert request_ids.verify(b64encode(bytes(raw))) is None

@@ -31,10 +31,12 @@ def replica(store: StateStore, name: str, clock: FakeClock, cpu: FakeClock) -> L
     )
 
 
-def answer(live: LiveEvaluation, arm: str = "classic", index: int = 0) -> str:
+def answer(
+    live: LiveEvaluation, arm: str = "classic", index: int = 0, reason: str = "split"
+) -> str:
     probs = np.array([0.9, 0.1]) if index == 0 else np.array([0.2, 0.8])
-    rid = live.request_ids.issue(arm, "v1", index, probs)
-    prediction = RoutedPrediction(CLASSES[index], {}, arm, "v1", rid, False, False, "split")
+    rid = live.request_ids.issue(arm, "v1", index, probs, reason == "split")
+    prediction = RoutedPrediction(CLASSES[index], {}, arm, "v1", rid, False, False, reason)
     live.record([prediction], 2.0, 0.0003)
     return rid
 
@@ -98,3 +100,17 @@ def _down(*_args, **_kwargs):
     from sqlalchemy.exc import OperationalError
 
     raise OperationalError("INSERT", {}, Exception("connection refused"))
+
+
+@pytest.mark.parametrize("joined_on", ["a", "b"])
+def test_a_forced_arm_s_label_is_stored_and_reported_but_not_compared(pair, joined_on):
+    a, b, _, _ = pair
+    rid = answer(a, arm="ensemble", index=1, reason="header")
+    (a if joined_on == "a" else b).feedback(rid, "low")
+    randomised = answer(a, arm="ensemble", index=1)
+    b.feedback(randomised, "low")
+    rows = {r["request_id"]: r for r in a.store.feedback_since(0)}
+    assert rows[rid]["randomised"] is False and rows[randomised]["randomised"] is True
+    shared = b.shared_windows(max_age_s=0).snapshot()
+    assert shared["ensemble"]["labelled"] == 1 and shared["ensemble"]["forced_labelled"] == 1
+    assert a.windows.snapshot()["ensemble"]["labelled"] == 0  # the forced label: never

@@ -230,7 +230,9 @@ def test_the_cascade_has_its_own_arm_in_the_evaluation_and_joins_anywhere(tmp_pa
     assert snap["cascade"]["fallbacks"] == 1 and snap["ensemble"]["count"] == 0
     here.flush_outcomes()
     shared = elsewhere.shared_windows(max_age_s=0).snapshot()
-    assert (shared["cascade"]["count"], shared["cascade"]["labelled"]) == (2, 1)
+    # "vip" is allow-listed: the label is reported, not A/B evidence (not randomised)
+    assert (shared["cascade"]["count"], shared["cascade"]["labelled"]) == (2, 0)
+    assert shared["cascade"]["forced_labelled"] == 1
     report = elsewhere.report()
     assert report["cascade_comparison"]["candidate"] == "cascade"
     assert report["comparison"]["candidate"] == "ensemble"  # the go/no-go compares as before

@@ -288,6 +288,7 @@ def test_explain_shows_why():
     assert report["decision"] == {
         "arm": "classic",
         "reason": "breaker_open",
+        "randomised": False,
         "fallback": True,
         "bucket": None,
         "meant": "ensemble",
@@ -303,3 +304,22 @@ def test_explain_shows_why():
     assert rules["split"]["detail"].startswith(
         f"bucket('ensemble', 'bob') = {bucket('ensemble', 'bob')} >"
     )
+
+
+def test_only_the_split_and_variants_are_randomised():
+    """A/B evidence comes only from arms a hash assigned; chosen or forced arms never."""
+    split = decide(ctx("someone"), config(rollout_percentage=100), Health(), MONDAY_NOON)
+    assert split.reason == Reason.SPLIT and split.randomised
+    header = decide(
+        ctx("someone", header_preference="ensemble"),
+        config(header_override=True),
+        Health(),
+        MONDAY_NOON,
+    )
+    assert header.reason == Reason.HEADER and not header.randomised
+    listed = decide(ctx("bob"), config(allowed_users=["bob"]), Health(), MONDAY_NOON)
+    assert listed.reason == Reason.ALLOW_LIST and not listed.randomised
+    fallen = decide(
+        ctx("someone"), config(rollout_percentage=100), Health(breaker_open=True), MONDAY_NOON
+    )
+    assert fallen.fallback and not fallen.randomised
