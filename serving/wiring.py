@@ -23,13 +23,10 @@ from serving.config.flags import FlagConfig, FlagConfigError, load_flag_config
 from serving.config.settings import ServingSettings
 from serving.delivery.challenger import STAGES, ChallengerController, ChallengerView
 from serving.delivery.drift import DriftMonitor
-from serving.delivery.lease import CONTROLLER_LEASE, Lease, replica_id
 from serving.delivery.live import LiveEvaluation
 from serving.delivery.notify import Notifier
-from serving.delivery.pins import VersionPins
 from serving.delivery.request_ids import RequestIds
 from serving.delivery.retraining import RetrainingJob
-from serving.delivery.state import StateStore
 from serving.observability import gcpause, metrics, model_metrics
 from serving.routing.arms import (
     CascadeArm,
@@ -42,6 +39,9 @@ from serving.routing.coalesce import Coalescer
 from serving.routing.core import RouterCore
 from serving.routing.flag_source import FlagSource
 from serving.routing.preferences import PreferenceCache
+from serving.store import StateStore
+from serving.store.lease import CONTROLLER_LEASE, Lease, replica_id
+from serving.store.pins import VersionPins
 
 log = logging.getLogger(__name__)
 

@@ -132,7 +132,7 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
     import bentoml
 
     from models import store
-    from serving.delivery.state import StateStore
+    from serving.store import StateStore
     from training.evaluate import classification_metrics
     from training.pipeline import ExtraRows, fit, load_training_table, save_models
 

@@ -32,13 +32,13 @@ from serving.delivery import experiment_report
 from serving.delivery.cost import CpuMeter, Usage, arm_cpu_per_served, cost_report
 from serving.delivery.drift import DriftMonitor
 from serving.delivery.evaluation import COST_KEY, EvaluationWindows, go_no_go
-from serving.delivery.outcomes import OutcomeBuffer
 from serving.delivery.request_ids import RequestIds
 from serving.delivery.rollout import RolloutController
-from serving.delivery.state import StateStore
 from serving.errors import InvalidInput, NotFound, StoreUnavailable
 from serving.observability import metrics
 from serving.results import RoutedPrediction
+from serving.store import StateStore
+from serving.store.outcomes import OutcomeBuffer
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
-from serving.delivery.lease import leader_of
 from serving.http.auth import require_operator
 from serving.http.dependencies import Core
 from serving.http.errors import responses
 from serving.http.experiments import experiment_status, retraining_status, trial_status
 from serving.routing.core import RouterCore
+from serving.store.lease import leader_of
 
 STATIC = Path(__file__).parent / "static"
 

@@ -7,8 +7,8 @@ import pytest
 
 from serving.config.flags import parse_flag_config
 from serving.delivery.live import LiveEvaluation
-from serving.delivery.state import StateStore
 from serving.results import RoutedPrediction
+from serving.store import StateStore
 from tests.clock import FakeClock
 
 CLASSES = ["high", "low"]

@@ -18,7 +18,7 @@ from serving.delivery.retraining import (
     training_command,
     training_env,
 )
-from serving.delivery.state import StateStore
+from serving.store import StateStore
 
 WINDOW = {"days": ["sat"], "from": "01:00", "to": "05:00", "timezone": "Europe/Amsterdam"}
 

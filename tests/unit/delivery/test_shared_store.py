@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from serving.delivery.state import (
-    StateStore,
+from serving.store import StateStore
+from serving.store.tables import (
     kv_table,
     leases_table,
     preferences_table,
