@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serving.config.experiments import ChallengerConfig, Experiment, Variant
-from serving.delivery import experiment_report
+from serving.evidence import experiment_report
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from serving.config.delivery import RolloutConfig
-from serving.delivery.evaluation import candidate_accuracy, compare_accuracy, go_no_go
+from serving.evidence.evaluation import candidate_accuracy, compare_accuracy, go_no_go
 from serving.store import StateStore
 
 STATE_KEY = "rollout"

@@ -22,7 +22,10 @@ STATIC = Path(__file__).parent / "static"
 router = APIRouter(tags=["models"], responses=responses(503))
 
 
-OPERATORS = {"dependencies": [Depends(require_operator)], "responses": responses(401, 403)}
+OPERATORS: dict[str, Any] = {
+    "dependencies": [Depends(require_operator)],
+    "responses": responses(401, 403),
+}
 
 
 @router.get(

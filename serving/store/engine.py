@@ -82,15 +82,20 @@ class StoreEngine:
                 with conn.begin():
                     yield conn
 
-    def _dialect_insert(self, table: Table):
-        """INSERT with ON CONFLICT support (SQLite and PostgreSQL), or None elsewhere."""
+    def _dialect_insert(self, table: Table) -> Any:
+        """INSERT with ON CONFLICT support (SQLite and PostgreSQL), or None elsewhere.
+
+        Typed Any: the two dialects' Insert classes share `on_conflict_*` but no typed base.
+        """
         if self.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        elif self.is_postgresql:
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            return None
-        return dialect_insert(table)
+            from sqlalchemy.dialects import sqlite
+
+            return sqlite.insert(table)
+        if self.is_postgresql:
+            from sqlalchemy.dialects import postgresql
+
+            return postgresql.insert(table)
+        return None
 
     def _upsert(
         self, conn: Connection, table: Table, values: dict, *, key: str, changes: dict

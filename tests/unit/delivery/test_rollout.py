@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from serving.config.delivery import RolloutConfig
-from serving.delivery.evaluation import EvaluationWindows
 from serving.delivery.rollout import STATE_KEY, RolloutController, RolloutState
+from serving.evidence.evaluation import EvaluationWindows
 from serving.store import StateStore
 from tests.clock import FakeClock
 

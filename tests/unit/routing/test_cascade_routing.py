@@ -272,7 +272,7 @@ def test_cascade_arm_is_the_ensemble_service_under_its_own_name():
 
 
 def test_cascade_call_takes_its_own_rows_socket_then_the_api():
-    from serving.rows import SocketClient, Transports
+    from serving.transport.rows import SocketClient, Transports
     from serving.wiring import cascade_call
 
     class Client:

@@ -37,7 +37,7 @@ import numpy as np
 from scipy import stats
 
 from serving.config.experiments import ChallengerConfig, Experiment, Variant
-from serving.delivery.evaluation import compare_accuracy, wilson_interval
+from serving.evidence.evaluation import compare_accuracy, wilson_interval
 
 INTERVAL_ALPHA = 0.05
 """Per-variant accuracy and shadow agreement intervals are 95 % Wilson intervals."""

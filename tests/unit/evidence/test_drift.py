@@ -12,7 +12,7 @@ from scipy import stats
 
 from models.schema import FeatureSchema
 from serving.config.delivery import DriftConfig
-from serving.delivery.drift import RECONSTRUCTED_SAMPLE, DriftMonitor, psi
+from serving.evidence.drift import RECONSTRUCTED_SAMPLE, DriftMonitor, psi
 from training.evaluate import reference_statistics
 
 

@@ -12,7 +12,7 @@ from serving.store.tables import (
     retraining_runs_table,
     served_table,
 )
-from tests.unit.delivery.test_state import BACKENDS, empty_store
+from tests.unit.store.test_state import BACKENDS, empty_store
 
 
 @pytest.fixture(params=BACKENDS)

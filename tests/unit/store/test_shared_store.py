@@ -17,7 +17,7 @@ from serving.store.tables import (
     requests_table,
     shadow_table,
 )
-from tests.unit.delivery.test_state import BACKENDS, empty_store
+from tests.unit.store.test_state import BACKENDS, empty_store
 
 
 @pytest.fixture(params=BACKENDS)
