@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -146,7 +146,7 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
         if settings.classic_local:
             description = describe_model("classic", str(stored.tag), model, stored.info.metadata)
             classic = LocalArm("classic", model, info_from_description(description))
-        reference = stored.info.metadata.get("reference", {})
+        reference = cast(dict[str, Any], stored.info.metadata.get("reference", {}))
         drift = DriftMonitor(model.schema.features, reference, flags.drift) if reference else None
         live = LiveEvaluation(
             state,
@@ -315,7 +315,10 @@ class BackgroundWork:
 
     def _enter_accepted_version(self, record: dict[str, Any] | None) -> None:
         """A version the retraining job accepted since the last trial began goes on trial."""
+        controller = self.core.challenger_controller
         if not self.core.flags.challenger.enabled or self.core.retraining is None:
+            return
+        if controller is None:
             return
         if record and record.get("stage") in ("shadow", "ab"):
             return
@@ -327,7 +330,7 @@ class BackgroundWork:
                 version = str(run["tag"]).split(":", 1)[-1]
                 lineage = {k: run.get(k) for k in ("parent", "metrics", "rows", "data_window")}
                 try:
-                    self.core.challenger_controller.enter(version, "retraining", lineage)
+                    controller.enter(version, "retraining", lineage)
                 except ValueError as exc:
                     log.warning("accepted version %s not put on trial: %s", version, exc)
                 return
@@ -371,7 +374,7 @@ def _stored_importance(version: str) -> dict[str, float] | None:
 
     try:
         found = bentoml.models.get(f"ensemble:{version}").info.metadata.get("feature_importance")
-        return found if isinstance(found, dict) else None
+        return cast(dict[str, float], found) if isinstance(found, dict) else None
     except Exception:  # a split deployment's router may have no model store
         return None
 

@@ -141,6 +141,8 @@ def training_env(cfg: RetrainingConfig, base: dict[str, str] | None = None) -> d
 def _outcome(returncode: int | None, timed_out: bool) -> str:
     if timed_out:
         return "failed"
+    if returncode is None:
+        return "failed"
     return {EXIT_ACCEPTED: "accepted", EXIT_REFUSED: "refused"}.get(returncode, "failed")
 
 
