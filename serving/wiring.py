@@ -155,6 +155,7 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
             model.schema.classes,
             replica=replica,
             request_ids=request_ids,
+            in_process_arms=("classic",) if settings.classic_local else (),
         )
     set_fault = services.ensemble.set_fault
     core = RouterCore(

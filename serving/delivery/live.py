@@ -27,7 +27,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from serving.config.experiments import Experiment
 from serving.config.flags import FlagConfig
-from serving.config.settings import get_settings
 from serving.delivery.recent import RecentPredictions, Served
 from serving.delivery.request_ids import RequestIds
 from serving.delivery.rollout import RolloutController
@@ -53,8 +52,8 @@ class LiveEvaluation:
     process.
 
     `in_process_arms`: arms whose model runs in this process (their CPU is part of the process's
-    CPU time and is not the router's own work); None means classic when `SERVING_CLASSIC_LOCAL`
-    is on (the default), as serving/wiring.py builds it. `cpu_clock`: the process CPU time.
+    CPU time and is not the router's own work); the composition root (serving/wiring.py) passes
+    classic when `SERVING_CLASSIC_LOCAL` is on, the default. `cpu_clock`: the process CPU time.
     """
 
     def __init__(
@@ -65,7 +64,7 @@ class LiveEvaluation:
         classes: Sequence[str],
         clock: Callable[[], float] = time.time,
         *,
-        in_process_arms: Collection[str] | None = None,
+        in_process_arms: Collection[str] = ("classic",),
         cpu_clock: Callable[[], float] = time.process_time,
         replica: str = "local",
         request_ids: RequestIds | None = None,
@@ -87,8 +86,6 @@ class LiveEvaluation:
         self.classes = list(classes)
         self._clock = clock
         self._cpu_clock = cpu_clock
-        if in_process_arms is None:
-            in_process_arms = ("classic",) if get_settings().classic_local else ()
         self.in_process_arms = frozenset(in_process_arms)
         self._predictions = 0  # predictions answered (written by the event loop only)
         self._in_process_cpu = 0.0  # CPU seconds of models run in this process
