@@ -17,7 +17,6 @@ with bentoml.importing():
     import aiohttp
     import numpy as np
 
-    from serving.adapters import declared_model, fix_media_types, service_calls, stored_tag
     from serving.config.settings import get_settings
     from serving.host import (
         FaultInjector,
@@ -31,8 +30,19 @@ with bentoml.importing():
     )
     from serving.http.app import create_app
     from serving.observability import metrics
-    from serving.rows import MOUNT as ROWS_MOUNT
-    from serving.rows import RowsEndpoint, RowsPredictor, RowsSocketServer, own_socket_path
+    from serving.transport.adapters import (
+        declared_model,
+        fix_media_types,
+        service_calls,
+        stored_tag,
+    )
+    from serving.transport.rows import MOUNT as ROWS_MOUNT
+    from serving.transport.rows import (
+        RowsEndpoint,
+        RowsPredictor,
+        RowsSocketServer,
+        own_socket_path,
+    )
     from serving.wiring import (
         CASCADE_SOCKET_SUFFIX,
         BackgroundWork,
@@ -75,7 +85,7 @@ class ModelHost:
 
     @bentoml.on_startup
     async def follow_version_pins(self) -> None:
-        """Serve the version pinned for every replica (serving/delivery/pins.py)."""
+        """Serve the version pinned for every replica (serving/store/pins.py)."""
         period = settings.flags_poll_s
         self.pin_task = asyncio.create_task(follow_pins(self.hosted, settings.state_url, period))
 
@@ -111,7 +121,7 @@ class Classic(ModelHost):
         return self.hosted.predict_proba(self._checked(codes))
 
 
-# The router's lean transport of encoded rows (serving/rows.py): an HTTP endpoint and a socket.
+# The router's lean transport of encoded rows (serving/transport/rows.py): HTTP and a socket.
 rows = RowsPredictor(settings.ensemble_max_batch_size, observe=metrics.ENSEMBLE_BATCH_ROWS.observe)
 cascade_rows = RowsPredictor(settings.ensemble_max_batch_size)  # the cascade's, on its own socket
 
@@ -158,7 +168,7 @@ class Ensemble(ModelHost):
 
     @bentoml.on_startup
     async def serve_rows_socket(self) -> None:
-        """The rows socket beside BentoML's own, under `bentoml serve` (serving/rows.py)."""
+        """The rows socket beside BentoML's own (serving/transport/rows.py)."""
         if (path := own_socket_path("ensemble")) is not None:
             self.rows_socket = RowsSocketServer(rows, path)
             await self.rows_socket.start()

@@ -1,1 +1,7 @@
-"""The traffic router's brain: flag config, routing policy, circuit breaker, prediction cache."""
+"""The serving product behind service.py: routing, transport, shared state, evidence, delivery.
+
+`config/` settings and flags; `http/` the FastAPI routes; `routing/` the router core (policy,
+arms, cache, coalescer, breaker, shadow); `transport/` calls to the model services; `store/` the
+shared state every replica reads; `evidence/` pure statistics; `delivery/` the controllers that
+act on it (rollout, challenger, retraining, notifier); `wiring.py` the composition root.
+"""

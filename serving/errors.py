@@ -86,10 +86,6 @@ class ArmUnavailable(ServingError):
     status_code, code = 503, "model_unavailable"
 
 
-class DeadlineExceeded(ServingError):
-    status_code, code = 504, "deadline_exceeded"
-
-
 class StoreUnavailable(ServingError):
     """The shared state store cannot be reached: nothing was recorded; the client may retry."""
 

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from models import store
-from serving.delivery.pins import VersionPins
 from serving.observability import metrics
 from serving.routing.arms import describe_model
+from serving.store.pins import VersionPins
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ async def follow_pins(hosted: HostedModel, state_url: str, period_s: float) -> N
     while True:
         try:
             if pins is None:
-                from serving.delivery.state import StateStore
+                from serving.store import StateStore
 
                 pins = VersionPins(await asyncio.to_thread(StateStore, state_url))
             await asyncio.to_thread(hosted.follow, pins)

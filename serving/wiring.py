@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -22,14 +22,11 @@ from models import store
 from serving.config.flags import FlagConfig, FlagConfigError, load_flag_config
 from serving.config.settings import ServingSettings
 from serving.delivery.challenger import STAGES, ChallengerController, ChallengerView
-from serving.delivery.drift import DriftMonitor
-from serving.delivery.lease import CONTROLLER_LEASE, Lease, replica_id
 from serving.delivery.live import LiveEvaluation
 from serving.delivery.notify import Notifier
-from serving.delivery.pins import VersionPins
 from serving.delivery.request_ids import RequestIds
 from serving.delivery.retraining import RetrainingJob
-from serving.delivery.state import StateStore
+from serving.evidence.drift import DriftMonitor
 from serving.observability import gcpause, metrics, model_metrics
 from serving.routing.arms import (
     CascadeArm,
@@ -42,6 +39,9 @@ from serving.routing.coalesce import Coalescer
 from serving.routing.core import RouterCore
 from serving.routing.flag_source import FlagSource
 from serving.routing.preferences import PreferenceCache
+from serving.store import StateStore
+from serving.store.lease import CONTROLLER_LEASE, Lease, replica_id
+from serving.store.pins import VersionPins
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def api_call(dependency: Any, name: str) -> Callable[[np.ndarray], Awaitable[Any
 
 
 CASCADE_SOCKET_SUFFIX = ".cascade"
-"""The cascade's rows socket: the ensemble's rows socket path (serving/rows.py) + this."""
+"""The cascade's rows socket: the ensemble's rows socket path (serving/transport/rows.py) + this."""
 
 
 def cascade_call(dependency: Any, transport: str) -> Callable[[np.ndarray], Awaitable[Any]]:
@@ -76,7 +76,7 @@ def cascade_call(dependency: Any, transport: str) -> Callable[[np.ndarray], Awai
     `bentoml serve` and `transport` (SERVING_ENSEMBLE_TRANSPORT) is "socket" (raw float64 rows,
     as the ensemble's predict), else (and whenever the socket is not there) its `predict_cascade`
     API. Both answer the (n, k + 1) matrix: probabilities, then the escalated flag."""
-    from serving.rows import SocketClient, Transports, socket_path
+    from serving.transport.rows import SocketClient, Transports, socket_path
 
     api = api_call(dependency, "predict_cascade")
     url = getattr(getattr(dependency, "to_async", None), "url", None)
@@ -136,17 +136,17 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
                 observe=metrics.ENSEMBLE_CALL_ROWS.observe,
             )
         cascade = CascadeArm(ensemble, cascade_call)
-    classic = classic_direct
+    classic: RemoteArm | LocalArm = classic_direct
     state = StateStore(settings.state_url)
     replica = settings.replica_id or replica_id()
     request_ids = RequestIds(request_id_secret(settings, state), flags.evaluation.feedback_ttl_s)
-    live = None
+    live: LiveEvaluation | None = None
     if services.classic_tag is not None:
         model, stored = store.load(services.classic_tag)
         if settings.classic_local:
             description = describe_model("classic", str(stored.tag), model, stored.info.metadata)
             classic = LocalArm("classic", model, info_from_description(description))
-        reference = stored.info.metadata.get("reference", {})
+        reference = cast(dict[str, Any], stored.info.metadata.get("reference", {}))
         drift = DriftMonitor(model.schema.features, reference, flags.drift) if reference else None
         live = LiveEvaluation(
             state,
@@ -155,6 +155,7 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
             model.schema.classes,
             replica=replica,
             request_ids=request_ids,
+            in_process_arms=("classic",) if settings.classic_local else (),
         )
     set_fault = services.ensemble.set_fault
     core = RouterCore(
@@ -177,7 +178,7 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
         },
     )
     if live is not None:
-        core.trials = ChallengerController(
+        core.challenger_controller = ChallengerController(
             state,
             promote=lambda version: core.swap_model("ensemble", version),
             champion=lambda: core.ensemble.info.version if core.ensemble.info else None,
@@ -189,8 +190,6 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
 REQUEST_ID_SECRET_KEY = "request_id_secret"
 RETRAINING_TICK_S = 10.0
 """How often the leader asks whether the scheduled retraining run is due."""
-PRUNE_EVERY_S = 3600.0
-"""How often the leader prunes served requests past their retention."""
 JUDGE_EVERY_S = 5.0
 """How often the leader judges the trial and the experiment on the shared feedback."""
 
@@ -215,7 +214,6 @@ class BackgroundWork:
     lease: Lease | None = None
     exported: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Ensemble versions whose weights and importance stability are exported (version -> what)."""
-    _pruned_at: float = float("-inf")
     _judged_at: float = float("-inf")
 
     def __post_init__(self) -> None:
@@ -238,8 +236,8 @@ class BackgroundWork:
         ]
         if self.core.live is not None:  # this replica's outcomes to the shared evidence
             jobs.append((self.settings.outcome_flush_s, self._flush_outcomes))
-        if self.core.trials is not None:  # the version on trial: load it, share, move it
-            jobs.append((self.settings.flags_poll_s, self._trial_tick))
+        if self.core.challenger_controller is not None:  # the challenger: load it, share, move it
+            jobs.append((self.settings.flags_poll_s, self._challenger_tick))
         if self.core.retraining is not None:  # the off-peak job and retention, on the leader
             jobs.append((RETRAINING_TICK_S, self._retraining_tick))
         if self.settings.preference_ttl_s > 0:  # preferences routed without a read per request
@@ -291,16 +289,18 @@ class BackgroundWork:
             await asyncio.to_thread(live.controller.refresh)
         self.core.sync_rollout()
 
-    async def _trial_tick(self) -> None:
+    async def _challenger_tick(self) -> None:
         """Follow the shared trial record (every replica), add this replica's shadow counts,
         and, on the lease holder, move the trial when its evidence says so."""
-        trials, cfg = self.core.trials, self.core.flags.challenger
-        record = await asyncio.to_thread(trials.record)
+        controller, cfg = self.core.challenger_controller, self.core.flags.challenger
+        if controller is None:  # only scheduled with one
+            return
+        record = await asyncio.to_thread(controller.record)
         self.core.challenger = ChallengerView.of(record, cfg)
         await self.core.versions.sync(self.core.wanted_versions())
         replica = self.settings.replica_id or replica_id()
         for version, (compared, agreed) in self.core.take_trial_counts().items():
-            await asyncio.to_thread(trials.add_shadow, replica, version, compared, agreed)
+            await asyncio.to_thread(controller.add_shadow, replica, version, compared, agreed)
         if record:
             for stage in STAGES:
                 metrics.TRIAL_STAGE.labels(version=record["version"], stage=stage).set(
@@ -311,14 +311,17 @@ class BackgroundWork:
         if self.lease is not None and self.lease.leading and now - self._judged_at >= JUDGE_EVERY_S:
             self._judged_at = now  # the evidence is every replica's feedback: read it sparingly
             await asyncio.to_thread(self._enter_accepted_version, record)
-            moved = await trials.tick(cfg)
+            moved = await controller.tick(cfg)
             if moved is not None:
                 self.core.notifier.announce({"action": f"challenger_{moved['stage']}", **moved})
             await self._export_experiment()
 
     def _enter_accepted_version(self, record: dict[str, Any] | None) -> None:
         """A version the retraining job accepted since the last trial began goes on trial."""
+        controller = self.core.challenger_controller
         if not self.core.flags.challenger.enabled or self.core.retraining is None:
+            return
+        if controller is None:
             return
         if record and record.get("stage") in ("shadow", "ab"):
             return
@@ -330,23 +333,17 @@ class BackgroundWork:
                 version = str(run["tag"]).split(":", 1)[-1]
                 lineage = {k: run.get(k) for k in ("parent", "metrics", "rows", "data_window")}
                 try:
-                    self.core.trials.enter(version, "retraining", lineage)
+                    controller.enter(version, "retraining", lineage)
                 except ValueError as exc:
                     log.warning("accepted version %s not put on trial: %s", version, exc)
                 return
 
     async def _retraining_tick(self) -> None:
-        """The leader starts the scheduled run when it is due (one at a time over replicas, under
-        its own lease) and prunes served requests past their retention."""
-        job, cfg = self.core.retraining, self.core.flags.retraining
-        if self.lease is None or not self.lease.leading:
+        """On the leader: the retraining job's tick (retention, then the scheduled run when due)."""
+        if self.core.retraining is None or self.lease is None or not self.lease.leading:
             return
-        now = time.monotonic()
-        if now - self._pruned_at >= PRUNE_EVERY_S:
-            self._pruned_at = now
-            await asyncio.to_thread(job.prune, cfg)
-        job.parent = self.core.ensemble.info.version if self.core.ensemble.info else None
-        await job.maybe_run(cfg)  # minutes when it runs: this loop waits, the others go on
+        parent = self.core.ensemble.info.version if self.core.ensemble.info else None
+        await self.core.retraining.tick(self.core.flags.retraining, parent)
 
     async def _export_versions(self) -> None:
         """Member weights of the champion and every version on trial, and their feature
@@ -379,7 +376,8 @@ def _stored_importance(version: str) -> dict[str, float] | None:
     import bentoml
 
     try:
-        return bentoml.models.get(f"ensemble:{version}").info.metadata.get("feature_importance")
+        found = bentoml.models.get(f"ensemble:{version}").info.metadata.get("feature_importance")
+        return cast(dict[str, float], found) if isinstance(found, dict) else None
     except Exception:  # a split deployment's router may have no model store
         return None
 

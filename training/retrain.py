@@ -140,7 +140,7 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
     import bentoml
 
     from models import store
-    from serving.delivery.state import StateStore
+    from serving.store import StateStore
     from training.evaluate import classification_metrics
 
     started = time.perf_counter()

@@ -105,10 +105,10 @@ class ServingSettings(BaseSettings):
     (1 measured best: bigger calls, 2.0 vs 3.3 ms of ensemble-worker CPU per request at 16
     users)."""
     ensemble_transport: Literal["socket", "http", "api"] = "socket"
-    """Router -> ensemble calls (serving/rows.py): `socket` sends the encoded rows as raw float64
-    bytes over a Unix socket beside BentoML's (same `bentoml serve`; else as `http`), `http` to
-    the service's POST /rows/predict, `api` through BentoML's API (the path before; also what any
-    of them falls back to when the service has no such endpoint)."""
+    """Router -> ensemble calls (serving/transport/rows.py): `socket` sends the encoded rows as
+    raw float64 bytes over a Unix socket beside BentoML's (same `bentoml serve`; else as `http`),
+    `http` to the service's POST /rows/predict, `api` through BentoML's API (also what any of them
+    falls back to when the service has no such endpoint)."""
     ensemble_max_latency_ms: int = Field(10_000, ge=1)
     """Adaptive batching: BentoML's queueing budget before it rejects (a rejection budget, not a
     wait).

@@ -1,3 +1,2 @@
-"""Progressive delivery: live windows, evaluation and go/no-go, rollout controller, drift, state
-store.
-"""
+"""Controllers that act on evidence: the live evaluation loop, the rollout controller, the
+challenger controller, the retraining scheduler and the notifier."""

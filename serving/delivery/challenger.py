@@ -11,7 +11,7 @@ replica serves the same trial; only the leader (the rollout controller's lease h
     ab        the challenger answers its weight of the champion's users (sticky), every answer
               carries its version, and the labelled feedback of randomly assigned requests
               compares the two with the same statistics as any experiment
-              (serving/delivery/experiment_report.py: always-valid p-values, so promoting at
+              (serving/evidence/experiment_report.py: always-valid p-values, so promoting at
               the first `go` of a look every 5 s keeps the error at alpha; a sample-ratio
               mismatch holds the verdict): go -> promoted, no-go -> rejected.
     promoted  the challenger's version is pinned for every replica's ensemble service (the
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serving.config.experiments import ChallengerConfig, Experiment, Variant
-from serving.delivery import experiment_report
+from serving.evidence import experiment_report
 
 log = logging.getLogger(__name__)
 

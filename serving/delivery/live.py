@@ -1,14 +1,15 @@
 """Live evaluation in the router: served predictions, feedback joins, windows, drift, rollout.
 
-Glue between the router core and the pure parts (serving/delivery/evaluation.py, rollout.py,
-drift.py, state.py, cost.py). It keeps the last predictions in memory (bounded, with a TTL) so
-that ground-truth feedback can be joined to what was served; joins are persisted, so the label
-windows survive a restart. With `rollout.enabled`, the controller owns the ensemble's rollout
-percentage and the kill switch (a rollback disables the ensemble); otherwise it only reports.
+Glue between the router core, the pure parts (serving/evidence/: evaluation, drift, cost), the
+rollout controller (delivery/rollout.py) and the shared store (serving/store/). It keeps the
+last predictions in memory (bounded, with a TTL) so that ground-truth feedback can be joined to
+what was served; joins are persisted, so the label windows survive a restart. With
+`rollout.enabled`, the controller owns the ensemble's rollout percentage and the kill switch (a
+rollback disables the ensemble); otherwise it only reports.
 
 Cost: it samples the router process's CPU time (`time.process_time()`) with the number of
 predictions served at every tick and report, so the router's own CPU per served prediction and the
-observed traffic over the evaluation window feed the deployment's bill (serving/delivery/cost.py),
+observed traffic over the evaluation window feed the deployment's bill (serving/evidence/cost.py),
 which the go/no-go's cost term reads.
 """
 
@@ -18,29 +19,27 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
 from serving.config.experiments import Experiment
 from serving.config.flags import FlagConfig
-from serving.config.settings import get_settings
-from serving.delivery import experiment_report
-from serving.delivery.cost import CpuMeter, Usage, arm_cpu_per_served, cost_report
-from serving.delivery.drift import DriftMonitor
-from serving.delivery.evaluation import COST_KEY, EvaluationWindows, go_no_go
-from serving.delivery.outcomes import OutcomeBuffer
+from serving.delivery.recent import RecentPredictions, Served
 from serving.delivery.request_ids import RequestIds
 from serving.delivery.rollout import RolloutController
-from serving.delivery.state import StateStore
 from serving.errors import InvalidInput, NotFound, StoreUnavailable
-from serving.evidence import srm
+from serving.evidence import experiment_report, srm
+from serving.evidence.cost import CpuMeter, Usage, arm_cpu_per_served, cost_report
+from serving.evidence.drift import DriftMonitor
+from serving.evidence.evaluation import COST_KEY, EvaluationWindows, go_no_go
 from serving.observability import metrics
 from serving.results import RoutedPrediction
 from serving.routing.policy import is_randomised
+from serving.store import StateStore
+from serving.store.outcomes import OutcomeBuffer
 
 log = logging.getLogger(__name__)
 
@@ -49,60 +48,13 @@ SHIPPED_PER_WINDOW = 20
 shared drift window, so the window spans many flushes (and every replica) at any traffic."""
 
 
-class Served(NamedTuple):
-    """What the router answered for one request id, kept for the feedback join.
-
-    RecentPredictions keeps it as a plain tuple of atomic values, which CPython's collector stops
-    tracking (it untracks exact tuples only, not NamedTuples): the ~100k kept then add nothing to
-    the full collections that pause the router (serving/observability/gcpause.py)."""
-
-    arm: str
-    label: str
-    latency_ms: float | None
-    created_at: float
-    shadow_label: str | None = None
-    randomised: bool = False
-    """The split chose the arm: only such labels are A/B evidence (routing.policy)."""
-
-
-class RecentPredictions:
-    """request id -> Served, bounded in size and age (oldest first out)."""
-
-    def __init__(self, max_entries: int, ttl_s: float, clock: Callable[[], float] = time.time):
-        self.max_entries = max_entries
-        self.ttl_s = ttl_s
-        self._clock = clock
-        self._items: OrderedDict[str, tuple] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def add(self, request_id: str, served: Served) -> None:
-        with self._lock:
-            self._items[request_id] = tuple(served)  # an exact tuple: untracked by the collector
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
-
-    def get(self, request_id: str) -> Served | None:
-        with self._lock:
-            item = self._items.get(request_id)
-            if item is None:
-                return None
-            served = Served._make(item)
-            if self._clock() - served.created_at > self.ttl_s:
-                del self._items[request_id]
-                return None
-            return served
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 class LiveEvaluation:
     """Windows per arm, feedback joins, drift, cost and the rollout controller for one router
     process.
 
     `in_process_arms`: arms whose model runs in this process (their CPU is part of the process's
-    CPU time and is not the router's own work); None means classic when `SERVING_CLASSIC_LOCAL`
-    is on (the default), as serving/wiring.py builds it. `cpu_clock`: the process CPU time.
+    CPU time and is not the router's own work); the composition root (serving/wiring.py) passes
+    classic when `SERVING_CLASSIC_LOCAL` is on, the default. `cpu_clock`: the process CPU time.
     """
 
     def __init__(
@@ -113,7 +65,7 @@ class LiveEvaluation:
         classes: Sequence[str],
         clock: Callable[[], float] = time.time,
         *,
-        in_process_arms: Collection[str] | None = None,
+        in_process_arms: Collection[str] = ("classic",),
         cpu_clock: Callable[[], float] = time.process_time,
         replica: str = "local",
         request_ids: RequestIds | None = None,
@@ -135,8 +87,6 @@ class LiveEvaluation:
         self.classes = list(classes)
         self._clock = clock
         self._cpu_clock = cpu_clock
-        if in_process_arms is None:
-            in_process_arms = ("classic",) if get_settings().classic_local else ()
         self.in_process_arms = frozenset(in_process_arms)
         self._predictions = 0  # predictions answered (written by the event loop only)
         self._in_process_cpu = 0.0  # CPU seconds of models run in this process

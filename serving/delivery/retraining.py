@@ -54,6 +54,10 @@ THREAD_VARIABLES = (
 ROOT = Path(__file__).resolve().parents[2]
 
 
+PRUNE_EVERY_S = 3600.0
+"""How often the leader prunes served requests past their retention."""
+
+
 class RetrainingStore(Protocol):
     def acquire_lease(self, name: str, holder: str, ttl_s: float) -> int | None: ...
 
@@ -64,6 +68,8 @@ class RetrainingStore(Protocol):
     def retraining_runs(self, limit: int = 50) -> list[dict]: ...
 
     def prune_served(self, before: float, max_rows: int) -> int: ...
+
+    def lease(self, name: str) -> dict | None: ...
 
 
 class RetrainingBusy(RuntimeError):
@@ -146,6 +152,8 @@ def training_env(
 def _outcome(returncode: int | None, timed_out: bool) -> str:
     if timed_out:
         return "failed"
+    if returncode is None:
+        return "failed"
     return {EXIT_ACCEPTED: "accepted", EXIT_REFUSED: "refused"}.get(returncode, "failed")
 
 
@@ -180,6 +188,8 @@ class RetrainingJob:
         self.running: dict[str, Any] | None = None
         """The run in progress on this replica ({id, trigger, started_at}), else None."""
         self._local = asyncio.Lock()
+        self._started: set[asyncio.Task] = set()
+        self._pruned_at = float("-inf")
 
     # ------------------------------------------------------------------ entry points
     async def maybe_run(self, cfg: RetrainingConfig) -> dict | None:
@@ -225,6 +235,40 @@ class RetrainingJob:
 
     def runs(self, limit: int = 50) -> list[dict]:
         return self.state.retraining_runs(limit)
+
+    async def tick(self, cfg: RetrainingConfig, parent: str | None) -> None:
+        """The leader's loop, every few seconds: prune served requests past their retention (at
+        most every `PRUNE_EVERY_S`), then start the scheduled run when it is due (minutes when it
+        runs: the caller's loop waits, the other loops go on)."""
+        now = time.monotonic()
+        if now - self._pruned_at >= PRUNE_EVERY_S:
+            self._pruned_at = now
+            await asyncio.to_thread(self.prune, cfg)
+        self.parent = parent
+        await self.maybe_run(cfg)
+
+    async def start(self, cfg: RetrainingConfig, parent: str | None) -> None:
+        """The admin's run, started in the background (a run takes minutes, longer than a request
+        may); RetrainingBusy while one is going here or another replica holds the lease."""
+        lease = await asyncio.to_thread(self.state.lease, LEASE)
+        if self.running is not None or (lease and lease.get("expires_at", 0) > time.time()):
+            raise RetrainingBusy(f"a retraining run is already going: {self.running or lease}")
+        self.parent = parent
+        task = asyncio.create_task(self.run_now(cfg, "admin"))
+        self._started.add(task)
+        task.add_done_callback(self._started.discard)
+
+    async def status(self, cfg: RetrainingConfig, limit: int = 10) -> dict[str, Any]:
+        """The latest runs (all replicas'), the run going here, whether the schedule is due."""
+        runs = await asyncio.to_thread(self.runs, limit)
+        last = float(runs[0]["started_at"]) if runs else None
+        is_due, reason = due(datetime.now(UTC), cfg, last)
+        window = cfg.window.model_dump(by_alias=True) if cfg.window is not None else None
+        return {
+            "runs": runs,
+            "running_here": self.running,
+            "schedule": {"enabled": cfg.enabled, "window": window, "due": is_due, "reason": reason},
+        }
 
     # ------------------------------------------------------------------ the run
     async def _run(

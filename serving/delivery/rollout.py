@@ -36,9 +36,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from serving.config.delivery import RolloutConfig
-from serving.delivery.evaluation import candidate_accuracy, compare_accuracy, go_no_go
-from serving.delivery.state import StateStore
 from serving.evidence import sequential, srm
+from serving.evidence.evaluation import candidate_accuracy, compare_accuracy, go_no_go
+from serving.store import StateStore
 
 STATE_KEY = "rollout"
 """The store key holding the rollout state."""

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
 from serving.delivery.challenger import ChallengerController
-from serving.delivery.retraining import LEASE, RetrainingJob, due
+from serving.delivery.retraining import RetrainingBusy, RetrainingJob
 from serving.errors import Conflict, InvalidInput, NotFound
 from serving.http.auth import require_admin, require_operator
 from serving.http.dependencies import Core, JsonObject
@@ -20,15 +19,18 @@ from serving.http.errors import BODY, responses, unroutable_404
 from serving.routing.core import RouterCore
 
 router = APIRouter(tags=["experiments"], responses=responses(503))
-OPERATORS = {"dependencies": [Depends(require_operator)], "responses": responses(401, 403, 404)}
-ADMIN = {"dependencies": [Depends(require_admin)]}
+OPERATORS: dict[str, Any] = {
+    "dependencies": [Depends(require_operator)],
+    "responses": responses(401, 403, 404),
+}
+ADMIN: dict[str, Any] = {"dependencies": [Depends(require_admin)]}
 Object = dict[str, Any]
 
 
 def trials_of(core: Core) -> ChallengerController:
-    if core.trials is None:
+    if core.challenger_controller is None:
         raise NotFound("no trials in this router (it has no shared store or no classic model)")
-    return core.trials
+    return core.challenger_controller
 
 
 Trials = Annotated[ChallengerController, Depends(trials_of)]
@@ -45,9 +47,9 @@ async def experiment_status(core: RouterCore) -> dict[str, Any] | None:
 
 async def trial_status(core: RouterCore) -> dict[str, Any] | None:
     """The version on trial (or the last one) with its evidence; None without trials."""
-    if core.trials is None:
+    if core.challenger_controller is None:
         return None
-    report = await asyncio.to_thread(core.trials.report, core.flags.challenger)
+    report = await asyncio.to_thread(core.challenger_controller.report, core.flags.challenger)
     return None if report is None else {**report, "loaded_here": core.versions.status()}
 
 
@@ -133,20 +135,9 @@ Retraining = Annotated[RetrainingJob, Depends(retraining_of)]
 
 
 async def retraining_status(core: RouterCore, limit: int = 10) -> dict[str, Any] | None:
-    """The latest runs (every replica's), the run going here, and whether the schedule is due."""
+    """The retraining job's status (None without one)."""
     job = core.retraining
-    if job is None:
-        return None
-    cfg = core.flags.retraining
-    runs = await asyncio.to_thread(job.runs, limit)
-    last = float(runs[0]["started_at"]) if runs else None
-    is_due, reason = due(datetime.now(UTC), cfg, last)
-    window = cfg.window.model_dump(by_alias=True) if cfg.window is not None else None
-    return {
-        "runs": runs,
-        "running_here": job.running,
-        "schedule": {"enabled": cfg.enabled, "window": window, "due": is_due, "reason": reason},
-    }
+    return None if job is None else await job.status(core.flags.retraining, limit)
 
 
 @router.get(
@@ -174,15 +165,12 @@ async def get_retraining(core: Core, limit: Annotated[int, Query(ge=1, le=200)] 
 async def run_retraining(core: Core, job: Retraining) -> Any:
     """Starts a run (niced and thread-limited beside serving) and answers at once: a run takes
     minutes, longer than a request may. Follow it at GET /api/retraining."""
-    lease = await asyncio.to_thread(core.live.store.lease, LEASE)
-    if job.running is not None or (lease and lease.get("expires_at", 0) > time.time()):
-        raise Conflict(f"a retraining run is already going: {job.running or lease}")
-    job.parent = core.ensemble.info.version if core.ensemble.info else None
-    task = asyncio.create_task(job.run_now(core.flags.retraining, "admin"))
-    _started.add(task)
-    task.add_done_callback(_started.discard)
+    parent = core.ensemble.info.version if core.ensemble.info else None
+    try:
+        await job.start(core.flags.retraining, parent)
+    except RetrainingBusy as exc:
+        raise Conflict(str(exc)) from None
     return {"status": "started", "requested_at": time.time(), "follow": "/api/retraining"}
 
 
-_started: set[asyncio.Task] = set()
 """Runs started without `wait` (kept referenced until they end)."""

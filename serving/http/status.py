@@ -10,19 +10,22 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
-from serving.delivery.lease import leader_of
 from serving.http.auth import require_operator
 from serving.http.dependencies import Core
 from serving.http.errors import responses
 from serving.http.experiments import experiment_status, retraining_status, trial_status
 from serving.routing.core import RouterCore
+from serving.store.lease import leader_of
 
 STATIC = Path(__file__).parent / "static"
 
 router = APIRouter(tags=["models"], responses=responses(503))
 
 
-OPERATORS = {"dependencies": [Depends(require_operator)], "responses": responses(401, 403)}
+OPERATORS: dict[str, Any] = {
+    "dependencies": [Depends(require_operator)],
+    "responses": responses(401, 403),
+}
 
 
 @router.get(

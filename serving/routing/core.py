@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,6 +55,10 @@ from serving.routing.policy import (
 )
 from serving.routing.shadow import ShadowMirror
 from serving.routing.versions import VersionArms
+
+if TYPE_CHECKING:
+    from serving.delivery.challenger import ChallengerController, ChallengerView
+    from serving.delivery.retraining import RetrainingJob
 
 log = logging.getLogger(__name__)
 
@@ -113,20 +117,20 @@ class RouterCore:
         self.notifier = notifier or Notifier(None)
         """Announces rollout decisions to operators (serving/delivery/notify.py); off by default."""
         self.pins = pins
-        """VersionPins shared by every replica (serving/delivery/pins.py), or None."""
+        """VersionPins shared by every replica (serving/store/pins.py), or None."""
         self.request_ids = request_ids
         """RequestIds signer (serving/delivery/request_ids.py), or None for random ids."""
         self.versions = versions or VersionArms()
         """Ensemble versions on trial, loaded here next to the champion (routing/versions.py)."""
-        self.challenger = None
+        self.challenger: ChallengerView | None = None
         """The trial as the shared record says (serving/delivery/challenger.py ChallengerView)."""
         self.trial_counts: dict[str, list[int]] = {}
         """version -> [compared, agreed] of this replica's shadow comparisons not yet shared."""
         self._trial_tasks: set[asyncio.Task] = set()
-        self.trials = None
+        self.challenger_controller: ChallengerController | None = None
         """The trial's controller (serving/delivery/challenger.py), set by the wiring with a
         shared store; None without one."""
-        self.retraining = None
+        self.retraining: RetrainingJob | None = None
         """The retraining job (serving/delivery/retraining.py), set by the wiring with a store."""
         flags = self.flag_source.initial(flags)
         if live is not None:

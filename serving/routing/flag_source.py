@@ -24,7 +24,7 @@ FLAGS_KEY = "flags"
 
 
 class VersionedStore(Protocol):
-    """What this needs of serving.delivery.state.StateStore."""
+    """What this needs of serving.store.StateStore."""
 
     def get_versioned(self, key: str) -> tuple[Any, int]: ...
 

@@ -190,11 +190,6 @@ def bucket(flag: str, key: str) -> int:
     return mmh3.hash(f"{flag}:{key}", signed=False) % 100 + 1
 
 
-def in_rollout(flag: str, key: str, percentage: float) -> bool:
-    """Whether the key is inside a rollout of `percentage` (0..100); monotonic in `percentage`."""
-    return bucket(flag, key) <= percentage
-
-
 def decide(
     ctx: RequestContext, cfg: FlagConfig, health: Health, now: datetime | None = None
 ) -> Decision:

@@ -96,7 +96,7 @@ def verify_user_token(secret: str | bytes | SecretStr, user_id: str, token: str 
 
 
 class PreferenceStore(Protocol):
-    """What the cache needs of serving.delivery.state.StateStore."""
+    """What the cache needs of serving.store.StateStore."""
 
     def get_preference(self, user_id: str) -> str | None: ...
 

@@ -20,8 +20,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from serving.config.experiments import ChallengerConfig, Experiment, Variant
-from serving.delivery import experiment_report
 from serving.delivery.challenger import ab_experiment
+from serving.evidence import experiment_report
 from tests.integration.test_api import varied_rows
 from tests.support import ADMIN_TOKEN, ROOT
 
@@ -98,7 +98,7 @@ def feedback_rows(arm: str, version: str, n: int, accuracy: float, rng: random.R
 
 def sample_sections() -> dict[str, Any]:
     """A trial in A/B, a three-variant experiment and three retraining runs, shaped by the real
-    report functions (serving/delivery/experiment_report.py, challenger.py)."""
+    report functions (serving/evidence/experiment_report.py, challenger.py)."""
     rng = random.Random(18)
     cfg = ChallengerConfig(shadow_min_samples=50, min_labelled=50, margin=0.02)
     now = time.time()

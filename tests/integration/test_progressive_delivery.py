@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from serving.config.delivery import CostConfig, ScoreConfig
-from serving.delivery.cost import Usage, increase, stage_bill
-from serving.delivery.evaluation import SCORE_TERMS
+from serving.evidence.cost import Usage, increase, stage_bill
+from serving.evidence.evaluation import SCORE_TERMS
 from tests.support import ADMIN_TOKEN, Server
 from training.data import DEFAULT_TARGET, make_default_dataset
 
@@ -35,7 +35,7 @@ FAST_ROLLOUT = {
         "min_request_samples": 40,
         "evaluation_interval_s": 0.5,
         # Sample sizes only, for speed: every threshold, target, weight and the proceed bar of the
-        # go/no-go score are the defaults, and so is the cost model (serving/delivery/cost.py).
+        # go/no-go score are the defaults, and so is the cost model (serving/evidence/cost.py).
         "score": {"min_labelled_samples": 40, "min_requests": 40},
     },
 }

@@ -34,7 +34,7 @@ def _versions(home: Path) -> set[str]:
 
 
 def _state_with_feedback(tmp_path: Path, shuffle: bool) -> str:
-    from serving.delivery.state import StateStore
+    from serving.store import StateStore
     from training.simulate import write_labelled_requests
 
     url = f"sqlite:///{tmp_path / 'state.db'}"

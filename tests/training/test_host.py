@@ -81,8 +81,8 @@ def test_a_model_missing_from_the_store_is_not_ready_and_says_why():
 
 
 def test_replicas_follow_the_pinned_version_and_refuse_a_bad_pin_once(classic, clones, tmp_path):
-    from serving.delivery.pins import VersionPins
-    from serving.delivery.state import StateStore
+    from serving.store import StateStore
+    from serving.store.pins import VersionPins
 
     host, loaded = classic
     other = HostedModel("classic", "classic:latest", str(host.stored.tag))  # another replica

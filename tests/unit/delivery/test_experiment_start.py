@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from serving.config.experiments import Experiment
 from serving.delivery.live import experiment_started_at
-from serving.delivery.state import StateStore
+from serving.store import StateStore
 
 
 def table(weight: float) -> Experiment:

@@ -7,8 +7,8 @@ import pytest
 
 from serving.config.flags import parse_flag_config
 from serving.delivery.live import LiveEvaluation
-from serving.delivery.state import StateStore
 from serving.results import RoutedPrediction
+from serving.store import StateStore
 from tests.clock import FakeClock
 
 CLASSES = ["high", "low"]
@@ -53,7 +53,7 @@ def test_the_report_prices_the_deployment_from_what_the_router_measured(tmp_path
     assert inputs["classic_cpu_seconds_per_request"] == pytest.approx(0.0003)
     assert inputs["ensemble_cpu_seconds_per_request"] == pytest.approx(0.003)
     assert inputs["classic_in_router"] is True and inputs["shadow_rate"] == 0.0
-    # the same figures as tests/unit/delivery/test_cost.py computes by hand at 10 predictions/s
+    # the same figures as tests/unit/evidence/test_cost.py computes by hand at 10 predictions/s
     assert cost["increase_at_full_rollout"] == pytest.approx(2.392 / 0.8983 - 1)
     assert cost["current"]["percentage"] == 10.0  # the flags' rollout_percentage
     # the gate's maximum and target, and the traffic at which the increase reaches them

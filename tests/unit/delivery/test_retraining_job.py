@@ -19,7 +19,7 @@ from serving.delivery.retraining import (
     training_command,
     training_env,
 )
-from serving.delivery.state import StateStore
+from serving.store import StateStore
 
 WINDOW = {"days": ["sat"], "from": "01:00", "to": "05:00", "timezone": "Europe/Amsterdam"}
 
@@ -235,3 +235,36 @@ def test_prune_keeps_retention_and_size(store):
     cfg = _cfg(retention_s=1000.0, max_stored_requests=1000)
     assert job.prune(cfg) == 5
     assert store.served_count() == 5
+
+
+def test_start_runs_in_the_background_and_refuses_a_second_run(store):
+    """The admin route's entry point: starts at once, refuses while a run holds the lease, and
+    the status then shows the run (the lease check lives in the job, not in the route)."""
+    slow = _fake(0, {"outcome": "accepted", "tag": "t"}, sleep=1.0)
+    a = RetrainingJob(store, "sqlite://", "replica-a", command=slow)
+    b = RetrainingJob(store, "sqlite://", "replica-b", command=slow)
+
+    async def scenario():
+        await a.start(_cfg(), "ensemble:parent")
+        await asyncio.sleep(0.3)
+        assert a.running is not None and a.parent == "ensemble:parent"
+        with pytest.raises(RetrainingBusy):
+            await a.start(_cfg(), None)
+        with pytest.raises(RetrainingBusy):  # another replica sees the lease
+            await b.start(_cfg(), None)
+        while a.running is not None:
+            await asyncio.sleep(0.1)
+        return await a.status(_cfg(), limit=5)
+
+    status = asyncio.run(scenario())
+    assert [r["outcome"] for r in status["runs"]] == ["accepted"]
+    assert status["running_here"] is None and status["schedule"]["enabled"] is True
+
+
+def test_tick_prunes_then_runs_when_due(store):
+    job = RetrainingJob(store, "sqlite://", "replica-a", command=_fake(3, {}))
+    asyncio.run(job.tick(_cfg(min_interval_s=0), "ensemble:p"))
+    assert job.parent == "ensemble:p"
+    assert [r["trigger"] for r in store.retraining_runs()] == ["schedule"]
+    assert asyncio.run(job.tick(RetrainingConfig(), None)) is None  # disabled: no second run
+    assert len(store.retraining_runs()) == 1

@@ -6,9 +6,9 @@ import pytest
 from pydantic import ValidationError
 
 from serving.config.delivery import RolloutConfig
-from serving.delivery.evaluation import EvaluationWindows
 from serving.delivery.rollout import STATE_KEY, RolloutController, RolloutState
-from serving.delivery.state import StateStore
+from serving.evidence.evaluation import EvaluationWindows
+from serving.store import StateStore
 from tests.clock import FakeClock
 
 

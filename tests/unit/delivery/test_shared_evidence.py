@@ -8,9 +8,9 @@ import pytest
 from serving.config.flags import parse_flag_config
 from serving.delivery.live import LiveEvaluation
 from serving.delivery.request_ids import RequestIds
-from serving.delivery.state import StateStore
 from serving.errors import NotFound, StoreUnavailable
 from serving.results import RoutedPrediction
+from serving.store import StateStore
 from tests.clock import FakeClock
 
 CLASSES = ["high", "low"]

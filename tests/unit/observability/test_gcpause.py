@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import threading
 
-from serving.delivery.live import Served
+from serving.delivery.recent import Served
 from serving.observability import gcpause
 
 
@@ -87,7 +87,7 @@ def test_freezing_moves_live_objects_out_of_collections():
 
 
 def test_recent_predictions_are_not_tracked_by_the_collector():
-    from serving.delivery.live import RecentPredictions
+    from serving.delivery.recent import RecentPredictions
 
     recent = RecentPredictions(max_entries=10, ttl_s=60.0, clock=lambda: 1000.0)
     recent.add("r1", Served("classic", "high", 1.5, 1000.0))

@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from serving.config.flags import parse_flag_config
 from serving.delivery.live import LiveEvaluation
 from serving.delivery.request_ids import RequestIds
-from serving.delivery.state import StateStore
 from serving.routing.arms import ArmInfo, CascadeArm
 from serving.routing.breaker import BreakerState
 from serving.routing.core import RouterCore
 from serving.routing.flag_source import FlagSource
 from serving.routing.policy import Decision, Health, Reason, RequestContext, decide, explain
+from serving.store import StateStore
 from tests.clock import FakeClock
 from tests.unit.routing.test_policy import MONDAY_NOON, config, configs, contexts, ctx
 from tests.unit.routing.test_router_core import ROW, SCHEMA, StubArm
@@ -274,7 +274,7 @@ def test_cascade_arm_is_the_ensemble_service_under_its_own_name():
 
 
 def test_cascade_call_takes_its_own_rows_socket_then_the_api():
-    from serving.rows import SocketClient, Transports
+    from serving.transport.rows import SocketClient, Transports
     from serving.wiring import cascade_call
 
     class Client:

@@ -14,13 +14,13 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from serving.delivery.state import StateStore
 from serving.routing.preferences import (
     PreferenceCache,
     sign_user_token,
     valid_user_id,
     verify_user_token,
 )
+from serving.store import StateStore
 from tests.clock import FakeClock
 
 SECRET = "unit-test-secret-0123456789"

@@ -14,12 +14,12 @@ import yaml
 
 from models.schema import Feature, FeatureSchema
 from serving.config.flags import FlagConfigError, parse_flag_config
-from serving.delivery.state import StateStore
 from serving.errors import InvalidInput
 from serving.routing.arms import ArmInfo
 from serving.routing.breaker import BreakerState
 from serving.routing.core import RouterCore
 from serving.routing.flag_source import FlagSource, StaleFlags
+from serving.store import StateStore
 
 SCHEMA = FeatureSchema(
     features=[

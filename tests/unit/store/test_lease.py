@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from serving.delivery.lease import Lease
-from serving.delivery.state import StateStore
+from serving.store import StateStore
+from serving.store.lease import Lease
 
 
 class DownStore:

@@ -14,7 +14,7 @@ its own comparison with classic (`compare(candidate="cascade")`).
 - `compare_latency`: p95 difference and a two-sided Mann-Whitney U test.
 - `ScoreConfig` / `go_no_go`: a weighted 0..1 score from accuracy, satisfaction, cost and
   stability, and the gates that must all pass before the rollout proceeds. The cost term reads the
-  deployment's bill (serving/delivery/cost.py) from the snapshot's "cost" entry.
+  deployment's bill (serving/evidence/cost.py) from the snapshot's "cost" entry.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ ARMS: tuple[str, ...] = ("classic", "ensemble", "cascade", "shadow")
 """The arms the windows track by default."""
 
 COST_KEY = "cost"
-"""Snapshot entry (beside the arms) holding `serving.delivery.cost.cost_report(...)`."""
+"""Snapshot entry (beside the arms) holding `serving.evidence.cost.cost_report(...)`."""
 
 
 # ---------------------------------------------------------------------------- windows
@@ -179,7 +179,7 @@ class ArmWindow:
 
 class EvaluationWindows:
     """One `ArmWindow` per arm ("classic", "ensemble", "cascade", "shadow"); what a request
-    costs is serving/delivery/cost.py's business (it reads the arms' CPU from these windows)."""
+    costs is serving/evidence/cost.py's business (it reads the arms' CPU from these windows)."""
 
     def __init__(
         self,
@@ -465,7 +465,7 @@ def go_no_go(
     min_samples: int | None = None,
 ) -> dict:
     """Score the ensemble against classic from an `EvaluationWindows.snapshot()`, plus under
-    `COST_KEY` the deployment's bill (`serving.delivery.cost.cost_report`): the cost term is its
+    `COST_KEY` the deployment's bill (`serving.evidence.cost.cost_report`): the cost term is its
     `increase_at_full_rollout` (missing without it).
 
     Returns every input, and per term its value, threshold (minimum) and target, margin (value -

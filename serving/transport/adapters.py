@@ -7,7 +7,7 @@ from typing import Any
 
 import bentoml
 
-from serving.rows import HttpClient, SocketClient, Transports, socket_path
+from serving.transport.rows import HttpClient, SocketClient, Transports, socket_path
 from serving.wiring import ServiceCalls
 
 
@@ -63,7 +63,7 @@ def service_calls(
 
     `transport` (SERVING_ENSEMBLE_TRANSPORT) for predict when the service runs in another process:
     `socket` (raw rows over a Unix socket, same `bentoml serve` only), then `http` (raw rows to its
-    POST /rows/predict), then its BentoML API (`api`); see serving/rows.py.
+    POST /rows/predict), then its BentoML API (`api`); see serving/transport/rows.py.
     """
 
     def call(name: str):

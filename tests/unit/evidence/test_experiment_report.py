@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from serving.config.experiments import ChallengerConfig, Experiment
-from serving.delivery.evaluation import compare_accuracy, wilson_interval
-from serving.delivery.experiment_report import (
+from serving.evidence.evaluation import compare_accuracy, wilson_interval
+from serving.evidence.experiment_report import (
     experiment_report,
     holm,
     noninferiority_test,

@@ -1,5 +1,6 @@
-"""serving/rows.py: the router -> ensemble transport of encoded rows (a Unix socket, an HTTP
-endpoint, BentoML's API as the last resort) answers exactly what the model answers in process."""
+"""serving/transport/rows.py: the router -> ensemble transport of encoded rows (a Unix socket, an
+HTTP endpoint, BentoML's API as the last resort) answers exactly what the model
+answers in process."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from serving.routing.arms import ArmOverloaded, arm_error
-from serving.rows import (
+from serving.transport.rows import (
     COLUMNS,
     MEDIA_TYPE,
     PATH,

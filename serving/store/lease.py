@@ -14,6 +14,12 @@ import socket
 import time
 from typing import Protocol
 
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from serving.store.engine import StoreEngine
+from serving.store.tables import leases_table
+
 log = logging.getLogger(__name__)
 
 CONTROLLER_LEASE = "rollout-controller"
@@ -26,6 +32,58 @@ class LeaseStore(Protocol):
     def release_lease(self, name: str, holder: str) -> None: ...
 
     def lease(self, name: str) -> dict | None: ...
+
+
+class LeaseTable(StoreEngine):
+    """`serving_leases`: one row per named lease, its holder, expiry and fencing term."""
+
+    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> int | None:
+        """Take or renew the lease `name` for `holder` until now + `ttl_s`.
+
+        Returns the lease's term (a fencing number that grows at every change of holder) when
+        `holder` holds it after the call, None when another holder's lease has not expired. One
+        transaction with the row locked (`FOR UPDATE`; SQLite's `BEGIN IMMEDIATE`), so two
+        replicas racing for an expired lease cannot both win.
+        """
+        now = time.time()
+        try:
+            with self._write() as conn:
+                row = conn.execute(
+                    select(leases_table).where(leases_table.c.name == name).with_for_update()
+                ).first()
+                if row is None:
+                    conn.execute(
+                        insert(leases_table).values(
+                            name=name, holder=holder, expires_at=now + ttl_s, term=1
+                        )
+                    )
+                    return 1
+                if row.holder != holder and row.expires_at > now:
+                    return None
+                term = int(row.term) if row.holder == holder else int(row.term) + 1
+                conn.execute(
+                    update(leases_table)
+                    .where(leases_table.c.name == name)
+                    .values(holder=holder, expires_at=now + ttl_s, term=term)
+                )
+                return term
+        except IntegrityError:  # another replica created the lease first
+            return None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up at once (graceful shutdown), if `holder` has it."""
+        with self._write() as conn:
+            conn.execute(
+                update(leases_table)
+                .where(leases_table.c.name == name, leases_table.c.holder == holder)
+                .values(expires_at=0.0)
+            )
+
+    def lease(self, name: str) -> dict | None:
+        """{holder, expires_at, term} of the lease, or None when it was never taken."""
+        with self._read() as conn:
+            row = conn.execute(select(leases_table).where(leases_table.c.name == name)).first()
+        return None if row is None else dict(row._mapping)
 
 
 def leader_of(store: LeaseStore, name: str = CONTROLLER_LEASE) -> dict:

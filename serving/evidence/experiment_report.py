@@ -9,7 +9,7 @@ randomised assignment compares arms without bias);
 latency, and per challenger against the control:
 
 - the accuracy difference with its Newcombe-Wilson interval and the two-sided pooled z-test
-  (`serving.delivery.evaluation.compare_accuracy`, reused);
+  (`serving.evidence.evaluation.compare_accuracy`, reused);
 - a one-sided non-inferiority z-test against `ChallengerConfig.margin`
   (H0: p_challenger <= p_control - margin; unpooled standard error, as the null does not put the
   two proportions equal);
@@ -32,7 +32,7 @@ latency, and per challenger against the control:
 
 Everything here is pure (no I/O, no clock) and returns JSON-serialisable dicts (plain floats,
 NaN and infinities as None). Two-arm configurations (no `experiment` in the flags) do not use
-this module: their go/no-go stays `serving.delivery.evaluation.go_no_go`.
+this module: their go/no-go stays `serving.evidence.evaluation.go_no_go`.
 
 Repeated looks are allowed: the verdicts hold however often the report is recomputed.
 """
@@ -47,8 +47,8 @@ import numpy as np
 from scipy import stats
 
 from serving.config.experiments import ChallengerConfig, Experiment, Variant
-from serving.delivery.evaluation import compare_accuracy, wilson_interval
 from serving.evidence import sequential, srm
+from serving.evidence.evaluation import compare_accuracy, wilson_interval
 
 INTERVAL_ALPHA = 0.05
 """Per-variant accuracy and shadow agreement intervals are 95 % Wilson intervals."""

@@ -12,7 +12,7 @@ from scipy import stats
 
 from models.schema import FeatureSchema
 from serving.config.delivery import DriftConfig
-from serving.delivery.drift import RECONSTRUCTED_SAMPLE, DriftMonitor, psi
+from serving.evidence.drift import RECONSTRUCTED_SAMPLE, DriftMonitor, psi
 from training.evaluate import reference_statistics
 
 
@@ -263,7 +263,7 @@ def test_drift_is_judged_on_every_replicas_inputs_through_the_store(trained, tmp
     own, the shared window has them all and finds the shift; pruning keeps only one window."""
     from serving.config.flags import parse_flag_config
     from serving.delivery.live import LiveEvaluation
-    from serving.delivery.state import StateStore
+    from serving.store import StateStore
 
     schema, reference = trained
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")

@@ -16,8 +16,8 @@ import threading
 import numpy as np
 import pytest
 
-from serving.delivery.state import (
-    StateStore,
+from serving.store import StateStore
+from serving.store.tables import (
     decisions_table,
     feedback_table,
     kv_table,

@@ -528,7 +528,7 @@ def cost_report(
         "definition": (
             "deployment bill per served prediction: CPU- and memory-seconds of the router "
             "share and the arm service at the active rates, standing replicas at their "
-            "rates, and the request charge, at the observed traffic (serving/delivery/cost.py)"
+            "rates, and the request charge, at the observed traffic (serving/evidence/cost.py)"
         ),
         "currency": config.prices.currency,
         "inputs": {

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from serving.delivery.outcomes import OutcomeBuffer
-from serving.delivery.state import (
-    StateStore,
+from serving.store import StateStore
+from serving.store.outcomes import OutcomeBuffer
+from serving.store.tables import (
     feedback_table,
     retraining_runs_table,
     served_table,
 )
-from tests.unit.delivery.test_state import BACKENDS, empty_store
+from tests.unit.store.test_state import BACKENDS, empty_store
 
 
 @pytest.fixture(params=BACKENDS)
@@ -49,7 +49,7 @@ def test_served_rows_join_feedback_newest_first_returned_oldest_first(store):
 
 
 def test_no_user_id_is_kept(store):
-    from serving.delivery.state import served_table
+    from serving.store.tables import served_table
 
     assert "user_id" not in served_table.c
 

@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from serving.adapters import call_remote
+from serving.transport.adapters import call_remote
 
 
 class FlakyClient:

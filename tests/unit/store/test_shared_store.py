@@ -9,15 +9,15 @@ import time
 
 import pytest
 
-from serving.delivery.state import (
-    StateStore,
+from serving.store import StateStore
+from serving.store.tables import (
     kv_table,
     leases_table,
     preferences_table,
     requests_table,
     shadow_table,
 )
-from tests.unit.delivery.test_state import BACKENDS, empty_store
+from tests.unit.store.test_state import BACKENDS, empty_store
 
 
 @pytest.fixture(params=BACKENDS)
