@@ -24,6 +24,17 @@ next to the native file only after checking it against the native model on probe
 just below and just above every split threshold (and with NaNs). Serving needs only onnxruntime.
 Cost: an onnxruntime session holds about 2.5x the memory of the native forest (60,000-row models:
 random forest ~300 MB, extra trees ~550 MB resident, with a transient peak twice that at load).
+
+Alternatives measured and not taken (issue 25; `python -m loadtests.benchmark.members --clock cpu
+--candidates merged,tl2cgen`, quick-trained store, CPU ms per call at 1 / 6 / 64 rows):
+- treelite 4.8.1 + tl2cgen 1.0.0 (gcc, served by tl2cgen's Predictor) is exact (max |dp| 2.4e-7,
+  XGBoost's float32) but slower than onnxruntime for every tree member at every batch size
+  (0.5-1.0x; random forest 0.045 / 0.111 / 0.415 vs 0.021 / 0.059 / 0.273), the whole ensemble
+  0.8-1.1x; gcc took 2-3 minutes per quick forest; tl2cgen 1.0.0's DMatrix breaks on numpy 2
+  unless handed a contiguous array of the threshold type, and it embeds treelite 4.1.2;
+- the five ONNX members merged into one graph per opset (two `run` calls instead of five) saves
+  ~0.02 ms per call (raw trees 0.127 / 0.440 / 2.85 -> 0.107 / 0.415 / 2.81): ~3 % of the
+  ensemble at 6 rows, below the 1.3x that would justify a second artifact format.
 """
 
 from __future__ import annotations

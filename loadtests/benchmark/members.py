@@ -6,11 +6,12 @@
 Loads the stored ensemble twice, once with every member on its native library
 (SERVING_NATIVE_MEMBERS=1) and once as served by default (fast paths where the store has them),
 then times `predict_proba` per member (on the design matrix) and for the whole ensemble (on
-schema codes, preprocessing included) at batch 1 and batch 64. Each call gets rows it has not seen
-in the previous calls (consecutive slices of --rows generated rows), so the figures include the
-cache misses of real traffic rather than a hot loop over one row; native and fast calls alternate
-so background load affects both alike. Prints a markdown table of medians (ms) and ratios, the
-largest probability difference per member over all generated rows, and load times and memory.
+schema codes, preprocessing included) at batches of 1, 6 and 64 rows. Each call gets rows it has
+not seen in the previous calls (consecutive slices of --rows generated rows), so the figures
+include the cache misses of real traffic rather than a hot loop over one row; native and fast
+calls alternate so background load affects both alike. Prints a markdown table of medians (ms)
+and ratios, the largest probability difference per member over all generated rows, and load times
+and memory.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from loadtests.benchmark.member_candidates import CANDIDATES, candidate_rows
 from models import fastpath
 
-BATCHES = (1, 64)
+BATCHES = (1, 6, 64)
+"""Batch sizes timed: one row, the ~6-row batches the router's coalescing makes at 16 users, 64."""
 
 
 @contextlib.contextmanager
@@ -117,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="member threads for the parallel-members row (1: skip it)",
     )
     parser.add_argument(
+        "--candidates",
+        default="",
+        help="comma-separated candidate paths for the tree members, timed against the served "
+        f"ones in a second table: {', '.join(CANDIDATES)} (see member_candidates.py)",
+    )
+    parser.add_argument(
         "--clock",
         choices=sorted(CLOCKS),
         default="wall",
@@ -131,10 +141,12 @@ class Table:
     """The markdown table: per row, median ms native and fast at each batch, their ratio, and the
     largest probability difference."""
 
-    def __init__(self) -> None:
+    batches = BATCHES
+
+    def __init__(self, before: str = "native", after: str = "fast") -> None:
         header = (
             "| | path | "
-            + " | ".join(f"native b{b} | fast b{b} | ×b{b}" for b in BATCHES)
+            + " | ".join(f"{before} b{b} | {after} b{b} | ×b{b}" for b in BATCHES)
             + " | max \\|Δp\\| |"
         )
         self.lines = [header, "|" + "---|" * (3 * len(BATCHES) + 3)]
@@ -213,6 +225,10 @@ def ensemble_rows(
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    which = [c.strip() for c in args.candidates.split(",") if c.strip()]
+    unknown = sorted(set(which) - set(CANDIDATES))
+    if unknown:
+        raise SystemExit(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
     global clock
     clock = CLOCKS[args.clock]
     if args.clock == "cpu":
@@ -244,6 +260,18 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(table.lines))
     print()
     print(f"native: {load_info['native']}; fast: {load_info['fast']}")
+    if which:
+        candidates = Table("served", "candidate")
+        models, data = (native_model, fast_model), (X, codes)
+
+        def timer(fns, rows, batch):
+            return timed(fns, rows, batch, args.repeat)
+
+        candidate_rows(candidates, which, Path(stored.path), models, data, timer)
+        print()
+        print("Candidates (max |Δp| against the native member):")
+        print()
+        print("\n".join(candidates.lines))
     if fast_model.unavailable or native_model.unavailable:
         print(f"unavailable: native {native_model.unavailable}, fast {fast_model.unavailable}")
 
