@@ -73,7 +73,8 @@ def test_flags_target_serves_the_ensembles_traffic_by_the_cascade(
     assert joined.status_code == 200 and joined.json()["arm"] == "cascade"
     report = httpx.get(f"{server.url}/api/admin/evaluation", headers=admin_headers, timeout=30)
     arms = report.json()["arms"]
-    assert arms["cascade"]["count"] >= len(rows) and arms["cascade"]["labelled"] >= 1
+    # the allow-list chose the arm: its label is reported apart, never A/B evidence
+    assert arms["cascade"]["count"] >= len(rows) and arms["cascade"]["forced_labelled"] >= 1
     assert report.json()["cascade_comparison"]["candidate"] == "cascade"
 
 

@@ -51,8 +51,16 @@ def test_every_metric_in_the_assets_is_exported(server, set_flags, admin_headers
         post(server, "/api/classify", {"features": r, "user_id": "beta_bob"}).json()
         for r in rows[:3]
     ]
-    post(server, "/api/classify", {"features": rows[3], "user_id": "someone-else"})
+    split = post(server, "/api/classify", {"features": rows[3], "user_id": "someone-else"}).json()
     post(server, "/api/classify", {"features": rows[3], "user_id": "someone-else"})  # a cache hit
+    # only a label of traffic the split assigned is evidence (the live-accuracy gauge); beta_bob's
+    # allow-listed answers are counted apart
+    assert (
+        post(
+            server, "/api/feedback", {"request_id": split["request_id"], "label": split["label"]}
+        ).status_code
+        == 200
+    )
     label = served[0]["label"]
     assert (
         post(
