@@ -28,7 +28,7 @@ latency, and per challenger against the control:
   for reference only;
 - a verdict: `wait`, `go` or `no_go`, with a reason and the numbers behind it.
 
-`shadow_agreement` judges a challenger's shadow stage: how often it agrees with the champion.
+`agreement_verdict` judges a challenger's shadow stage: how often it agrees with the champion.
 
 Everything here is pure (no I/O, no clock) and returns JSON-serialisable dicts (plain floats,
 NaN and infinities as None). Two-arm configurations (no `experiment` in the flags) do not use
@@ -397,18 +397,6 @@ def _variant_summary(variant: Variant, tally: _Tally, served: Mapping[str, str])
 
 
 # ---------------------------------------------------------------------------- shadow
-def shadow_agreement(pairs: Iterable[tuple[str, str]], cfg: ChallengerConfig) -> dict[str, Any]:
-    """How often the challenger's shadow prediction agrees with the champion's answer.
-
-    `pairs`: (challenger prediction, champion prediction). See `agreement_verdict`.
-    """
-    n = agreed = 0
-    for challenger, champion in pairs:
-        n += 1
-        agreed += int(challenger == champion)
-    return agreement_verdict(n, agreed, cfg)
-
-
 def agreement_verdict(n: int, agreed: int, cfg: ChallengerConfig) -> dict[str, Any]:
     """The shadow gate from counts: `agreed` of `n` shadow comparisons (the replicas add theirs
     up in the shared store).
