@@ -138,8 +138,8 @@ def go_no_go(
         if total_weight
         else 0.0
     )
-    for term in terms.values():
-        term["weight_used"] = term["weight"] / total_weight if total_weight else 0.0
+    for report in terms.values():
+        report["weight_used"] = report["weight"] / total_weight if total_weight else 0.0
     result["terms"] = terms
     result["score"] = score
     if score < config.proceed_threshold:
@@ -286,7 +286,7 @@ def _term_values(
 ) -> dict[str, float | None]:
     """Each term's raw value from the inputs; None when the term has no data."""
     if acc_c and acc_c > 0:
-        improvement = (acc_e - acc_c) / acc_c
+        improvement = ((acc_e or 0.0) - acc_c) / acc_c
     else:  # classic never right: any correct ensemble answer is an unbounded improvement
         improvement = math.inf if acc_e and acc_e > 0 else 0.0
     cost = inputs["cost_increase"]

@@ -127,10 +127,11 @@ class ArmWindow:
         labelled = len(labels)
         correct = sum(1 for entry in labels if entry[1])
         ratings = [entry[2] for entry in labels if entry[2] is not None]
+        p50: float | None = None
+        p95: float | None = None
+        p99: float | None = None
         if latencies.size:
             p50, p95, p99 = (float(v) for v in np.percentile(latencies, [50, 95, 99]))
-        else:
-            p50 = p95 = p99 = None
         error_rate = errors / count if count else None
         return {
             "count": count,
@@ -198,7 +199,7 @@ class EvaluationWindows:
         replica's), oldest first, each at the time it was answered. Returns the rows replayed."""
         replayed = 0
         for row in rows:
-            window = self.windows.get(row.get("arm"))
+            window = self.windows.get(str(row.get("arm")))
             if window is not None:
                 window.record_request(
                     row.get("latency_ms"),
