@@ -21,7 +21,7 @@ from serving.evidence.evaluation import (
     normalise,
     wilson_interval,
 )
-from tests.clock import FakeClock
+from tests.doubles import FakeClock
 
 
 # ---------------------------------------------------------------------------- ArmWindow
