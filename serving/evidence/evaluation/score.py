@@ -115,7 +115,32 @@ def go_no_go(
                 "<",
             )
         )
-    values = _term_values(acc_c, acc_e, inputs)
+    terms = _judge_terms(_term_values(acc_c, acc_e, inputs), config, cost, result)
+    total_weight = sum(t["weight"] for t in terms.values())
+    score = (
+        sum(t["weight"] * t["score"] for t in terms.values()) / total_weight
+        if total_weight
+        else 0.0
+    )
+    for report in terms.values():
+        report["weight_used"] = report["weight"] / total_weight if total_weight else 0.0
+    result["terms"] = terms
+    result["score"] = score
+    if score < config.proceed_threshold:
+        result["failed_gates"].append(_gate("score", score, config.proceed_threshold, ">="))
+    result["verdict"] = "hold" if result["failed_gates"] else "proceed"
+    return result
+
+
+def _judge_terms(
+    values: Mapping[str, float | None],
+    config: ScoreConfig,
+    cost: Mapping[str, Any],
+    result: dict[str, Any],
+) -> dict[str, dict]:
+    """Each term's report, in `SCORE_TERMS` order; terms without data go to `result["missing"]`
+    (left out, or scored 0 and failed when they fail closed), failed gates to
+    `result["failed_gates"]`."""
     terms: dict[str, dict] = {}
     for term in SCORE_TERMS:
         value = values[term.name]
@@ -132,20 +157,7 @@ def go_no_go(
             result["failed_gates"].append(
                 _gate(term.gate, value, getattr(config, term.minimum), term.rule)
             )
-    total_weight = sum(t["weight"] for t in terms.values())
-    score = (
-        sum(t["weight"] * t["score"] for t in terms.values()) / total_weight
-        if total_weight
-        else 0.0
-    )
-    for report in terms.values():
-        report["weight_used"] = report["weight"] / total_weight if total_weight else 0.0
-    result["terms"] = terms
-    result["score"] = score
-    if score < config.proceed_threshold:
-        result["failed_gates"].append(_gate("score", score, config.proceed_threshold, ">="))
-    result["verdict"] = "hold" if result["failed_gates"] else "proceed"
-    return result
+    return terms
 
 
 def accuracy_evidence(
