@@ -57,31 +57,12 @@ def go_no_go(
     config = config or ScoreConfig()
     min_labelled = config.min_labelled_samples if min_samples is None else int(min_samples)
     classic = snapshot.get("classic") or {}
-    ensemble = snapshot.get("ensemble") or {}
     correct_c, n_c = int(classic.get("correct") or 0), int(classic.get("labelled") or 0)
     correct_e, n_e = candidate_accuracy(snapshot, config.include_shadow_labels)
     acc_c = correct_c / n_c if n_c else None
     acc_e = correct_e / n_e if n_e else None
     cost = snapshot.get(COST_KEY) or {}
-    cost_inputs, cost_arms = cost.get("inputs") or {}, cost.get("arms") or {}
-    inputs = {
-        "classic_accuracy": acc_c,
-        "classic_labelled": n_c,
-        "ensemble_accuracy": acc_e,
-        "ensemble_labelled": n_e,
-        "ensemble_satisfaction": ensemble.get("satisfaction"),
-        "ensemble_rated": ensemble.get("rated", 0),
-        "classic_cpu_seconds_per_request": classic.get("cpu_seconds_per_request"),
-        "ensemble_cpu_seconds_per_request": ensemble.get("cpu_seconds_per_request"),
-        "router_cpu_seconds_per_request": cost_inputs.get("router_cpu_seconds_per_request"),
-        "requests_per_second": cost_inputs.get("requests_per_second"),
-        "classic_cost_per_request": (cost_arms.get("classic") or {}).get("cost_per_request"),
-        "ensemble_cost_per_request": (cost_arms.get("ensemble") or {}).get("cost_per_request"),
-        "cost_increase": cost.get("increase_at_full_rollout"),
-        "ensemble_requests": int(ensemble.get("count") or 0),
-        "ensemble_success_rate": ensemble.get("success_rate"),
-        "include_shadow_labels": config.include_shadow_labels,
-    }
+    inputs = _inputs(snapshot, (correct_c, n_c), (correct_e, n_e), cost, config)
     result: dict[str, Any] = {
         "inputs": inputs,
         "terms": {},
@@ -130,6 +111,40 @@ def go_no_go(
         result["failed_gates"].append(_gate("score", score, config.proceed_threshold, ">="))
     result["verdict"] = "hold" if result["failed_gates"] else "proceed"
     return result
+
+
+def _inputs(
+    snapshot: Mapping[str, Mapping[str, Any]],
+    classic_labels: tuple[int, int],
+    ensemble_labels: tuple[int, int],
+    cost: Mapping[str, Any],
+    config: ScoreConfig,
+) -> dict[str, Any]:
+    """The figures the verdict is taken on, as the report shows them."""
+    classic = snapshot.get("classic") or {}
+    ensemble = snapshot.get("ensemble") or {}
+    (correct_c, n_c), (correct_e, n_e) = classic_labels, ensemble_labels
+    acc_c = correct_c / n_c if n_c else None
+    acc_e = correct_e / n_e if n_e else None
+    cost_inputs, cost_arms = cost.get("inputs") or {}, cost.get("arms") or {}
+    return {
+        "classic_accuracy": acc_c,
+        "classic_labelled": n_c,
+        "ensemble_accuracy": acc_e,
+        "ensemble_labelled": n_e,
+        "ensemble_satisfaction": ensemble.get("satisfaction"),
+        "ensemble_rated": ensemble.get("rated", 0),
+        "classic_cpu_seconds_per_request": classic.get("cpu_seconds_per_request"),
+        "ensemble_cpu_seconds_per_request": ensemble.get("cpu_seconds_per_request"),
+        "router_cpu_seconds_per_request": cost_inputs.get("router_cpu_seconds_per_request"),
+        "requests_per_second": cost_inputs.get("requests_per_second"),
+        "classic_cost_per_request": (cost_arms.get("classic") or {}).get("cost_per_request"),
+        "ensemble_cost_per_request": (cost_arms.get("ensemble") or {}).get("cost_per_request"),
+        "cost_increase": cost.get("increase_at_full_rollout"),
+        "ensemble_requests": int(ensemble.get("count") or 0),
+        "ensemble_success_rate": ensemble.get("success_rate"),
+        "include_shadow_labels": config.include_shadow_labels,
+    }
 
 
 def _judge_terms(
