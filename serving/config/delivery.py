@@ -19,7 +19,7 @@ class ScoreConfig(StrictModel):
     - satisfaction: the ensemble's mean rating / 10; 0 at `satisfaction_min`, 1 at
       `satisfaction_target`.
     - cost: relative increase of the deployment's cost per served request with all traffic on the
-      ensemble over classic alone (serving/evidence/cost.py: router share + arm service, priced
+      ensemble over classic alone (serving.evidence.cost: router share + arm service, priced
       per vCPU-second, GiB-second and request, plus standing replicas, at the observed traffic);
       0 at `cost_increase_max`, 1 at `cost_increase_target` (lower is better: the line runs
       downhill).
@@ -230,7 +230,7 @@ class PlanKpi(StrictModel):
 
 class CostConfig(StrictModel):
     """How the deployment's bill is modelled from what the router measures
-    (serving/evidence/cost.py has the definition)."""
+    (serving.evidence.cost has the definition)."""
 
     prices: PriceTable = Field(default_factory=PriceTable)
     """Price per vCPU-second, GiB-second and request."""

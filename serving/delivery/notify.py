@@ -65,7 +65,9 @@ def post_json(url: str, body: Mapping[str, Any], timeout_s: float = 5.0) -> None
     )
     with _OPENER.open(request, timeout=timeout_s) as response:
         if not 200 <= response.status < 300:
-            raise urllib.error.HTTPError(url, response.status, "webhook refused", None, None)
+            raise urllib.error.HTTPError(
+                url, response.status, "webhook refused", response.headers, None
+            )
 
 
 class Notifier:

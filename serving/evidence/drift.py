@@ -239,7 +239,7 @@ class DriftMonitor:
             entry.update(ks_statistic=None, ks_p_value=None)
         else:
             entry.update(chi2_statistic=None, chi2_p_value=None)
-        if not entry["enough_data"]:
+        if prepared is None or not entry["enough_data"]:
             return entry
         if feature["kind"] == "numeric":
             # right-closed bins (-inf, e0], (e0, e1], ..., (e_last, inf), then the missing bin

@@ -28,7 +28,7 @@ latency, and per challenger against the control:
   for reference only;
 - a verdict: `wait`, `go` or `no_go`, with a reason and the numbers behind it.
 
-`shadow_agreement` judges a challenger's shadow stage: how often it agrees with the champion.
+`agreement_verdict` judges a challenger's shadow stage: how often it agrees with the champion.
 
 Everything here is pure (no I/O, no clock) and returns JSON-serialisable dicts (plain floats,
 NaN and infinities as None). Two-arm configurations (no `experiment` in the flags) do not use
@@ -189,47 +189,7 @@ def experiment_report(
     t_c = tallies[control.name]
     comparisons: dict[str, dict[str, Any]] = {}
     for variant in experiment.challengers:
-        t = tallies[variant.name]
-        ab = compare_accuracy(
-            t_c.correct, t_c.labelled, t.correct, t.labelled, cfg.alpha, cfg.min_labelled
-        )
-        ni = noninferiority_test(t_c.correct, t_c.labelled, t.correct, t.labelled, cfg.margin)
-        enough = min(t_c.labelled, t.labelled) >= cfg.min_labelled
-        seq = sequential.difference(
-            t_c.correct, t_c.labelled, t.correct, t.labelled, cfg.alpha, cfg.margin
-        )
-        comparisons[variant.name] = {
-            "control": control.name,
-            "labelled": t.labelled,
-            "control_labelled": t_c.labelled,
-            "accuracy": ab["accuracy_b"],
-            "control_accuracy": ab["accuracy_a"],
-            "diff": ab["diff"],
-            "ci_low": ab["ci_low"],
-            "ci_high": ab["ci_high"],
-            "interval_level": 1 - cfg.alpha,
-            "z": ab["z"],
-            "p_value": ab["p_value"],
-            "p_value_holm": None,
-            "noninferiority": {
-                "margin": cfg.margin,
-                "z": ni["z"],
-                "p_value": ni["p_value"],
-                "p_value_holm": None,
-            },
-            "sequential": {
-                "method": seq["method"],
-                "cs_low": seq["cs_low"],
-                "cs_high": seq["cs_high"],
-                "level": seq["level"],
-                "p_value": seq["p_value"],
-                "p_value_holm": None,
-                "noninferiority_p_value": seq["noninferiority_p_value"],
-                "noninferiority_p_value_holm": None,
-                "noninferiority_low": seq["noninferiority_low"],
-            },
-            "tested": enough,
-        }
+        comparisons[variant.name] = _compare(control.name, t_c, tallies[variant.name], cfg)
 
     names = list(comparisons)
     _adjust(comparisons, names)
@@ -272,6 +232,52 @@ def experiment_report(
         },
     }
     return _plain(report)
+
+
+def _compare(control: str, t_c: _Tally, t: _Tally, cfg: ChallengerConfig) -> dict[str, Any]:
+    """One challenger's tally against the control's: the fixed-sample comparison and
+    non-inferiority test for reference, the anytime-valid sequence the verdict is taken on (the
+    Holm-adjusted p-values and the verdict are filled in afterwards, over all challengers)."""
+    ab = compare_accuracy(
+        t_c.correct, t_c.labelled, t.correct, t.labelled, cfg.alpha, cfg.min_labelled
+    )
+    ni = noninferiority_test(t_c.correct, t_c.labelled, t.correct, t.labelled, cfg.margin)
+    enough = min(t_c.labelled, t.labelled) >= cfg.min_labelled
+    seq = sequential.difference(
+        t_c.correct, t_c.labelled, t.correct, t.labelled, cfg.alpha, cfg.margin
+    )
+    return {
+        "control": control,
+        "labelled": t.labelled,
+        "control_labelled": t_c.labelled,
+        "accuracy": ab["accuracy_b"],
+        "control_accuracy": ab["accuracy_a"],
+        "diff": ab["diff"],
+        "ci_low": ab["ci_low"],
+        "ci_high": ab["ci_high"],
+        "interval_level": 1 - cfg.alpha,
+        "z": ab["z"],
+        "p_value": ab["p_value"],
+        "p_value_holm": None,
+        "noninferiority": {
+            "margin": cfg.margin,
+            "z": ni["z"],
+            "p_value": ni["p_value"],
+            "p_value_holm": None,
+        },
+        "sequential": {
+            "method": seq["method"],
+            "cs_low": seq["cs_low"],
+            "cs_high": seq["cs_high"],
+            "level": seq["level"],
+            "p_value": seq["p_value"],
+            "p_value_holm": None,
+            "noninferiority_p_value": seq["noninferiority_p_value"],
+            "noninferiority_p_value_holm": None,
+            "noninferiority_low": seq["noninferiority_low"],
+        },
+        "tested": enough,
+    }
 
 
 FAMILIES = {
@@ -397,18 +403,6 @@ def _variant_summary(variant: Variant, tally: _Tally, served: Mapping[str, str])
 
 
 # ---------------------------------------------------------------------------- shadow
-def shadow_agreement(pairs: Iterable[tuple[str, str]], cfg: ChallengerConfig) -> dict[str, Any]:
-    """How often the challenger's shadow prediction agrees with the champion's answer.
-
-    `pairs`: (challenger prediction, champion prediction). See `agreement_verdict`.
-    """
-    n = agreed = 0
-    for challenger, champion in pairs:
-        n += 1
-        agreed += int(challenger == champion)
-    return agreement_verdict(n, agreed, cfg)
-
-
 def agreement_verdict(n: int, agreed: int, cfg: ChallengerConfig) -> dict[str, Any]:
     """The shadow gate from counts: `agreed` of `n` shadow comparisons (the replicas add theirs
     up in the shared store).

@@ -153,11 +153,3 @@ def proportion(k: int, n: int, alpha: float, tau: float = DEFAULT_TAU) -> dict:
     p = k / n
     r = float(radius(proportion_variance(k, n), alpha, tau))
     return {"rate": p, "cs_low": max(0.0, p - r), "cs_high": min(1.0, p + r), "level": 1 - alpha}
-
-
-def bonferroni(p_values: Sequence[float]) -> list[float]:
-    """Bonferroni across m always-valid p-values: valid at every look (a union bound over the
-    challengers needs no independence and no fixed sample size). Holm's step-down on
-    always-valid p-values is valid too (`experiment_report.holm`)."""
-    m = len(p_values)
-    return [min(1.0, m * float(p)) for p in p_values]

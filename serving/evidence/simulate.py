@@ -8,7 +8,8 @@ Two arms at a base accuracy; from `min_labelled` labels per arm the controller l
 gives up) it reports how often the verdict was `go` (a false promotion when the challenger is
 not better, power when it is) and the median labels per arm to a decision, BEFORE (the
 fixed-sample non-inferiority and two-sided z-tests per look, as `experiment_report` judged
-until issue 23) and AFTER (the anytime-valid mixture tests of `serving.evidence.sequential`).
+before its verdicts were sequential) and AFTER (the anytime-valid mixture tests of
+`serving.evidence.sequential`).
 """
 
 from __future__ import annotations

@@ -35,7 +35,9 @@ BAD_HEADER = {400: WHEN[400] + "; or X-Model-Preference is not classic|ensemble"
     responses=responses(400, notes=BAD_HEADER),
 )
 async def classify(
-    body: ClassifyRequest, core: Core, x_model_preference: PreferenceHeader = None
+    body: ClassifyRequest,
+    core: Core,
+    x_model_preference: PreferenceHeader = None,  # type: ignore[assignment]  # see PreferenceHeader
 ) -> Any:
     return await classify_one(core, body, preference(x_model_preference))
 
@@ -49,7 +51,10 @@ async def classify(
     ),
 )
 async def classify_batch(
-    body: BatchRequest, core: Core, settings: Settings, x_model_preference: PreferenceHeader = None
+    body: BatchRequest,
+    core: Core,
+    settings: Settings,
+    x_model_preference: PreferenceHeader = None,  # type: ignore[assignment]  # see PreferenceHeader
 ) -> Any:
     _check_batch_size(body, settings.max_batch_instances)
     out = await core.classify(

@@ -113,6 +113,7 @@ class CircuitBreaker:
         """Turn an open breaker half-open once its cool-down has elapsed (lock held)."""
         if (
             self._state is BreakerState.OPEN
+            and self._opened_at is not None
             and self._clock() - self._opened_at >= self.config.reset_timeout_s
         ):
             return self._move(BreakerState.HALF_OPEN)
@@ -125,6 +126,7 @@ class CircuitBreaker:
         now = self._clock()
         if (
             self._probes_in_flight >= self.config.half_open_max_calls
+            and self._probes_started_at is not None
             and now - self._probes_started_at >= self.config.reset_timeout_s
         ):
             self._probes_in_flight = 0

@@ -79,7 +79,7 @@ class FlagSource:
         """A newer config and where it came from ("store" or "file"), or None. A bad file is
         logged and ignored (FlagConfigError is raised for the caller to count)."""
         mtime = self._file_mtime()
-        if mtime is not None and mtime != self._mtime:
+        if self.path is not None and mtime is not None and mtime != self._mtime:
             self._mtime = mtime
             cfg = load_flag_config(self.path)  # FlagConfigError: the caller keeps what it has
             if self.store is not None:
@@ -89,8 +89,8 @@ class FlagSource:
                     return None
             return cfg, "file"
         if self.store is not None and self.store.version_of(FLAGS_KEY) != self.version:
-            cfg = self._read_store()
-            return None if cfg is None else (cfg, "store")
+            stored = self._read_store()
+            return None if stored is None else (stored, "store")
         return None
 
     def _read_store(self) -> FlagConfig | None:

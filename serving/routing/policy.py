@@ -328,7 +328,7 @@ def _rules(ctx: RequestContext, cfg: FlagConfig, health: Health, now: datetime |
     """The arm the rules below the health checks choose, first match wins."""
     flag = cfg.ensemble
     if flag.header_override and ctx.header_preference is not None:
-        arm = ctx.header_preference
+        arm: Arm = ctx.header_preference
         if arm == "cascade" and not health.cascade_available:
             arm = "ensemble"  # a model without a cascade: the header gets the whole ensemble
         return Decision(arm, Reason.HEADER, fallback=False, bucket=None)
@@ -346,7 +346,7 @@ def _rules(ctx: RequestContext, cfg: FlagConfig, health: Health, now: datetime |
     if cfg.experiment is not None:
         return _variant_decision(cfg.experiment, ctx.sticky_key, health)
     user_bucket = bucket(cfg.flag, ctx.sticky_key)
-    arm: Arm = _target(cfg, health) if user_bucket <= flag.rollout_percentage else "classic"
+    arm = _target(cfg, health) if user_bucket <= flag.rollout_percentage else "classic"
     return Decision(arm, Reason.SPLIT, fallback=False, bucket=user_bucket)
 
 
@@ -390,6 +390,8 @@ def _allow_list_match(user_id: str | None, flag: EnsembleFlag) -> str | None:
 def _rule_holds(rule: EligibilityRule, attributes: Mapping[str, str], now: datetime) -> bool:
     if rule.time_window is not None:
         return rule.time_window.contains(now)
+    if rule.attribute is None or rule.in_ is None:  # the model's validator rules this out
+        return False
     return attributes.get(rule.attribute) in rule.in_
 
 

@@ -111,7 +111,7 @@ def sample_sections() -> dict[str, Any]:
         served,
         cfg,
     )
-    shadow = experiment_report.shadow_agreement([("a", "a")] * 180 + [("a", "b")] * 20, cfg)
+    shadow = experiment_report.agreement_verdict(200, 180, cfg)
     metrics = {
         "holdout": {"parent": 0.781, "child": 0.842},
         "original_test": {"parent": 0.874, "child": 0.869},

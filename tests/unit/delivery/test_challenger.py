@@ -10,7 +10,7 @@ import pytest
 from serving.config.experiments import ChallengerConfig
 from serving.delivery.challenger import ChallengerController, ChallengerView
 from serving.store import StateStore
-from tests.clock import FakeClock
+from tests.doubles import FakeClock
 
 CFG = ChallengerConfig(shadow_min_samples=100, min_agreement=0.6, min_labelled=100, ab_weight=30)
 

@@ -9,7 +9,7 @@ from serving.config.flags import parse_flag_config
 from serving.delivery.live import LiveEvaluation
 from serving.results import RoutedPrediction
 from serving.store import StateStore
-from tests.clock import FakeClock
+from tests.doubles import FakeClock
 
 CLASSES = ["high", "low"]
 

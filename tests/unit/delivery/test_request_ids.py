@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from serving.delivery.request_ids import MAX_LENGTH, RequestIds
 from serving.tokens import b64decode, b64encode
-from tests.clock import FakeClock
+from tests.doubles import FakeClock
 
 SECRET = "s" * 32
 PROBS = np.array([0.1, 0.2, 0.7])

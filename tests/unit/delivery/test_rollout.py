@@ -9,7 +9,7 @@ from serving.config.delivery import RolloutConfig
 from serving.delivery.rollout import STATE_KEY, RolloutController, RolloutState
 from serving.evidence.evaluation import EvaluationWindows
 from serving.store import StateStore
-from tests.clock import FakeClock
+from tests.doubles import FakeClock
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from serving.delivery.request_ids import RequestIds
 from serving.errors import NotFound, StoreUnavailable
 from serving.results import RoutedPrediction
 from serving.store import StateStore
-from tests.clock import FakeClock
+from tests.doubles import FakeClock
 
 CLASSES = ["high", "low"]
 SECRET = "shared-secret-of-the-replicas"

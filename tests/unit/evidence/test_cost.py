@@ -1,4 +1,4 @@
-"""The deployment's bill (serving/evidence/cost.py) against figures computed by hand.
+"""The deployment's bill (serving.evidence.cost) against figures computed by hand.
 
 Defaults throughout: Azure Container Apps list prices (active $0.000024 per vCPU-s and $0.000003
 per GiB-s, idle $0.000003 and $0.000003, $0.40 per million requests), the router at 0.5 vCPU /

@@ -21,7 +21,7 @@ from serving.evidence.evaluation import (
     normalise,
     wilson_interval,
 )
-from tests.clock import FakeClock
+from tests.doubles import FakeClock
 
 
 # ---------------------------------------------------------------------------- ArmWindow
@@ -129,7 +129,7 @@ def test_windows_per_arm_with_cpu_per_request():
     assert snap["classic"]["cpu_seconds_per_request"] == pytest.approx(0.001)
     assert snap["ensemble"]["cpu_seconds_per_request"] == pytest.approx(0.004)
     assert snap["shadow"]["cpu_seconds_per_request"] is None and snap["shadow"]["labelled"] == 1
-    assert "cost_per_request" not in snap["classic"]  # cost is the bill's (evidence/cost.py)
+    assert "cost_per_request" not in snap["classic"]  # cost is the bill's (serving.evidence.cost)
     with pytest.raises(KeyError):
         windows["nope"]
 
@@ -447,7 +447,7 @@ def test_score_config_is_validated_and_documented():
 
 # ---------------------------------------------------------------------------- the cost term
 def _bill(rate: float) -> dict:
-    """The bill (serving/evidence/cost.py) at `rate` predictions/s: router 2 ms of its own per
+    """The bill (serving.evidence.cost) at `rate` predictions/s: router 2 ms of its own per
     prediction, classic 0.3 ms in the router, the ensemble service 3 ms (test_cost.py by hand)."""
     usage = Usage(
         requests_per_second=rate,

@@ -47,8 +47,7 @@ def test_proportion_cs_contains_the_rate_and_stays_in_unit_interval():
     assert sequential.proportion(0, 0, 0.05)["rate"] is None
 
 
-def test_bonferroni_and_running_min():
-    assert sequential.bonferroni([0.01, 0.5]) == [0.02, 1.0]
+def test_running_min():
     assert sequential.running_min([0.5, 0.2, 0.4]) == [0.5, 0.2, 0.2]
 
 

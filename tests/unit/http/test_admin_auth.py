@@ -8,7 +8,7 @@ import pytest
 
 from serving.config.settings import ServingSettings
 from serving.http.app import create_app
-from tests.unit.routing.test_preferences import AppClient
+from tests.doubles import AppClient
 
 ADMIN_PATHS = ("/api/admin/flags", "/api/admin/shadow", "/api/admin/evaluation")
 

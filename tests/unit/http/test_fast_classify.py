@@ -10,7 +10,7 @@ import pytest
 from serving.config.settings import ServingSettings
 from serving.http.app import create_app
 from serving.http.middleware import RequestGuard
-from tests.unit.routing.test_preferences import AppClient, make_routed_core
+from tests.doubles import AppClient, make_routed_core
 
 CASES = [  # (body bytes, headers)
     (json.dumps({"features": {"x": 1.5}}), {}),

@@ -12,7 +12,7 @@ from serving.config.settings import ServingSettings
 from serving.http.app import create_app
 from serving.http.errors import ErrorResponse
 from serving.http.schemas import FeedbackResults, VersionSwap
-from tests.unit.routing.test_preferences import AppClient, make_routed_core
+from tests.doubles import AppClient, make_routed_core
 
 ADMIN = {"Authorization": "Bearer admin-token"}
 

@@ -6,7 +6,7 @@ import pytest
 
 from serving.config.flags import BreakerConfig
 from serving.routing.breaker import BreakerState, CircuitBreaker
-from tests.clock import FakeClock
+from tests.doubles import FakeClock
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from models.schema import FeatureSchema
 from serving.config.flags import CacheConfig
 from serving.routing.cache import PredictionCache
-from tests.clock import FakeClock
+from tests.doubles import FakeClock
 
 
 @pytest.fixture

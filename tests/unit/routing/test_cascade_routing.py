@@ -21,9 +21,8 @@ from serving.routing.core import RouterCore
 from serving.routing.flag_source import FlagSource
 from serving.routing.policy import Decision, Health, Reason, RequestContext, decide, explain
 from serving.store import StateStore
-from tests.clock import FakeClock
+from tests.doubles import ROW, SCHEMA, FakeClock, StubArm
 from tests.unit.routing.test_policy import MONDAY_NOON, config, configs, contexts, ctx
-from tests.unit.routing.test_router_core import ROW, SCHEMA, StubArm
 
 CASCADE_READY = Health(cascade_available=True)
 

@@ -11,7 +11,6 @@ import hmac
 import threading
 from types import SimpleNamespace
 
-import httpx
 import pytest
 
 from serving.routing.preferences import (
@@ -21,44 +20,9 @@ from serving.routing.preferences import (
     verify_user_token,
 )
 from serving.store import StateStore
-from tests.clock import FakeClock
+from tests.doubles import AppClient, CountingStore, FakeClock, make_routed_core
 
 SECRET = "unit-test-secret-0123456789"
-
-
-class CountingStore:
-    """A StateStore in memory that counts reads (and can fail them)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
-        self.changed: dict[str, int] = {}  # user -> change number of their last write
-        self.reads = 0
-        self.rows_read = 0
-        self.fail = False
-
-    def get_preference(self, user_id: str) -> str | None:
-        self.reads += 1
-        if self.fail:
-            raise ConnectionError("database is down")
-        return self.data.get(user_id)
-
-    def set_preference(self, user_id: str, model: str) -> None:
-        self.data[user_id] = model
-        self.changed[user_id] = max(self.changed.values(), default=0) + 1
-
-    def _read(self, users: list[str], limit: int) -> tuple[dict[str, str] | None, int]:
-        self.reads += 1
-        if self.fail:
-            raise ConnectionError("database is down")
-        self.rows_read += len(users)
-        found = None if len(users) > limit else {u: self.data[u] for u in users}
-        return found, max(self.changed.values(), default=0)
-
-    def preference_snapshot(self, limit: int) -> tuple[dict[str, str] | None, int]:
-        return self._read(list(self.data), limit)
-
-    def preference_changes(self, since: int, limit: int) -> tuple[dict[str, str] | None, int]:
-        return self._read([u for u, c in self.changed.items() if c > since], limit)
 
 
 # ---------------------------------------------------------------------- tokens
@@ -286,32 +250,6 @@ def test_cache_rejects_nonsense_settings():
 
 
 # ---------------------------------------------------------------------- HTTP routes
-class AppClient:
-    """Requests to an ASGI app in this process (httpx's ASGI transport; no server, no network)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    def request(self, method: str, url: str, **kwargs) -> httpx.Response:
-        async def send():
-            transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://testserver"
-            ) as client:
-                return await client.request(method, url, **kwargs)
-
-        return asyncio.run(send())
-
-    def get(self, url, **kwargs):
-        return self.request("GET", url, **kwargs)
-
-    def put(self, url, **kwargs):
-        return self.request("PUT", url, **kwargs)
-
-    def post(self, url, **kwargs):
-        return self.request("POST", url, **kwargs)
-
-
 def make_client(secret: str | None = SECRET) -> tuple[AppClient, PreferenceCache]:
     from serving.config.settings import ServingSettings
     from serving.http.app import create_app
@@ -472,37 +410,6 @@ def test_routes_answer_404_when_the_router_has_no_preference_store():
 
 
 # ---------------------------------------------------------------------- routing by preference
-def make_routed_core(**ensemble_flags):
-    """A RouterCore over two in-process stub arms, rollout 0% (everyone on classic), "vip"
-    allow-listed."""
-    import numpy as np
-
-    from models.schema import Feature, FeatureSchema
-    from serving.config.flags import parse_flag_config
-    from serving.routing.arms import ArmInfo
-    from serving.routing.core import RouterCore
-
-    schema = FeatureSchema(features=[Feature(name="x", kind="numeric")], classes=["no", "yes"])
-
-    class Arm:
-        def __init__(self, name, probs):
-            self.name, self.probs = name, np.array(probs)
-            self.info = ArmInfo(name=name, tag=f"{name}:v1", schema=schema, details={})
-
-        async def predict(self, codes):
-            return np.tile(self.probs, (len(codes), 1))
-
-        async def refresh(self):
-            return self.info
-
-    flags = parse_flag_config(
-        {"ensemble": {"rollout_percentage": 0, "allowed_users": ["vip"], **ensemble_flags}}
-    )
-    core = RouterCore(Arm("classic", [0.8, 0.2]), Arm("ensemble", [0.3, 0.7]), flags)
-    core.preferences = PreferenceCache(CountingStore(), clock=FakeClock())
-    return core
-
-
 def classify(core, user_id, header=None):
     return asyncio.run(core.classify([{"x": 1.0}], user_id=user_id, header=header))[0]
 

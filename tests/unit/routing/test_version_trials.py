@@ -14,7 +14,7 @@ from serving.delivery.challenger import ChallengerView
 from serving.routing.arms import ArmInfo
 from serving.routing.core import RouterCore
 from serving.routing.versions import VersionArms
-from tests.unit.routing.test_router_core import ROW, SCHEMA, StubArm
+from tests.doubles import ROW, SCHEMA, StubArm
 
 USERS = [f"user-{i}" for i in range(200)]
 
