@@ -480,7 +480,7 @@ def make_routed_core(**ensemble_flags):
     from models.schema import Feature, FeatureSchema
     from serving.config.flags import parse_flag_config
     from serving.routing.arms import ArmInfo
-    from serving.routing.core import RouterCore
+    from serving.routing.core import Arms, RouterCore
 
     schema = FeatureSchema(features=[Feature(name="x", kind="numeric")], classes=["no", "yes"])
 
@@ -498,7 +498,7 @@ def make_routed_core(**ensemble_flags):
     flags = parse_flag_config(
         {"ensemble": {"rollout_percentage": 0, "allowed_users": ["vip"], **ensemble_flags}}
     )
-    core = RouterCore(Arm("classic", [0.8, 0.2]), Arm("ensemble", [0.3, 0.7]), flags)
+    core = RouterCore(Arms(Arm("classic", [0.8, 0.2]), Arm("ensemble", [0.3, 0.7])), flags)
     core.preferences = PreferenceCache(CountingStore(), clock=FakeClock())
     return core
 
