@@ -272,12 +272,13 @@ class BackgroundWork:
         await self.control.follow_pins()
 
     async def _flush_outcomes(self) -> None:
+        live = self.control.live
+        if live is None:  # only scheduled with live evaluation
+            return
         try:
-            await asyncio.to_thread(self.control.live.flush_outcomes)
+            await asyncio.to_thread(live.flush_outcomes)
         except Exception as exc:  # the store is down: rows wait in memory and are retried
-            log.warning(
-                "outcomes not written yet (%s): %d pending", exc, self.control.live.outcomes.pending
-            )
+            log.warning("outcomes not written yet (%s): %d pending", exc, live.outcomes.pending)
 
     async def _rollout_tick(self) -> None:
         """The lease holder evaluates (and announces what it decides); the others follow."""
@@ -361,6 +362,8 @@ class BackgroundWork:
     async def _export_experiment(self) -> None:
         """The leader's per-variant accuracy of the flags' experiment, as gauges."""
         live = self.control.live
+        if live is None:
+            return
         report = await asyncio.to_thread(live.experiment_status, self.control.served_versions())
         if report is None:
             return

@@ -109,7 +109,7 @@ class ChallengerController:
             return
         for _ in range(20):
             doc = self.store.get(SHADOW_KEY)
-            new = (
+            new: dict[str, Any] = (
                 dict(doc)
                 if doc and doc.get("version") == version
                 else {"version": version, "replicas": {}}

@@ -396,7 +396,7 @@ class RolloutController:
         self,
         action: str,
         reasons: list[str],
-        expected: dict,
+        expected: dict | None,
         old: RolloutState,
         new: RolloutState,
         evidence: dict,

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from serving.routing.cache import PredictionCache
 from serving.routing.flag_source import FlagSource
 from serving.routing.policy import (
     SERVICE_ARMS,
+    Arm,
     ChallengerSplit,
     Decision,
     Health,
@@ -57,6 +58,9 @@ if TYPE_CHECKING:
     from serving.delivery.live import LiveEvaluation
 
 log = logging.getLogger(__name__)
+
+UserChoice = Literal["classic", "ensemble", "auto"]
+"""A user's stored model preference (RequestContext.user_preference)."""
 
 _BREAKER_LEVEL = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
@@ -254,8 +258,10 @@ class RouterCore:
         return RequestContext(
             user_id=user_id,
             request_key=key,
-            header_preference=header if self._flags.ensemble.header_override else None,
-            user_preference=user_preference,
+            header_preference=cast(
+                "Arm | None", header if self._flags.ensemble.header_override else None
+            ),
+            user_preference=cast("UserChoice | None", user_preference),
             attributes=dict(attributes or {}),
         )
 
@@ -348,8 +354,8 @@ class RouterCore:
         ctx = RequestContext(
             user_id=user_id,
             request_key=user_id or "anonymous",
-            header_preference=header,
-            user_preference=preference,
+            header_preference=cast("Arm | None", header),
+            user_preference=cast("UserChoice | None", preference),
             attributes=dict(attributes or {}),
         )
         return explain(ctx, self._flags, self.health())
@@ -419,9 +425,11 @@ class RouterCore:
         """Queue the features of answered rows (never the user id) for retraining; the outcome
         buffer writes them with the next flush, bounded by `retraining.retention_s` and
         `max_stored_requests` (pruned by the leader)."""
-        now = time.time()
+        if self.live is None:
+            return
+        now, outcomes = time.time(), self.live.outcomes
         for row, prediction in zip(rows, out, strict=True):
-            self.live.outcomes.add_served(
+            outcomes.add_served(
                 prediction.request_id,
                 row,
                 prediction.model,
