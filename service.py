@@ -1,7 +1,8 @@
 """BentoML wiring only: the classic service, the ensemble service and the router in front.
 
 `bentoml serve service:Router` starts all three as separate processes. Logic lives in models/
-(prediction) and serving/ (serving/wiring.py builds the router core; serving/http the public API);
+(prediction) and serving/ (serving/wiring.py builds the router core and its control plane;
+serving/http the public API);
 each API here is validate -> call one function -> map errors to HTTP.
 """
 

@@ -1,4 +1,5 @@
-"""The one composition root: settings + the model services' calls -> a running router core.
+"""The one composition root: settings + the model services' calls -> a router core (answers) and
+its control plane (acts: rollout, challenger, retraining, pins), and their background loops.
 
 service.py hands over what only BentoML can give (awaitable calls to the classic and ensemble
 services, and the classic model's store tag); everything else is built here, so the wiring is
