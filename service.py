@@ -1,7 +1,8 @@
 """BentoML wiring only: the classic service, the ensemble service and the router in front.
 
 `bentoml serve service:Router` starts all three as separate processes. Logic lives in models/
-(prediction) and serving/ (serving/wiring.py builds the router core; serving/http the public API);
+(prediction) and serving/ (serving/wiring.py builds the router core and its control plane;
+serving/http the public API);
 each API here is validate -> call one function -> map errors to HTTP.
 """
 
@@ -14,7 +15,6 @@ import bentoml
 from bentoml.exceptions import InvalidArgument, ServiceUnavailable
 
 with bentoml.importing():
-    import aiohttp
     import numpy as np
 
     from serving.config.settings import get_settings
@@ -47,7 +47,7 @@ with bentoml.importing():
         CASCADE_SOCKET_SUFFIX,
         BackgroundWork,
         Services,
-        build_router_core,
+        build_router,
         cascade_call,
     )
 
@@ -246,13 +246,13 @@ class Router:
             ensemble=service_calls(
                 self.ensemble_service, with_fault=True, transport=settings.ensemble_transport
             ),
-            retry_on=(aiohttp.ClientConnectionError,),
             classic_tag=stored_tag(type(self).classic_model),
             cascade=cascade_call(self.ensemble_service, settings.ensemble_transport),
         )
-        self.core = build_router_core(settings, services)
-        api.state.core = self.core  # what the HTTP routes serve from
-        self.background = BackgroundWork(self.core, settings)
+        router = build_router(settings, services)
+        self.core = router.core
+        api.state.core, api.state.control = router.core, router.control  # what the routes use
+        self.background = BackgroundWork(router, settings)
         self.unready_reason = settings.unready_reason()  # a router image without arm URLs
         if self.unready_reason:
             log.error("router not ready: %s", self.unready_reason)

@@ -1,4 +1,5 @@
-"""The one composition root: settings + the model services' calls -> a running router core.
+"""The one composition root: settings + the model services' calls -> a router core (answers) and
+its control plane (acts: rollout, challenger, retraining, pins), and their background loops.
 
 service.py hands over what only BentoML can give (awaitable calls to the classic and ensemble
 services, and the classic model's store tag); everything else is built here, so the wiring is
@@ -21,7 +22,8 @@ import numpy as np
 from models import store
 from serving.config.flags import FlagConfig, FlagConfigError, load_flag_config
 from serving.config.settings import ServingSettings
-from serving.delivery.challenger import STAGES, ChallengerController, ChallengerView
+from serving.control import ControlPlane
+from serving.delivery.challenger import STAGES, ChallengerView
 from serving.delivery.live import LiveEvaluation
 from serving.delivery.notify import Notifier
 from serving.delivery.request_ids import RequestIds
@@ -36,12 +38,13 @@ from serving.routing.arms import (
     info_from_description,
 )
 from serving.routing.coalesce import Coalescer
-from serving.routing.core import RouterCore
+from serving.routing.core import Arms, RouterCore
 from serving.routing.flag_source import FlagSource
 from serving.routing.preferences import PreferenceCache
 from serving.store import StateStore
 from serving.store.lease import CONTROLLER_LEASE, Lease, replica_id
 from serving.store.pins import VersionPins
+from serving.transport.retry import call_remote
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ def api_call(dependency: Any, name: str) -> Callable[[np.ndarray], Awaitable[Any
     """An awaitable `codes -> answer` call of one API of a model service (e.g. the ensemble's
     `predict_cascade`): through its client when it runs in another process, in a thread here."""
     if hasattr(dependency, "to_async"):  # a client; its endpoints are known once connected
-        return lambda codes: dependency.to_async.call(name, codes=codes)
+        return lambda codes: call_remote(dependency.to_async, name, codes=codes)
     method = getattr(dependency, name)
     return lambda codes: asyncio.to_thread(method, codes=codes)
 
@@ -87,11 +90,11 @@ def cascade_call(dependency: Any, transport: str) -> Callable[[np.ndarray], Awai
 
 @dataclass(frozen=True)
 class Services:
-    """What the BentoML layer provides: both model services and the errors worth one retry."""
+    """What the BentoML layer provides: both model services (their calls already carry the one
+    retry policy, serving/transport/retry.py)."""
 
     classic: ServiceCalls
     ensemble: ServiceCalls
-    retry_on: tuple[type[BaseException], ...] = ()
     classic_tag: str | None = None
     """The stored classic model's tag, when this process has a model store holding it."""
     cascade: Callable[[np.ndarray], Awaitable[Any]] | None = None
@@ -109,13 +112,19 @@ def load_flags(settings: ServingSettings) -> FlagConfig:
         return FlagConfig()
 
 
-def build_router_core(settings: ServingSettings, services: Services) -> RouterCore:
+@dataclass(frozen=True)
+class Router:
+    """What the composition root builds: the core that answers and the plane that controls it."""
+
+    core: RouterCore
+    control: ControlPlane
+
+
+def build_router(settings: ServingSettings, services: Services) -> Router:
     """Arms (remote, coalesced, or the classic model in this process), live evaluation with drift,
-    preferences, and the router core over them."""
+    preferences, the router core over them and the control plane over the core."""
     flags = load_flags(settings)
-    classic_direct = RemoteArm(
-        "classic", services.classic.predict, services.classic.describe, services.retry_on
-    )
+    classic_direct = RemoteArm("classic", services.classic.predict, services.classic.describe)
     ensemble_call = services.ensemble.predict
     if settings.ensemble_coalesce_max_rows > 0:  # concurrent requests share calls
         ensemble_call = Coalescer(
@@ -124,7 +133,7 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
             settings.ensemble_coalesce_in_flight,
             observe=metrics.ENSEMBLE_CALL_ROWS.observe,
         )
-    ensemble = RemoteArm("ensemble", ensemble_call, services.ensemble.describe, services.retry_on)
+    ensemble = RemoteArm("ensemble", ensemble_call, services.ensemble.describe)
     cascade = None
     if services.cascade is not None:  # the same service's cascade API, coalesced the same way
         cascade_call = services.cascade
@@ -157,34 +166,29 @@ def build_router_core(settings: ServingSettings, services: Services) -> RouterCo
             request_ids=request_ids,
             in_process_arms=("classic",) if settings.classic_local else (),
         )
-    set_fault = services.ensemble.set_fault
     core = RouterCore(
-        classic,
-        ensemble,
+        Arms(classic, ensemble, classic_direct=classic_direct, cascade=cascade),
         flags,
-        cascade=cascade,
-        classic_direct=classic_direct,
         flag_source=FlagSource(state, settings.flags_path),
         ensemble_min_members=settings.ensemble_min_members,
-        fault_setter=set_fault,
         live=live,
         preferences=PreferenceCache(state, ttl_s=settings.preference_ttl_s),
-        notifier=Notifier(settings.webhook_url),
-        pins=VersionPins(state),
         request_ids=request_ids if live is not None else None,
+    )
+    control = ControlPlane(
+        core,
+        live=live,
+        trials_store=state if live is not None else None,
+        retraining=RetrainingJob(state, settings.state_url, replica) if live is not None else None,
         model_loaders={
             "classic": services.classic.load_version,
             "ensemble": services.ensemble.load_version,
         },
+        fault_setter=services.ensemble.set_fault,
+        notifier=Notifier(settings.webhook_url),
+        pins=VersionPins(state),
     )
-    if live is not None:
-        core.challenger_controller = ChallengerController(
-            state,
-            promote=lambda version: core.swap_model("ensemble", version),
-            champion=lambda: core.ensemble.info.version if core.ensemble.info else None,
-        )
-        core.retraining = RetrainingJob(state, settings.state_url, replica)
-    return core
+    return Router(core, control)
 
 
 REQUEST_ID_SECRET_KEY = "request_id_secret"
@@ -207,7 +211,7 @@ def request_id_secret(settings: ServingSettings, state: StateStore) -> str:
 class BackgroundWork:
     """The router's periodic jobs, each in its own loop that survives a failing round."""
 
-    core: RouterCore
+    router: Router
     settings: ServingSettings
     tasks: list[asyncio.Task] = field(default_factory=list)
     gc_pauses: gcpause.GcPauses = field(default_factory=lambda: gcpause.GcPauses(metrics.GC_PAUSE))
@@ -215,12 +219,15 @@ class BackgroundWork:
     exported: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Ensemble versions whose weights and importance stability are exported (version -> what)."""
     _judged_at: float = float("-inf")
+    core: RouterCore = field(init=False)
+    control: ControlPlane = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.core.live is not None and self.lease is None:
+        self.core, self.control = self.router.core, self.router.control
+        if self.control.live is not None and self.lease is None:
             holder = self.settings.replica_id or replica_id()
             self.lease = Lease(
-                self.core.live.store, CONTROLLER_LEASE, holder, self.settings.lease_ttl_s
+                self.control.live.store, CONTROLLER_LEASE, holder, self.settings.lease_ttl_s
             )
 
     async def start(self) -> None:
@@ -234,11 +241,11 @@ class BackgroundWork:
             (self.settings.flags_poll_s, self._reload_flags),
             (1.0, self._rollout_tick),
         ]
-        if self.core.live is not None:  # this replica's outcomes to the shared evidence
+        if self.control.live is not None:  # this replica's outcomes to the shared evidence
             jobs.append((self.settings.outcome_flush_s, self._flush_outcomes))
-        if self.core.challenger_controller is not None:  # the challenger: load it, share, move it
+        if self.control.challenger is not None:  # the challenger: load it, share, move it
             jobs.append((self.settings.flags_poll_s, self._challenger_tick))
-        if self.core.retraining is not None:  # the off-peak job and retention, on the leader
+        if self.control.retraining is not None:  # the off-peak job and retention, on the leader
             jobs.append((RETRAINING_TICK_S, self._retraining_tick))
         if self.settings.preference_ttl_s > 0:  # preferences routed without a read per request
             sync = self.core.preferences.sync
@@ -251,11 +258,11 @@ class BackgroundWork:
             task.cancel()
         self.gc_pauses.uninstall()
         await self.core.shadow.drain()
-        if self.core.live is not None:  # what this replica answered reaches the evidence
+        if self.control.live is not None:  # what this replica answered reaches the evidence
             try:
-                await asyncio.to_thread(self.core.live.flush_outcomes)
+                await asyncio.to_thread(self.control.live.flush_outcomes)
             except Exception as exc:  # counted, not only logged: the evidence is short by these
-                lost = self.core.live.outcomes.pending
+                lost = self.control.live.outcomes.pending
                 metrics.OUTCOMES_DROPPED.inc(lost)
                 log.error("%d outcomes lost at shutdown (store unreachable): %s", lost, exc)
         if self.lease is not None:  # hand the controller over at once, not after the TTL
@@ -263,43 +270,37 @@ class BackgroundWork:
 
     async def _reload_flags(self) -> None:
         await asyncio.to_thread(self.core.reload_flags_if_changed)  # a store read: off the loop
-        await self.core.follow_pins()
+        await self.control.follow_pins()
 
     async def _flush_outcomes(self) -> None:
+        live = self.control.live
+        if live is None:  # only scheduled with live evaluation
+            return
         try:
-            await asyncio.to_thread(self.core.live.flush_outcomes)
+            await asyncio.to_thread(live.flush_outcomes)
         except Exception as exc:  # the store is down: rows wait in memory and are retried
-            log.warning(
-                "outcomes not written yet (%s): %d pending", exc, self.core.live.outcomes.pending
-            )
+            log.warning("outcomes not written yet (%s): %d pending", exc, live.outcomes.pending)
 
     async def _rollout_tick(self) -> None:
         """The lease holder evaluates (and announces what it decides); the others follow."""
         self.gc_pauses.flush()  # observed here, never from the collector's callback (gcpause.py)
-        live = self.core.live
-        if live is None or self.lease is None:
+        if self.control.live is None or self.lease is None:
             return
         leading = await asyncio.to_thread(self.lease.hold)  # store I/O off the event loop
         metrics.LEADER.set(1 if leading else 0)
-        if leading:
-            decision = await asyncio.to_thread(live.tick)
-            if decision is not None and decision.get("logged"):  # holds: when reasons change
-                self.core.notifier.announce(decision)
-        else:
-            await asyncio.to_thread(live.controller.refresh)
-        self.core.sync_rollout()
+        await self.control.follow_rollout(leading)
 
     async def _challenger_tick(self) -> None:
         """Follow the shared trial record (every replica), add this replica's shadow counts,
         and, on the lease holder, move the trial when its evidence says so."""
-        controller, cfg = self.core.challenger_controller, self.core.flags.challenger
+        controller, cfg = self.control.challenger, self.core.flags.challenger
         if controller is None:  # only scheduled with one
             return
         record = await asyncio.to_thread(controller.record)
         self.core.challenger = ChallengerView.of(record, cfg)
-        await self.core.versions.sync(self.core.wanted_versions())
+        await self.core.versions.sync(self.control.wanted_versions())
         replica = self.settings.replica_id or replica_id()
-        for version, (compared, agreed) in self.core.take_trial_counts().items():
+        for version, (compared, agreed) in self.core.trial_shadow.take_counts().items():
             await asyncio.to_thread(controller.add_shadow, replica, version, compared, agreed)
         if record:
             for stage in STAGES:
@@ -313,20 +314,20 @@ class BackgroundWork:
             await asyncio.to_thread(self._enter_accepted_version, record)
             moved = await controller.tick(cfg)
             if moved is not None:
-                self.core.notifier.announce({"action": f"challenger_{moved['stage']}", **moved})
+                self.control.notifier.announce({"action": f"challenger_{moved['stage']}", **moved})
             await self._export_experiment()
 
     def _enter_accepted_version(self, record: dict[str, Any] | None) -> None:
         """A version the retraining job accepted since the last trial began goes on trial."""
-        controller = self.core.challenger_controller
-        if not self.core.flags.challenger.enabled or self.core.retraining is None:
+        controller, retraining = self.control.challenger, self.control.retraining
+        if not self.core.flags.challenger.enabled or retraining is None:
             return
         if controller is None:
             return
         if record and record.get("stage") in ("shadow", "ab"):
             return
         since = float(record["entered_at"]) if record else 0.0
-        for run in self.core.retraining.runs(5):  # newest first
+        for run in retraining.runs(5):  # newest first
             if float(run.get("finished_at") or 0) <= since:
                 return
             if run.get("outcome") == "accepted" and run.get("tag"):
@@ -340,10 +341,11 @@ class BackgroundWork:
 
     async def _retraining_tick(self) -> None:
         """On the leader: the retraining job's tick (retention, then the scheduled run when due)."""
-        if self.core.retraining is None or self.lease is None or not self.lease.leading:
+        retraining = self.control.retraining
+        if retraining is None or self.lease is None or not self.lease.leading:
             return
         parent = self.core.ensemble.info.version if self.core.ensemble.info else None
-        await self.core.retraining.tick(self.core.flags.retraining, parent)
+        await retraining.tick(self.core.flags.retraining, parent)
 
     async def _export_versions(self) -> None:
         """Member weights of the champion and every version on trial, and their feature
@@ -360,8 +362,10 @@ class BackgroundWork:
 
     async def _export_experiment(self) -> None:
         """The leader's per-variant accuracy of the flags' experiment, as gauges."""
-        live = self.core.live
-        report = await asyncio.to_thread(live.experiment_status, self.core.served_versions())
+        live = self.control.live
+        if live is None:
+            return
+        report = await asyncio.to_thread(live.experiment_status, self.control.served_versions())
         if report is None:
             return
         for name, variant in report["variants"].items():

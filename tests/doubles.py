@@ -131,7 +131,7 @@ def make_routed_core(**ensemble_flags):
     """A RouterCore over two stub arms answering for a one-feature schema ({"x": number}),
     rollout 0% (everyone on classic), "vip" allow-listed, preferences from a `CountingStore`."""
     from serving.config.flags import parse_flag_config
-    from serving.routing.core import RouterCore
+    from serving.routing.core import Arms, RouterCore
     from serving.routing.preferences import PreferenceCache
 
     schema = FeatureSchema(features=[Feature(name="x", kind="numeric")], classes=["no", "yes"])
@@ -140,6 +140,5 @@ def make_routed_core(**ensemble_flags):
     )
     classic = StubArm("classic", [0.8, 0.2], schema=schema)
     ensemble = StubArm("ensemble", [0.3, 0.7], schema=schema)
-    core = RouterCore(classic, ensemble, flags)
-    core.preferences = PreferenceCache(CountingStore(), clock=FakeClock())
-    return core
+    preferences = PreferenceCache(CountingStore(), clock=FakeClock())
+    return RouterCore(Arms(classic, ensemble), flags, preferences=preferences)

@@ -86,7 +86,7 @@ class ChallengerController:
     ):
         self.store = store
         self.promote = promote
-        """Serve a version on every replica's ensemble service (RouterCore.swap_model)."""
+        """Serve a version on every replica's ensemble service (ControlPlane.swap_model)."""
         self.champion = champion
         """The version the ensemble service serves now."""
         self.clock = clock
@@ -109,7 +109,7 @@ class ChallengerController:
             return
         for _ in range(20):
             doc = self.store.get(SHADOW_KEY)
-            new = (
+            new: dict[str, Any] = (
                 dict(doc)
                 if doc and doc.get("version") == version
                 else {"version": version, "replicas": {}}

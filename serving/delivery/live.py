@@ -318,18 +318,21 @@ class LiveEvaluation:
 
     def shared_drift(self, max_age_s: float = 2.0) -> dict[str, Any]:
         """Drift over the newest window of every replica's inputs (from the store, at most every
-        `max_age_s`); this replica's own window when the store cannot be read."""
+        `max_age_s`); this replica's own window when the store cannot be read. Only called with
+        reference statistics (drift_report answers without them)."""
+        drift = self.drift
+        assert drift is not None, "shared_drift needs a DriftMonitor"
         now = self._clock()
         cached = self._shared_drift
         if cached is not None and now - cached[0] < max_age_s:
             return cached[1]
         try:
-            rows = self.store.drift_rows(self.drift.config.window)
+            rows = self.store.drift_rows(drift.config.window)
         except Exception as exc:
             log.warning("shared drift window unavailable (%s); judging this replica's", exc)
-            return {**self.drift.report(), "inputs": "replica"}
-        matrix = np.array(rows, dtype=np.float64).reshape(-1, len(self.drift.features))
-        report = {**self.drift.report(matrix), "inputs": "shared"}
+            return {**drift.report(), "inputs": "replica"}
+        matrix = np.array(rows, dtype=np.float64).reshape(-1, len(drift.features))
+        report = {**drift.report(matrix), "inputs": "shared"}
         self._shared_drift = (now, report)
         return report
 
@@ -349,7 +352,9 @@ class LiveEvaluation:
         shadow = self.flags.ensemble.shadow
         usage = Usage(
             requests_per_second=rate or None,
-            router_cpu_seconds_per_request=reading and reading.router_cpu_seconds_per_request,
+            router_cpu_seconds_per_request=reading.router_cpu_seconds_per_request
+            if reading
+            else None,
             classic_cpu_seconds_per_request=arm_cpu_per_served(arms.get("classic") or {}),
             ensemble_cpu_seconds_per_request=arm_cpu_per_served(arms.get("ensemble") or {}),
             cascade_cpu_seconds_per_request=arm_cpu_per_served(arms.get("cascade") or {}),
@@ -391,7 +396,7 @@ class LiveEvaluation:
             self.current_percentage(),
             requests_source=source,
             increases=(score.cost_increase_max, score.cost_increase_target),
-            observed_requests_per_second=reading and reading.requests_per_second,
+            observed_requests_per_second=reading.requests_per_second if reading else None,
         )
         cost["inputs"]["window_s"] = window_s
         return {**arms, COST_KEY: cost}

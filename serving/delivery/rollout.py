@@ -43,9 +43,6 @@ from serving.store import StateStore
 STATE_KEY = "rollout"
 """The store key holding the rollout state."""
 
-ACTIONS = ("promote", "hold", "rollback", "none")
-"""Actions `evaluate` can return (manual operations also log "pause" and "resume")."""
-
 
 @dataclass(frozen=True)
 class RolloutState:
@@ -399,7 +396,7 @@ class RolloutController:
         self,
         action: str,
         reasons: list[str],
-        expected: dict,
+        expected: dict | None,
         old: RolloutState,
         new: RolloutState,
         evidence: dict,

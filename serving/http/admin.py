@@ -10,13 +10,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
 from serving.config.flags import dump_flag_config
+from serving.control import ControlPlane
 from serving.errors import BadRequest, Conflict, InvalidInput, NotFound
 from serving.http.auth import require_admin
-from serving.http.dependencies import Core, JsonObject, Settings, live_of
+from serving.http.dependencies import Control, Core, JsonObject, Settings, live_of
 from serving.http.errors import BODY, responses, unroutable_404
 from serving.http.openapi import FlagDocument
 from serving.http.schemas import DecisionLog, ShadowStats, VersionRequest, VersionSwap
-from serving.routing.core import RouterCore
 
 MODELS = ("classic", "ensemble")
 ROLLOUT_ACTIONS = ("pause", "resume", "promote", "rollback", "evaluate")
@@ -120,8 +120,8 @@ async def shadow_stats(core: Core) -> Any:
     summary="Live metrics per arm, A/B statistics, go/no-go",
     responses=responses(404, notes={404: NO_LIVE}),
 )
-async def evaluation(core: Core) -> Any:
-    return await asyncio.to_thread(live_of(core).report)
+async def evaluation(control: Control) -> Any:
+    return await asyncio.to_thread(live_of(control).report)
 
 
 @router.get(
@@ -130,8 +130,8 @@ async def evaluation(core: Core) -> Any:
     summary="Input drift against the training reference",
     responses=responses(404, notes={404: NO_LIVE}),
 )
-async def drift(core: Core) -> Any:
-    return await asyncio.to_thread(live_of(core).drift_report)
+async def drift(control: Control) -> Any:
+    return await asyncio.to_thread(live_of(control).drift_report)
 
 
 @router.get(
@@ -140,8 +140,8 @@ async def drift(core: Core) -> Any:
     summary="The rollout decision log",
     responses=responses(404, 422, notes={404: NO_LIVE}),
 )
-async def decisions(core: Core, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Any:
-    return {"decisions": await asyncio.to_thread(live_of(core).store.decisions, limit)}
+async def decisions(control: Control, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Any:
+    return {"decisions": await asyncio.to_thread(live_of(control).store.decisions, limit)}
 
 
 @router.post(
@@ -159,18 +159,18 @@ async def decisions(core: Core, limit: Annotated[int, Query(ge=1, le=500)] = 50)
 )
 async def rollout_action(
     action: Annotated[str, Path(json_schema_extra={"enum": list(ROLLOUT_ACTIONS)})],
-    core: Core,
+    control: Control,
     reason: Annotated[str, Query(max_length=200)] = "manual",
 ) -> Any:
-    return await _rollout_action(core, action, reason)
+    return await _rollout_action(control, action, reason)
 
 
-async def _rollout_action(core: RouterCore, action: str, reason: str) -> dict[str, Any]:
+async def _rollout_action(control: ControlPlane, action: str, reason: str) -> dict[str, Any]:
     """Evaluate now, or act on the controller; a rollback with automatic rollout off throws the
     kill switch instead (the flags say why traffic left the ensemble)."""
-    live = live_of(core)
+    live, core = live_of(control), control.core
     if action == "evaluate":
-        return await asyncio.to_thread(core.rollout_tick, True) or {
+        return await asyncio.to_thread(control.rollout_tick, True) or {
             "action": "none",
             "reasons": ["automatic rollout is off"],
         }
@@ -196,9 +196,9 @@ async def _rollout_action(core: RouterCore, action: str, reason: str) -> dict[st
             core.update_flags,
             dump_flag_config(core.flags.model_copy(update={"ensemble": ensemble})),
         )
-    core.sync_rollout()
+    control.sync_rollout()
     if decision.get("logged", True) and decision.get("applied", True):
-        core.notifier.announce(decision)  # the replica that acted tells the operators, once
+        control.notifier.announce(decision)  # the replica that acted tells the operators, once
     return decision
 
 
@@ -241,16 +241,16 @@ async def _version(data: JsonObject) -> str:
 async def swap_version(
     name: Annotated[str, Depends(_model_name)],
     version: Annotated[str, Depends(_version)],
-    core: Core,
+    control: Control,
 ) -> Any:
-    return await core.swap_model(name, version)
+    return await control.swap_model(name, version)
 
 
 # ---------------------------------------------------------------- test-only fault injection
-async def _fault_setter(core: Core, settings: Settings) -> Callable[..., Awaitable[Any]]:
-    if not settings.faults_enabled or core.fault_setter is None:
+async def _fault_setter(control: Control, settings: Settings) -> Callable[..., Awaitable[Any]]:
+    if not settings.faults_enabled or control.fault_setter is None:
         raise NotFound("fault injection is disabled (SERVING_FAULTS_ENABLED is not set)")
-    return core.fault_setter
+    return control.fault_setter
 
 
 @router.put("/faults", include_in_schema=False)

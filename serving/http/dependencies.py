@@ -1,6 +1,8 @@
-"""What the routes receive: the router core, the settings, a JSON object body, parsed headers.
+"""What the routes receive: the router core, the control plane, the settings, a JSON object body,
+parsed headers.
 
-The BentoML service puts its `RouterCore` on `app.state.core` at start-up; `create_app` puts the
+The BentoML service puts its `RouterCore` on `app.state.core` and its `ControlPlane` on
+`app.state.control` at start-up; `create_app` puts the
 settings on `app.state.settings`. Dependencies are `async def` on purpose: FastAPI runs a plain
 `def` dependency in its thread pool, a thread hop per request.
 """
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, Header, Path, Request
 
 from serving.config.settings import ServingSettings
+from serving.control import ControlPlane
 from serving.errors import BadRequest, InvalidInput, NotFound
 from serving.routing.core import RouterCore
 from serving.routing.policy import ARMS
@@ -26,6 +29,10 @@ PREFERENCE_HEADER = "X-Model-Preference"
 
 async def _core(request: Request) -> RouterCore:
     return request.app.state.core
+
+
+async def _control(request: Request) -> ControlPlane:
+    return request.app.state.control
 
 
 async def _settings(request: Request) -> ServingSettings:
@@ -64,6 +71,7 @@ async def _user_id(
 
 # Module level: with postponed annotations FastAPI resolves these names in the module's globals.
 Core = Annotated[RouterCore, Depends(_core)]
+Control = Annotated[ControlPlane, Depends(_control)]
 Settings = Annotated[ServingSettings, Depends(_settings)]
 JsonObject = Annotated[dict[str, Any], Depends(json_object)]
 UserIdPath = Annotated[str, Depends(_user_id)]
@@ -91,8 +99,8 @@ def preference(value: str | None) -> str | None:
     return value
 
 
-def live_of(core: RouterCore) -> LiveEvaluation:
-    """The core's live evaluation, or 404 when this router has none (no classic model)."""
-    if core.live is None:
+def live_of(control: ControlPlane) -> LiveEvaluation:
+    """The live evaluation, or 404 when this router has none (no classic model)."""
+    if control.live is None:
         raise NotFound("live evaluation is not available (no classic model in this router)")
-    return core.live
+    return control.live

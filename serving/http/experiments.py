@@ -10,13 +10,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
+from serving.control import ControlPlane
 from serving.delivery.challenger import ChallengerController
 from serving.delivery.retraining import RetrainingBusy, RetrainingJob
 from serving.errors import Conflict, InvalidInput, NotFound
 from serving.http.auth import require_admin, require_operator
-from serving.http.dependencies import Core, JsonObject
+from serving.http.dependencies import Control, JsonObject
 from serving.http.errors import BODY, responses, unroutable_404
-from serving.routing.core import RouterCore
 
 router = APIRouter(tags=["experiments"], responses=responses(503))
 OPERATORS: dict[str, Any] = {
@@ -27,29 +27,30 @@ ADMIN: dict[str, Any] = {"dependencies": [Depends(require_admin)]}
 Object = dict[str, Any]
 
 
-def trials_of(core: Core) -> ChallengerController:
-    if core.challenger_controller is None:
+def trials_of(control: Control) -> ChallengerController:
+    if control.challenger is None:
         raise NotFound("no trials in this router (it has no shared store or no classic model)")
-    return core.challenger_controller
+    return control.challenger
 
 
 Trials = Annotated[ChallengerController, Depends(trials_of)]
 
 
-async def experiment_status(core: RouterCore) -> dict[str, Any] | None:
+async def experiment_status(control: ControlPlane) -> dict[str, Any] | None:
     """The flags' experiment report (LiveEvaluation.experiment_status) and the versions loaded
     here; None without an experiment."""
-    if core.live is None:
+    if control.live is None:
         return None
-    report = await asyncio.to_thread(core.live.experiment_status, core.served_versions())
-    return None if report is None else {**report, "loaded": core.versions.status()}
+    report = await asyncio.to_thread(control.live.experiment_status, control.served_versions())
+    return None if report is None else {**report, "loaded": control.core.versions.status()}
 
 
-async def trial_status(core: RouterCore) -> dict[str, Any] | None:
+async def trial_status(control: ControlPlane) -> dict[str, Any] | None:
     """The version on trial (or the last one) with its evidence; None without trials."""
-    if core.challenger_controller is None:
+    core, trials = control.core, control.challenger
+    if trials is None:
         return None
-    report = await asyncio.to_thread(core.challenger_controller.report, core.flags.challenger)
+    report = await asyncio.to_thread(trials.report, core.flags.challenger)
     return None if report is None else {**report, "loaded_here": core.versions.status()}
 
 
@@ -59,8 +60,8 @@ async def trial_status(core: RouterCore) -> dict[str, Any] | None:
     summary="The experiment's variants: accuracy, intervals, each challenger against the control",
     **OPERATORS,
 )
-async def get_experiment(core: Core) -> Any:
-    report = await experiment_status(core)
+async def get_experiment(control: Control) -> Any:
+    report = await experiment_status(control)
     if report is None:
         raise NotFound("no experiment in the flags (set `experiment` with its variants)")
     return report
@@ -72,8 +73,8 @@ async def get_experiment(core: Core) -> Any:
     summary="The ensemble version on trial: stage, history, shadow agreement, A/B evidence",
     **OPERATORS,
 )
-async def get_challenger(core: Core) -> Any:
-    report = await trial_status(core)
+async def get_challenger(control: Control) -> Any:
+    report = await trial_status(control)
     if report is None:
         raise NotFound("no version has been on trial")
     return report
@@ -86,7 +87,7 @@ async def get_challenger(core: Core) -> Any:
     responses=responses(*BODY, 401, 403, 404, 409),
     **ADMIN,
 )
-async def enter_trial(core: Core, trials: Trials, data: JsonObject) -> Any:
+async def enter_trial(trials: Trials, data: JsonObject) -> Any:
     version = data.get("version")
     if not isinstance(version, str) or not version or len(version) > 64:
         raise InvalidInput("version must be a stored ensemble version")
@@ -125,19 +126,19 @@ async def act_on_trial(
     raise NotFound(f"unknown action {action!r}: reject or rollback")
 
 
-def retraining_of(core: Core) -> RetrainingJob:
-    if core.retraining is None:
+def retraining_of(control: Control) -> RetrainingJob:
+    if control.retraining is None:
         raise NotFound("no retraining in this router (it has no shared store or no classic model)")
-    return core.retraining
+    return control.retraining
 
 
 Retraining = Annotated[RetrainingJob, Depends(retraining_of)]
 
 
-async def retraining_status(core: RouterCore, limit: int = 10) -> dict[str, Any] | None:
+async def retraining_status(control: ControlPlane, limit: int = 10) -> dict[str, Any] | None:
     """The retraining job's status (None without one)."""
-    job = core.retraining
-    return None if job is None else await job.status(core.flags.retraining, limit)
+    job = control.retraining
+    return None if job is None else await job.status(control.core.flags.retraining, limit)
 
 
 @router.get(
@@ -147,8 +148,8 @@ async def retraining_status(core: RouterCore, limit: int = 10) -> dict[str, Any]
     dependencies=[Depends(require_operator)],
     responses=responses(401, 403, 404, 422),
 )
-async def get_retraining(core: Core, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> Any:
-    report = await retraining_status(core, limit)
+async def get_retraining(control: Control, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> Any:
+    report = await retraining_status(control, limit)
     if report is None:
         raise NotFound("no retraining in this router")
     return report
@@ -162,9 +163,10 @@ async def get_retraining(core: Core, limit: Annotated[int, Query(ge=1, le=200)] 
     responses=responses(*BODY, 401, 403, 404, 409),
     **ADMIN,
 )
-async def run_retraining(core: Core, job: Retraining) -> Any:
+async def run_retraining(control: Control, job: Retraining) -> Any:
     """Starts a run (niced and thread-limited beside serving) and answers at once: a run takes
     minutes, longer than a request may. Follow it at GET /api/retraining."""
+    core = control.core
     parent = core.ensemble.info.version if core.ensemble.info else None
     try:
         await job.start(core.flags.retraining, parent)

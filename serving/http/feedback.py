@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter
 
 from serving.errors import ServingError
-from serving.http.dependencies import Core, live_of
+from serving.http.dependencies import Control, live_of
 from serving.http.errors import BODY, responses
 from serving.http.schemas import Feedback, FeedbackBatch, FeedbackResult, FeedbackResults
 
@@ -31,8 +31,8 @@ router = APIRouter(tags=["feedback"], responses=responses(*BODY, 404, 503))
         },
     ),
 )
-async def feedback(body: Feedback, core: Core) -> Any:
-    live = live_of(core)
+async def feedback(body: Feedback, control: Control) -> Any:
+    live = live_of(control)
     return await asyncio.to_thread(live.feedback, body.request_id, body.label, body.rating)
 
 
@@ -42,8 +42,8 @@ async def feedback(body: Feedback, core: Core) -> Any:
     response_model_exclude_unset=True,
     summary="Many feedback items; each answered in order",
 )
-async def feedback_batch(body: FeedbackBatch, core: Core) -> Any:
-    live = live_of(core)
+async def feedback_batch(body: FeedbackBatch, control: Control) -> Any:
+    live = live_of(control)
     return {"results": await asyncio.to_thread(_join_all, live, body)}
 
 

@@ -10,8 +10,9 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
+from serving.control import ControlPlane
 from serving.http.auth import require_operator
-from serving.http.dependencies import Core
+from serving.http.dependencies import Control, Core
 from serving.http.errors import responses
 from serving.http.experiments import experiment_status, retraining_status, trial_status
 from serving.routing.core import RouterCore
@@ -34,8 +35,8 @@ OPERATORS: dict[str, Any] = {
     summary="Rollout stage, gates, split, shadow agreement, drift, recent decisions",
     **OPERATORS,
 )
-async def status(core: Core) -> Any:
-    return await status_report(core)
+async def status(control: Control) -> Any:
+    return await status_report(control)
 
 
 @router.get(
@@ -52,10 +53,10 @@ async def dashboard() -> Any:
     return FileResponse(STATIC / "dashboard.html", media_type="text/html")
 
 
-async def status_report(core: RouterCore) -> dict[str, Any]:
+async def status_report(control: ControlPlane) -> dict[str, Any]:
     """What the dashboard shows: split, health, shadow, and with live evaluation the arms,
     go/no-go, rollout stage, drift and the ten latest decisions."""
-    live = core.live
+    core, live = control.core, control.live
     out: dict[str, Any] = {
         "split": {
             "enabled": core.flags.ensemble.enabled,
@@ -81,9 +82,9 @@ async def status_report(core: RouterCore) -> dict[str, Any]:
             replica=live.replica,
             evidence=report["evidence"],
         )
-        out["challenger"] = await trial_status(core)
-        out["experiment"] = await experiment_status(core)
-        out["retraining"] = await retraining_status(core)
+        out["challenger"] = await trial_status(control)
+        out["experiment"] = await experiment_status(control)
+        out["retraining"] = await retraining_status(control)
         try:  # which replica runs the controller (the lease holder), when the store answers
             out["controller"] = await asyncio.to_thread(leader_of, live.store)
         except Exception as exc:

@@ -146,39 +146,27 @@ def arm_error(exc: Exception) -> ArmCallError:
 
 
 class RemoteArm:
-    """A model service reached through BentoML's client (its own process or container)."""
+    """A model service reached through BentoML's client (its own process or container).
+
+    No retry here: the calls it is given carry the one retry policy (serving/transport/retry.py).
+    """
 
     def __init__(
         self,
         name: str,
         predict: Callable[[np.ndarray], Awaitable[np.ndarray]],
         describe: Callable[[], Awaitable[dict[str, Any]]],
-        retry_on: tuple[type[BaseException], ...] = (),
     ):
         self.name = name
-        self.retry_on = retry_on
         self._predict = predict
         self._describe = describe
         self.info: ArmInfo | None = None
         self.last_error: str | None = None
         self.failed_refreshes = 0
 
-    async def _call(self, call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """One retry on a dropped pooled connection (predict and describe are idempotent).
-
-        BentoML's internal client keeps idle connections longer than the server does
-        (bentoml/BentoML#4971), so a call after a pause can meet a closed socket ("Server
-        disconnected"): that says nothing about the service's health.
-        """
-        try:
-            return await call(*args)
-        except self.retry_on as exc:
-            log.info("%s: retrying after connection error: %s", self.name, exc)
-            return await call(*args)
-
     async def predict(self, codes: np.ndarray) -> np.ndarray:
         try:
-            result = await self._call(self._predict, codes)
+            result = await self._predict(codes)
         except (TimeoutError, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -188,7 +176,7 @@ class RemoteArm:
     async def refresh(self) -> ArmInfo | None:
         """Ask the service to describe itself; on failure keep the last info, marked not ready."""
         try:
-            description = await self._call(self._describe)
+            description = await self._describe()
             if "schema" not in description:  # the service runs but has no model to serve
                 self.info = None
                 self.last_error = str(description.get("error", "model not loaded"))
@@ -245,7 +233,7 @@ class CascadeArm:
 
     async def predict(self, codes: np.ndarray) -> np.ndarray:
         try:
-            result = await self.ensemble._call(self._predict, codes)
+            result = await self._predict(codes)
         except (TimeoutError, asyncio.CancelledError):
             raise
         except Exception as exc:

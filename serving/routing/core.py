@@ -11,13 +11,12 @@ import asyncio
 import hashlib
 import json
 import logging
-import random
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
@@ -28,54 +27,55 @@ from serving.config.flags import (
     dump_flag_config,
     parse_flag_config,
 )
-from serving.delivery.notify import Notifier
 from serving.errors import ArmUnavailable, InvalidInput
-from serving.errors import NotFound as NotFoundError
 from serving.observability import metrics
 from serving.results import RoutedPrediction
+from serving.routing.answer import Answer, call_arm, render
 from serving.routing.arms import (
     ArmCallError,
     ArmInfo,
     LocalArm,
-    describe_model,
-    info_from_description,
 )
 from serving.routing.breaker import BreakerState, CircuitBreaker
 from serving.routing.cache import PredictionCache
 from serving.routing.flag_source import FlagSource
 from serving.routing.policy import (
     SERVICE_ARMS,
+    Arm,
     ChallengerSplit,
     Decision,
     Health,
     RequestContext,
     decide,
     explain,
-    is_randomised,
 )
 from serving.routing.shadow import ShadowMirror
+from serving.routing.trial_shadow import TrialShadow
 from serving.routing.versions import VersionArms
 
 if TYPE_CHECKING:
-    from serving.delivery.challenger import ChallengerController, ChallengerView
-    from serving.delivery.retraining import RetrainingJob
+    from serving.delivery.challenger import ChallengerView
+    from serving.delivery.live import LiveEvaluation
 
 log = logging.getLogger(__name__)
+
+UserChoice = Literal["classic", "ensemble", "auto"]
+"""A user's stored model preference (RequestContext.user_preference)."""
 
 _BREAKER_LEVEL = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
 @dataclass
-class Answer:
-    """Probabilities for a batch of rows from one arm, with how they were obtained."""
+class Arms:
+    """The models a router core answers from: classic (in this process or its service), its
+    service for direct calls, the ensemble service, its cascade, and ensemble versions on trial."""
 
-    arm: str
-    info: ArmInfo
-    probabilities: np.ndarray
-    cached: list[bool]
-    fallback: bool = False
-    latency_s: float | None = None
-    cpu_seconds: float | None = None
+    classic: Any
+    ensemble: Any
+    classic_direct: Any = None
+    cascade: Any = None
+    """The ensemble service's cascade (serving/routing/arms.py CascadeArm), or None."""
+    versions: VersionArms | None = None
 
 
 class RouterCore:
@@ -83,55 +83,37 @@ class RouterCore:
 
     def __init__(
         self,
-        classic,
-        ensemble,
+        arms: Arms,
         flags: FlagConfig,
         *,
-        classic_direct=None,
-        flags_path: Path | None = None,
         flag_source: FlagSource | None = None,
+        flags_path: Path | None = None,
         ensemble_min_members: int = 1,
-        fault_setter=None,
-        live=None,
+        live: LiveEvaluation | None = None,
         preferences=None,
-        model_loaders=None,
-        notifier=None,
-        pins=None,
         request_ids=None,
-        cascade=None,
-        versions: VersionArms | None = None,
     ):
-        self.classic = classic
-        self.ensemble = ensemble
-        self.cascade = cascade
-        """The ensemble service's cascade (serving/routing/arms.py CascadeArm), or None."""
-        self.classic_direct = classic_direct or classic
+        self.classic = arms.classic
+        self.ensemble = arms.ensemble
+        self.cascade = arms.cascade
+        self.classic_direct = arms.classic_direct or arms.classic
+        self.versions = arms.versions or VersionArms()
+        """Ensemble versions on trial, loaded here next to the champion (routing/versions.py)."""
         self.flag_source = flag_source or FlagSource(None, flags_path)
         """Where flags come from: the shared store document, seeded from and watching the file."""
         self.ensemble_min_members = ensemble_min_members
-        self.fault_setter = fault_setter
         self.live = live
+        """Where answers are recorded and whose rollout stage governs the flags (the control
+        plane, serving/control.py, drives it)."""
         self.preferences = preferences
         """PreferenceCache of users' stored choices (serving/routing/preferences.py), or None."""
-        self.model_loaders = model_loaders or {}
-        self.notifier = notifier or Notifier(None)
-        """Announces rollout decisions to operators (serving/delivery/notify.py); off by default."""
-        self.pins = pins
-        """VersionPins shared by every replica (serving/store/pins.py), or None."""
         self.request_ids = request_ids
         """RequestIds signer (serving/delivery/request_ids.py), or None for random ids."""
-        self.versions = versions or VersionArms()
-        """Ensemble versions on trial, loaded here next to the champion (routing/versions.py)."""
         self.challenger: ChallengerView | None = None
-        """The trial as the shared record says (serving/delivery/challenger.py ChallengerView)."""
-        self.trial_counts: dict[str, list[int]] = {}
-        """version -> [compared, agreed] of this replica's shadow comparisons not yet shared."""
-        self._trial_tasks: set[asyncio.Task] = set()
-        self.challenger_controller: ChallengerController | None = None
-        """The trial's controller (serving/delivery/challenger.py), set by the wiring with a
-        shared store; None without one."""
-        self.retraining: RetrainingJob | None = None
-        """The retraining job (serving/delivery/retraining.py), set by the wiring with a store."""
+        """The trial as the shared record says (serving/delivery/challenger.py ChallengerView),
+        kept current by the control plane's challenger loop."""
+        self.trial_shadow = TrialShadow(self.versions)
+        """The challenger's shadow comparisons on this replica (routing/trial_shadow.py)."""
         flags = self.flag_source.initial(flags)
         if live is not None:
             live.configure(flags)
@@ -242,101 +224,11 @@ class RouterCore:
             else None,
         )
 
-    def served_versions(self) -> dict[str, str]:
-        """The version each model's service serves now (what a follow-the-pin variant means)."""
-        arms = (("classic", self.classic_direct), ("ensemble", self.ensemble))
-        return {name: arm.info.version for name, arm in arms if arm.info is not None}
-
-    def wanted_versions(self) -> list[str]:
-        """Ensemble versions this replica should load next to the champion: the trial's and the
-        experiment's (each replica derives the same list from the shared flags and record)."""
-        champion = self.ensemble.info.version if self.ensemble.info is not None else None
-        wanted = [self.challenger.version] if self.challenger is not None else []
-        if self._flags.experiment is not None:
-            wanted += [v.version for v in self._flags.experiment.variants if v.version]
-        return [v for v in dict.fromkeys(wanted) if v != champion]
-
     async def refresh_health(self) -> None:
         await asyncio.gather(
             self.ensemble.refresh(), self.classic.refresh(), self.classic_direct.refresh()
         )
         metrics.ENSEMBLE_READY.set(1 if self.ensemble_ready() else 0)
-
-    def rollout_tick(self, force: bool = False) -> dict[str, Any] | None:
-        """Evaluate the rollout (when automatic) and apply the controller's stage to the flags."""
-        if self.live is None:
-            return None
-        decision = self.live.tick(force=force)
-        self.sync_rollout()
-        return decision
-
-    def sync_rollout(self) -> None:
-        """Make the flags in force follow the controller's stage (another replica may have moved
-        it)."""
-        governed = self.live.governed_flags(self._flags) if self.live is not None else None
-        if governed is not None:
-            self.apply_flags(governed, "rollout")
-
-    # ------------------------------------------------------------------ model versions
-    async def swap_model(self, name: str, version: str) -> dict[str, Any]:
-        """Make a service serve another stored version ("previous", "latest" or an exact version).
-
-        The service loads the new version before swapping, so requests never wait on a load and a
-        version that fails to load leaves the current one serving (the error is returned).
-        """
-        from models import store
-
-        arm = self.ensemble if name == "ensemble" else self.classic_direct
-        if name not in self.model_loaders or arm.info is None:
-            raise ArmUnavailable(f"the {name} service is not ready")
-        tag = f"{name}:{version}"
-        if version in ("previous", "latest"):
-            stored = await asyncio.to_thread(store.versions, name)  # newest first
-            current = [v["version"] for v in stored]
-            if version == "latest":
-                tag = stored[0]["tag"]
-            elif arm.info.version not in current or current.index(arm.info.version) + 1 >= len(
-                current
-            ):
-                raise NotFoundError(
-                    f"no version of {name} older than {arm.info.version} in the model store"
-                )
-            else:
-                tag = stored[current.index(arm.info.version) + 1]["tag"]
-        try:
-            result = await self.model_loaders[name](tag)
-        except Exception as exc:
-            raise InvalidInput(f"{name} refused {tag}: {exc}") from None
-        if name == "classic":
-            await self._load_local_classic(tag)
-        if self.pins is not None:  # every other replica's services follow the pin
-            await asyncio.to_thread(self.pins.pin, name, tag)
-        self.cache.clear()
-        await self.refresh_health()
-        return result
-
-    async def follow_pins(self) -> None:
-        """Serve the pinned classic version in this process too (the services follow by
-        themselves); the next health refresh picks up what the services now serve."""
-        if self.pins is None or not isinstance(self.classic, LocalArm):
-            return
-        pinned = (await asyncio.to_thread(self.pins.current)).get("classic")
-        if pinned and self.classic.info is not None and pinned != self.classic.info.tag:
-            try:
-                await self._load_local_classic(pinned)
-            except Exception as exc:
-                log.error("classic: pinned version %s refused in the router: %s", pinned, exc)
-            else:
-                self.cache.clear()
-
-    async def _load_local_classic(self, tag: str) -> None:
-        if not isinstance(self.classic, LocalArm):
-            return
-        from models import store
-
-        model, stored_model = await asyncio.to_thread(store.load, tag)
-        description = describe_model("classic", tag, model, stored_model.info.metadata)
-        self.classic.model, self.classic.info = model, info_from_description(description)
 
     # ------------------------------------------------------------------ requests
     def encode(self, info: ArmInfo, rows: Sequence[Mapping[str, Any]], prefix: str) -> np.ndarray:
@@ -366,8 +258,10 @@ class RouterCore:
         return RequestContext(
             user_id=user_id,
             request_key=key,
-            header_preference=header if self._flags.ensemble.header_override else None,
-            user_preference=user_preference,
+            header_preference=cast(
+                "Arm | None", header if self._flags.ensemble.header_override else None
+            ),
+            user_preference=cast("UserChoice | None", user_preference),
             attributes=dict(attributes or {}),
         )
 
@@ -402,12 +296,14 @@ class RouterCore:
             arm = self.cascade if decision.arm == "cascade" else self.ensemble
             answer, ensemble_error = await self._try_ensemble(rows, codes, classic_info, arm)
             if answer is not None and answer.arm == "ensemble":
-                self._shadow_trial(codes, answer)
+                self.trial_shadow.maybe_compare(
+                    self.challenger, codes, answer.info, answer.probabilities
+                )
         elif decision.fallback:
             metrics.FALLBACKS.labels(cause=decision.reason.value).inc()
         shadow = False
         if answer is None:
-            answer = await self._predict(self.classic, classic_info, rows, codes)
+            answer = await call_arm(self.classic, classic_info, codes, self.cache)
             answer.fallback = decision.fallback or served_by_ensemble
             shadow = decision.arm == "classic" and not decision.fallback
         out = self._render(answer, decision.reason.value, endpoint)
@@ -438,9 +334,7 @@ class RouterCore:
         codes = self.encode(info, rows, prefix)
         timeout_s = None if isinstance(arm, LocalArm) else 30.0  # in process: nothing to wait on
         try:
-            answer = await self._predict(
-                arm, info, rows, codes, timeout_s=timeout_s, use_cache=False
-            )
+            answer = await call_arm(arm, info, codes, self.cache, timeout_s, use_cache=False)
         except TimeoutError:
             raise ArmUnavailable(f"{arm_name} did not answer in time") from None
         except Exception as exc:
@@ -460,8 +354,8 @@ class RouterCore:
         ctx = RequestContext(
             user_id=user_id,
             request_key=user_id or "anonymous",
-            header_preference=header,
-            user_preference=preference,
+            header_preference=cast("Arm | None", header),
+            user_preference=cast("UserChoice | None", preference),
             attributes=dict(attributes or {}),
         )
         return explain(ctx, self._flags, self.health())
@@ -492,7 +386,7 @@ class RouterCore:
             return self._fell_back("breaker_open")
         deadline = self._flags.ensemble.deadline_ms / 1000.0
         try:
-            answer = await self._predict(arm, info, rows, codes, timeout_s=deadline)
+            answer = await call_arm(arm, info, codes, self.cache, deadline)
         except TimeoutError:
             self.breaker.record_failure()
             return self._fell_back("timeout", failed=True)
@@ -519,51 +413,23 @@ class RouterCore:
             except SchemaValidationError:
                 return None
         try:
-            return await self._predict(
-                arm, info, rows, codes, timeout_s=self._flags.ensemble.deadline_ms / 1000.0
+            return await call_arm(
+                arm, info, codes, self.cache, self._flags.ensemble.deadline_ms / 1000.0
             )
         except Exception as exc:
             log.warning("ensemble %s (on trial) failed: %s: %s", decision.version, type(exc), exc)
             metrics.FALLBACKS.labels(cause="trial_error").inc()
             return None
 
-    def _shadow_trial(self, codes: np.ndarray, answer: Answer) -> None:
-        """In a trial's shadow stage: a sample of the champion's answers also go to the
-        challenger in the background, counting how often the two agree."""
-        trial = self.challenger
-        if trial is None or trial.stage != "shadow":
-            return
-        arm = self.versions.get(trial.version)
-        if arm is None or arm.info is None or arm.info.schema_id != answer.info.schema_id:
-            return
-        if len(self._trial_tasks) >= 8 or random.random() >= trial.shadow_sample_rate:
-            return
-        task = asyncio.get_running_loop().create_task(
-            self._compare_trial(arm, trial.version, codes, answer.probabilities)
-        )
-        self._trial_tasks.add(task)
-        task.add_done_callback(self._trial_tasks.discard)
-
-    async def _compare_trial(self, arm, version: str, codes: np.ndarray, served: np.ndarray):
-        try:
-            shadow = np.asarray(await arm.predict(codes))
-        except Exception as exc:  # a failing trial never reaches callers
-            log.debug("trial shadow call failed: %s", exc)
-            return
-        agreed = int((shadow.argmax(axis=1) == served.argmax(axis=1)).sum())
-        counts = self.trial_counts.setdefault(version, [0, 0])
-        counts[0] += len(served)
-        counts[1] += agreed
-        metrics.TRIAL_SHADOW.labels(agree="true").inc(agreed)
-        metrics.TRIAL_SHADOW.labels(agree="false").inc(len(served) - agreed)
-
     def _keep_served(self, rows: Sequence[Mapping[str, Any]], out: list[RoutedPrediction]):
         """Queue the features of answered rows (never the user id) for retraining; the outcome
         buffer writes them with the next flush, bounded by `retraining.retention_s` and
         `max_stored_requests` (pruned by the leader)."""
-        now = time.time()
+        if self.live is None:
+            return
+        now, outcomes = time.time(), self.live.outcomes
         for row, prediction in zip(rows, out, strict=True):
-            self.live.outcomes.add_served(
+            outcomes.add_served(
                 prediction.request_id,
                 row,
                 prediction.model,
@@ -572,50 +438,9 @@ class RouterCore:
                 now,
             )
 
-    def take_trial_counts(self) -> dict[str, list[int]]:
-        """This replica's shadow comparisons since the last call (to add to the shared counts)."""
-        counts, self.trial_counts = self.trial_counts, {}
-        return counts
-
     def _fell_back(self, cause: str, failed: bool = False) -> tuple[None, bool]:
         metrics.FALLBACKS.labels(cause=cause).inc()
         return None, failed
-
-    async def _predict(
-        self,
-        arm,
-        info: ArmInfo,
-        rows,
-        codes: np.ndarray,
-        timeout_s: float | None = None,
-        use_cache: bool = True,
-    ) -> Answer:
-        use_cache = use_cache and self.cache.max_entries > 0
-        keys = (
-            [PredictionCache.make_key(arm.name, info.version, row) for row in codes]
-            if use_cache
-            else []
-        )
-        found = [self.cache.get(k) for k in keys] if keys else [None] * len(rows)
-        missing = [i for i, p in enumerate(found) if p is None]
-        cached = [p is not None for p in found]
-        for hit in cached:
-            metrics.CACHE.labels(result="hit" if hit else "miss").inc()
-        latency = cpu = None
-        if missing:
-            start, cpu_start = time.perf_counter(), time.thread_time()
-            call = arm.predict(codes if len(missing) == len(rows) else codes[missing])
-            fresh = await (asyncio.wait_for(call, timeout_s) if timeout_s else call)
-            latency = time.perf_counter() - start
-            metrics.LATENCY.labels(arm=arm.name).observe(latency)
-            # CPU: measured here for an in-process arm; a service reports its own per-row figure.
-            per_row = info.details.get("cpu_seconds_per_row")
-            cpu = per_row * len(missing) if per_row is not None else time.thread_time() - cpu_start
-            for j, i in enumerate(missing):
-                found[i] = fresh[j]
-                if keys:
-                    self.cache.put(keys[i], fresh[j])
-        return Answer(arm.name, info, np.vstack(found), cached, latency_s=latency, cpu_seconds=cpu)
 
     def _mirror(self, codes: np.ndarray, answer: Answer, request_ids: list[str]) -> None:
         info = self.ensemble.info
@@ -635,29 +460,7 @@ class RouterCore:
         )
 
     def _render(self, answer: Answer, reason: str, endpoint: str) -> list[RoutedPrediction]:
-        classes = answer.info.schema.classes
-        outcome = "fallback" if answer.fallback else "ok"
-        metrics.REQUESTS.labels(endpoint=endpoint, arm=answer.arm, outcome=outcome).inc(
-            len(answer.cached)
-        )
-        version, out = answer.info.version, []
-        for probs, cached in zip(answer.probabilities, answer.cached, strict=True):
-            index = int(np.argmax(probs))
-            out.append(
-                RoutedPrediction(
-                    label=classes[index],
-                    probabilities={c: float(p) for c, p in zip(classes, probs, strict=True)},
-                    model=answer.arm,
-                    model_version=version,
-                    request_id=self._request_id(
-                        answer.arm, version, index, probs, is_randomised(reason, answer.fallback)
-                    ),
-                    fallback=answer.fallback,
-                    cached=cached,
-                    reason=reason,
-                )
-            )
-        return out
+        return render(answer, reason, endpoint, self._request_id)
 
     def _request_id(
         self, arm: str, version: str, index: int, probs: np.ndarray, randomised: bool

@@ -1,4 +1,8 @@
-"""Small adapters between BentoML 1.4 and the BentoML-free code in serving/ (used by service.py)."""
+"""Small adapters between BentoML 1.4 and the BentoML-free code in serving/ (used by service.py).
+
+Every call to a model service's API goes through `call_remote` (serving/transport/retry.py), the
+one retry policy.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 import bentoml
 
+from serving.transport.retry import call_remote
 from serving.transport.rows import HttpClient, SocketClient, Transports, socket_path
 from serving.wiring import ServiceCalls
 
@@ -37,23 +42,6 @@ def fix_media_types(*services: Any) -> None:
         for method in service.apis.values():
             if method.output_spec.media_type is None:
                 method.output_spec.media_type = method.output_spec.mime_type()
-
-
-async def call_remote(client: Any, name: str, **kwargs: Any) -> Any:
-    """One call to a model service's API, once more on a fresh connection if the pooled one was
-    closed under it.
-
-    BentoML's client keeps idle connections longer than the service's server does, so a call that
-    reuses one just as the server closes it fails with "Server disconnected" before the service saw
-    it (a version swap was refused this way in CI). Every call made here is idempotent (predict,
-    describe, load a version, set a fault), so sending it again is safe.
-    """
-    import aiohttp
-
-    try:
-        return await client.call(name, **kwargs)
-    except aiohttp.ServerDisconnectedError:
-        return await client.call(name, **kwargs)
 
 
 def service_calls(

@@ -11,7 +11,7 @@ from models.schema import Feature, FeatureSchema
 from serving.config.settings import ServingSettings
 from serving.routing.arms import RemoteArm
 from serving.routing.coalesce import Coalescer
-from serving.wiring import ServiceCalls, Services, build_router_core
+from serving.wiring import ServiceCalls, Services, build_router
 
 SCHEMA = FeatureSchema(
     features=[Feature(name="x", kind="numeric")],
@@ -42,10 +42,13 @@ def test_core_from_settings_and_services(tmp_path):
         classic=fake_service("classic", [0.9, 0.1], calls),
         ensemble=fake_service("ensemble", [0.2, 0.8], calls),
     )
-    core = build_router_core(settings, services)
+    router = build_router(settings, services)
+    core, control = router.core, router.control
     # no classic model in this process: classic is the remote service, no live evaluation
     assert isinstance(core.classic, RemoteArm) and core.classic is core.classic_direct
     assert core.live is None and core.flags.ensemble.rollout_percentage == 100
+    assert control.core is core and control.live is None
+    assert control.challenger is None and control.retraining is None  # both need live evidence
     assert isinstance(core.ensemble._predict, Coalescer)  # coalescing on by default
 
     async def routed():
@@ -67,9 +70,9 @@ def test_coalescing_off_calls_the_service_directly(tmp_path):
         classic=fake_service("classic", [0.9, 0.1], []),
         ensemble=fake_service("ensemble", [0.2, 0.8], []),
     )
-    core = build_router_core(settings, services)
-    assert core.ensemble._predict is services.ensemble.predict
-    assert core.model_loaders["ensemble"] is services.ensemble.load_version
+    router = build_router(settings, services)
+    assert router.core.ensemble._predict is services.ensemble.predict
+    assert router.control.model_loaders["ensemble"] is services.ensemble.load_version
 
 
 def test_a_failed_final_flush_is_counted_not_only_logged():
@@ -88,8 +91,9 @@ def test_a_failed_final_flush_is_counted_not_only_logged():
 
     live = SimpleNamespace(flush_outcomes=unreachable, outcomes=SimpleNamespace(pending=7))
     core = SimpleNamespace(shadow=SimpleNamespace(drain=drained), live=live)
+    router = SimpleNamespace(core=core, control=SimpleNamespace(live=live))
     lease = SimpleNamespace(release=lambda: None)
-    work = BackgroundWork(core=core, settings=ServingSettings(), lease=lease)  # type: ignore[arg-type]
+    work = BackgroundWork(router=router, settings=ServingSettings(), lease=lease)  # type: ignore[arg-type]
     name = "tabular_router_outcomes_dropped_total"
     before = REGISTRY.get_sample_value(name) or 0.0
     asyncio.run(work.stop())

@@ -16,7 +16,7 @@ CFG = ChallengerConfig(shadow_min_samples=100, min_agreement=0.6, min_labelled=1
 
 
 class Champion:
-    """What the ensemble service serves; `promote` swaps it (as RouterCore.swap_model does)."""
+    """What the ensemble service serves; `promote` swaps it (as ControlPlane.swap_model does)."""
 
     def __init__(self, version: str):
         self.version, self.promoted = version, []

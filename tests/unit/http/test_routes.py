@@ -9,6 +9,7 @@ import pytest
 
 from serving.config.flags import dump_flag_config
 from serving.config.settings import ServingSettings
+from serving.control import ControlPlane
 from serving.http.app import create_app
 from serving.http.errors import ErrorResponse
 from serving.http.schemas import FeedbackResults, VersionSwap
@@ -25,7 +26,7 @@ def core():
 @pytest.fixture
 def client(core) -> AppClient:
     app = create_app(ServingSettings(admin_token="admin-token", max_body_bytes=4096))
-    app.state.core = core
+    app.state.core, app.state.control = core, ControlPlane(core)
     return AppClient(app)
 
 
@@ -76,7 +77,7 @@ def test_version_swap_validates_name_then_body(client, core):
         calls.append((name, version))
         return {"name": name, "from": f"{name}:old", "to": f"{name}:new"}
 
-    core.swap_model = swap_model
+    client.app.state.control.swap_model = swap_model
     url = "/api/admin/models/{}/version"
     as_json = {**ADMIN, "Content-Type": "application/json"}
     assert error(client.post(url.format("gpt"), content=b"[", headers=as_json), 404)
@@ -113,7 +114,7 @@ def test_feedback_batch_answers_each_item_in_order(client, core):
                 "correct": True,
             }
 
-    core.live = Live()
+    client.app.state.control.live = Live()
     items = [{"request_id": "a", "label": "yes"}, {"request_id": "b", "label": "no"}]
     response = client.post("/api/feedback/batch", json={"items": items})
     assert response.status_code == 200

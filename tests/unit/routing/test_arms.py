@@ -1,4 +1,4 @@
-"""RemoteArm: a dropped pooled connection is retried once; real failures still count."""
+"""RemoteArm: it never retries (the transport does, once); failures count towards not ready."""
 
 from __future__ import annotations
 
@@ -46,34 +46,32 @@ def arm(predict=None, describe=None) -> RemoteArm:
         "classic",
         predict or Flaky([[0.5, 0.5]]),
         describe or Flaky(DESCRIPTION),
-        retry_on=(Dropped,),
     )
 
 
-def test_a_dropped_connection_during_a_health_refresh_is_retried_not_counted():
+def test_a_failed_health_refresh_is_counted_once_and_not_retried_by_the_arm():
     describe = Flaky(DESCRIPTION, Dropped("Server disconnected"))
     remote = arm(describe=describe)
-    info = asyncio.run(remote.refresh())
-    assert info is not None and info.ready
-    assert remote.failed_refreshes == 0 and describe.calls == 2
+    assert asyncio.run(remote.refresh()) is None
+    assert remote.failed_refreshes == 1 and describe.calls == 1
+    assert asyncio.run(remote.refresh()).ready and remote.failed_refreshes == 0
 
 
 def test_refreshes_that_keep_failing_mark_the_arm_not_ready_then_a_success_restores_it():
     remote = arm()
     assert asyncio.run(remote.refresh()).ready
-    remote._describe = Flaky(
-        DESCRIPTION, *[Dropped("down")] * (2 * NOT_READY_AFTER)
-    )  # each refresh: call + retry
+    remote._describe = Flaky(DESCRIPTION, *[Dropped("down")] * NOT_READY_AFTER)
     for _ in range(NOT_READY_AFTER):
         asyncio.run(remote.refresh())
     assert remote.failed_refreshes == NOT_READY_AFTER and not remote.info.ready
     assert asyncio.run(remote.refresh()).ready and remote.failed_refreshes == 0
 
 
-def test_predict_retries_once_on_a_dropped_connection_and_not_on_other_errors():
+def test_predict_is_called_once_whatever_the_error():
     predict = Flaky([[0.25, 0.75]], Dropped("Server disconnected"))
-    assert np.allclose(asyncio.run(arm(predict=predict).predict(np.zeros((1, 1)))), [[0.25, 0.75]])
-    assert predict.calls == 2
+    with pytest.raises(ArmCallError):
+        asyncio.run(arm(predict=predict).predict(np.zeros((1, 1))))
+    assert predict.calls == 1
     broken = Flaky([[0.25, 0.75]], ValueError("bad model"))
     with pytest.raises(ArmCallError) as failed:
         asyncio.run(arm(predict=broken).predict(np.zeros((1, 1))))

@@ -17,7 +17,7 @@ from serving.delivery.live import LiveEvaluation
 from serving.delivery.request_ids import RequestIds
 from serving.routing.arms import ArmInfo, CascadeArm
 from serving.routing.breaker import BreakerState
-from serving.routing.core import RouterCore
+from serving.routing.core import Arms, RouterCore
 from serving.routing.flag_source import FlagSource
 from serving.routing.policy import Decision, Health, Reason, RequestContext, decide, explain
 from serving.store import StateStore
@@ -132,10 +132,8 @@ def make_core(store=None, live=None, request_ids=None, cascade_info=True, **ense
     if not cascade_info:
         cascade.info = None  # the served ensemble has no cascade
     core = RouterCore(
-        classic,
-        ensemble,
+        Arms(classic, ensemble, cascade=cascade),
         flags,
-        cascade=cascade,
         flag_source=FlagSource(store, None),
         live=live,
         request_ids=request_ids,

@@ -17,7 +17,7 @@ from serving.config.flags import FlagConfigError, parse_flag_config
 from serving.errors import InvalidInput
 from serving.routing.arms import ArmInfo
 from serving.routing.breaker import BreakerState
-from serving.routing.core import RouterCore
+from serving.routing.core import Arms, RouterCore
 from serving.routing.flag_source import FlagSource, StaleFlags
 from serving.store import StateStore
 
@@ -72,7 +72,7 @@ def make_core(tmp_path=None, store=None, **ensemble_flags) -> tuple[RouterCore, 
         path = tmp_path / "flags.yaml"
         path.write_text(yaml.safe_dump({"ensemble": {"rollout_percentage": 0}}))
     source = FlagSource(store, path)
-    return RouterCore(classic, ensemble, flags, flag_source=source), classic, ensemble
+    return RouterCore(Arms(classic, ensemble), flags, flag_source=source), classic, ensemble
 
 
 def run(coro):
@@ -222,10 +222,10 @@ def test_direct_classic_answers_from_the_routers_own_copy_when_it_holds_one():
     _, _, ensemble = make_core()
     service = StubArm("classic", [0.8, 0.2])
     local = LocalArm("classic", _Probs(), ArmInfo(name="classic", tag="classic:v1", schema=SCHEMA))
-    core = RouterCore(local, ensemble, parse_flag_config({}), classic_direct=service)
+    core = RouterCore(Arms(local, ensemble, classic_direct=service), parse_flag_config({}))
     answer = run(core.classify_direct("classic", [ROW]))[0]
     assert (answer.model, answer.reason, answer.probabilities["no"]) == ("classic", "direct", 0.6)
     assert service.calls == 0  # no hop to the classic service
-    remote_only = RouterCore(service, ensemble, parse_flag_config({}))
+    remote_only = RouterCore(Arms(service, ensemble), parse_flag_config({}))
     assert run(remote_only.classify_direct("classic", [ROW]))[0].probabilities["no"] == 0.8
     assert service.calls == 1

@@ -10,9 +10,10 @@ import asyncio
 import numpy as np
 
 from serving.config.flags import parse_flag_config
+from serving.control import ControlPlane
 from serving.delivery.challenger import ChallengerView
 from serving.routing.arms import ArmInfo
-from serving.routing.core import RouterCore
+from serving.routing.core import Arms, RouterCore
 from serving.routing.versions import VersionArms
 from tests.doubles import ROW, SCHEMA, StubArm
 
@@ -44,12 +45,12 @@ def versions_with(**models) -> VersionArms:
 
 def core_with(flags: dict, versions: VersionArms) -> RouterCore:
     classic, champion = StubArm("classic", [0.8, 0.2]), StubArm("ensemble", [0.3, 0.7], "v1")
-    return RouterCore(classic, champion, parse_flag_config(flags), versions=versions)
+    return RouterCore(Arms(classic, champion, versions=versions), parse_flag_config(flags))
 
 
 def classify_all(core: RouterCore) -> list:
     async def go():
-        await core.versions.sync(core.wanted_versions())
+        await core.versions.sync(ControlPlane(core).wanted_versions())
         return [(await core.classify([ROW], user_id=u))[0] for u in USERS]
 
     return asyncio.run(go())
@@ -96,13 +97,15 @@ def test_a_challenger_in_shadow_never_answers_but_counts_agreements():
     core.challenger = ChallengerView("v2", "shadow", weight=30, shadow_sample_rate=1.0)
 
     async def go():
-        await core.versions.sync(core.wanted_versions())
+        await core.versions.sync(ControlPlane(core).wanted_versions())
         out = []
         for user in USERS[:20]:
             out.append((await core.classify([ROW], user_id=user))[0])
-            await asyncio.gather(*core._trial_tasks)  # at most 8 comparisons at once: let them end
+            # at most 8 comparisons at once: let them end
+            await asyncio.gather(*core.trial_shadow.tasks)
         return out
 
     answers = asyncio.run(go())
     assert {a.model_version for a in answers} == {"v1"}
-    assert core.take_trial_counts() == {"v2": [20, 0]} and core.take_trial_counts() == {}
+    shadow = core.trial_shadow
+    assert shadow.take_counts() == {"v2": [20, 0]} and shadow.take_counts() == {}
