@@ -16,10 +16,18 @@ import time
 import httpx
 import pytest
 
+from loadtests.harness.nginx import nginx_binary
 from loadtests.harness.process import descendants
 from serving.routing.preferences import sign_user_token
 from tests.integration.test_progressive_delivery import FAST_ROLLOUT as DELIVERY_ROLLOUT
-from tests.support import ADMIN_TOKEN, Nginx, Server, WebhookReceiver, clone_version
+from tests.support import (
+    ADMIN_TOKEN,
+    Nginx,
+    Server,
+    WebhookReceiver,
+    clone_version,
+    require_infrastructure,
+)
 from training.data import DEFAULT_TARGET, make_default_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.replicas]
@@ -59,6 +67,8 @@ def start_all(servers: list[Server]) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(trained_store, postgres_cluster):
+    if nginx_binary() is None:
+        require_infrastructure("no nginx: apt-get install -y nginx (as .ci/run does)")
     database = postgres_cluster.create_database()
     webhook = WebhookReceiver()
     env = {
