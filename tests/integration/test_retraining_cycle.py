@@ -206,7 +206,7 @@ def test_a_shifted_world_is_retrained_promoted_and_compared(cycle_server, capsys
     # 4. A poisoned retrain (labels shuffled against the features) is refused before any traffic.
     versions_before = client.get("/api/models").json()["ensemble"]["versions"]
     poisoned_at = time.time()
-    poisoned_rows = shifted_rows(500, seed=17)
+    poisoned_rows = shifted_rows(800, seed=17)  # enough labels: refused for what they say
     shuffled = [label for _, label in poisoned_rows]
     random.Random(3).shuffle(shuffled)
     client.classify_and_label(poisoned_rows, "poison", labels=shuffled)
@@ -216,6 +216,7 @@ def test_a_shifted_world_is_retrained_promoted_and_compared(cycle_server, capsys
     assert put.status_code == 200, put.text
     refused = client.retrain()
     assert refused["outcome"] == "refused" and refused["tag"] is None, refused
+    assert not any("labelled requests" in r for r in refused["reasons"]), refused["reasons"]
     assert client.get("/api/models").json()["ensemble"]["versions"] == versions_before
     assert client.get("/api/challenger").json()["version"] == version  # nothing new on trial
 
