@@ -14,7 +14,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import ADMIN_TOKEN, HOME, Postgres, Server, run_training
+from tests.support import (
+    ADMIN_TOKEN,
+    HOME,
+    Postgres,
+    Server,
+    require_infrastructure,
+    run_training,
+)
 
 _postgres = Postgres()
 
@@ -44,7 +51,9 @@ def pytest_sessionfinish(session, exitstatus):
 def postgres_cluster() -> Postgres:
     """The PostgreSQL cluster the test set-up started (skips when there is none)."""
     if _postgres.url is None:
-        pytest.skip("no PostgreSQL: install Debian's postgresql package (the set-up starts it)")
+        require_infrastructure(
+            "no PostgreSQL: install Debian's postgresql package (the set-up starts it)"
+        )
     return _postgres
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import require_infrastructure
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
@@ -20,7 +22,7 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
     if not CHROMIUM.exists():
-        pytest.skip(
+        require_infrastructure(
             "no /usr/bin/chromium: apt-get install -y chromium chromium-driver (as .ci/run does)"
         )
     assert CHROMEDRIVER.exists(), (

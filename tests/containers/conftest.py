@@ -9,7 +9,6 @@ results/containers.json.
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
@@ -24,7 +23,7 @@ from tests.containers.support import (
     ensure_base_image,
     image_size,
 )
-from tests.support import ROOT
+from tests.support import ROOT, require_infrastructure
 
 
 @pytest.fixture(scope="session")
@@ -32,9 +31,7 @@ def engine():
     started = time.perf_counter()
     engine = Engine()
     if not engine.connect():
-        if os.environ.get("CI"):
-            pytest.fail(f"container tests must run in CI: {engine.problem}")
-        pytest.skip(engine.problem or "no Docker engine")
+        require_infrastructure(engine.problem or "no Docker engine")
     REPORT["steps_s"]["engine"] = round(time.perf_counter() - started, 1)
     yield engine
     engine.stop()

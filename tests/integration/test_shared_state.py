@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.integration.test_progressive_delivery import ADMIN, FAST_ROLLOUT
-from tests.support import Server
+from tests.support import Server, require_infrastructure
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def shared_database() -> str:
     base = os.environ.get("TEST_POSTGRES_URL")
     if not base:
-        pytest.skip(
+        require_infrastructure(
             "no PostgreSQL: install Debian's postgresql package (the test set-up starts it) "
             "or set TEST_POSTGRES_URL"
         )

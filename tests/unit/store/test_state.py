@@ -23,23 +23,18 @@ from serving.store.tables import (
     kv_table,
     preferences_table,
 )
+from tests.support import require_infrastructure
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
 
-BACKENDS = [
-    "sqlite",
-    pytest.param(
-        "postgresql",
-        marks=pytest.mark.skipif(
-            not POSTGRES_URL, reason="set TEST_POSTGRES_URL to test PostgreSQL"
-        ),
-    ),
-]
+BACKENDS = ["sqlite", "postgresql"]
 
 
 def _url(backend: str, tmp_path) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'nested' / 'dir' / 'state.db'}"
+    if not POSTGRES_URL:
+        require_infrastructure("no PostgreSQL: set TEST_POSTGRES_URL (the test set-up starts one)")
     return POSTGRES_URL
 
 
