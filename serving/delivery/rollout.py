@@ -121,6 +121,46 @@ class RolloutController:
         return self._state
 
     # ------------------------------------------------------------------ evaluation
+    def _holds(
+        self,
+        state: RolloutState,
+        evidence: dict,
+        gates: Mapping[str, Mapping[str, Any]],
+        now: float,
+        drift_frozen: bool,
+    ) -> list[str]:
+        """Why this stage may not be promoted yet (empty: every gate and the score allow it)."""
+        cfg = self.config
+        holds: list[str] = []
+        if state.paused:
+            holds.append("paused")
+        if drift_frozen:
+            holds.append("frozen: input drift detected")
+        ratio = evidence["sample_ratio"]
+        if ratio is not None and ratio["mismatch"]:
+            holds.append(
+                f"sample_ratio: the split is not the split (observed {ratio['observed_share']}, "
+                f"configured {ratio['expected_share']}, always-valid p {ratio['p_value']:.3g})"
+            )
+        age = now - state.entered_at
+        if age < cfg.min_stage_seconds:
+            holds.append(f"stage is {age:.0f} s old, needs {cfg.min_stage_seconds:.0f} s")
+        for name, gate in gates.items():
+            if not gate["enough_data"]:
+                holds.append(
+                    f"not enough data for {name}: {gate['samples']} of {gate['min_samples']}"
+                )
+        verdict = evidence["go_no_go"]["verdict"]
+        if verdict == "hold":
+            failed = ", ".join(
+                f"{g['gate']} {_fmt(g['value'])} vs {_fmt(g['threshold'])}"
+                for g in evidence["go_no_go"]["failed_gates"]
+            )
+            holds.append(f"go/no-go says hold ({failed})")
+        elif verdict == "not enough data" and all(g["enough_data"] for g in gates.values()):
+            holds.extend(f"go/no-go: {r}" for r in evidence["go_no_go"]["reasons"])
+        return holds
+
     def evaluate(
         self,
         snapshot: Mapping[str, Mapping[str, Any]],
@@ -179,34 +219,7 @@ class RolloutController:
                 "none", ["rollout complete"], state, state, evidence, now, log=False
             )
 
-        holds: list[str] = []
-        if state.paused:
-            holds.append("paused")
-        if drift_frozen:
-            holds.append("frozen: input drift detected")
-        ratio = evidence["sample_ratio"]
-        if ratio is not None and ratio["mismatch"]:
-            holds.append(
-                f"sample_ratio: the split is not the split (observed {ratio['observed_share']}, "
-                f"configured {ratio['expected_share']}, always-valid p {ratio['p_value']:.3g})"
-            )
-        age = now - state.entered_at
-        if age < cfg.min_stage_seconds:
-            holds.append(f"stage is {age:.0f} s old, needs {cfg.min_stage_seconds:.0f} s")
-        for name, gate in gates.items():
-            if not gate["enough_data"]:
-                holds.append(
-                    f"not enough data for {name}: {gate['samples']} of {gate['min_samples']}"
-                )
-        verdict = evidence["go_no_go"]["verdict"]
-        if verdict == "hold":
-            failed = ", ".join(
-                f"{g['gate']} {_fmt(g['value'])} vs {_fmt(g['threshold'])}"
-                for g in evidence["go_no_go"]["failed_gates"]
-            )
-            holds.append(f"go/no-go says hold ({failed})")
-        elif verdict == "not enough data" and all(g["enough_data"] for g in gates.values()):
-            holds.extend(f"go/no-go: {r}" for r in evidence["go_no_go"]["reasons"])
+        holds = self._holds(state, evidence, gates, now, drift_frozen)
         evidence["would_promote"] = not holds
         if not cfg.enabled:
             holds.append("automatic promotion is disabled (rollout.enabled is false)")
