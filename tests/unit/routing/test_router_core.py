@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import yaml
 
-from models.schema import Feature, FeatureSchema
 from serving.config.flags import FlagConfigError, parse_flag_config
 from serving.errors import InvalidInput
 from serving.routing.arms import ArmInfo
@@ -20,38 +19,7 @@ from serving.routing.breaker import BreakerState
 from serving.routing.core import Arms, RouterCore
 from serving.routing.flag_source import FlagSource, StaleFlags
 from serving.store import StateStore
-
-SCHEMA = FeatureSchema(
-    features=[
-        Feature(name="x", kind="numeric"),
-        Feature(name="colour", kind="categorical", categories=["blue", "red"]),
-    ],
-    classes=["no", "yes"],
-)
-ROW = {"x": 1.0, "colour": "red"}
-
-
-class StubArm:
-    """Answers fixed probabilities; can fail or stall on demand; counts calls."""
-
-    def __init__(self, name: str, probs: list[float], tag: str = "v1"):
-        self.name = name
-        self.probs = np.array(probs)
-        self.info = ArmInfo(name=name, tag=f"{name}:{tag}", schema=SCHEMA, details={})
-        self.calls = 0
-        self.fail = False
-        self.delay_s = 0.0
-
-    async def predict(self, codes):
-        self.calls += 1
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        if self.fail:
-            raise RuntimeError("boom")
-        return np.tile(self.probs, (len(codes), 1))
-
-    async def refresh(self):
-        return self.info
+from tests.doubles import ROW, SCHEMA, StubArm
 
 
 def make_core(tmp_path=None, store=None, **ensemble_flags) -> tuple[RouterCore, StubArm, StubArm]:
