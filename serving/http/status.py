@@ -84,12 +84,32 @@ async def status_report(control: ControlPlane) -> dict[str, Any]:
         )
         out["challenger"] = await trial_status(control)
         out["experiment"] = await experiment_status(control)
+        out["sample_ratio"] = sample_ratio_status(out["decisions"], out["experiment"])
         out["retraining"] = await retraining_status(control)
         try:  # which replica runs the controller (the lease holder), when the store answers
             out["controller"] = await asyncio.to_thread(leader_of, live.store)
         except Exception as exc:
             out["controller"] = {"leader": None, "error": f"{type(exc).__name__}: {exc}"[:200]}
     return out
+
+
+def sample_ratio_status(
+    decisions: list[dict[str, Any]], experiment: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The split checked against itself: the rollout stage's sample-ratio test from the newest
+    logged decision that ran it (the shared decision log, so every replica shows the same), and
+    the experiment's. `mismatch` is true when either found one."""
+    rollout = next(
+        (
+            d["evidence"]["sample_ratio"]
+            for d in decisions
+            if isinstance(d.get("evidence"), dict) and d["evidence"].get("sample_ratio")
+        ),
+        None,
+    )
+    trial = (experiment or {}).get("sample_ratio")
+    mismatch = any(bool(r and r.get("mismatch")) for r in (rollout, trial))
+    return {"rollout": rollout, "experiment": trial, "mismatch": mismatch}
 
 
 async def models_report(core: RouterCore) -> dict[str, Any]:
