@@ -13,10 +13,10 @@ One evaluation (`evaluate`) decides, in this order:
    `min_labelled_samples` labels; anytime-valid: the one-sided mixture test of
    H0: classic - ensemble <= max_accuracy_drop rejects at `score.alpha`, so re-judging every
    tick does not roll back a healthy ensemble on noise), ensemble p95 latency more than
-   `max_p95_increase_ms` above
-   classic (both with `min_request_samples` latency samples), ensemble error rate above
-   `max_error_rate` (`min_request_samples` requests). Triggers fire even while paused, frozen by
-   drift, or with automatic promotion disabled: rollback is the safety net;
+   `max_p95_increase_ms` above classic (both with `min_request_samples` latency samples),
+   ensemble error rate above `max_error_rate` (`min_request_samples` requests). Triggers fire
+   even while paused, frozen by drift, or with automatic promotion disabled: rollback is the
+   safety net;
 3. at the last stage with nothing wrong -> "none" (rollout complete);
 4. hold when: paused, drift_frozen, a sample-ratio mismatch (`sample_ratio`: the randomised
    labelled traffic's split since the stage began is not the configured one), automatic
@@ -32,46 +32,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import replace
 from typing import Any
 
 from serving.config.delivery import RolloutConfig
+from serving.delivery.rollout_state import RolloutState
 from serving.evidence import sequential, srm
 from serving.evidence.evaluation import candidate_accuracy, compare_accuracy, go_no_go
 from serving.store import StateStore
 
 STATE_KEY = "rollout"
 """The store key holding the rollout state."""
-
-
-@dataclass(frozen=True)
-class RolloutState:
-    """Where the rollout is; persisted as JSON under the store key "rollout"."""
-
-    stage_index: int
-    """Index into `RolloutConfig.schedule` of the current (or last, when rolled back) stage."""
-    percentage: float
-    """Ensemble traffic share in force (0 after a rollback)."""
-    paused: bool
-    """Automatic promotion is paused by an operator (rollback triggers still act)."""
-    rolled_back: bool
-    """The ensemble was rolled back: callers map this to `ensemble.enabled = false`."""
-    reason: str | None
-    """Why the last transition happened."""
-    entered_at: float
-    """Clock time the current stage (or the rollback) began."""
-    version: int
-    """Counter bumped by every transition (each write goes through compare_and_set)."""
-
-    def to_dict(self) -> dict:
-        """The state as a JSON-able dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RolloutState:
-        """Read a stored state (unknown keys ignored)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 class RolloutController:
