@@ -300,11 +300,11 @@ class BackgroundWork:
         self.core.challenger = ChallengerView.of(record, cfg)
         await self.core.versions.sync(self.control.wanted_versions())
         replica = self.settings.replica_id or replica_id()
-        for version, (compared, agreed) in self.core.trial_shadow.take_counts().items():
+        for version, (compared, agreed) in self.core.challenger_shadow.take_counts().items():
             await asyncio.to_thread(controller.add_shadow, replica, version, compared, agreed)
         if record:
             for stage in STAGES:
-                metrics.TRIAL_STAGE.labels(version=record["version"], stage=stage).set(
+                metrics.CHALLENGER_STAGE.labels(version=record["version"], stage=stage).set(
                     1 if record["stage"] == stage else 0
                 )
         await self._export_versions()

@@ -178,12 +178,12 @@ LEADER = Gauge(
 )
 
 # Versions on trial and experiments (serving/routing/versions.py, serving/delivery/challenger.py)
-TRIAL_SHADOW = Counter(
+CHALLENGER_SHADOW = Counter(
     "tabular_challenger_shadow_comparisons_total",
     "Shadow comparisons of the ensemble version on trial with the champion, by agreement",
     ["agree"],
 )
-TRIAL_STAGE = Gauge(
+CHALLENGER_STAGE = Gauge(
     "tabular_challenger_stage",
     "1 for the stage the ensemble version on trial is in (shadow, ab, promoted, rejected, "
     "rolled_back)",
@@ -245,4 +245,4 @@ IMPORTANCE_RANK_CORRELATION = Gauge(
 for _outcome in ("accepted", "refused", "failed"):
     RETRAINING_RUNS.labels(outcome=_outcome)
 for _agree in ("true", "false"):
-    TRIAL_SHADOW.labels(agree=_agree)
+    CHALLENGER_SHADOW.labels(agree=_agree)

@@ -38,6 +38,7 @@ from serving.routing.arms import (
 )
 from serving.routing.breaker import BreakerState, CircuitBreaker
 from serving.routing.cache import PredictionCache
+from serving.routing.challenger_shadow import ChallengerShadow
 from serving.routing.flag_source import FlagSource
 from serving.routing.policy import (
     SERVICE_ARMS,
@@ -50,7 +51,6 @@ from serving.routing.policy import (
     explain,
 )
 from serving.routing.shadow import ShadowMirror
-from serving.routing.trial_shadow import TrialShadow
 from serving.routing.versions import VersionArms
 
 if TYPE_CHECKING:
@@ -112,8 +112,8 @@ class RouterCore:
         self.challenger: ChallengerView | None = None
         """The trial as the shared record says (serving/delivery/challenger.py ChallengerView),
         kept current by the control plane's challenger loop."""
-        self.trial_shadow = TrialShadow(self.versions)
-        """The challenger's shadow comparisons on this replica (routing/trial_shadow.py)."""
+        self.challenger_shadow = ChallengerShadow(self.versions)
+        """The challenger's shadow comparisons on this replica (routing/challenger_shadow.py)."""
         flags = self.flag_source.initial(flags)
         if live is not None:
             live.configure(flags)
@@ -296,7 +296,7 @@ class RouterCore:
             arm = self.cascade if decision.arm == "cascade" else self.ensemble
             answer, ensemble_error = await self._try_ensemble(rows, codes, classic_info, arm)
             if answer is not None and answer.arm == "ensemble":
-                self.trial_shadow.maybe_compare(
+                self.challenger_shadow.maybe_compare(
                     self.challenger, codes, answer.info, answer.probabilities
                 )
         elif decision.fallback:

@@ -102,10 +102,10 @@ def test_a_challenger_in_shadow_never_answers_but_counts_agreements():
         for user in USERS[:20]:
             out.append((await core.classify([ROW], user_id=user))[0])
             # at most 8 comparisons at once: let them end
-            await asyncio.gather(*core.trial_shadow.tasks)
+            await asyncio.gather(*core.challenger_shadow.tasks)
         return out
 
     answers = asyncio.run(go())
     assert {a.model_version for a in answers} == {"v1"}
-    shadow = core.trial_shadow
+    shadow = core.challenger_shadow
     assert shadow.take_counts() == {"v2": [20, 0]} and shadow.take_counts() == {}

@@ -27,7 +27,7 @@ MAX_IN_FLIGHT = 8
 """Comparisons running at once; beyond that a sampled answer is not compared."""
 
 
-class TrialShadow:
+class ChallengerShadow:
     """Compares sampled champion answers with the version on trial, off the request path."""
 
     def __init__(self, versions: VersionArms):
@@ -64,8 +64,8 @@ class TrialShadow:
         counts = self.counts.setdefault(version, [0, 0])
         counts[0] += len(served)
         counts[1] += agreed
-        metrics.TRIAL_SHADOW.labels(agree="true").inc(agreed)
-        metrics.TRIAL_SHADOW.labels(agree="false").inc(len(served) - agreed)
+        metrics.CHALLENGER_SHADOW.labels(agree="true").inc(agreed)
+        metrics.CHALLENGER_SHADOW.labels(agree="false").inc(len(served) - agreed)
 
     def take_counts(self) -> dict[str, list[int]]:
         """This replica's comparisons since the last call (to add to the shared counts)."""
