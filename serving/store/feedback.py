@@ -124,7 +124,7 @@ class FeedbackTables(StoreEngine):
         created_at: float,
         replica: str | None = None,
         model_version: str | None = None,
-        randomised: bool = True,
+        randomised: bool = False,
     ) -> bool:
         """Store the true label (and optional 1..10 rating) for one answered request.
 
@@ -132,6 +132,8 @@ class FeedbackTables(StoreEngine):
         `shadow_predicted` the ensemble's shadow prediction for a classic-served request (None if
         there was none). Idempotent on `request_id`: returns True when stored, False when that
         request's feedback was already recorded (the first record is kept unchanged).
+        `randomised`: the split chose the arm, so the label is A/B evidence; False unless the
+        caller knows it (fails closed: a label of unknown assignment is never compared).
         """
         values = {
             "request_id": str(request_id),

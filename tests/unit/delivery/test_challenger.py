@@ -40,7 +40,7 @@ def label(store, n: int, version: str, accuracy: float, at: float, prefix: str) 
         correct = i < round(n * accuracy)
         store.record_feedback(
             f"{prefix}-{i}", "ensemble", "high", "high" if correct else "low",
-            None, 5.0, None, at, model_version=version,
+            None, 5.0, None, at, model_version=version, randomised=True,
         )  # fmt: skip
 
 
